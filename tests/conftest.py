@@ -1,0 +1,35 @@
+"""Shared test set-up: deterministic seeds, the `slow` marker, and the path to ../shared/data."""
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO))  # tests import `facet` and the top-level scripts from the checkout
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: end-to-end runs (torchrun, notebook); still run in CI")
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    """Every test starts from the same random state."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data (CLIP vocabulary, tokenizer vectors, checkpoint layouts); skip if absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is absent (it sits beside the checkout in the dev setup)")
+    return SHARED_DATA
