@@ -1,0 +1,289 @@
+"""The view cache: render every frame of every sample once, keep the pixels as uint8 on disk.
+
+Rendering a scan costs far more than a training step needs to spend on reading it, and the views
+of a scan never change for fixed render settings. So `ViewCache.fill` loads each sample's meshes,
+renders all frames with `facet.raster.render_views`, and stores per sample
+
+- `<entry>.npy`: uint8 (T_all, V, C, H, W), T_all = every frame of the sequence (a 4D sampler
+  picks from them later), C = 1 when the three colour channels are identical (grey shaded, depth:
+  a third of the disk) else 3;
+- `<entry>.json`: the key it was made from, the array shape, a CRC-32 of the array bytes, and the
+  per-frame displacement from the first frame with the apex (its argmax) -- renders alone do not
+  know how far the face moved, so this is computed from the meshes while they are loaded.
+
+Keys. The folder `<root>/<mode>-<size>px-<V>v-<hash>` is named by a hash of the render settings
+(with `settings.json` beside the entries), so changing a setting starts a fresh folder and never
+mixes renders. An entry's file name hashes its frame paths; its `.json` stores each frame's
+(size, mtime_ns). We chose file stats over content hashes: a stat is O(1) while hashing BU-4DFE
+(~60k frames, tens of GB) would dominate every run; any rewrite of a file changes mtime_ns, and
+a false "changed" (a copy without timestamps) only costs a re-render, never a stale view. An
+entry whose files are missing, unreadable, of the wrong shape or failing the CRC is re-rendered.
+Writes are atomic (temp file + os.replace; the .json last), so an interrupted fill never leaves
+an entry that looks complete.
+
+Parallelism: `fill(workers=2)` renders samples in 2 processes of one torch thread each; with
+workers=1 it renders in this process, also single-threaded (see `_init_worker`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from facet.datasets import Sample, index_dataset
+from facet.fileio import write_atomic
+
+CACHE_FORMAT = 1  # bump when the entry layout changes: old folders are then ignored
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """How views are rendered; every field is part of the cache key."""
+
+    views: tuple[tuple[float, float], ...] = ((-20.0, 0.0), (0.0, 0.0), (20.0, 0.0))  # (yaw, pitch) deg
+    image_size: int = 112  # H = W in pixels (CPU default; 224 for ViT-B presets)
+    mode: str = "shaded"  # shaded | texture | depth | normals (facet.raster)
+
+    def __post_init__(self) -> None:
+        # canonical form, so that [[0, 0]] and ((0.0, 0.0),) give the same key
+        views = tuple((float(yaw), float(pitch)) for yaw, pitch in self.views)
+        if not views or self.image_size < 1:
+            raise ValueError(f"render settings need >= 1 view and image_size >= 1, got "
+                             f"{len(views)} views and image_size={self.image_size}")
+        object.__setattr__(self, "views", views)  # frozen dataclass: set once, here
+        object.__setattr__(self, "image_size", int(self.image_size))
+
+    def key(self) -> str:
+        """Short stable hash of the settings and the cache format."""
+        text = json.dumps({**asdict(self), "format": CACHE_FORMAT}, sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+@dataclass
+class FillReport:
+    """What `ViewCache.fill` did."""
+
+    rendered: int = 0  # entries rendered in this call
+    reused: int = 0  # entries already valid
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+
+    def summary(self) -> str:
+        return f"{self.rendered} rendered, {self.reused} reused, {len(self.failed)} failed"
+
+
+def default_cache_root() -> Path:
+    """`$FACET_CACHE`, else the git-ignored `cache/views` folder of the repository."""
+    return Path(os.environ.get("FACET_CACHE", Path(__file__).resolve().parents[1] / "cache" / "views"))
+
+
+def _stats(sample: Sample) -> list[list[int]]:
+    return [[st.st_size, st.st_mtime_ns] for st in map(os.stat, sample.frames)]
+
+
+def _displacement(verts: np.ndarray, first: np.ndarray) -> float:
+    """Mean distance of a frame's surface from the first frame's, in file units.
+
+    With vertex correspondence (same vertex count: synthetic data, registered scans) it is the
+    mean per-vertex displacement; otherwise (raw scans of varying topology) the mean distance
+    from up to 2,000 evenly picked vertices of this frame to the nearest of 2,000 of the first.
+    """
+    if len(verts) == len(first):
+        return float(np.linalg.norm(verts - first, axis=1).mean())
+    pick = lambda v: torch.from_numpy(v[np.linspace(0, len(v) - 1, min(len(v), 2000)).astype(int)])
+    return float(torch.cdist(pick(verts), pick(first)).min(dim=1).values.mean())
+
+
+def _render_sample(frames: Sequence[str], settings: RenderSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Load and render every frame: uint8 (T_all, V, C, H, W) and (T_all,) float32 displacement.
+
+    Frames are loaded one at a time (a BU-4DFE sequence holds ~100 scans of ~35k vertices);
+    only the first frame's vertices are kept, as the reference of the displacement.
+    """
+    from facet import raster  # looked up at call time, so a patched raster.render_views is seen
+    from facet.mesh import load_mesh
+
+    images, displacement, first = [], [], None
+    for path in frames:
+        mesh = load_mesh(path)
+        first = mesh.verts if first is None else first
+        displacement.append(_displacement(mesh.verts, first))
+        views = raster.render_views(mesh, views=settings.views, image_size=settings.image_size,
+                                    mode=settings.mode)  # (V, 3, H, W) float in [0, 1]
+        images.append((views.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+    pixels = np.stack(images)  # (T, V, 3, H, W)
+    if (pixels[:, :, :1] == pixels[:, :, 1:]).all():
+        pixels = pixels[:, :, :1]  # (T, V, 1, H, W): a grey image keeps one channel
+    return np.ascontiguousarray(pixels), np.asarray(displacement, dtype=np.float32)
+
+
+def _write_entry(npy: Path, meta: dict, pixels: np.ndarray) -> None:
+    npy.with_suffix(".json").unlink(missing_ok=True)  # an entry being rewritten is incomplete
+    tmp = npy.with_name(f".{npy.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, pixels)
+        os.replace(tmp, npy)
+    finally:
+        tmp.unlink(missing_ok=True)
+    write_atomic(npy.with_suffix(".json"), json.dumps(meta))  # last: marks the entry complete
+
+
+def _fill_one(frames: tuple[str, ...], settings: RenderSettings, npy: str, stats: list) -> str | None:
+    """Render one sample into its entry; returns None or the reason it failed."""
+    try:
+        pixels, displacement = _render_sample(frames, settings)
+    except Exception as err:  # any unreadable or malformed mesh is reported, never fatal to a fill
+        return f"{type(err).__name__}: {err}"
+    meta = {"frames": list(frames), "stats": stats, "shape": list(pixels.shape),
+            "crc32": zlib.crc32(pixels.tobytes()), "displacement": displacement.tolist(),
+            "apex": int(displacement.argmax())}
+    _write_entry(Path(npy), meta, pixels)
+    return None
+
+
+def _init_worker() -> None:
+    # One thread per process: a face is many small tensor ops, too small to split across
+    # threads, and on a busy machine intra-op threads that wait for each other made rendering
+    # 4-5x slower (0.15 vs 0.03 s per scan at 112 px, 2 shared cores). Parallelism goes across
+    # samples instead; `bench.py --only cache` measures whether a second process helps.
+    torch.set_num_threads(1)
+
+
+class ViewCache:
+    """Rendered views of samples on disk, keyed by file stats and render settings.
+
+    Picklable (a path and settings): safe to hold in a Dataset used by DataLoader workers.
+    """
+
+    def __init__(self, root: str | Path | None = None, settings: RenderSettings | None = None):
+        self.settings = settings or RenderSettings()
+        s = self.settings
+        self.root = Path(root) if root is not None else default_cache_root()
+        self.folder = self.root / f"{s.mode}-{s.image_size}px-{len(s.views)}v-{s.key()}"
+
+    def entry(self, sample: Sample) -> Path:
+        """The `.npy` path of a sample's entry (its `.json` sits beside it)."""
+        name = hashlib.sha1("\n".join(os.path.abspath(f) for f in sample.frames).encode())
+        return self.folder / f"{name.hexdigest()[:20]}.npy"
+
+    def metadata(self, sample: Sample) -> dict:
+        """The entry's metadata (shape, apex, displacement, ...).
+
+        Raises:
+            FileNotFoundError: if the sample has no entry yet.
+        """
+        path = self.entry(sample).with_suffix(".json")
+        if not path.is_file():
+            raise FileNotFoundError(f"{sample.path} is not in the view cache {self.folder}; "
+                                    "fill it with ViewCache.fill or `render_views.py ROOT --cache`")
+        return json.loads(path.read_text())
+
+    def load(self, sample: Sample, frames: Sequence[int] | None = None) -> np.ndarray:
+        """uint8 (T, V, C, H, W) views of the chosen frame indices (all when None), memory-mapped
+        so that only those frames are read."""
+        views = np.load(self.entry(sample), mmap_mode="r")  # (T_all, V, C, H, W)
+        return np.array(views if frames is None else views[np.asarray(frames)])
+
+    def is_valid(self, sample: Sample, verify: bool = True) -> bool:
+        """True when the entry exists, matches the files' current stats and (verify) its CRC."""
+        try:
+            meta = self.metadata(sample)
+            if meta["frames"] != list(sample.frames) or meta["stats"] != _stats(sample):
+                return False
+            views = np.load(self.entry(sample), mmap_mode="r")
+            if list(views.shape) != meta["shape"] or views.dtype != np.uint8:
+                return False
+            return not verify or zlib.crc32(np.ascontiguousarray(views).tobytes()) == meta["crc32"]
+        except (OSError, ValueError, KeyError, TypeError):  # missing, truncated, unparsable
+            return False
+
+    def fill(self, samples: Sequence[Sample], workers: int = 2, progress: bool = True,
+             strict: bool = False) -> FillReport:
+        """Render every sample without a valid entry.
+
+        Args:
+            samples: samples to cache (all frames of each).
+            workers: processes rendering in parallel (1 = in this process).
+            progress: show a tqdm bar (only when stderr is a terminal).
+            strict: raise on the first mesh that cannot be loaded or rendered.
+        Returns:
+            a `FillReport`; failed samples are listed as (file, reason) and have no entry.
+        Raises:
+            ValueError: with `strict`, naming the failing file and the reason.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        manifest = self.folder / "settings.json"
+        if not manifest.is_file():
+            write_atomic(manifest, json.dumps({**asdict(self.settings), "format": CACHE_FORMAT}))
+        report, todo = FillReport(), {}  # entry path -> (sample, stats)
+        for sample in samples:
+            if self.is_valid(sample):
+                report.reused += 1
+                continue
+            try:
+                todo[str(self.entry(sample))] = (sample, _stats(sample))
+            except OSError as err:
+                report.failed.append((sample.path, f"cannot stat: {err}"))
+        with tqdm(total=len(todo), desc="rendering views", unit="sample",
+                  disable=not progress or not os.isatty(2)) as bar:
+            for npy, reason in self._render(todo, workers):
+                bar.update()
+                if reason is None:
+                    report.rendered += 1
+                elif strict:
+                    raise ValueError(f"{todo[npy][0].path}: {reason}")
+                else:
+                    report.failed.append((todo[npy][0].path, reason))
+        return report
+
+    def _render(self, todo: dict, workers: int):
+        """Yield (entry path, failure reason or None) as samples finish rendering."""
+        if workers <= 1 or len(todo) <= 1:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # see _init_worker; restored for the caller afterwards
+            try:
+                for npy, (sample, stats) in todo.items():
+                    yield npy, _fill_one(sample.frames, self.settings, npy, stats)
+            finally:
+                torch.set_num_threads(threads)
+            return
+        pool = ProcessPoolExecutor(workers, initializer=_init_worker)
+        try:
+            futures = {pool.submit(_fill_one, sample.frames, self.settings, npy, stats): npy
+                       for npy, (sample, stats) in todo.items()}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:  # also on strict errors and Ctrl-C: drop the queued work, do not wait for it
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def fill_cache_cli(root: str | Path, kind: str = "auto", settings: RenderSettings | None = None,
+                   cache_root: str | Path | None = None, workers: int = 2,
+                   strict: bool = False, progress: bool = True) -> tuple[FillReport, str]:
+    """Index a dataset root and fill its view cache (`render_views.py ROOT --cache`).
+
+    Args:
+        root, kind, strict: as `facet.datasets.index_dataset` (strict also stops on a mesh that
+            does not load).
+        settings, cache_root: as `ViewCache`; use the training run's views, size and mode.
+        workers, progress: as `ViewCache.fill`.
+    Returns:
+        (the fill report, a few lines for the command line to print: index summary, cache
+        folder and counts, then every skipped or failed file with its reason).
+    """
+    index = index_dataset(root, kind, strict=strict)
+    cache = ViewCache(cache_root, settings)
+    report = cache.fill(index.samples, workers=workers, progress=progress, strict=strict)
+    lines = [index.summary(), f"view cache {cache.folder}: {report.summary()}"]
+    lines += [f"  skipped {p}: {r}" for p, r in index.skipped]
+    lines += [f"  failed {p}: {r}" for p, r in report.failed]
+    return report, "\n".join(lines)

@@ -1,0 +1,184 @@
+"""View cache and torch Dataset: render once, re-render exactly what changed, sample 4D frames."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from dataset_trees import bu4dfe_tree, touch, write_wrl
+from facet import raster
+from facet.datasets import index_dataset
+from facet.torch_dataset import FaceViewsDataset, sample_frames
+from facet.view_cache import RenderSettings, ViewCache
+
+SMALL = RenderSettings(views=((-20.0, 0.0), (0.0, 0.0), (20.0, 0.0)), image_size=16)
+
+
+@pytest.fixture
+def render_calls(monkeypatch):
+    """Count facet.raster.render_views calls (the cache renders in-process with workers=1)."""
+    calls = []
+    real = raster.render_views
+
+    def counting(mesh, **kw):
+        calls.append(mesh.source)
+        return real(mesh, **kw)
+
+    monkeypatch.setattr(raster, "render_views", counting)
+    return calls
+
+
+def sequence_root(tmp_path, bumps=(0, 1, 2, 5, 3, 1, 0)):
+    """One BU-4DFE-style sequence whose displacement from frame 0 peaks at argmax(bumps)."""
+    for i, bump in enumerate(bumps):
+        write_wrl(tmp_path / "F001" / "Happy" / f"{i:03d}.wrl", bump=float(bump))
+    return index_dataset(tmp_path).samples
+
+
+def test_second_fill_renders_nothing(tmp_path, render_calls):
+    samples = index_dataset(bu4dfe_tree(tmp_path / "data")).samples  # 3 sequences, 18 frames
+    cache = ViewCache(tmp_path / "cache", SMALL)
+    report = cache.fill(samples, workers=1, progress=False)
+    assert (report.rendered, report.reused, report.failed) == (3, 0, [])
+    assert len(render_calls) == 18  # every frame rendered exactly once
+    views = cache.load(samples[0])
+    assert views.dtype == np.uint8 and views.shape[0] == 12 and views.shape[1:2] == (3,)
+    assert views.shape[2] in (1, 3) and views.shape[3:] == (16, 16)
+    again = ViewCache(tmp_path / "cache", SMALL).fill(samples, workers=1, progress=False)
+    assert (again.rendered, again.reused, len(render_calls)) == (0, 3, 18)
+
+
+def test_changed_setting_corrupt_entry_or_touched_mesh_rerender(tmp_path, render_calls):
+    samples = index_dataset(bu4dfe_tree(tmp_path / "data")).samples
+    cache = ViewCache(tmp_path / "cache", SMALL)
+    cache.fill(samples, workers=1, progress=False)
+    bigger = ViewCache(tmp_path / "cache", RenderSettings(image_size=24))
+    assert bigger.folder != cache.folder
+    assert bigger.fill(samples, workers=1, progress=False).rendered == 3
+    assert bigger.load(samples[2]).shape[-2:] == (24, 24)
+
+    sad, angry = samples[1], samples[2]
+    npy = cache.entry(sad)
+    npy.write_bytes(npy.read_bytes()[:-7])  # truncated array
+    data = bytearray(cache.entry(angry).read_bytes())
+    data[-1] ^= 0xFF  # one flipped pixel: only the CRC notices
+    cache.entry(angry).write_bytes(bytes(data))
+    assert cache.fill(samples, workers=1, progress=False).rendered == 2
+
+    write_wrl(Path(sad.frames[1]), bump=2.0)  # rewritten mesh: new mtime_ns and size
+    report = cache.fill(samples, workers=1, progress=False)
+    assert (report.rendered, report.reused) == (1, 2)
+
+
+def test_corrupt_mesh_is_reported_not_fatal_and_strict_raises(tmp_path):
+    write_wrl(tmp_path / "data" / "happy" / "ann_1.wrl")
+    touch(tmp_path / "data" / "happy" / "bob_1.wrl", "#VRML V2.0 utf8\nShape { geometry IndexedFaceSet {")
+    samples = index_dataset(tmp_path / "data", kind="folder").samples
+    assert len(samples) == 2  # the header looks fine: only loading can tell
+    cache = ViewCache(tmp_path / "cache", SMALL)
+    report = cache.fill(samples, workers=1, progress=False)
+    assert report.rendered == 1 and [p.split("/")[-1] for p, _ in report.failed] == ["bob_1.wrl"]
+    assert not cache.entry(samples[1]).exists()
+    with pytest.raises(ValueError, match="bob_1.wrl"):
+        cache.fill(samples, workers=1, progress=False, strict=True)
+
+
+def test_apex_from_displacement_and_dataset_sampling(tmp_path):
+    samples = sequence_root(tmp_path / "data")
+    cache = ViewCache(tmp_path / "cache", SMALL)
+    cache.fill(samples, workers=1, progress=False)
+    meta = cache.metadata(samples[0])
+    assert meta["apex"] == 3 and meta["displacement"][0] == 0.0
+    assert np.argsort(meta["displacement"]).tolist()[-3:] == [2, 4, 3]  # bumps 2 < 3 < 5
+
+    apex = FaceViewsDataset(samples, cache, frames=3, sampling="apex")
+    views, label, info = apex[0]
+    assert views.shape == (3, 3, 3, 16, 16) and views.dtype == torch.float32
+    assert 0 <= float(views.min()) and float(views.max()) <= 1
+    expected = torch.from_numpy(cache.load(samples[0], [2, 3, 4])).float() / 255  # (3, V, C, H, W)
+    assert torch.equal(views, expected.expand_as(views))  # frames 2, 3, 4 around the apex
+    assert (label, info["subject"], info["intensity"], info["sex"]) == (0, "F001", -1, "female")
+
+    train = FaceViewsDataset(samples, cache, frames=3, sampling="apex", train=True, seed=1)
+    first = train[0][0]
+    assert torch.equal(first, train[0][0])  # same seed, epoch, index: same frames
+
+
+def test_sample_frames():
+    assert sample_frames(7, 4).tolist() == [0, 2, 4, 6]
+    assert sample_frames(1, 3).tolist() == [0, 0, 0]
+    assert sample_frames(10, 3, "apex", apex=9).tolist() == [7, 8, 9]
+    assert sample_frames(10, 3, "apex", apex=0).tolist() == [0, 1, 2]
+    assert sample_frames(2, 4, "apex", apex=1).tolist() == [0, 1, 1, 1]
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        uniform = sample_frames(20, 4, rng=rng)  # one frame from each 5-frame segment
+        assert ((uniform // 5) == np.arange(4)).all()
+        window = sample_frames(20, 4, "apex", apex=10, rng=rng)
+        assert (np.diff(window) == 1).all() and 6 <= window[0] <= 10
+    with pytest.raises(ValueError, match="unknown frame sampling"):
+        sample_frames(5, 2, "peak")
+
+
+def test_dataloader_with_workers_and_fill_with_two_processes(tmp_path):
+    samples = index_dataset(bu4dfe_tree(tmp_path / "data")).samples
+    cache = ViewCache(tmp_path / "cache", SMALL)
+    report = cache.fill(samples, workers=2, progress=False)
+    assert (report.rendered, report.failed) == (3, [])
+    dataset = FaceViewsDataset(samples, cache, frames=2, train=True)
+    assert dataset.classes == ("anger", "happiness", "sadness")
+    loader = DataLoader(dataset, batch_size=2, num_workers=2)
+    batches = list(loader)
+    views, labels, meta = batches[0]
+    assert views.shape == (2, 2, 3, 3, 16, 16) and labels.tolist() == [1, 2]
+    assert meta["subject"] == ["F001", "F001"] and meta["intensity"].tolist() == [-1, -1]
+    assert sum(len(b[1]) for b in batches) == 3
+    clone = pickle.loads(pickle.dumps(dataset))  # spawn-started workers receive a pickled copy
+    assert torch.equal(clone[1][0], dataset[1][0])
+
+
+def test_dataset_rejects_unknown_labels_and_uncached_samples(tmp_path):
+    samples = sequence_root(tmp_path / "data")
+    cache = ViewCache(tmp_path / "cache", SMALL)
+    with pytest.raises(FileNotFoundError, match="not in the view cache"):
+        FaceViewsDataset(samples, cache)
+    cache.fill(samples, workers=1, progress=False)
+    with pytest.raises(ValueError, match="not in classes"):
+        FaceViewsDataset(samples, cache, classes=("anger",))
+
+
+def test_grey_renders_stored_with_one_channel_colour_with_three(tmp_path, monkeypatch):
+    write_wrl(tmp_path / "data" / "happy" / "ann_1.wrl")
+    samples = index_dataset(tmp_path / "data", kind="folder").samples
+    colour = torch.tensor([0.2, 0.5, 0.8])
+    for paint, channels in ((lambda x: x.mean(0, keepdim=True).expand(3, -1, -1), 1),
+                            (lambda x: x * colour.view(3, 1, 1), 3)):
+        fake = lambda mesh, views, image_size, mode: paint(
+            torch.rand(3, image_size, image_size)).expand(len(views), -1, -1, -1)
+        monkeypatch.setattr(raster, "render_views", fake)
+        cache = ViewCache(tmp_path / f"cache{channels}", SMALL)
+        cache.fill(samples, workers=1, progress=False)
+        assert cache.load(samples[0]).shape == (1, 3, channels, 16, 16)
+        views, _, _ = FaceViewsDataset(samples, cache)[0]
+        assert views.shape == (1, 3, 3, 16, 16)
+        if channels == 1:  # grey: the three returned channels are the one stored
+            assert torch.equal(views[:, :, 0], views[:, :, 2])
+
+
+def test_settings_key_is_canonical_and_fill_cache_cli(tmp_path):
+    from facet.view_cache import fill_cache_cli
+
+    assert RenderSettings(views=[[0, 0]]).key() == RenderSettings(views=((0.0, 0.0),)).key()
+    assert RenderSettings(mode="depth").key() != RenderSettings().key()
+    with pytest.raises(ValueError, match="image_size"):
+        RenderSettings(image_size=0)
+    bu4dfe_tree(tmp_path / "data")
+    report, text = fill_cache_cli(tmp_path / "data", settings=SMALL, cache_root=tmp_path / "c",
+                                  workers=1, progress=False)
+    assert (report.rendered, report.failed) == (3, [])
+    assert "3 rendered, 0 reused, 0 failed" in text and "skipped" in text  # the Bored folder
+    assert len(list(ViewCache(tmp_path / "c", SMALL).folder.glob("*.npy"))) == 3
