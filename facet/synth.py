@@ -154,6 +154,13 @@ def _subjects(count: int, seed: int, width: int) -> list[tuple[str, Identity]]:
     return out
 
 
+def _write_subjects_csv(folder: Path, people: list[tuple[str, Identity]]) -> None:
+    """`subjects.csv`: the metadata the file names do not carry (age group), for augmented prompts."""
+    rows = ["subject,sex,age_group,ethnicity"]
+    rows += [f"{sid},{p.sex},{p.age_group},{p.ethnicity}" for sid, p in people]
+    (folder / "subjects.csv").write_text("\n".join(rows) + "\n")
+
+
 def write_bu3dfe(root: str | Path, subjects: int = 60, seed: int = 0, progress: bool = False) -> Path:
     """Write a BU-3DFE-like static set: per subject NE00 + 6 emotions x intensities 01-04.
 
@@ -180,6 +187,7 @@ def write_bu3dfe(root: str | Path, subjects: int = 60, seed: int = 0, progress: 
             _save(mesh, folder / name, _subject(identity).landmarks)
             bar.update()
     bar.close()
+    _write_subjects_csv(tmp, people)
     return _publish(tmp, root)
 
 
@@ -239,6 +247,7 @@ def write_bu4dfe(root: str | Path, subjects: int = 4, seed: int = 0,
                       _subject(identity).landmarks)
             bar.update()
     bar.close()
+    _write_subjects_csv(tmp, people)
     return _publish(tmp, root)
 
 

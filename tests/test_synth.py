@@ -59,6 +59,10 @@ def test_write_bu3dfe_layout_reads_back(tmp_path):
     assert len(seen) == 25
     mesh = load_mesh(files[0])
     assert mesh.num_faces == synth.demo_face().num_faces and mesh.landmarks["bnd"].shape == (83, 3)
+    # subjects.csv carries what the names do not (age group), one row per subject folder.
+    rows = (root / "subjects.csv").read_text().split()
+    assert rows[0] == "subject,sex,age_group,ethnicity" and len(rows) == 3
+    assert {r.split(",")[0] for r in rows[1:]} == {p.name for p in root.iterdir() if p.is_dir()}
     # Determinism on disk, and an existing folder is never overwritten.
     again = synth.write_bu3dfe(tmp_path / "again", subjects=2, seed=5)
     assert (again / files[0].relative_to(root)).read_bytes() == files[0].read_bytes()
