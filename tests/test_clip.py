@@ -1,0 +1,225 @@
+"""CLIP model: attention oracle, causality, EOT pooling, checkpoint layout and loading, training."""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facet.clip import (CLIP, PRESETS, CLIPConfig, build_from_state_dict, config_from_state_dict,
+                        load_openai, normalize_images)
+from facet.text import causal_mask
+from facet.tokenizer import train_bpe
+from facet.transformer import MultiheadAttention
+from facet.vision import interpolate_positional_embedding
+
+# head dim 64 so that the architecture can be rebuilt from weight shapes
+SMALL = CLIPConfig(embed_dim=32, image_size=32, patch_size=8, vision_width=64, vision_layers=2,
+                   vision_heads=1, context_length=16, vocab_size=600, text_width=64,
+                   text_heads=1, text_layers=2, quick_gelu=False)
+PROMPTS = ["a face showing happiness", "a face showing sadness", "a face showing anger",
+           "a face showing fear", "a face showing disgust", "a face showing surprise",
+           "a neutral face", "a happy smiling face"]
+
+
+def _tokens(count: int = 4, length: int = 16, seed: int = 0) -> torch.Tensor:
+    """(count, length) random ids with the end token at varying positions, zero padded."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(1, SMALL.vocab_size - 2, (count, length), generator=g)
+    for row in range(count):
+        tokens[row, 0] = SMALL.vocab_size - 2  # sot
+        tokens[row, 3 + row] = SMALL.vocab_size - 1  # eot
+        tokens[row, 4 + row:] = 0
+    return tokens
+
+
+def test_sdpa_attention_equals_explicit_math_and_torch_mha():
+    B, N, C, heads = 2, 5, 16, 4
+    attn = MultiheadAttention(C, heads)
+    nn.init.normal_(attn.in_proj_bias)
+    x = torch.randn(B, N, C)
+    keep = causal_mask(N)
+    q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    split = lambda t: t.view(B, N, heads, C // heads).transpose(1, 2)  # (B, heads, N, d)
+    scores = split(q) @ split(k).transpose(-1, -2) / math.sqrt(C // heads)  # (B, heads, N, N)
+    weights = scores.masked_fill(~keep, float("-inf")).softmax(dim=-1)
+    expected = attn.out_proj((weights @ split(v)).transpose(1, 2).reshape(B, N, C))
+    torch.testing.assert_close(attn(x, keep), expected, rtol=1e-5, atol=1e-6)
+
+    reference = nn.MultiheadAttention(C, heads, batch_first=True)
+    reference.load_state_dict(attn.state_dict())  # same parameter layout
+    out, _ = reference(x, x, x, attn_mask=~keep, need_weights=False)  # torch: True = blocked
+    torch.testing.assert_close(attn(x, keep), out, rtol=1e-5, atol=1e-6)
+
+
+def test_text_tower_is_causal():
+    model = CLIP(SMALL).eval()
+    tokens = _tokens(2)
+    t = 5
+    changed = tokens.clone()
+    changed[:, t + 1:] = torch.randint(1, 500, (2, SMALL.context_length - t - 1))
+    mask = causal_mask(SMALL.context_length)
+    hidden = [model.transformer(model.token_embedding(x) + model.positional_embedding, mask)
+              for x in (tokens, changed)]
+    torch.testing.assert_close(hidden[0][:, :t + 1], hidden[1][:, :t + 1], rtol=0, atol=1e-6)
+    assert not torch.allclose(hidden[0][:, t + 1:], hidden[1][:, t + 1:])  # the test can fail
+
+
+def test_text_feature_ignores_everything_after_eot():
+    model = CLIP(SMALL).eval()
+    tokens = _tokens(4)
+    noisy = tokens.clone()
+    for row in range(4):  # replace the padding after each eot with random ids
+        noisy[row, 4 + row:] = torch.randint(1, 598, (SMALL.context_length - 4 - row,))
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_text(tokens), model.encode_text(noisy),
+                                   rtol=0, atol=1e-6)
+        shorter = model.encode_text(tokens[:1, :8])  # fewer positions than the context length
+    torch.testing.assert_close(shorter, model.encode_text(tokens[:1]), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="no end-of-text"):
+        model.encode_text(torch.ones(1, 8, dtype=torch.long))
+
+
+def test_view_batches_and_other_image_sizes():
+    model = CLIP(SMALL).eval()
+    views = normalize_images(torch.rand(2, 3, 3, 32, 32))  # (B, V, 3, H, W)
+    with torch.no_grad():
+        out = model.encode_image(views)
+        single = model.encode_image(views[1, 2])
+    assert out.shape == (2, 3, SMALL.embed_dim)
+    torch.testing.assert_close(out[1, 2], single, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        larger = model.encode_image(normalize_images(torch.rand(2, 3, 48, 64)))
+    assert larger.shape == (2, SMALL.embed_dim) and larger.isfinite().all()
+    with pytest.raises(ValueError, match="multiple of patch"):
+        model.encode_image(torch.rand(1, 3, 30, 32))
+
+
+def test_positional_interpolation_keeps_class_slot_and_constants():
+    pos = torch.cat([torch.randn(1, 8), torch.full((16, 8), 0.5)])  # class + constant 4x4 grid
+    out = interpolate_positional_embedding(pos, (6, 5))
+    assert out.shape == (31, 8) and torch.equal(out[0], pos[0])
+    torch.testing.assert_close(out[1:], torch.full((30, 8), 0.5))
+    assert interpolate_positional_embedding(pos, (4, 4)) is pos
+
+
+@pytest.mark.parametrize("preset, layout", [("vit-b-16", "clip_vit_b16_state_dict.txt"),
+                                            ("vit-b-32", "clip_vit_b32_state_dict.txt"),
+                                            ("vit-l-14", "clip_vit_l14_state_dict.txt")])
+def test_parameter_layout_equals_openai(shared_data, preset, layout):
+    expected = {}
+    for line in (shared_data / layout).read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, shape = line.split(" ", 1)
+            expected[name] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
+    with torch.device("meta"):  # shapes only: ViT-L/14 would need 1.7 GB on the CPU
+        model = CLIP(PRESETS[preset])
+    ours = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    assert ours == expected
+    assert config_from_state_dict(model.state_dict()) == PRESETS[preset]
+
+
+def test_tiny_preset_rebuilds_from_shapes():
+    with torch.device("meta"):
+        model = CLIP(PRESETS["tiny"])
+    assert config_from_state_dict(model.state_dict(), quick_gelu=False) == PRESETS["tiny"]
+
+
+def _features(model: CLIP, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        return (model.encode_image(torch.randn(2, 3, 32, 32, generator=g)),
+                model.encode_text(_tokens(2, seed=seed)))
+
+
+def test_state_dict_round_trip_is_bit_exact(tmp_path):
+    model = CLIP(SMALL).eval()
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "ckpt.pt")
+    loaded = load_openai(tmp_path / "ckpt.pt", quick_gelu=False)
+    state_dict = torch.load(tmp_path / "ckpt.pt", weights_only=True)["state_dict"]
+    rebuilt = build_from_state_dict(state_dict, quick_gelu=False)
+    assert loaded.config == rebuilt.config == SMALL
+    for a, b, c in zip(_features(model), _features(loaded), _features(rebuilt)):
+        assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_load_openai_fp16_state_dict_with_extras_and_prefix(tmp_path):
+    model = CLIP(replace(SMALL, quick_gelu=True)).eval()
+    sd = {f"module.{k}": v.half() for k, v in model.state_dict().items()}
+    sd |= {"input_resolution": torch.tensor(32), "context_length": torch.tensor(16),
+           "vocab_size": torch.tensor(600)}
+    torch.save(sd, tmp_path / "fp16.pt")
+    loaded = load_openai(tmp_path / "fp16.pt")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    model.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+    for a, b in zip(_features(model), _features(loaded)):  # same weights after fp16 rounding
+        assert torch.equal(a, b)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.script
+def test_load_openai_torchscript_archive(tmp_path):
+    model = CLIP(replace(SMALL, quick_gelu=True)).eval()
+    archive = nn.Module()  # the same names as nested plain modules, like OpenAI's JIT model
+    for name, value in model.state_dict().items():
+        *path, leaf = name.split(".")
+        owner = archive
+        for part in path:
+            if not hasattr(owner, part):
+                owner.add_module(part, nn.Module())
+            owner = getattr(owner, part)
+        owner.register_parameter(leaf, nn.Parameter(value.clone(), requires_grad=False))
+    for extra in ("input_resolution", "context_length", "vocab_size"):
+        archive.register_buffer(extra, torch.tensor(7))
+    torch.jit.script(archive).save(str(tmp_path / "ViT-tiny.pt"))
+    loaded = load_openai(tmp_path / "ViT-tiny.pt")
+    for a, b in zip(_features(model), _features(loaded)):
+        assert torch.equal(a, b)
+
+
+def test_load_openai_reports_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_openai(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt"):
+        load_openai(tmp_path / "junk.pt")
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt.*missing"):
+        load_openai(tmp_path / "other.pt")
+
+
+def test_zero_shot_gives_probabilities():
+    tokenizer = train_bpe(PROMPTS, 600)
+    model = CLIP(replace(SMALL, vocab_size=tokenizer.vocab_size)).eval()
+    images = normalize_images(torch.rand(3, 3, 32, 32))
+    with torch.no_grad():
+        logits, logits_per_text = model(images, tokenizer.tokenize(PROMPTS[:6], 16))
+    probs = logits.softmax(dim=-1)  # (B, K)
+    assert probs.shape == (3, 6) and torch.equal(logits_per_text, logits.t())
+    torch.testing.assert_close(probs.sum(-1), torch.ones(3))
+    assert ((probs >= 0) & (probs <= 1)).all()
+    assert model.logit_scale.item() == pytest.approx(math.log(1 / 0.07))
+    with torch.no_grad():
+        model.logit_scale.fill_(10.0)  # e^10 would be 22026: clamped to 100
+        assert model(images, tokenizer.tokenize(PROMPTS[:6], 16))[0].abs().max() <= 100 + 1e-4
+
+
+def test_tiny_clip_overfits_a_toy_batch():
+    tokenizer = train_bpe(PROMPTS, 600)
+    model = CLIP(replace(SMALL, vocab_size=tokenizer.vocab_size))
+    images = normalize_images(torch.rand(8, 3, 32, 32))
+    tokens = tokenizer.tokenize(PROMPTS, 16)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    target = torch.arange(8)
+    losses = []
+    for _ in range(12):  # ~0.05 s each on an idle core
+        logits_per_image, logits_per_text = model(images, tokens)
+        loss = (F.cross_entropy(logits_per_image, target)
+                + F.cross_entropy(logits_per_text, target)) / 2  # CLIP's symmetric loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
