@@ -1,0 +1,126 @@
+"""Shading: turn `Fragments` into colours (grey shaded, texture, vertex colours, depth, normals).
+
+Our interpretation of the papers' renders (they show grey or textured faces from several views):
+- `shaded`: grey albedo lit by a headlight (a directional light from the camera): Lambert diffuse
+  plus a weak Blinn-Phong highlight; with the light at the eye the half vector equals the light
+  direction, so the highlight is (n . l)^shininess. Smooth (area-weighted) vertex normals.
+  Lighting is two-sided: a normal facing away from the camera is flipped, since both sides of
+  an open scan are drawn (`facet.raster`).
+- `texture`: the scan's texture, bilinearly sampled at perspective-correct uv, unlit (scan
+  textures already contain the lighting of the capture).
+- `colors`: per-vertex colours, interpolated, unlit.
+- `depth`: distance along the view axis, nearest = white, farthest = black, min-max per view.
+- `normals`: camera-space normals as RGB, (n + 1) / 2 (x right = red, y up = green, z toward
+  the viewer = blue).
+Pixels no face covers get `background` (a grey level or an RGB triple).
+
+Shapes: V views, N vertices, F faces, H x W image.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as nnf
+
+from facet.camera import Cameras
+from facet.raster import Fragments, interpolate
+
+MODES = ("shaded", "texture", "colors", "depth", "normals")
+ALBEDO = 0.75  # grey of the skin in `shaded`
+AMBIENT = 0.12  # light that reaches surfaces facing away from the headlight
+SPECULAR = 0.12  # weight of the highlight: weak, scans are matte
+SHININESS = 24.0  # Blinn-Phong exponent
+
+
+def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Smooth unit normals (N, 3): the sum of the adjacent faces' area-weighted normals.
+
+    Vertices no face uses get (0, 0, 1) rather than a 0/0.
+    """
+    corners = verts[faces]  # (F, 3, 3)
+    face_normals = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0],
+                                      dim=-1)  # (F, 3), length = 2 * area
+    normals = torch.zeros_like(verts).index_add_(0, faces.reshape(-1),
+                                                 face_normals.repeat_interleave(3, dim=0))
+    length = normals.norm(dim=-1, keepdim=True)
+    fallback = torch.tensor([0.0, 0.0, 1.0], device=verts.device).expand_as(normals)
+    return torch.where(length > 1e-12, normals / length.clamp(min=1e-12), fallback)
+
+
+def _camera_normals(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor,
+                    cameras: Cameras) -> torch.Tensor:
+    """Per-pixel unit normals (V, H, W, 3) in each camera's frame, flipped toward the camera."""
+    world = interpolate(fragments, vertex_normals(verts, faces)[faces])  # (V, H, W, 3)
+    rotation = cameras.view[:, :3, :3]  # (V, 3, 3)
+    normals = torch.einsum("vij,vhwj->vhwi", rotation, world)
+    normals = nnf.normalize(normals, dim=-1, eps=1e-12)
+    # Two-sided: the camera looks down -z, so a visible front has n_z > 0.
+    return torch.where(normals[..., 2:] < 0, -normals, normals)
+
+
+def _sample_texture(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """Bilinear lookup of texture (Ht, Wt, 3) uint8 at uv (V, H, W, 2) -> (V, H, W, 3) in [0, 1].
+
+    u grows to the right and v upward (v = 0 is the image's bottom row); outside [0, 1] the
+    border texel repeats.
+    """
+    image = texture.permute(2, 0, 1)[None].float() / 255  # (1, 3, Ht, Wt)
+    grid = torch.stack([uv[..., 0] * 2 - 1, 1 - uv[..., 1] * 2], dim=-1)  # grid_sample: y down
+    n_views, h, w, _ = uv.shape
+    sampled = nnf.grid_sample(image, grid.reshape(1, n_views * h, w, 2), mode="bilinear",
+                              padding_mode="border", align_corners=False)  # (1, 3, V*H, W)
+    return sampled[0].reshape(3, n_views, h, w).permute(1, 2, 3, 0)  # (V, H, W, 3)
+
+
+def shade(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor, cameras: Cameras,
+          mode: str = "shaded", uv: torch.Tensor | None = None,
+          texture: torch.Tensor | None = None, colors: torch.Tensor | None = None,
+          background: float | tuple[float, float, float] = 1.0) -> torch.Tensor:
+    """Colour every pixel of every view.
+
+    Args:
+        fragments: `rasterize` output for these cameras.
+        verts: (N, 3) float32 world positions; faces: (F, 3) int64.
+        cameras: the V cameras the fragments were rasterized with.
+        mode: one of MODES (module docstring).
+        uv: (N, 2) per-vertex or (F, 3, 2) per-corner texture coordinates (mode "texture").
+        texture: (Ht, Wt, 3) uint8 image (mode "texture").
+        colors: (N, 3) float32 vertex colours in [0, 1] (mode "colors").
+        background: colour of pixels no face covers, a grey level or RGB in [0, 1].
+    Returns:
+        (V, H, W, 3) float32 in [0, 1].
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown render mode {mode!r}; choose one of {MODES}")
+    covered = (fragments.pix_to_face >= 0)[..., None]  # (V, H, W, 1)
+    if mode == "shaded":
+        # n . l with the headlight along the camera's +z axis (third row of its rotation);
+        # only this component of the camera-space normal is needed. Two-sided: |n . l|.
+        normals = interpolate(fragments, vertex_normals(verts, faces)[faces])  # (V, H, W, 3)
+        toward_camera = cameras.view[:, None, None, 2, :3]  # (V, 1, 1, 3)
+        facing = ((normals * toward_camera).sum(-1, keepdim=True).abs()
+                  / normals.norm(dim=-1, keepdim=True).clamp(min=1e-12))  # (V, H, W, 1)
+        grey = ALBEDO * (AMBIENT + (1 - AMBIENT) * facing) + SPECULAR * facing ** SHININESS
+        rgb = grey.expand(*grey.shape[:-1], 3)
+    elif mode == "normals":
+        rgb = (_camera_normals(fragments, verts, faces, cameras) + 1) / 2
+    elif mode == "depth":
+        depth = -cameras.to_camera(verts)[..., 2]  # (V, N) distance along each view axis
+        pixel_depth = interpolate(fragments, depth[:, faces, None])[..., 0]  # (V, H, W)
+        # Nearest and farthest covered depth per view (0 for a view where nothing is drawn).
+        near = torch.where(covered[..., 0], pixel_depth, float("inf")).amin(dim=(1, 2))
+        far = torch.where(covered[..., 0], pixel_depth, -float("inf")).amax(dim=(1, 2))
+        near, far = near.nan_to_num(posinf=0.0), far.nan_to_num(neginf=0.0)  # (V,) each
+        span = (far - near).clamp(min=1e-6)[:, None, None]
+        grey = 1 - (pixel_depth - near[:, None, None]) / span  # nearest = white
+        rgb = grey[..., None].expand(*grey.shape, 3)
+    elif mode == "texture":
+        if uv is None or texture is None:
+            raise ValueError("render mode 'texture' needs a mesh with uv and a texture image")
+        corner_uv = uv[faces] if uv.ndim == 2 else uv  # (F, 3, 2)
+        rgb = _sample_texture(texture, interpolate(fragments, corner_uv))
+    else:
+        if colors is None:
+            raise ValueError("render mode 'colors' needs a mesh with vertex colours")
+        rgb = interpolate(fragments, colors[faces])
+    fill = torch.as_tensor(background, dtype=torch.float32, device=rgb.device).expand(3)
+    return torch.where(covered, rgb, fill).clamp(0, 1)

@@ -1,0 +1,114 @@
+"""Render 3D face meshes from several viewpoints into contact-sheet PNGs.
+
+    python render_views.py                        # built-in demo: synthetic faces, 7 expressions
+    python render_views.py face.wrl               # one mesh -> out/views/face.png
+    python render_views.py data/synth/bu3dfe      # a folder or dataset root, searched recursively
+    python render_views.py face.wrl --views="-40,0;0,0;40,0;0,20" --size 160 --mode normals
+
+Each sheet shows the views of one mesh side by side (left to right in --views order). Files
+that cannot be read are reported with the reason and skipped; the exit code is non-zero only if
+nothing could be rendered.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from facet.camera import parse_views
+from facet.mesh import MESH_SUFFIXES, load_mesh
+from facet.render import render_views, save_contact_sheet
+from facet.shading import MODES
+
+DEMO_EXPRESSIONS = ("neutral", "anger", "disgust", "fear", "happiness", "sadness", "surprise")
+
+
+def find_meshes(root: Path) -> list[Path]:
+    """The mesh files under `root` (itself if it is a file), sorted."""
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such file or folder")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in MESH_SUFFIXES and p.is_file())
+
+
+def render_files(root: Path, out: Path, args: argparse.Namespace) -> tuple[int, list[str]]:
+    """Render every mesh under `root` to out/<relative path>.png; return (count, failures)."""
+    paths = find_meshes(root)
+    rendered, failures = 0, []
+    for path in tqdm(paths, desc="rendering", unit="mesh", disable=not sys.stderr.isatty()):
+        relative = path.relative_to(root) if root.is_dir() else Path(path.name)
+        try:
+            views = render_views(load_mesh(path), args.views, image_size=args.size,
+                                 mode=args.mode)  # (V, 3, H, W)
+        except (OSError, ValueError) as err:
+            failures.append(f"{path}: {err}")
+            continue
+        save_contact_sheet(views[None], out / relative.with_suffix(".png"), labels=[path.stem])
+        rendered += 1
+    if not paths:
+        failures.append(f"{root}: no mesh files ({', '.join(MESH_SUFFIXES)})")
+    return rendered, failures
+
+
+def render_demo(out: Path, args: argparse.Namespace) -> Path:
+    """Render the synthetic demo face with each expression into one sheet (one row each)."""
+    from facet.synth import demo_face
+
+    rows = [render_views(demo_face(name, intensity=0 if name == "neutral" else 4, seed=0),
+                         args.views, image_size=args.size, mode=args.mode)
+            for name in tqdm(DEMO_EXPRESSIONS, desc="demo", disable=not sys.stderr.isatty())]
+    return save_contact_sheet(rows, out / f"demo_{args.mode}.png", labels=list(DEMO_EXPRESSIONS))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", nargs="?", type=Path,
+                        help="mesh file, folder or dataset root (default: the built-in demo)")
+    parser.add_argument("--out", type=Path, default=Path("out/views"), help="output folder")
+    parser.add_argument("--views", type=parse_views, default="-20,0;0,0;20,0",
+                        help="'yaw,pitch;...' in degrees; write --views=-20,0;... when it starts "
+                             "with a minus (default: -20,0;0,0;20,0)")
+    parser.add_argument("--size", type=int, default=224, help="image size in pixels")
+    parser.add_argument("--mode", choices=MODES, default="shaded", help="shading mode")
+    parser.add_argument("--cache", action="store_true",
+                        help="INPUT is a dataset root: fill the view cache used by training "
+                             "(give the training run's --views/--size/--mode) instead of PNGs")
+    args = parser.parse_args(argv)
+    if args.size < 1:
+        parser.error(f"--size must be positive, got {args.size}")
+
+    if args.cache:
+        if args.input is None:
+            parser.error("--cache needs a dataset root as INPUT")
+        from facet.view_cache import RenderSettings, fill_cache_cli
+
+        try:
+            report, text = fill_cache_cli(args.input, settings=RenderSettings(args.views, args.size,
+                                                                              args.mode))
+        except (FileNotFoundError, ValueError) as err:  # no such root, unknown layout
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(text)
+        return 1 if report.failed and not (report.rendered or report.reused) else 0
+
+    if args.input is None:
+        print(f"wrote {render_demo(args.out, args)}")
+        return 0
+    try:
+        rendered, failures = render_files(args.input, args.out, args)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for failure in failures:
+        print(f"skipped {failure}", file=sys.stderr)
+    print(f"rendered {rendered} mesh(es) into {args.out}" +
+          (f", {len(failures)} skipped" if failures else ""))
+    return 0 if rendered else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
