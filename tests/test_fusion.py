@@ -1,0 +1,103 @@
+"""Fusion invariants: CVSA permutation/mask/V=1, MTGF view weights, temporal pass-through."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from facet.fusion import CVSA, MTGF, TemporalFusion
+
+E = 32
+
+
+def test_cvsa_aggregate_is_invariant_to_permuting_views_with_their_slots():
+    cvsa = CVSA(E, heads=4, depth=2, max_views=5).eval()
+    z = torch.randn(2, 5, E)
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    out = cvsa(z)
+    with torch.no_grad():
+        cvsa.view_embedding.copy_(cvsa.view_embedding[perm])
+    permuted = cvsa(z[:, perm])
+    torch.testing.assert_close(permuted.aggregate, out.aggregate, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(permuted.tokens, out.tokens[:, perm], atol=1e-5, rtol=1e-5)
+
+
+def test_cvsa_slot_embeddings_make_view_order_matter():
+    cvsa = CVSA(E, max_views=3).eval()
+    z = torch.randn(1, 3, E)
+    assert not torch.allclose(cvsa(z).aggregate, cvsa(z[:, [2, 1, 0]]).aggregate)
+
+
+def test_cvsa_masked_view_has_no_influence():
+    cvsa = CVSA(E, depth=2, max_views=4).eval()
+    z = torch.randn(3, 4, E)
+    mask = torch.tensor([[True, False, True, True]] * 3)
+    out = cvsa(z, mask)
+    z2 = z.clone()
+    z2[:, 1] = torch.randn(3, E) * 100
+    out2 = cvsa(z2, mask)
+    torch.testing.assert_close(out2.aggregate, out.aggregate)
+    torch.testing.assert_close(out2.tokens, out.tokens)
+    assert torch.all(out.tokens[:, 1] == 0) and torch.all(out.attention[:, :, 2] == 0)
+    # dropping the view altogether gives the same aggregate as masking it
+    dropped = CVSA(E, depth=2, max_views=4).eval()
+    dropped.load_state_dict(cvsa.state_dict())
+    with torch.no_grad():
+        dropped.view_embedding[1:3] = cvsa.view_embedding[2:4]
+    torch.testing.assert_close(dropped(z[:, [0, 2, 3]]).aggregate, out.aggregate,
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_cvsa_single_view_and_bad_masks():
+    cvsa = CVSA(E, max_views=3)
+    out = cvsa(torch.randn(2, 1, E))
+    assert out.tokens.shape == (2, 1, E) and out.aggregate.shape == (2, E)
+    with pytest.raises(ValueError, match="every view"):
+        cvsa(torch.randn(2, 3, E), torch.tensor([[True, True, False], [False, False, False]]))
+    with pytest.raises(ValueError, match="view slots"):
+        cvsa(torch.randn(2, 4, E))
+    with pytest.raises(ValueError, match="bool"):
+        cvsa(torch.randn(2, 3, E), torch.ones(2, 3))
+
+
+def test_mtgf_weights_sum_to_one_and_follow_the_formula():
+    mtgf = MTGF(E, heads=4, tau=0.3).eval()
+    h, prompts = torch.randn(4, 3, E), F.normalize(torch.randn(5, E), dim=-1)
+    mask = torch.tensor([[True, True, True], [True, False, True], [False, False, True],
+                         [True, True, False]])
+    out = mtgf(h, prompts, mask)
+    torch.testing.assert_close(out.weights.sum(dim=1), torch.ones(4))
+    assert torch.all(out.weights[~mask] == 0)
+    cos = F.normalize(out.tokens, dim=-1) @ prompts.T  # explicit beta = softmax_v(max_k cos / tau)
+    score = (cos.amax(-1) / 0.3).masked_fill(~mask, float("-inf"))
+    torch.testing.assert_close(out.weights, score.softmax(-1))
+    torch.testing.assert_close(out.fused, (out.weights[..., None] * out.tokens).sum(1))
+    assert out.attention.shape == (4, 3, 5)
+    torch.testing.assert_close(out.attention.sum(-1), torch.ones(4, 3))
+
+
+def test_mtgf_identical_views_get_uniform_weights():
+    mtgf = MTGF(E).eval()
+    h = torch.randn(2, 1, E).expand(2, 4, E)
+    out = mtgf(h, torch.randn(6, E))
+    torch.testing.assert_close(out.weights, torch.full((2, 4), 0.25))
+
+
+def test_mtgf_per_row_prompts_match_shared_prompts():
+    mtgf = MTGF(E).eval()
+    h, prompts = torch.randn(3, 2, E), torch.randn(5, E)
+    shared = mtgf(h, prompts)
+    per_row = mtgf(h, prompts.expand(3, 5, E).clone())
+    torch.testing.assert_close(per_row.fused, shared.fused)
+    with pytest.raises(ValueError, match="tau"):
+        MTGF(E, tau=0.0)
+
+
+def test_temporal_fusion_passes_one_frame_through_and_weighs_frames():
+    temporal = TemporalFusion(E, max_frames=4).eval()
+    f = torch.randn(2, 1, E)
+    out, weights = temporal(f)
+    assert torch.equal(out, f[:, 0]) and torch.equal(weights, torch.ones(2, 1))
+    out, weights = temporal(torch.randn(2, 4, E))
+    assert out.shape == (2, E)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2))
+    with pytest.raises(ValueError, match="max_frames"):
+        temporal(torch.randn(2, 5, E))

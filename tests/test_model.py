@@ -1,0 +1,160 @@
+"""FacetVLM end to end on the tiny CLIP: shapes, gradients, ablations, masking, overfitting."""
+import pytest
+import torch
+
+from facet.clip import CLIP
+from facet.losses import LearnedMargin, LossConfig, total_loss
+from facet.model import FacetConfig, FacetVLM
+from facet.prompts import build_prompts
+from facet.tokenizer import train_bpe
+
+CLASSES = ["anger", "fear", "happiness", "surprise"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_bpe([p for row in build_prompts(CLASSES) for p in row], 600)
+
+
+def _model(tokenizer, **kw) -> FacetVLM:
+    torch.manual_seed(0)
+    return FacetVLM(FacetConfig(image_size=32, **kw), tokenizer)
+
+
+def _batch(b=4, t=1, v=3, size=32):
+    """Images whose colour codes the class: learnable in a few steps by a random ViT."""
+    labels = torch.arange(b) % len(CLASSES)
+    views = torch.rand(b, t, v, 3, size, size) * 0.3
+    for i, label in enumerate(labels):
+        views[i, :, :, label % 3] += 0.3 * (1 + label // 3)
+    return views, labels
+
+
+def _unused(model, margin=None) -> list[str]:
+    params = list(model.named_parameters()) + (list(margin.named_parameters()) if margin else [])
+    return [n for n, p in params if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+
+
+def test_output_shapes_and_weights(tokenizer):
+    model = _model(tokenizer, max_frames=4)
+    views, _ = _batch(b=2, t=4, v=3, size=40)  # 40 px is resized to the CLIP's 32
+    out = model(views, model.prompt_tokens(CLASSES))
+    e = model.clip.config.embed_dim
+    assert out.logits.shape == (2, 4) and out.view_logits.shape == (2, 4, 3, 4)
+    assert out.view_embeddings.shape == out.image_embeddings.shape == (2, 4, 3, e)
+    assert out.frame_embeddings.shape == (2, 4, e) and out.class_embeddings.shape == (4, e)
+    torch.testing.assert_close(out.view_weights.sum(-1), torch.ones(2, 4))
+    torch.testing.assert_close(out.frame_weights.sum(-1), torch.ones(2))
+    assert out.view_attention.shape == (2, 4, 4, 4) and out.prompt_attention.shape == (2, 4, 3, 4)
+    torch.testing.assert_close(out.embedding.norm(dim=-1), torch.ones(2))
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_every_trainable_parameter_gets_a_gradient(tokenizer, frames):
+    """No unused parameters, so DDP needs no find_unused_parameters (static and 4D)."""
+    model, margin = _model(tokenizer, max_frames=frames), LearnedMargin()
+    views, labels = _batch(t=frames)
+    tokens = model.prompt_tokens(CLASSES, generator=torch.Generator().manual_seed(0))
+    loss, _ = total_loss(model(views, tokens), labels, LossConfig(lambda_aff=0.1), margin)
+    loss.backward()
+    assert _unused(model, margin) == []
+    assert model.temporal is None if frames == 1 else model.temporal is not None
+
+
+@pytest.mark.parametrize("switch", [{"cvsa": False}, {"mtgf": False}, {"text_head": False},
+                                    {"center_images": False},
+                                    {"cvsa": False, "mtgf": False}])
+def test_ablations_run_and_train_every_parameter(tokenizer, switch):
+    model = _model(tokenizer, **switch)
+    views, labels = _batch()
+    tokens = model.prompt_tokens(CLASSES) if model.config.text_head else None
+    out = model(views, tokens)
+    torch.testing.assert_close(out.view_weights.sum(-1), torch.ones(4, 1))
+    total_loss(out, labels, LossConfig(lambda_aff=0.0))[0].backward()
+    assert _unused(model) == []
+    if not model.config.text_head:
+        assert not model.clip.token_embedding.weight.requires_grad  # text tower is unused
+
+
+def test_freezing_and_precomputed_class_embeddings(tokenizer):
+    model = _model(tokenizer, freeze_image=True, freeze_text=True)
+    assert not any(p.requires_grad for n, p in model.clip.named_parameters() if n != "logit_scale")
+    views, _ = _batch()
+    tokens = model.prompt_tokens(CLASSES)
+    with torch.no_grad():
+        classes = model.encode_classes(tokens)
+        torch.testing.assert_close(model(views, class_embeddings=classes).logits,
+                                   model(views, tokens).logits)
+    with pytest.raises(ValueError, match="exactly one"):
+        model(views, tokens, classes)
+
+
+def test_per_sample_prompts_give_per_sample_class_embeddings(tokenizer):
+    model = _model(tokenizer).eval()
+    views, _ = _batch(b=2)
+    meta = [{"sex": "female", "age": 25}, {"sex": "male", "age": 61}]
+    tokens = model.prompt_tokens(CLASSES, meta, generator=torch.Generator().manual_seed(0))
+    assert tokens.shape[:3] == (2, 4, 1)
+    out = model(views, tokens)
+    assert out.class_embeddings.shape == (2, 4, model.clip.config.embed_dim)
+    # sample 0 with its own prompts as a shared (K, E) matrix gives the same logits
+    alone = model(views[:1], class_embeddings=out.class_embeddings[0])
+    torch.testing.assert_close(alone.logits, out.logits[:1], atol=1e-5, rtol=1e-5)
+
+
+def test_a_masked_view_does_not_change_the_prediction(tokenizer):
+    model = _model(tokenizer).eval()
+    views, _ = _batch(b=2)
+    mask = torch.tensor([[True, False, True], [True, True, True]])
+    tokens = model.prompt_tokens(CLASSES)
+    with torch.no_grad():
+        out = model(views, tokens, view_mask=mask)
+        views[0, :, 1] = torch.rand_like(views[0, :, 1])
+        changed = model(views, tokens, view_mask=mask)
+    torch.testing.assert_close(changed.logits, out.logits)
+    assert out.view_weights[0, 0, 1] == 0
+    with pytest.raises(ValueError, match="every view"):
+        model(views, tokens, view_mask=torch.zeros(2, 3, dtype=torch.bool))
+
+
+def test_image_centring_spreads_nearly_identical_faces(tokenizer):
+    """The same face with small perturbations: raw z nearly coincide, centred z do not."""
+    views = torch.full((8, 1, 1, 3, 32, 32), 0.5) + torch.rand(8, 1, 1, 3, 32, 32) * 0.02
+    raw, centred = _model(tokenizer, center_images=False), _model(tokenizer)
+
+    def mean_cos(z):
+        z = z.flatten(0, 2)  # (B, E)
+        return (z @ z.T).mean().item()
+
+    assert mean_cos(raw.encode_views(views)) > 0.99
+    assert mean_cos(centred.encode_views(views)) < 0.5
+
+
+def test_load_pretrained_takes_the_checkpoint_weights(tokenizer, tmp_path):
+    model = _model(tokenizer, freeze_image=True)
+    torch.manual_seed(1)
+    donor = CLIP(model.clip_config())
+    torch.save(donor.state_dict(), tmp_path / "clip.pt")
+    model.load_pretrained(tmp_path / "clip.pt")
+    torch.testing.assert_close(model.clip.visual.proj, donor.visual.proj)
+    assert not model.clip.visual.proj.requires_grad and model.clip.text_projection.requires_grad
+    with pytest.raises(FileNotFoundError):
+        model.load_pretrained(tmp_path / "missing.pt")
+
+
+def test_overfits_a_tiny_batch(tokenizer):
+    """Trained from scratch on the prompt ensemble, the model fits 8 faces within 30 steps."""
+    model, margin = _model(tokenizer), LearnedMargin()
+    views, labels = _batch(b=8)
+    tokens = model.prompt_tokens(CLASSES)
+    opt = torch.optim.AdamW([*model.parameters(), *margin.parameters()], lr=3e-4)
+    for step in range(30):
+        out = model(views, tokens)
+        if (out.logits.argmax(-1) == labels).all():
+            break
+        loss, _ = total_loss(out, labels, LossConfig(lambda_aff=0.1), margin)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert (out.logits.argmax(-1) == labels).all(), f"not fitted after {step + 1} steps"
+    assert step > 0  # it did have to learn

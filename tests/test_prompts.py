@@ -1,0 +1,78 @@
+"""Prompts: class words, grids, metadata-augmented prompts, sampling, tokenising, ensembles."""
+import torch
+import torch.nn.functional as F
+
+from facet.prompts import (CLASS_WORDS, METADATA_TEMPLATES, SYNONYMS, TEMPLATES, build_prompts,
+                           class_words, describe_subject, ensemble_embeddings, sample_prompts,
+                           tokenize_grid)
+from facet.tokenizer import train_bpe
+
+EMOTIONS = ["anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"]
+
+
+def test_every_class_has_the_same_number_of_prompts_naming_it():
+    grid = build_prompts(EMOTIONS)
+    assert len(grid) == len(EMOTIONS)
+    for name, prompts in zip(EMOTIONS, grid):
+        assert len(prompts) == len(TEMPLATES) * SYNONYMS
+        words = CLASS_WORDS[name].nouns + CLASS_WORDS[name].adjectives
+        assert all(any(w in p for w in words) for p in prompts)
+        assert len(set(prompts)) == len(prompts)  # known classes: every prompt differs
+
+
+def test_unknown_and_4dme_classes_fall_back_to_their_name():
+    assert class_words("Zorblax").nouns == ("zorblax",) * SYNONYMS
+    grid = build_prompts(["positive", "negative", "surprise", "repression", "others", "awe_struck"])
+    assert all(len(row) == len(TEMPLATES) * SYNONYMS for row in grid)
+    assert all("awe struck" in p for p in grid[-1])
+
+
+def test_articles_follow_the_next_word():
+    prompts = build_prompts(["anger"])[0]
+    assert "a rendered face with an angry expression." in prompts
+    assert not any(" a angry" in p or " a irritated" in p for p in prompts)
+
+
+def test_metadata_prompts_are_per_sample_and_keep_P():
+    meta = [{"sex": "F", "age": 23, "ethnicity": "AE"}, {}, {"sex": "male", "age_group": "60-69"}]
+    grids = build_prompts(["happiness", "fear"], meta)
+    assert len(grids) == 3 and all(len(g[0]) == len(TEMPLATES) * SYNONYMS for g in grids)
+    assert "a 3D scan of a young east asian female face showing joy." in grids[0][0]
+    assert grids[1] == build_prompts(["happiness", "fear"])  # nothing known -> plain prompts
+    assert all("older male" in p for p in grids[2][1])
+    assert len(METADATA_TEMPLATES) == len(TEMPLATES)
+    assert describe_subject({"ethnicity": "XY"}) == "xy"
+
+
+def test_sample_prompts_is_seeded_and_draws_from_the_grid():
+    grid = build_prompts(EMOTIONS)
+    a = sample_prompts(grid, torch.Generator().manual_seed(3))
+    b = sample_prompts(grid, torch.Generator().manual_seed(3))
+    assert a == b and all(p in row for p, row in zip(a, grid))
+    draws = {tuple(sample_prompts(grid, torch.Generator().manual_seed(s))) for s in range(5)}
+    assert len(draws) > 1
+    positions = {row.index(p) for p, row in zip(a, grid)}
+    assert len(positions) == 1  # by default the classes share the template within a step
+    per_class = sample_prompts(grid, torch.Generator().manual_seed(3), per_class=True)
+    assert len({row.index(p) for p, row in zip(per_class, grid)}) > 1
+
+
+def test_tokenize_grid_layouts():
+    grid = build_prompts(["anger", "fear"])
+    tok = train_bpe([p for row in grid for p in row], 560)
+    tokens = tokenize_grid(tok, grid, 32)
+    assert tokens.shape == (2, len(TEMPLATES) * SYNONYMS, 32)
+    assert torch.equal(tokens[1, 4], tok.tokenize(grid[1][4], 32)[0])
+    assert tokenize_grid(tok, ["a", "b"], 32).shape == (2, 1, 32)
+    per_sample = build_prompts(["anger", "fear"], [{"sex": "F"}, {}, {"age": 40}])
+    assert tokenize_grid(tok, per_sample, 32).shape == (3, 2, len(TEMPLATES) * SYNONYMS, 32)
+
+
+def test_ensemble_is_the_renormalised_mean_of_unit_embeddings():
+    emb = torch.randn(3, 5, 8) * torch.rand(3, 5, 1) * 10  # arbitrary norms must not matter
+    out = ensemble_embeddings(emb)
+    expected = F.normalize(F.normalize(emb, dim=-1).sum(dim=1), dim=-1)
+    torch.testing.assert_close(out, expected)
+    # repeating every prompt the same number of times (unknown classes) changes nothing
+    torch.testing.assert_close(ensemble_embeddings(emb.repeat(1, 3, 1)), out)
+    assert ensemble_embeddings(torch.randn(2, 3, 4, 8)).shape == (2, 3, 8)
