@@ -16,6 +16,9 @@ sys.path.insert(0, str(REPO))  # tests import `facet` and the top-level scripts 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end runs (torchrun, notebook); still run in CI")
+    # Test tensors are tiny: one thread avoids torch's spin-waiting threads fighting over the
+    # 2 CI cores (and over the cores of subprocesses such as torchrun's workers).
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
