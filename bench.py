@@ -9,6 +9,7 @@ Figures are hardware-dependent; the README quotes the ones measured on the refer
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 
@@ -38,7 +39,310 @@ def print_table(title: str, header: list[str], rows: list[list]) -> None:
 # --- sections (one function each; register below) ---
 
 
+def bench_mesh(args) -> None:
+    """load_mesh on a BU-4DFE-sized frame (~35k vertices, ~70k triangles, per-corner uv)."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from facet.bnt import save_bnt
+    from facet.landmarks import save_bnd
+    from facet.mesh import Mesh, load_mesh
+    from facet.vrml import save_wrl
+
+    n = 187  # 187 x 187 grid: 34,969 vertices, 69,192 triangles, like a BU-4DFE frame
+    rows, cols = np.mgrid[0:n, 0:n] / (n - 1)  # (n, n) each, in [0, 1]
+    x, y = (cols - 0.5) * 140, (0.5 - rows) * 180  # mm, row 0 at the top
+    z = 60 * np.exp(-(x**2 + y**2) / 3000)  # a nose-like bump
+    idx = np.arange(n * n).reshape(n, n)
+    a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
+    faces = np.concatenate([np.stack([a, c, b], -1), np.stack([b, c, d], -1)]).reshape(-1, 3)
+    verts = np.stack([x, y, z], -1).reshape(-1, 3)  # (N, 3)
+    uv = np.stack([cols, 1 - rows], -1).reshape(-1, 2)[faces]  # (F, 3, 2) per corner
+    rng = np.random.default_rng(0)
+    repeat = 2 if args.quick else 5
+    rows_out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        save_wrl(Mesh(verts=verts, faces=faces, uv=uv), folder / "000.wrl", texture_url="000.jpg")
+        texture = rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)  # (H, W, 3)
+        Image.fromarray(texture).save(folder / "000.jpg")
+        save_bnd(np.arange(83) * 400, verts[np.arange(83) * 400], folder / "000.bnd")
+        save_bnt(folder / "bs000_N_N_0.bnt", x, y, z, cols, 1 - rows, -1e9, "bs000_N_N_0.png")
+        for name, what in (("000.wrl", ".wrl + .jpg texture + .bnd, per-corner uv"),
+                           ("bs000_N_N_0.bnt", ".bnt range grid, per-vertex uv")):
+            path = folder / name
+            mesh = load_mesh(path)
+            seconds = timed(lambda: load_mesh(path), repeat=repeat)
+            rows_out.append([what, mesh.num_verts, mesh.num_faces,
+                             f"{path.stat().st_size / 1e6:.1f}", f"{seconds:.3f}", "< 0.3"])
+    print_table(f"mesh: load_mesh per file (best of {repeat})",
+                ["file", "verts", "triangles", "MB", "s/file", "target s"], rows_out)
+
+
+def bench_cache(args) -> None:
+    """View cache fill: seconds per scan (load + render 3 views at 112 px), 1 vs 2 processes."""
+    import tempfile
+    from pathlib import Path
+
+    from facet.datasets import index_dataset
+    from facet.synth import write_bu3dfe
+    from facet.view_cache import RenderSettings, ViewCache
+
+    subjects = 1 if args.quick else 2  # 25 scans each, BU-3DFE-like
+    with tempfile.TemporaryDirectory() as tmp:
+        samples = index_dataset(write_bu3dfe(Path(tmp) / "bu3dfe", subjects=subjects)).samples
+        rows, base = [], None
+        for workers in (1, 2):
+            cache = ViewCache(Path(tmp) / f"cache{workers}", RenderSettings(image_size=112))
+            start = time.perf_counter()
+            report = cache.fill(samples, workers=workers, progress=False)
+            seconds = time.perf_counter() - start
+            base = base or seconds
+            rows.append([workers, report.rendered, seconds, seconds / len(samples), base / seconds])
+            reuse = time.perf_counter()
+            cache.fill(samples, workers=workers, progress=False)  # all entries valid: CRC checks only
+            rows[-1].append((time.perf_counter() - reuse) / len(samples) * 1e3)
+    print_table("view cache fill (synthetic BU-3DFE scans, 3 views, 112 px, shaded)",
+                ["workers", "scans", "seconds", "s/scan", "speed-up", "reuse ms/scan"], rows)
+
+
+def bench_clip(args) -> None:
+    """CLIP image tower: images/s forward and forward+backward, GFLOP/s and MFU.
+
+    Matmul FLOPs per image (2 per multiply-add), N = (S/P)^2 + 1 tokens of width C, L blocks:
+    L * (24 N C^2 [qkv 6NC^2 + out 2NC^2 + MLP 16NC^2] + 4 N^2 C [QK^T and AV])
+    + 6 P^2 C (N - 1) [patch conv] + 2 C E [proj]; forward+backward = 3x forward.
+    MFU = achieved / the fp32 matmul rate of a large square matmul measured in the same run
+    (best of before and after the models, so that a busy machine does not inflate MFU).
+    """
+    import torch
+
+    from facet.clip import CLIP, PRESETS
+
+    n = 1024 if args.quick else 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+
+    def matmul_peak() -> float:
+        return 2 * n**3 / timed(lambda: a @ b, repeat=3 if args.quick else 5) / 1e9
+
+    peak_before, measured = matmul_peak(), []
+    for preset, batch in (("tiny", 8 if args.quick else 32), ("vit-b-16", 1 if args.quick else 4)):
+        c = PRESETS[preset]
+        tokens = (c.image_size // c.patch_size) ** 2 + 1
+        width = c.vision_width
+        gflop = (c.vision_layers * (24 * tokens * width**2 + 4 * tokens**2 * width)
+                 + 6 * c.patch_size**2 * width * (tokens - 1) + 2 * width * c.embed_dim) / 1e9
+        visual = CLIP(c).visual
+        images = torch.randn(batch, 3, c.image_size, c.image_size)
+
+        def forward():
+            with torch.no_grad():
+                visual(images)
+
+        def forward_backward():
+            visual.zero_grad(set_to_none=True)
+            visual(images).square().mean().backward()
+
+        repeat = 1 if preset != "tiny" and args.quick else 2
+        for mode, fn, factor in (("fwd", forward, 1), ("fwd+bwd", forward_backward, 3)):
+            rate = batch / timed(fn, repeat=repeat)
+            measured.append([preset, c.image_size, batch, mode, rate, gflop * factor,
+                             rate * gflop * factor])
+    peak = max(peak_before, matmul_peak())
+    rows = [row + [f"{100 * row[-1] / peak:.0f}%"] for row in measured]
+    print_table(f"CLIP image tower on {torch.get_num_threads()} threads; fp32 matmul peak "
+                f"{peak:.1f} GFLOP/s ({n}^2 matmul)",
+                ["model", "size", "batch", "pass", "img/s", "GFLOP/img", "GFLOP/s", "MFU"], rows)
+
+
+def bench_train(args) -> None:
+    """Seconds per epoch of the default run config (preset "cpu") on a small synthetic set.
+
+    Trains 2 epochs on a fresh set (rendering excluded), times the second (warm) epoch, and
+    extrapolates to the default set: 60 subjects x 6 emotions x 2 intensities, 9/10 for training.
+    Peak memory: the process's max RSS (includes data generation and rendering), and the CUDA
+    allocator's peak when a GPU is used.
+    """
+    import json
+    import resource
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    import train
+    from facet import synth
+    from facet.train_config import PRESETS
+
+    subjects = 2 if args.quick else 4
+    default = PRESETS["cpu"]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = synth.write_bu3dfe(Path(tmp) / "bu3dfe", subjects=subjects, seed=0)
+        train.main([f"--data={root}", f"--cache={tmp}/cache", f"--out={tmp}/out", "--name=b",
+                    "--folds=2", "--epochs=2", "--eval_every=100"])
+        log = [json.loads(line) for line in Path(f"{tmp}/out/b/log.jsonl").read_text().splitlines()]
+    warm = [r for r in log if "epoch_s" in r][-1]
+    per_sample = warm["epoch_s"] / warm["train_samples"]
+    full = 60 * 6 * 2 * 9 // 10  # training scans of one fold of the default set
+    rows = [["train samples / epoch", warm["train_samples"]],
+            ["s / epoch (warm)", warm["epoch_s"]],
+            ["samples / s", 1 / per_sample],
+            [f"est. s / epoch, default set ({full} samples)", per_sample * full],
+            [f"est. min, default run ({default.epochs} epochs)",
+             per_sample * full * default.epochs / 60],
+            ["peak RSS MiB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]]
+    if torch.cuda.is_available():
+        rows.append(["peak CUDA MiB", torch.cuda.max_memory_allocated() / 2**20])
+    print_table(f"train: default config (model {default.model}, {default.image_size} px, "
+                f"batch {default.batch_size}, {torch.get_num_threads()} threads)",
+                ["quantity", "value"], rows)
+
+
+def _dome_face(n: int):
+    """A face-sized bumpy dome on an n x n grid: 2 (n-1)^2 triangles (a stand-in scan)."""
+    import numpy as np
+
+    from facet.mesh import Mesh
+
+    u = np.linspace(-0.5, 0.5, n, dtype=np.float32)
+    x, y = np.meshgrid(u, u)
+    bumps = 0.02 * np.sin(20 * x) * np.cos(17 * y)
+    z = 0.4 * np.sqrt(np.clip(0.5 - x ** 2 - y ** 2, 0, None)) + bumps
+    a = (np.arange(n - 1)[:, None] * n + np.arange(n - 1)).reshape(-1)  # each cell's first corner
+    faces = np.concatenate([np.stack([a, a + 1, a + n + 1], 1),
+                            np.stack([a, a + n + 1, a + n], 1)])
+    return Mesh(np.stack([x, y, z], -1).reshape(-1, 3), faces)
+
+
+def _llvmpipe_renderer(mesh, views, size: int):
+    """Mesa llvmpipe (OpenGL via moderngl + EGL) drawing the same mesh, or None if unavailable."""
+    try:
+        import moderngl
+        import numpy as np
+
+        from facet.camera import view_cameras
+        from facet.shading import vertex_normals
+        ctx = moderngl.create_context(standalone=True, backend="egl")
+    except Exception:  # moderngl is optional: not installed, or no EGL/Mesa on this machine
+        return None
+    import torch
+
+    normals = vertex_normals(torch.from_numpy(mesh.verts), torch.from_numpy(mesh.faces)).numpy()
+    program = ctx.program(vertex_shader="""#version 330
+        uniform mat4 mvp; uniform mat3 rot; in vec3 pos; in vec3 nrm; out float shade;
+        void main() { gl_Position = mvp * vec4(pos, 1.0);
+                      shade = abs((rot * nrm).z); }""",
+                          fragment_shader="""#version 330
+        in float shade; out vec4 color;
+        void main() { color = vec4(vec3(0.1 + 0.65 * shade + 0.12 * pow(shade, 24.0)), 1.0); }""")
+    vbo = ctx.buffer(np.concatenate([mesh.verts, normals], 1).astype("f4").tobytes())
+    ibo = ctx.buffer(mesh.faces.astype("i4").tobytes())
+    vao = ctx.vertex_array(program, [(vbo, "3f 3f", "pos", "nrm")], ibo)
+    fbo = ctx.simple_framebuffer((size, size))
+    cameras = view_cameras(views)
+    mvps = (cameras.projection @ cameras.view).numpy()
+    rots = cameras.view[:, :3, :3].numpy()
+
+    def render() -> list:
+        fbo.use()
+        ctx.enable(moderngl.DEPTH_TEST)
+        images = []
+        for mvp, rot in zip(mvps, rots):
+            fbo.clear(1.0, 1.0, 1.0, 1.0, depth=1.0)
+            program["mvp"].write(mvp.T.astype("f4").tobytes())  # GL matrices are column-major
+            program["rot"].write(rot.T.astype("f4").tobytes())
+            vao.render(moderngl.TRIANGLES)
+            images.append(fbo.read(components=3))  # include the read-back, as facet returns pixels
+        return images
+
+    return render
+
+
+def _cpu_timed(fn, repeat: int = 3) -> float:
+    """Best CPU seconds (process time, all threads) of `repeat` calls of fn() after one warm-up."""
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.process_time()
+        fn()
+        best = min(best, time.process_time() - start)
+    return best
+
+
+def bench_raster(args) -> None:
+    """facet.raster.render_views (9 views, shaded) vs Mesa llvmpipe, 5k/30k/70k faces, 112/224 px.
+
+    views/s = 9 / (best seconds per 9-view call). torch uses $BENCH_THREADS threads (default 2,
+    the reference machine); the machine should be otherwise idle for meaningful figures.
+    """
+    import torch
+
+    from facet.raster import rasterize, render_views
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    views = [(yaw, pitch) for yaw in (-30, 0, 30) for pitch in (-15, 0, 15)]
+    grids = {"5k": 52, "30k": 123, "70k": 188}
+    sizes = (112,) if args.quick else (112, 224)
+    rows = []
+    for name, n in grids.items():
+        mesh = _dome_face(n)
+        for size in sizes:
+            eager = timed(lambda: render_views(mesh, views, image_size=size), repeat=3)
+            cpu = _cpu_timed(lambda: render_views(mesh, views, image_size=size))
+            gl = _llvmpipe_renderer(mesh, views, size)
+            gl_s = timed(gl, repeat=3) if gl is not None else float("nan")
+            rows.append([f"{mesh.num_faces}", size, 9 / eager, 1000 * eager / 9, 9 / cpu,
+                         9 / gl_s, (9 / eager) / (9 / gl_s)])
+    print_table(f"raster: render_views, 9 views, shaded, {torch.get_num_threads()} threads "
+                "(llvmpipe = Mesa via moderngl/EGL, nan = not available)",
+                ["faces", "px", "facet views/s", "ms/view", "views/CPU-s", "llvmpipe views/s",
+                 "facet/llvmpipe"], rows)
+    print("  views/CPU-s: views per second of this process's CPU time (all its threads); "
+          "unlike wall time it barely changes when other processes compete for the cores")
+    if not args.quick:
+        _bench_compiled(rasterize, views)
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > cores / 2:
+        print(f"  note: load average {load:.1f} on {cores} cores -- other processes share the CPU; "
+              "multi-threaded torch suffers most, so these figures understate facet")
+    print("  quoted from issue 3 (reference machine, 30k faces, 9 views, 224 px, 2 cores; not "
+          "measured here): llvmpipe 285 views/s, pyrender/OSMesa 53, Open3D ray casting 120, "
+          "plain eager torch z-buffer 190, same with torch.compile 316")
+
+
+def _bench_compiled(rasterize, views) -> None:
+    """rasterize alone, eager vs torch.compile (30k faces, 224 px); compile time excluded."""
+    import torch
+
+    from facet.camera import view_cameras
+
+    mesh = _dome_face(123)
+    clip = view_cameras(views).transform(torch.from_numpy(mesh.verts))
+    faces = torch.from_numpy(mesh.faces)
+    eager = timed(lambda: rasterize(clip, faces, 224))
+    try:
+        compiled = torch.compile(rasterize, dynamic=True)
+        start = time.perf_counter()
+        compiled(clip, faces, 224)
+        build = time.perf_counter() - start
+        fast = timed(lambda: compiled(clip, faces, 224))
+        row = [9 / fast, 1000 * fast / 9, f"{build:.0f} s"]
+    except Exception as err:  # inductor needs a C++ compiler; report instead of failing
+        row = [float("nan"), float("nan"), f"failed: {type(err).__name__}"]
+    print_table("raster: rasterize only, 30k faces, 224 px, 9 views",
+                ["variant", "views/s", "ms/view", "compile"],
+                [["eager", 9 / eager, 1000 * eager / 9, "-"], ["torch.compile"] + row])
+
+
 SECTIONS = {
+    "raster": bench_raster,
+    "clip": bench_clip,
+    "mesh": bench_mesh,
+    "cache": bench_cache,
+    "train": bench_train,
 }
 
 
