@@ -38,6 +38,7 @@ from facet.config import config_from_args, help_text, to_dict
 from facet.distributed import DistInfo, distributed
 from facet.metrics import fold_table, fold_table_markdown, summarize
 from facet.protocols import class_names
+from facet.torch_dataset import view_statistics
 from facet.train_config import PRESETS, TrainConfig, for_fold, parse_views, validate
 
 # fields that may differ between a run and its --resume (they do not change the computation)
@@ -112,6 +113,9 @@ def train_fold(config: TrainConfig, dist: DistInfo, train_set, test_set, classes
     tokenizer = experiment.build_tokenizer(config, merges)
     objective = experiment.Objective(
         experiment.build_model(config, tokenizer, len(classes)), config).to(dist.device)
+    if config.center_inputs and not config.pretrained:
+        # every rank averages the whole training split, so all ranks hold the same statistics
+        objective.model.set_input_statistics(*view_statistics(train_set))
     world_batch = config.batch_size // dist.world_size
     sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank,
                                  shuffle=True, seed=config.seed)

@@ -35,6 +35,14 @@ Interpretations and choices (also in the README's design notes):
   it the default CPU run leaves chance within tens of steps. It uses running statistics in eval
   mode, and masked (padding) views enter the batch statistics. Turn it off with a pretrained
   CLIP, whose image embeddings must stay in the space of its text embeddings (zero-shot).
+- Pixel standardisation (our addition): images are standardised with `pixel_mean` / `pixel_std`,
+  buffers that start as CLIP's channel mean/std (so an untouched model normalises exactly like
+  CLIP) and that `set_input_statistics` can replace by the training set's mean image per view
+  slot and its global std -- AlexNet's mean-image subtraction. Renders of faces are nearly
+  identical images; subtracting the mean face leaves the expression-carrying deviations, so a
+  from-scratch ViT's class token no longer starts as the average of near-identical patches
+  (measured: faster rise of held-out accuracy in the first 100 steps). Never with pretrained
+  CLIP, whose features expect CLIP's normalisation.
 
 Shapes: B batch, T frames, V views, K classes, P prompts per class, L tokens, E embed dim.
 """
@@ -48,7 +56,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from facet import prompts as prompt_lib
-from facet.clip import CLIP, PRESETS, CLIPConfig, load_openai, normalize_images
+from facet.clip import CLIP, CLIP_MEAN, CLIP_STD, PRESETS, CLIPConfig, load_openai
 from facet.fusion import CVSA, MTGF, TemporalFusion, check_view_mask
 
 
@@ -118,6 +126,12 @@ class FacetVLM(nn.Module):
         # a from-scratch ViT maps all faces to nearly one z (module docstring): centre them
         self.image_norm = nn.BatchNorm1d(width, affine=False) if config.center_images else None
         self.ln_frame = nn.LayerNorm(width)  # f_t = LN(g_t + m_t)
+        # pixel statistics per view slot; CLIP's constants until set_input_statistics
+        side = self.clip.config.image_size
+        unit = torch.ones(config.max_views, 3, 1, 1)
+        self.register_buffer("pixel_mean", (unit * torch.tensor(CLIP_MEAN).view(3, 1, 1)).expand(
+            -1, -1, side, side).clone())  # (max_views, 3, S, S)
+        self.register_buffer("pixel_std", unit * torch.tensor(CLIP_STD).view(3, 1, 1))  # (max_views, 3, 1, 1)
         self.temporal = TemporalFusion(width, heads, config.temporal_depth, config.max_frames,
                                        drop) if config.max_frames > 1 else None
         self.class_head = None if config.text_head else \
@@ -189,15 +203,40 @@ class FacetVLM(nn.Module):
             raise ValueError(f"views must be float images in [0, 1], got {views.dtype} "
                              f"(divide uint8 images by 255)")
         b, t, v, c, h, w = views.shape
-        images = views.reshape(b * t * v, c, h, w).float()  # (B*T*V, 3, H, W)
-        side = self.clip.config.image_size
-        if (h, w) != (side, side):
-            images = F.interpolate(images, size=(side, side), mode="bilinear",
-                                   align_corners=False, antialias=True)
-        z = self.clip.encode_image(normalize_images(images)).float()  # (B*T*V, E)
+        if v > self.config.max_views:
+            raise ValueError(f"{v} views but the model has {self.config.max_views} view slots")
+        images = self._resize(views.reshape(b * t * v, c, h, w).float())  # (B*T*V, 3, S, S)
+        side = images.shape[-1]
+        images = images.view(b * t, v, c, side, side)  # (B*T, V, 3, S, S): standardise per slot
+        images = (images - self.pixel_mean[:v]) / self.pixel_std[:v]
+        z = self.clip.encode_image(images.view(b * t * v, c, side, side)).float()  # (B*T*V, E)
         if self.image_norm is not None:
             z = self.image_norm(z)  # per-feature batch standardisation (running stats in eval)
         return F.normalize(z, dim=-1).view(b, t, v, -1)  # (B, T, V, E)
+
+    def _resize(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, 3, S, S) at the CLIP input side S (antialiased bilinear)."""
+        side = self.clip.config.image_size
+        if images.shape[-2:] == (side, side):
+            return images
+        return F.interpolate(images, size=(side, side), mode="bilinear", align_corners=False,
+                             antialias=True)
+
+    @torch.no_grad()
+    def set_input_statistics(self, mean: torch.Tensor, std: float) -> None:
+        """Standardise inputs with a dataset's mean image per view slot and its global std.
+
+        Args:
+            mean: (V, 3, H, W) mean rendering per view slot in [0, 1] (resized to the CLIP
+                input side here); slots beyond V keep their current statistics.
+            std: the global standard deviation of pixels around that mean (one scale for all
+                pixels keeps their relative contrasts). See `facet.torch_dataset.view_statistics`.
+        """
+        v = mean.shape[0]
+        if v > self.config.max_views:
+            raise ValueError(f"{v} view slots of statistics, the model has {self.config.max_views}")
+        self.pixel_mean[:v] = self._resize(mean.float().to(self.pixel_mean.device))
+        self.pixel_std[:v] = max(float(std), 1e-3)
 
     def encode_classes(self, class_tokens: torch.Tensor) -> torch.Tensor:
         """Prompt-ensemble class embeddings.

@@ -121,3 +121,27 @@ class FaceViewsDataset(Dataset):
         meta = {"subject": sample.subject, "intensity": sample.intensity, "sex": sample.sex,
                 "age_group": sample.age_group, "ethnicity": sample.ethnicity, "path": sample.path}
         return views, self.classes.index(sample.label), meta
+
+
+def view_statistics(dataset: Sequence) -> tuple[torch.Tensor, float]:
+    """Mean rendering per view slot and the global pixel std around it, in one streaming pass.
+
+    Used to standardise a from-scratch model's inputs (FacetVLM.set_input_statistics).
+
+    Args:
+        dataset: items (views (T, V, 3, H, W) float in [0, 1], label, meta).
+    Returns:
+        (mean (V, 3, H, W) float32, std float): std**2 = mean over pixels of E[x^2] - E[x]^2.
+    """
+    if len(dataset) == 0:
+        raise ValueError("view_statistics: empty dataset")
+    total = squares = None
+    count = 0
+    for i in range(len(dataset)):
+        views = dataset[i][0].double()  # (T, V, 3, H, W); float64: sums of many squares
+        total = views.sum(0) if total is None else total + views.sum(0)
+        squares = (views**2).sum(0) if squares is None else squares + (views**2).sum(0)
+        count += views.shape[0]
+    mean = total / count  # (V, 3, H, W)
+    variance = (squares / count - mean**2).clamp_min(0).mean()
+    return mean.float(), float(variance.sqrt())

@@ -49,6 +49,8 @@ class TrainConfig:
     freeze_text: bool = False  # keep the text tower fixed (useful with pretrained weights)
     center_images: bool = True  # BatchNorm-centre image embeddings (facet/model.py; per rank
     #                             under CPU DDP, synchronised across GPUs by SyncBatchNorm)
+    center_inputs: bool = True  # standardise pixels by the training set's mean face per view
+    #                             (FacetVLM.set_input_statistics); ignored with --pretrained
     metadata_prompts: bool = False  # AffectVLM prompts with sex / age / ethnicity per sample
     # "ensemble": every prompt of every class each step, as at inference; "sample": one random
     # prompt per class and step (cheaper; from scratch it collapsed all classes to one text

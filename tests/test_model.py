@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from facet.clip import CLIP
+import torch.nn.functional as F
+
+from facet.clip import CLIP, CLIP_STD
 from facet.losses import LearnedMargin, LossConfig, total_loss
 from facet.model import FacetConfig, FacetVLM
 from facet.prompts import build_prompts
@@ -158,3 +160,20 @@ def test_overfits_a_tiny_batch(tokenizer):
         opt.step()
     assert (out.logits.argmax(-1) == labels).all(), f"not fitted after {step + 1} steps"
     assert step > 0  # it did have to learn
+
+
+def test_pixel_statistics_start_as_clip_normalisation_and_centre_the_mean_face():
+    from facet.clip import normalize_images
+
+    model = FacetVLM(FacetConfig(center_images=False)).eval()
+    views = torch.rand(4, 1, 3, 3, 64, 64)  # (B, T, V, 3, H, W)
+    plain = F.normalize(model.clip.encode_image(normalize_images(views.view(-1, 3, 64, 64))), dim=-1)
+    torch.testing.assert_close(model.encode_views(views).view(-1, plain.shape[-1]), plain)
+
+    mean_face = views.mean(dim=0, keepdim=True)  # (1, 1, V, 3, H, W)
+    model.set_input_statistics(mean_face[0, 0], std=0.2)
+    zero_input = F.normalize(model.clip.encode_image(torch.zeros(3, 3, 64, 64)), dim=-1)
+    torch.testing.assert_close(model.encode_views(mean_face)[0, 0], zero_input)
+    # slots the statistics did not cover keep CLIP's constants
+    torch.testing.assert_close(model.pixel_std[3:, :, 0, 0],
+                               torch.tensor(CLIP_STD).expand(6, 3))

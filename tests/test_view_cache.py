@@ -182,3 +182,13 @@ def test_settings_key_is_canonical_and_fill_cache_cli(tmp_path):
     assert (report.rendered, report.failed) == (3, [])
     assert "3 rendered, 0 reused, 0 failed" in text and "skipped" in text  # the Bored folder
     assert len(list(ViewCache(tmp_path / "c", SMALL).folder.glob("*.npy"))) == 3
+
+
+def test_view_statistics_matches_the_stacked_oracle():
+    from facet.torch_dataset import view_statistics
+
+    items = [(torch.rand(2, 3, 3, 8, 8), 0, {}) for _ in range(5)]  # 5 samples, T=2, V=3
+    mean, std = view_statistics(items)
+    stacked = torch.cat([views for views, _, _ in items])  # (10, 3, 3, 8, 8)
+    torch.testing.assert_close(mean, stacked.mean(0))
+    assert std == pytest.approx(float((stacked - stacked.mean(0)).pow(2).mean().sqrt()), rel=1e-5)
