@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 
 DEFAULT_VIEWS = ((-20.0, 0.0), (0.0, 0.0), (20.0, 0.0))
-DEFAULT_DISTANCE = 2.5  # camera distance in face sizes: far enough for mild perspective
+DEFAULT_DISTANCE = 2.2  # camera distance in face sizes: mild perspective, and the face fills
+#                        ~85% of the frame at yaw +-20 (pixels on the face, not on background)
 DEFAULT_FOV = 30.0  # vertical field of view (degrees): a unit face fills most of the frame
 
 

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from facet.camera import DEFAULT_DISTANCE, DEFAULT_FOV
 from facet.datasets import Sample, index_dataset
 from facet.fileio import write_atomic
 
@@ -52,6 +53,8 @@ class RenderSettings:
     views: tuple[tuple[float, float], ...] = ((-20.0, 0.0), (0.0, 0.0), (20.0, 0.0))  # (yaw, pitch) deg
     image_size: int = 112  # H = W in pixels (CPU default; 224 for ViT-B presets)
     mode: str = "shaded"  # shaded | texture | depth | normals (facet.raster)
+    distance: float = DEFAULT_DISTANCE  # camera distance in face sizes (facet.camera)
+    fov_y: float = DEFAULT_FOV  # vertical field of view in degrees
 
     def __post_init__(self) -> None:
         # canonical form, so that [[0, 0]] and ((0.0, 0.0),) give the same key
@@ -117,7 +120,8 @@ def _render_sample(frames: Sequence[str], settings: RenderSettings) -> tuple[np.
         first = mesh.verts if first is None else first
         displacement.append(_displacement(mesh.verts, first))
         views = raster.render_views(mesh, views=settings.views, image_size=settings.image_size,
-                                    mode=settings.mode)  # (V, 3, H, W) float in [0, 1]
+                                    mode=settings.mode, distance=settings.distance,
+                                    fov_y=settings.fov_y)  # (V, 3, H, W) float in [0, 1]
         images.append((views.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
     pixels = np.stack(images)  # (T, V, 3, H, W)
     if (pixels[:, :, :1] == pixels[:, :, 1:]).all():

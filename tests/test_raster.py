@@ -243,7 +243,7 @@ def test_cameras_follow_the_conventions():
     assert parse_views("-20;20") == [(-20.0, 0.0), (20.0, 0.0)]
     with pytest.raises(ValueError, match="yaw,pitch"):
         parse_views("1,2,3")
-    cameras = view_cameras([(0, 0), (90, 0), (0, 30)])
+    cameras = view_cameras([(0, 0), (90, 0), (0, 30)], distance=2.5)
     eyes = -torch.einsum("vji,vj->vi", cameras.view[:, :3, :3], cameras.view[:, :3, 3])
     assert torch.allclose(eyes[1], torch.tensor([2.5, 0, 0]), atol=1e-5)  # yaw > 0: toward +x
     assert eyes[2, 1] > 0  # pitch > 0: above

@@ -157,7 +157,7 @@ def test_grey_renders_stored_with_one_channel_colour_with_three(tmp_path, monkey
     colour = torch.tensor([0.2, 0.5, 0.8])
     for paint, channels in ((lambda x: x.mean(0, keepdim=True).expand(3, -1, -1), 1),
                             (lambda x: x * colour.view(3, 1, 1), 3)):
-        fake = lambda mesh, views, image_size, mode: paint(
+        fake = lambda mesh, views, image_size, mode, **camera: paint(
             torch.rand(3, image_size, image_size)).expand(len(views), -1, -1, -1)
         monkeypatch.setattr(raster, "render_views", fake)
         cache = ViewCache(tmp_path / f"cache{channels}", SMALL)
