@@ -85,7 +85,8 @@ def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
 
 def face_mesh(identity: Identity, aus: dict[int, float] | None = None,
               rng: np.random.Generator | None = None, jitter: bool = True,
-              pose: tuple[float, float, float] | None = None) -> Mesh:
+              pose: tuple[float, float, float] | None = None,
+              scale: float | None = None) -> Mesh:
     """One synthetic face scan.
 
     Args:
@@ -94,6 +95,8 @@ def face_mesh(identity: Identity, aus: dict[int, float] | None = None,
         rng: source of the scan nuisance; None gives the exact, un-jittered face.
         jitter: with an rng, add head pose (a few degrees), scale (~3%) and depth noise (~0.1 mm).
         pose: (yaw, pitch, roll) degrees to use instead of a random pose (4D sequences).
+        scale: the scale factor to use instead of a random one (4D sequences: one scanner
+            calibration per sequence, or the scale jitter would swamp the expression's motion).
     Returns:
         a `Mesh` (N ~ 10k vertices, F ~ 20k triangles, mm) with landmarks "bnd" (83, 3) and
         "nose_tip" (3,).
@@ -104,12 +107,18 @@ def face_mesh(identity: Identity, aus: dict[int, float] | None = None,
     if rng is not None and jitter:
         tip = verts[subject.landmarks[NOSE_TIP]]
         angles = pose if pose is not None else np.clip(rng.normal(0, [3.0, 3.0, 2.0]), -7, 7)
-        scale = 1.0 + float(np.clip(rng.normal(0, 0.03), -0.08, 0.08))
+        if scale is None:
+            scale = _scale_jitter(rng)
         verts = scale * (verts - tip) @ _rotation(*angles).T + tip
         verts[:, 2] += rng.normal(0, 0.1, len(verts))  # scanner noise along the view axis
     verts = verts.astype(np.float32)
     points = verts[subject.landmarks]  # (83, 3)
     return Mesh(verts, face_grid().faces, landmarks={"bnd": points, "nose_tip": points[NOSE_TIP]})
+
+
+def _scale_jitter(rng: np.random.Generator) -> float:
+    """A scan's scale factor: ~3% calibration error, bounded at 8%."""
+    return 1.0 + float(np.clip(rng.normal(0, 0.03), -0.08, 0.08))
 
 
 def demo_face(emotion: str = "happiness", intensity: int = 4, seed: int = 0) -> Mesh:
@@ -212,9 +221,11 @@ def _sequence(identity: Identity, aus: dict[int, float], num_frames: int, rng: n
     """Write one sequence's frames; the head drifts a little, noise is fresh every frame."""
     curve, frames = _envelope(num_frames, rng)
     start, drift = rng.normal(0, [3.0, 3.0, 2.0]), rng.normal(0, 1.0, 3)
+    scale = _scale_jitter(rng)  # one per sequence; the noise below is fresh every frame
     for f, a in enumerate(curve):
         pose = tuple(start + drift * f / max(num_frames - 1, 1))
-        mesh = face_mesh(identity, {au: w * a for au, w in aus.items()}, rng, pose=pose)
+        mesh = face_mesh(identity, {au: w * a for au, w in aus.items()}, rng, pose=pose,
+                         scale=scale)
         _save(mesh, stem_of(f), landmarks)
     return frames
 
