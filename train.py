@@ -123,7 +123,8 @@ def train_fold(config: TrainConfig, dist: DistInfo, train_set, test_set, classes
                         num_workers=config.workers, pin_memory=dist.device.type == "cuda")
     steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
     optimizer = torch.optim.AdamW(engine.parameter_groups(objective, config.weight_decay),
-                                  lr=config.lr, betas=(0.9, 0.98), eps=1e-6)  # CLIP's betas/eps
+                                  lr=config.lr, betas=(0.9, config.adam_beta2),
+                                  eps=1e-6)  # CLIP's eps
     scheduler = engine.cosine_schedule(optimizer, round(config.warmup * steps_per_epoch),
                                        steps_per_epoch * config.epochs, config.min_lr_ratio)
     ckpt_path, log_path = run_dir / "ckpt.pt", run_dir / "log.jsonl"

@@ -38,7 +38,7 @@ class CLIPConfig:
 
     embed_dim: int = 128  # E, joint image-text embedding size
     image_size: int = 64  # input side in pixels the positional embedding is built for
-    patch_size: int = 8  # P, ViT patch side in pixels
+    patch_size: int = 16  # P, ViT patch side in pixels
     vision_width: int = 192  # C of the image tower
     vision_layers: int = 4  # blocks in the image tower
     vision_heads: int = 3  # attention heads in the image tower (head dim 64)
@@ -54,7 +54,7 @@ class CLIPConfig:
 PRESETS: dict[str, CLIPConfig] = {
     # columns: embed_dim, image_size, patch_size, vision width/layers/heads,
     #          context_length, vocab_size, text width/heads/layers
-    "tiny":     CLIPConfig(128,  64,  8,  192,  4,  3, 32,  1024, 128,  2,  3, quick_gelu=False),
+    "tiny":     CLIPConfig(128,  64, 16,  192,  4,  3, 32,  1024, 128,  2,  3, quick_gelu=False),
     "vit-b-32": CLIPConfig(512, 224, 32,  768, 12, 12, 77, 49408, 512,  8, 12, quick_gelu=True),
     "vit-b-16": CLIPConfig(512, 224, 16,  768, 12, 12, 77, 49408, 512,  8, 12, quick_gelu=True),
     "vit-l-14": CLIPConfig(768, 224, 14, 1024, 24, 16, 77, 49408, 768, 12, 12, quick_gelu=True),
