@@ -13,15 +13,19 @@ import os
 import time
 
 
-def timed(fn, repeat: int = 3, warmup: int = 1) -> float:
-    """Best wall-clock seconds of `repeat` calls of fn() after `warmup` calls."""
+def timed(fn, repeat: int = 3, warmup: int = 1, clock=time.perf_counter) -> float:
+    """Best seconds of `repeat` calls of fn() after `warmup` calls.
+
+    clock: time.perf_counter (wall time) or time.process_time (CPU time of all this process's
+    threads, which barely changes when other processes compete for the cores).
+    """
     for _ in range(warmup):
         fn()
     best = float("inf")
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, clock() - start)
     return best
 
 
@@ -261,17 +265,6 @@ def _llvmpipe_renderer(mesh, views, size: int):
     return render
 
 
-def _cpu_timed(fn, repeat: int = 3) -> float:
-    """Best CPU seconds (process time, all threads) of `repeat` calls of fn() after one warm-up."""
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.process_time()
-        fn()
-        best = min(best, time.process_time() - start)
-    return best
-
-
 def bench_raster(args) -> None:
     """facet.raster.render_views (9 views, shaded) vs Mesa llvmpipe, 5k/30k/70k faces, 112/224 px.
 
@@ -291,7 +284,7 @@ def bench_raster(args) -> None:
         mesh = _dome_face(n)
         for size in sizes:
             eager = timed(lambda: render_views(mesh, views, image_size=size), repeat=3)
-            cpu = _cpu_timed(lambda: render_views(mesh, views, image_size=size))
+            cpu = timed(lambda: render_views(mesh, views, image_size=size), clock=time.process_time)
             gl = _llvmpipe_renderer(mesh, views, size)
             gl_s = timed(gl, repeat=3) if gl is not None else float("nan")
             rows.append([f"{mesh.num_faces}", size, 9 / eager, 1000 * eager / 9, 9 / cpu,
