@@ -33,7 +33,9 @@ class TrainConfig:
     # --- rendering (part of the view-cache key) ---
     views: str = "-20,0;0,0;20,0"  # "yaw,pitch;..." degrees: left / front / right (DESIGN.md)
     image_size: int = 64  # H = W pixels fed to the ViT (224 for ViT-B presets)
-    mode: str = "shaded"  # shaded | texture | depth | normals
+    # shaded | texture | depth | normals. Normal maps (3 channels of surface orientation) train
+    # faster and generalise better than grey shading from scratch (fold 0: 87.5 % vs 83.3 %)
+    mode: str = "normals"
     frames: int = 1  # T frames per sample (1 = static 3D; 8 for 4D)
     frame_sampling: Literal["uniform", "apex"] = "uniform"  # how 4D frames are picked
     # --- model ---
