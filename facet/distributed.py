@@ -102,9 +102,16 @@ def teardown() -> None:
 
 @contextlib.contextmanager
 def distributed(device: str = "auto") -> Iterator[DistInfo]:
-    """`setup` on entry and `teardown` in `finally`, so a crash never leaves the group hanging."""
+    """`setup` on entry and `teardown` in `finally`, so a crash never leaves the group hanging.
+
+    On a normal exit the ranks first meet at a barrier: rank 0 hosts the rendezvous store and
+    writes the reports last, and a rank that tears down while another still talks to the group
+    can be aborted by gloo (seen as a rare SIGABRT in the 2-rank CPU test). After a crash there
+    is no barrier, which could hang on a dead peer.
+    """
     try:
         yield setup(device)
+        barrier()
     finally:
         teardown()
 
