@@ -88,6 +88,12 @@ def default_cache_root() -> Path:
     return Path(os.environ.get("FACET_CACHE", Path(__file__).resolve().parents[1] / "cache" / "views"))
 
 
+def _abs_frames(sample: Sample) -> list[str]:
+    """The sample's frame paths made absolute: a root given as a relative path (the CLI) and the
+    same root given absolutely (training) must name the same entry."""
+    return [os.path.abspath(f) for f in sample.frames]
+
+
 def _stats(sample: Sample) -> list[list[int]]:
     return [[st.st_size, st.st_mtime_ns] for st in map(os.stat, sample.frames)]
 
@@ -147,7 +153,8 @@ def _fill_one(frames: tuple[str, ...], settings: RenderSettings, npy: str, stats
         pixels, displacement = _render_sample(frames, settings)
     except Exception as err:  # any unreadable or malformed mesh is reported, never fatal to a fill
         return f"{type(err).__name__}: {err}"
-    meta = {"frames": list(frames), "stats": stats, "shape": list(pixels.shape),
+    meta = {"frames": [os.path.abspath(f) for f in frames], "stats": stats,
+            "shape": list(pixels.shape),
             "crc32": zlib.crc32(pixels.tobytes()), "displacement": displacement.tolist(),
             "apex": int(displacement.argmax())}
     _write_entry(Path(npy), meta, pixels)
@@ -176,7 +183,7 @@ class ViewCache:
 
     def entry(self, sample: Sample) -> Path:
         """The `.npy` path of a sample's entry (its `.json` sits beside it)."""
-        name = hashlib.sha1("\n".join(os.path.abspath(f) for f in sample.frames).encode())
+        name = hashlib.sha1("\n".join(_abs_frames(sample)).encode())
         return self.folder / f"{name.hexdigest()[:20]}.npy"
 
     def metadata(self, sample: Sample) -> dict:
@@ -201,7 +208,7 @@ class ViewCache:
         """True when the entry exists, matches the files' current stats and (verify) its CRC."""
         try:
             meta = self.metadata(sample)
-            if meta["frames"] != list(sample.frames) or meta["stats"] != _stats(sample):
+            if meta["frames"] != _abs_frames(sample) or meta["stats"] != _stats(sample):
                 return False
             views = np.load(self.entry(sample), mmap_mode="r")
             if list(views.shape) != meta["shape"] or views.dtype != np.uint8:

@@ -52,6 +52,17 @@ def test_second_fill_renders_nothing(tmp_path, render_calls):
     assert (again.rendered, again.reused, len(render_calls)) == (0, 3, 18)
 
 
+def test_relative_and_absolute_roots_share_entries(tmp_path, render_calls, monkeypatch):
+    """`render_views.py data --cache` (relative) must fill the cache that training (absolute) reads."""
+    bu4dfe_tree(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    relative = index_dataset("data").samples
+    ViewCache(tmp_path / "cache", SMALL).fill(relative, workers=1, progress=False)
+    absolute = index_dataset(tmp_path / "data").samples
+    again = ViewCache(tmp_path / "cache", SMALL).fill(absolute, workers=1, progress=False)
+    assert (again.rendered, again.reused, len(render_calls)) == (0, 3, 18)
+
+
 def test_changed_setting_corrupt_entry_or_touched_mesh_rerender(tmp_path, render_calls):
     samples = index_dataset(bu4dfe_tree(tmp_path / "data")).samples
     cache = ViewCache(tmp_path / "cache", SMALL)
