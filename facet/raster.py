@@ -318,4 +318,4 @@ def __getattr__(name: str):
 if __name__ == "__main__":  # python -m facet.raster MESH OUT.png
     from facet.render import demo_main
 
-    demo_main()
+    print(demo_main())

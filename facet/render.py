@@ -111,8 +111,11 @@ def save_contact_sheet(images: torch.Tensor | np.ndarray | Sequence, path: str |
     return path
 
 
-def demo_main() -> None:
-    """`python -m facet.raster MESH OUT.png`: render a mesh from 5 yaws, shaded and normals."""
+def demo_main() -> str:
+    """`python -m facet.raster MESH OUT.png`: render a mesh from 5 yaws, shaded and normals.
+
+    Returns the line the command prints (library code stays silent; `__main__` prints).
+    """
     import sys
 
     from facet.mesh import load_mesh
@@ -123,4 +126,4 @@ def demo_main() -> None:
     views = [(-40, 0), (-20, 0), (0, 0), (20, 0), (40, 0)]
     rows = [render_views(mesh, views, image_size=224, mode=mode) for mode in ("shaded", "normals")]
     path = save_contact_sheet(torch.stack(rows), sys.argv[2], labels=["shaded", "normals"])
-    print(f"{mesh.num_faces} triangles, {len(views)} views -> {path}")
+    return f"{mesh.num_faces} triangles, {len(views)} views -> {path}"

@@ -334,7 +334,8 @@ def ensure_dataset(kind: str = "bu3dfe", root: str | Path | None = None, **kw) -
     return WRITERS[kind](root, **kw)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> str:
+    """`python -m facet.synth ...`: generate a set; returns the summary line that `__main__` prints."""
     parser = argparse.ArgumentParser(description="Generate a synthetic 3D/4D face dataset.")
     parser.add_argument("--kind", choices=sorted(WRITERS), default="bu3dfe")
     parser.add_argument("--out", type=Path, default=None, help="default: default_root()/KIND")
@@ -346,8 +347,8 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     WRITERS[args.kind](out, seed=args.seed, progress=True, **kw)
     files = sum(1 for _ in out.rglob("*.wrl"))
-    print(f"wrote {files} meshes to {out} in {time.perf_counter() - start:.1f} s")
+    return f"wrote {files} meshes to {out} in {time.perf_counter() - start:.1f} s"
 
 
 if __name__ == "__main__":
-    main()
+    print(main())

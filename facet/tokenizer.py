@@ -292,7 +292,8 @@ def explain(text: str, tokenizer: Tokenizer) -> list[str]:
     return lines
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> str:
+    """`python -m facet.tokenizer "A happy face!"`: every BPE stage, as the text `__main__` prints."""
     import argparse
 
     parser = argparse.ArgumentParser(description="Show every stage of CLIP's BPE tokenizer.")
@@ -300,10 +301,12 @@ if __name__ == "__main__":
     parser.add_argument("--vocab", type=Path, help="bpe_simple_vocab_16e6.txt.gz (default: train "
                         "a small BPE on a built-in corpus of face descriptions)")
     parser.add_argument("--vocab_size", type=int, default=600, help="size when training")
-    args = parser.parse_args()
-    if args.vocab:
-        tok = Tokenizer.from_clip_vocab(args.vocab)
-    else:
-        tok = train_bpe(DEMO_CORPUS, args.vocab_size)
-    print(f"vocabulary: {tok.vocab_size} ids ({len(tok.merges)} merges)")
-    print("\n".join(explain(args.text, tok)))
+    args = parser.parse_args(argv)
+    tok = Tokenizer.from_clip_vocab(args.vocab) if args.vocab else train_bpe(DEMO_CORPUS,
+                                                                               args.vocab_size)
+    header = f"vocabulary: {tok.vocab_size} ids ({len(tok.merges)} merges)"
+    return "\n".join([header] + explain(args.text, tok))
+
+
+if __name__ == "__main__":
+    print(main())

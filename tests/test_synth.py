@@ -116,3 +116,8 @@ def test_sequences_move_smoothly_and_return_to_neutral(tmp_path):
     # frame, ~3% of a 150 mm face, would), and the apex lies inside the sequence
     assert np.abs(np.diff(motion)).max() < motion.max() / 3
     assert motion.argmax() not in (0, len(frames) - 1)
+
+
+def test_cli_generates_and_reports_silently(tmp_path, capsys):
+    line = synth.main(["--kind", "bu3dfe", "--out", str(tmp_path / "s"), "--subjects", "1"])
+    assert line.startswith("wrote 25 meshes to") and capsys.readouterr().out == ""

@@ -139,3 +139,11 @@ def test_merges_producing_the_same_symbol_keep_ids_contiguous():
     assert (tok.vocab_size, tok.eot_token) == (518, 517)
     assert tok.encode("abc") == [515]  # the later id wins, as in CLIP
     assert tok.decode([514]) == tok.decode([515]) == "abc"
+
+
+def test_show_your_work_cli_returns_every_stage_silently(capsys):
+    from facet.tokenizer import main
+
+    text = main(["A happy face!", "--vocab_size", "540"])
+    assert text.startswith("vocabulary:") and "pre-tokens" in text and "decoded" in text
+    assert capsys.readouterr().out == ""  # the module prints only under __main__
