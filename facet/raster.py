@@ -22,17 +22,22 @@ Algorithm:
    pixel centre on an edge shared by two triangles goes to exactly one of them (the top-left
    rule), and meshes are watertight: no holes, no pixel drawn twice by one surface.
 2. Each face's pixel bounding box is enumerated as a kh x kw grid of candidate pixels, with kh,
-   kw the next powers of two of the box size: faces are bucketed by (kh, kw), so the many
-   one-pixel triangles of a dense scan do not pay for the few big ones, and each bucket is
-   processed in chunks of at most `CANDIDATE_BUDGET` candidates (bounded memory at 100k faces).
-3. A candidate is inside when all E_i >= 0 (E_i > 0 on non-top-left edges). Its depth and the
-   face's position in the list of drawn (view, face) pairs (ordered by view, then face) are
-   packed into one int64 key (float bits of the depth in the high half, the position in the low
-   half) and `scatter_reduce(amin)` keeps the nearest; equal depths go to the lower face id, so
-   the result is deterministic on every device.
+   kw the next powers of two of the box size: faces are sorted by this size class (one byte,
+   so a fast radix sort), so the many one-pixel triangles of a dense scan do not pay for the
+   few big ones, and each class is processed in chunks of at most `CANDIDATE_BUDGET`
+   candidates (bounded memory at 100k faces).
+3. A candidate is inside when all E_i >= 0 (E_i > 0 on non-top-left edges). Its depth and its
+   entry v * F + f (view v, face f) are packed into one int64 key (float bits of the depth in
+   the high half, the entry in the low half) and `scatter_reduce(amin)` keeps the nearest;
+   equal depths go to the lower face id, so the result is deterministic on every device.
 4. For the winning face of each pixel, screen barycentrics b_i = E_i / 2A are made
    perspective-correct: beta_i = (b_i / w_i) / sum_j (b_j / w_j), both affine in the pixel
    position, so each face stores three planes and each pixel evaluates its winner's.
+
+Memory layout, for speed on CPU: per-face quantities are rows of (C, K) tables, per-pixel ones
+are stored channel-major, (C, V, H, W), and handed out as (V, H, W, C) views (`bary`,
+`interpolate`). Every elementwise kernel then runs along a long contiguous row; with C = 3
+innermost, each would loop over rows of three numbers and run several times slower.
 
 Culling (never produces NaN or inf): a triangle is drawn only if all three vertices have w > 0
 and lie between the near and far planes (-w <= z <= w) and inside a guard band |x|, |y| <=
@@ -53,6 +58,8 @@ GUARD_BAND = 64.0  # |x_ndc|, |y_ndc| limit; keeps snapped coordinates far below
 CANDIDATE_BUDGET = 1 << 21  # (face, pixel) candidates per chunk: ~8 MB per float32 temporary
 _MISS_DEPTH = 4.0  # depth in the key of a rejected candidate: above any drawn z_ndc + 2 <= 3
 _MISS = 0x40800000 << 32  # = float32 bits of 4.0 in the high half: keys >= _MISS are misses
+MAX_IMAGE_SIDE = 1 << 14  # so that size classes (16 log2 height + log2 width) fit in a byte
+NOT_DRAWN = 255  # size class of culled and empty faces: sorts after every real class
 
 
 @dataclass
@@ -65,6 +72,7 @@ class Fragments:
             cleared OpenGL depth buffer) where no face covers the pixel.
         bary: (V, H, W, 3) float32 perspective-correct barycentric coordinates of the pixel centre
             in that face (non-negative, summing to 1); 0 where no face covers the pixel.
+            `rasterize` stores it channel-major (module docstring); any layout is accepted.
     """
 
     pix_to_face: torch.Tensor
@@ -74,8 +82,8 @@ class Fragments:
 
 def _image_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-    if int(h) < 1 or int(w) < 1:
-        raise ValueError(f"image_size must be positive, got {image_size}")
+    if not (1 <= int(h) <= MAX_IMAGE_SIDE and 1 <= int(w) <= MAX_IMAGE_SIDE):
+        raise ValueError(f"image_size must be between 1 and {MAX_IMAGE_SIDE}, got {image_size}")
     return int(h), int(w)
 
 
@@ -104,30 +112,43 @@ def _gather_columns(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _screen_triangles(verts_clip: torch.Tensor, faces: torch.Tensor, h: int, w: int):
-    """Cull, divide by w and snap every (view, face) to the fixed-point screen grid.
-
-    The divide and snap run once per vertex, then the results are gathered per corner.
-    Per-corner tensors are corner-major, (3, V*F), so that corner i of all faces is one
-    contiguous row and rolling the corners is a cheap copy of rows.
+def _project_vertices(verts_clip: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Cull, divide by w and snap every vertex of every view to the fixed-point screen grid.
 
     Returns:
-        keep (V*F,) bool, then (3, V*F) float32: sx, sy snapped screen coordinates in
-        1/SUBPIXEL pixel units (integers), z_ndc, and 1/w.
+        (5, V*N) float32 rows: sx, sy (snapped screen coordinates in 1/SUBPIXEL pixel units,
+        integers), z_ndc, 1/w, and 1.0 where the vertex is inside the culling volume, else 0.0.
     """
-    n_views, n_verts = verts_clip.shape[:2]
     x, y, z, cw = verts_clip.reshape(-1, 4).t()  # (V*N,) each
     band = GUARD_BAND * cw
     inside = (cw > 0) & (z.abs() <= cw) & (x.abs() <= band) & (y.abs() <= band)  # (V*N,)
     inv_w = 1.0 / torch.where(inside, cw, 1.0)  # culled vertices get harmless numbers, never 1/0
     x, y, z = (torch.where(inside, c * inv_w, 0.0) for c in (x, y, z))
-    per_vertex = torch.stack([torch.round((x + 1) * (w * SUBPIXEL / 2)),
-                              torch.round((1 - y) * (h * SUBPIXEL / 2)),  # row 0 at the top
-                              z, inv_w, inside.float()])  # (5, V*N)
-    corner_index = (faces.t()[:, None, :]
-                    + torch.arange(n_views, device=faces.device)[:, None] * n_verts)  # (3, V, F)
-    sx, sy, z, inv_w, inside = _gather_columns(per_vertex, corner_index.reshape(-1)).view(5, 3, -1)
-    return inside.amin(0) > 0, sx, sy, z, inv_w
+    return torch.stack([torch.round((x + 1) * (w * SUBPIXEL / 2)),
+                        torch.round((1 - y) * (h * SUBPIXEL / 2)),  # row 0 at the top
+                        z, inv_w, inside.float()])
+
+
+def _pixel_boxes(sx: torch.Tensor, sy: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(4, E) first column, last column, first row, last row of the pixel centres in each box.
+
+    Column j is in the box when its centre j*S + S/2 lies in [min sx, max sx]; a box whose last
+    column is before its first holds no pixel centre.
+    """
+    half = SUBPIXEL // 2
+    return torch.stack([torch.ceil((sx.amin(0) - half) / SUBPIXEL).clamp(min=0),
+                        torch.floor((sx.amax(0) - half) / SUBPIXEL).clamp(max=w - 1),
+                        torch.ceil((sy.amin(0) - half) / SUBPIXEL).clamp(min=0),
+                        torch.floor((sy.amax(0) - half) / SUBPIXEL).clamp(max=h - 1)])
+
+
+def _size_class(box: torch.Tensor, drawn: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(E,) uint8 bucket of each box: 16 log_h + log_w for the 2^log_h x 2^log_w grid that holds
+    it (each side capped at the image's), or NOT_DRAWN."""
+    box_w, box_h = (box[1] - box[0] + 1).clamp(min=1), (box[3] - box[2] + 1).clamp(min=1)
+    log_w = torch.ceil(torch.log2(box_w)).clamp(max=math.ceil(math.log2(w)))
+    log_h = torch.ceil(torch.log2(box_h)).clamp(max=math.ceil(math.log2(h)))
+    return torch.where(drawn, log_h * 16 + log_w, NOT_DRAWN).to(torch.uint8)
 
 
 def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | tuple[int, int],
@@ -137,7 +158,7 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
     Args:
         verts_clip: (V, N, 4) float32 clip-space vertices, e.g. `Cameras.transform(verts)`.
         faces: (F, 3) int64 vertex indices, counter-clockwise = front.
-        image_size: H = W, or (H, W).
+        image_size: H = W, or (H, W), at most MAX_IMAGE_SIDE.
         cull_backfaces: drop faces whose front points away from the camera.
     Returns:
         `Fragments` with (V, H, W) pix_to_face, zbuf and (V, H, W, 3) bary.
@@ -147,64 +168,74 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
     h, w = _image_hw(image_size)
     _check_inputs(verts_clip, faces)
     verts_clip, faces = verts_clip.float(), faces.long()
-    device, n_views, n_faces = verts_clip.device, verts_clip.shape[0], faces.shape[0]
+    device, (n_views, n_verts), n_faces = verts_clip.device, verts_clip.shape[:2], faces.shape[0]
     background = Fragments(torch.full((n_views, h, w), -1, dtype=torch.int64, device=device),
                            torch.ones(n_views, h, w, device=device),
                            torch.zeros(n_views, h, w, 3, device=device))
     if n_faces == 0:
         return background
-    keep, sx, sy, z, inv_w = _screen_triangles(verts_clip, faces, h, w)
-    # Pixel bounding box: columns j whose centre j*S + S/2 lies in [min sx, max sx].
-    half = SUBPIXEL // 2
-    box = torch.stack([torch.ceil((sx.amin(0) - half) / SUBPIXEL).clamp(min=0),
-                       torch.floor((sx.amax(0) - half) / SUBPIXEL).clamp(max=w - 1),
-                       torch.ceil((sy.amin(0) - half) / SUBPIXEL).clamp(min=0),
-                       torch.floor((sy.amax(0) - half) / SUBPIXEL).clamp(max=h - 1)])  # (4, V*F)
-    keep &= (box[1] >= box[0]) & (box[3] >= box[2])
-    entry = keep.nonzero()[:, 0]  # (K,) kept (view, face) entries v * F + f, in order
+
+    # 1. Every (view, face) pair ("entry" v * F + f): its corners on the screen, its pixel box.
+    corner_index = (faces.t()[:, None, :]
+                    + torch.arange(n_views, device=device)[:, None] * n_verts)  # (3, V, F)
+    corners = _gather_columns(_project_vertices(verts_clip, h, w), corner_index.reshape(-1))
+    sx, sy, z, inv_w, inside = corners.view(5, 3, -1)  # (3, V*F) each, corner-major
+    box = _pixel_boxes(sx, sy, h, w)  # (4, V*F)
+    drawn = (inside.amin(0) > 0) & (box[1] >= box[0]) & (box[3] >= box[2])  # (V*F,)
+
+    # 2. Sort the drawn entries by size class (a one-byte key: a fast radix sort), so that each
+    #    bucket is a contiguous range of columns, and gather their data once, in that order.
+    size_class, entry = torch.sort(_size_class(box, drawn, h, w), stable=True)  # (V*F,) each
+    counts = torch.bincount(size_class, minlength=NOT_DRAWN + 1).tolist()
+    entry = entry[: len(entry) - counts[NOT_DRAWN]]  # (K,) drawn entries, bucket by bucket
     if len(entry) == 0:
         return background
-    # Compact once (dense meshes in small images leave most faces without a pixel).
     sx, sy, z, inv_w, box = _gather_columns(torch.cat([sx, sy, z, inv_w, box]), entry).split(
         [3, 3, 3, 3, 4])  # (3, K) each, box (4, K)
-    keys = torch.full((n_views * h * w + h * w,), _MISS, dtype=torch.int64, device=device)
+
+    # 3. Edge functions, the z-buffer.
     a_x, a_y, b_x, b_y = sx.roll(-1, 0), sy.roll(-1, 0), sx.roll(-2, 0), sy.roll(-2, 0)
     edge_x, edge_y = b_x - a_x, b_y - a_y  # (3, K): edge i runs from v_{i+1} to v_{i+2}
-    _zbuffer(keys, entry // n_faces, edge_x, edge_y, a_x, a_y, z, box, h, w, cull_backfaces)
-
+    keys = torch.full((n_views * h * w + h * w,), _MISS, dtype=torch.int64, device=device)
+    _zbuffer(keys, entry, entry // n_faces, edge_x, edge_y, a_x, a_y, z, box, counts, h, w,
+             cull_backfaces)
     keys = keys[: n_views * h * w]  # the tail was padding for candidates that wrap past a row
     hit = keys < _MISS  # (V*H*W,)
-    rows = keys & 0xFFFFFFFF  # column k of the winner (of a rejected face on a miss)
-    pix_to_face = torch.where(hit, (entry % n_faces).index_select(0, rows), -1)
+    winner = keys & 0xFFFFFFFF  # entry of the winning face (of a rejected one on a miss)
+    pix_to_face = torch.where(hit, winner % n_faces, -1)
     depth = (keys >> 32).to(torch.int32).view(torch.float32) - 2.0  # undo the +2 of the key
     zbuf = torch.where(hit, depth, 1.0)
 
-    # Perspective-correct barycentrics: beta_i is proportional to b_i / w_i = E_i / (2A w_i),
-    # an affine function a_i + g_i col + k_i row of the pixel's column and row, per face, with
-    # E_i(P) = edge_x_i (P_y - a_y_i) - edge_y_i (P_x - a_x_i) and P = (col, row) * S + S/2.
+    # 4. Perspective-correct barycentrics: beta_i is proportional to b_i / w_i = E_i / (2A w_i),
+    #    an affine function a_i + g_i col + k_i row of the pixel's column and row, per face, with
+    #    E_i(P) = edge_x_i (P_y - a_y_i) - edge_y_i (P_x - a_x_i) and P = (col, row) * S + S/2.
+    half = SUBPIXEL // 2
     at_first_pixel = edge_x * (half - a_y) - edge_y * (half - a_x)  # (3, K): E_i at (0, 0)
-    area = at_first_pixel.sum(0)
-    scale = inv_w / torch.where(area == 0, 1.0, area)  # 1 / (2A w_i)
+    area = at_first_pixel.sum(0)  # (K,) 2A (signed; drawn faces have area != 0)
+    scale = inv_w / area  # 1 / (2A w_i)
     planes = torch.cat([at_first_pixel * scale, -edge_y * (SUBPIXEL * scale),
                         edge_x * (SUBPIXEL * scale)])  # (9, K)
-    planes = torch.cat([planes, torch.zeros_like(planes[:, :1])], 1)  # last: all-zero, for misses
-    per_pixel = _gather_columns(planes, torch.where(hit, rows, planes.shape[1] - 1))  # (9, V*H*W)
-    col = torch.arange(w, device=device, dtype=torch.float32).repeat(n_views * h)  # (V*H*W,)
+    planes = torch.cat([planes, torch.zeros(9, 1, device=device)], 1)  # last column: misses
+    column = torch.empty(n_views * n_faces, dtype=torch.int64, device=device)
+    column[entry] = torch.arange(len(entry), device=device)  # entry -> its column in `planes`
+    per_pixel = _gather_columns(planes, torch.where(hit, column[winner], len(entry)))  # (9, P)
+    col = torch.arange(w, device=device, dtype=torch.float32).repeat(n_views * h)  # (P,)
     row = torch.arange(h, device=device, dtype=torch.float32).repeat_interleave(w).repeat(n_views)
-    weighted = (per_pixel[0:3] + per_pixel[3:6] * col + per_pixel[6:9] * row).clamp(min=0)
-    bary = weighted / weighted.sum(0).clamp(min=1e-30)  # (3, V*H*W); 0 / tiny = 0 on misses
-    bary = bary.t().contiguous().view(n_views, h, w, 3)
+    weighted = (per_pixel[0:3] + per_pixel[3:6] * col + per_pixel[6:9] * row).clamp_(min=0)
+    bary = weighted / weighted.sum(0).clamp(min=1e-30)  # (3, P); 0 / tiny = 0 on misses
+    # Channel-major storage, the usual (V, H, W, 3) shape: a view, no transposing copy.
+    bary = bary.view(3, n_views, h, w).permute(1, 2, 3, 0)
     return Fragments(pix_to_face.view(n_views, h, w), zbuf.view(n_views, h, w), bary)
 
 
-def _zbuffer(keys: torch.Tensor, view: torch.Tensor, edge_x: torch.Tensor, edge_y: torch.Tensor,
-             a_x: torch.Tensor, a_y: torch.Tensor, z: torch.Tensor, box: torch.Tensor,
-             h: int, w: int, cull_backfaces: bool) -> None:
-    """Scatter-min the (depth, column) key of every covered (face, pixel) candidate into `keys`.
+def _zbuffer(keys: torch.Tensor, entry: torch.Tensor, view: torch.Tensor, edge_x: torch.Tensor,
+             edge_y: torch.Tensor, a_x: torch.Tensor, a_y: torch.Tensor, z: torch.Tensor,
+             box: torch.Tensor, counts: list[int], h: int, w: int, cull_backfaces: bool) -> None:
+    """Scatter-min the (depth, entry) key of every covered (face, pixel) candidate into `keys`.
 
-    The K kept (view, face) pairs are columns: view (K,); edge_x, edge_y, a_x, a_y, z (3, K)
-    (edge i from v_{i+1} to v_{i+2}, in snapped units); box (4, K) = (first column, last column,
-    first row, last row), never empty.
+    The K drawn (view, face) entries are columns, sorted by size class (`counts[c]` of class c):
+    entry, view (K,); edge_x, edge_y, a_x, a_y, z (3, K) (edge i from v_{i+1} to v_{i+2}, in
+    snapped units); box (4, K) = (first column, last column, first row, last row), not empty.
     """
     col0, col1, row0, row1 = box
     half = SUBPIXEL // 2
@@ -222,60 +253,58 @@ def _zbuffer(keys: torch.Tensor, view: torch.Tensor, edge_x: torch.Tensor, edge_
     origin = origin * orient
     # Depth is affine in screen space: z = sum_i E_i z_i / 2A, evaluated like the E_i.
     z_weights = z / (area * orient).clamp(min=1)  # (3, K)
-    plane = torch.stack([(origin * z_weights).sum(0) + 2.0,  # +2: keys need depth > 0
-                         (step_x * z_weights).sum(0), (step_y * z_weights).sum(0)])  # (3, K)
-    origin = origin - not_top_left.float()  # E' = E - 1 on other edges: E' >= 0 inside
-    box_w, box_h = col1 - col0 + 1, row1 - row0 + 1
+    table = torch.cat([origin - not_top_left.float(),  # E' = E - 1 on other edges: E' >= 0 inside
+                       step_x, step_y,
+                       (origin * z_weights).sum(0, keepdim=True) + 2.0,  # +2: keys need depth > 0
+                       (step_x * z_weights).sum(0, keepdim=True),
+                       (step_y * z_weights).sum(0, keepdim=True),
+                       (col1 - col0 + 1)[None], (row1 - row0 + 1)[None]])  # (14, K): see _scatter_bucket
     base = view * (h * w) + row0.long() * w + col0.long()  # (K,) first pixel of the box
-
-    # Bucket by the power-of-two grid (gh, gw) that holds the box, capped at the image size.
-    log_w = torch.ceil(torch.log2(box_w)).clamp(max=math.ceil(math.log2(w))).long()
-    log_h = torch.ceil(torch.log2(box_h)).clamp(max=math.ceil(math.log2(h))).long()
-    bucket, order = torch.sort(log_h * 32 + log_w, stable=True)
-    table = _gather_columns(torch.cat([origin, step_x, step_y, plane, box_w[None], box_h[None]]),
-                            order)  # (14, K), sorted by bucket
-    base = base.index_select(0, order)
     start = 0
-    for value, count in enumerate(torch.bincount(bucket).tolist()):
+    for size_class, count in enumerate(counts[:NOT_DRAWN]):
         if count == 0:
             continue
-        gh, gw = min(2 ** (value // 32), h), min(2 ** (value % 32), w)
+        gh, gw = min(2 ** (size_class // 16), h), min(2 ** (size_class % 16), w)
         chunk = max(1, CANDIDATE_BUDGET // (gh * gw))
         for first in range(start, start + count, chunk):
             last = min(first + chunk, start + count)
-            _scatter_bucket(keys, table[:, first:last], order[first:last], base[first:last],
+            _scatter_bucket(keys, table[:, first:last], entry[first:last], base[first:last],
                             gh, gw, w)
         start += count
 
 
-def _scatter_bucket(keys: torch.Tensor, table: torch.Tensor, rows: torch.Tensor,
+def _scatter_bucket(keys: torch.Tensor, table: torch.Tensor, entry: torch.Tensor,
                     base: torch.Tensor, gh: int, gw: int, w: int) -> None:
-    """Test a (Fb, gh, gw) grid of candidate pixels per face and scatter-min their keys.
+    """Test a (gh, gw) grid of candidate pixels for each of Fb faces and scatter-min their keys.
 
-    Every value is a row term (Fb, gh, 1) plus a column term (Fb, 1, gw), so each full-size
+    table (14, Fb): E_i at the box's first pixel (E_i - 1 on non-top-left edges), dE_i/dcolumn,
+    dE_i/drow (3 rows each), depth + 2 at the first pixel and its two steps, box width, height.
+    Every value is a row term (gh, 1, Fb) plus a column term (1, gw, Fb), so each full-size
     tensor costs one broadcast add; grid cells outside a face's box get -1e30 in E_0.
     """
     device = table.device
-    dy = torch.arange(gh, device=device, dtype=torch.float32)  # (gh,)
-    dx = torch.arange(gw, device=device, dtype=torch.float32)  # (gw,)
-    origin, step_x, step_y, plane = table[:12, :, None].view(4, 3, -1, 1)  # each (3, Fb, 1)
-    box_w, box_h = table[12, :, None], table[13, :, None]  # (Fb, 1)
-    row = origin + step_y * dy  # (3, Fb, gh)
-    col = step_x * dx  # (3, Fb, gw)
+    dy = torch.arange(gh, device=device, dtype=torch.float32)[:, None]  # (gh, 1)
+    dx = torch.arange(gw, device=device, dtype=torch.float32)[:, None]  # (gw, 1)
+    origin, step_x, step_y, plane = table[:12, None, :].view(4, 3, 1, -1)  # each (3, 1, Fb)
+    box_w, box_h = table[12], table[13]  # (Fb,)
+    # Faces are the last (contiguous) dimension: broadcasting over a long inner dimension
+    # vectorises, while a (Fb, 2, 2) layout would run elementwise kernels on rows of 2.
+    row = origin + step_y * dy  # (3, gh, Fb)
+    col = step_x * dx  # (3, gw, Fb)
     row[0] = torch.where(dy < box_h, row[0], -1e30)  # outside the box: rejected
     col[0] = torch.where(dx < box_w, col[0], -1e30)
-    e0, e1, e2 = (row[i, :, :, None] + col[i, :, None, :] for i in range(3))  # (Fb, gh, gw)
+    e0, e1, e2 = (row[i, :, None, :] + col[i, None, :, :] for i in range(3))  # (gh, gw, Fb)
     inside = torch.minimum(torch.minimum(e0, e1), e2) >= 0
-    depth = ((plane[0] + plane[2] * dy)[:, :, None]
-             + (plane[1] * dx)[:, None, :])  # (Fb, gh, gw) z_ndc + 2, in [1, 3]
+    depth = ((plane[0] + plane[2] * dy)[:, None, :]
+             + (plane[1] * dx)[None, :, :])  # (gh, gw, Fb) z_ndc + 2, in [1, 3]
     depth = torch.where(inside, depth, _MISS_DEPTH)
-    # Positive floats order like their bit patterns: depth bits high, column (view, face) low.
-    key = (depth.view(torch.int32).long() << 32) | rows[:, None, None]
+    # Positive floats order like their bit patterns: depth bits high, entry (view, face) low.
+    key = (depth.view(torch.int32).long() << 32) | entry
     # Cells past the box may wrap into the next row; their key never wins, and `keys` has an
     # image's worth of padding so indices stay in range.
-    offset = (torch.arange(gh, device=device)[:, None] * w
-              + torch.arange(gw, device=device))  # (gh, gw)
-    pixel = base[:, None, None] + offset  # (Fb, gh, gw)
+    offset = (torch.arange(gh, device=device)[:, None, None] * w
+              + torch.arange(gw, device=device)[None, :, None])  # (gh, gw, 1)
+    pixel = base + offset  # (gh, gw, Fb)
     keys.scatter_reduce_(0, pixel.view(-1), key.view(-1), reduce="amin")
 
 
@@ -287,7 +316,8 @@ def interpolate(fragments: Fragments, face_attrs: torch.Tensor) -> torch.Tensor:
         face_attrs: (F, 3, D) attributes per face corner (e.g. `vertex_attrs[faces]`), or
             (V, F, 3, D) with one set per view (e.g. normals in each camera's frame).
     Returns:
-        (V, H, W, D) float32; 0 where no face covers the pixel.
+        (V, H, W, D) float32, stored channel-major like `Fragments.bary`; 0 where no face
+        covers the pixel (the barycentrics are 0 there).
     """
     n_views, h, w = fragments.pix_to_face.shape
     per_view = face_attrs.ndim == 4
@@ -299,11 +329,11 @@ def interpolate(fragments: Fragments, face_attrs: torch.Tensor) -> torch.Tensor:
     rows = fragments.pix_to_face.clamp(min=0)  # (V, H, W)
     if per_view:  # row of (view, face) in the flattened (V*F) list
         rows = rows + torch.arange(n_views, device=rows.device)[:, None, None] * n_faces
-    table = face_attrs.reshape(-1, 3 * dim)  # (F or V*F, 3*D): one contiguous row per face
-    corners = table.index_select(0, rows.view(-1)).view(-1, 3, dim)  # (V*H*W, 3, D)
-    values = (fragments.bary.view(-1, 3, 1) * corners).sum(1)  # (V*H*W, D)
-    values = torch.where((fragments.pix_to_face >= 0).view(-1, 1), values, 0.0)
-    return values.view(n_views, h, w, dim)
+    table = face_attrs.reshape(-1, 3 * dim).t().float().contiguous()  # (3*D, F or V*F)
+    corners = _gather_columns(table, rows.view(-1)).view(3, dim, -1)  # (3, D, V*H*W)
+    bary = fragments.bary.permute(3, 0, 1, 2).reshape(3, 1, -1)  # (3, 1, V*H*W), no copy
+    values = bary[0] * corners[0] + bary[1] * corners[1] + bary[2] * corners[2]  # (D, V*H*W)
+    return values.view(dim, n_views, h, w).permute(1, 2, 3, 0)
 
 
 def __getattr__(name: str):

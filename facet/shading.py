@@ -47,18 +47,26 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 
 
 def _camera_normals(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor,
-                    cameras: Cameras) -> torch.Tensor:
-    """Per-pixel unit normals (V, H, W, 3) in each camera's frame, flipped toward the camera."""
-    world = interpolate(fragments, vertex_normals(verts, faces)[faces])  # (V, H, W, 3)
-    rotation = cameras.view[:, :3, :3]  # (V, 3, 3)
-    normals = torch.einsum("vij,vhwj->vhwi", rotation, world)
-    normals = nnf.normalize(normals, dim=-1, eps=1e-12)
+                    cameras: Cameras) -> list[torch.Tensor]:
+    """Per-pixel unit normals in each camera's frame, flipped toward the camera: x, y, z, each
+    (V, H, W)."""
+    world = interpolate(fragments, vertex_normals(verts, faces)[faces]).unbind(-1)  # 3 x (V, H, W)
+    rotation = cameras.view[:, :3, :3, None, None]  # (V, 3, 3, 1, 1)
+    normal = [sum(rotation[:, i, j] * world[j] for j in range(3)) for i in range(3)]
+    length = _length(normal)
     # Two-sided: the camera looks down -z, so a visible front has n_z > 0.
-    return torch.where(normals[..., 2:] < 0, -normals, normals)
+    sign = torch.where(normal[2] < 0, -1.0, 1.0) / length
+    return [n * sign for n in normal]
 
 
-def _sample_texture(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
-    """Bilinear lookup of texture (Ht, Wt, 3) uint8 at uv (V, H, W, 2) -> (V, H, W, 3) in [0, 1].
+def _length(vector: list[torch.Tensor]) -> torch.Tensor:
+    """Euclidean length of a vector given as a list of channels, never 0 (so safe to divide by)."""
+    return sum(c * c for c in vector).sqrt().clamp(min=1e-12)
+
+
+def _sample_texture(texture: torch.Tensor, uv: torch.Tensor) -> list[torch.Tensor]:
+    """Bilinear lookup of texture (Ht, Wt, 3) uint8 at uv (V, H, W, 2) -> r, g, b (V, H, W) each,
+    in [0, 1].
 
     u grows to the right and v upward (v = 0 is the image's bottom row); outside [0, 1] the
     border texel repeats.
@@ -68,7 +76,7 @@ def _sample_texture(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     n_views, h, w, _ = uv.shape
     sampled = nnf.grid_sample(image, grid.reshape(1, n_views * h, w, 2), mode="bilinear",
                               padding_mode="border", align_corners=False)  # (1, 3, V*H, W)
-    return sampled[0].reshape(3, n_views, h, w).permute(1, 2, 3, 0)  # (V, H, W, 3)
+    return list(sampled[0].reshape(3, n_views, h, w))
 
 
 def shade(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor, cameras: Cameras,
@@ -76,6 +84,10 @@ def shade(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor, camera
           texture: torch.Tensor | None = None, colors: torch.Tensor | None = None,
           background: float | tuple[float, float, float] = 1.0) -> torch.Tensor:
     """Colour every pixel of every view.
+
+    Per-pixel quantities are handled as lists of (V, H, W) channels: the rasterizer stores them
+    channel-major (`facet.raster.interpolate`), and a sum over a channel list runs over long
+    contiguous rows, where a reduction over a last dimension of size 3 would not vectorise.
 
     Args:
         fragments: `rasterize` output for these cameras.
@@ -87,32 +99,31 @@ def shade(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor, camera
         colors: (N, 3) float32 vertex colours in [0, 1] (mode "colors").
         background: colour of pixels no face covers, a grey level or RGB in [0, 1].
     Returns:
-        (V, H, W, 3) float32 in [0, 1].
+        (V, H, W, 3) float32 in [0, 1], stored channel-major ((3, V, H, W) memory).
     """
     if mode not in MODES:
         raise ValueError(f"unknown render mode {mode!r}; choose one of {MODES}")
-    covered = (fragments.pix_to_face >= 0)[..., None]  # (V, H, W, 1)
+    covered = fragments.pix_to_face >= 0  # (V, H, W)
     if mode == "shaded":
         # n . l with the headlight along the camera's +z axis (third row of its rotation);
         # only this component of the camera-space normal is needed. Two-sided: |n . l|.
-        normals = interpolate(fragments, vertex_normals(verts, faces)[faces])  # (V, H, W, 3)
-        toward_camera = cameras.view[:, None, None, 2, :3]  # (V, 1, 1, 3)
-        facing = ((normals * toward_camera).sum(-1, keepdim=True).abs()
-                  / normals.norm(dim=-1, keepdim=True).clamp(min=1e-12))  # (V, H, W, 1)
+        normal = interpolate(fragments, vertex_normals(verts, faces)[faces]).unbind(-1)
+        toward_camera = cameras.view[:, 2, :3, None, None]  # (V, 3, 1, 1)
+        n_dot_l = sum(toward_camera[:, j] * normal[j] for j in range(3))  # (V, H, W)
+        facing = n_dot_l.abs() / _length(normal)
         grey = ALBEDO * (AMBIENT + (1 - AMBIENT) * facing) + SPECULAR * facing ** SHININESS
-        rgb = grey.expand(*grey.shape[:-1], 3)
+        rgb = [grey] * 3
     elif mode == "normals":
-        rgb = (_camera_normals(fragments, verts, faces, cameras) + 1) / 2
+        rgb = [(n + 1) / 2 for n in _camera_normals(fragments, verts, faces, cameras)]
     elif mode == "depth":
         depth = -cameras.to_camera(verts)[..., 2]  # (V, N) distance along each view axis
         pixel_depth = interpolate(fragments, depth[:, faces, None])[..., 0]  # (V, H, W)
         # Nearest and farthest covered depth per view (0 for a view where nothing is drawn).
-        near = torch.where(covered[..., 0], pixel_depth, float("inf")).amin(dim=(1, 2))
-        far = torch.where(covered[..., 0], pixel_depth, -float("inf")).amax(dim=(1, 2))
+        near = torch.where(covered, pixel_depth, float("inf")).amin(dim=(1, 2))
+        far = torch.where(covered, pixel_depth, -float("inf")).amax(dim=(1, 2))
         near, far = near.nan_to_num(posinf=0.0), far.nan_to_num(neginf=0.0)  # (V,) each
         span = (far - near).clamp(min=1e-6)[:, None, None]
-        grey = 1 - (pixel_depth - near[:, None, None]) / span  # nearest = white
-        rgb = grey[..., None].expand(*grey.shape, 3)
+        rgb = [1 - (pixel_depth - near[:, None, None]) / span] * 3  # nearest = white
     elif mode == "texture":
         if uv is None or texture is None:
             raise ValueError("render mode 'texture' needs a mesh with uv and a texture image")
@@ -121,6 +132,7 @@ def shade(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor, camera
     else:
         if colors is None:
             raise ValueError("render mode 'colors' needs a mesh with vertex colours")
-        rgb = interpolate(fragments, colors[faces])
-    fill = torch.as_tensor(background, dtype=torch.float32, device=rgb.device).expand(3)
-    return torch.where(covered, rgb, fill).clamp(0, 1)
+        rgb = interpolate(fragments, colors[faces]).unbind(-1)
+    fill = torch.as_tensor(background, dtype=torch.float32).expand(3).tolist()
+    image = torch.stack([torch.where(covered, c.clamp(0, 1), f) for c, f in zip(rgb, fill)])
+    return image.permute(1, 2, 3, 0)  # (V, H, W, 3) view of (3, V, H, W)
