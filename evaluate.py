@@ -22,6 +22,7 @@ import torch
 
 from facet import experiment, viz
 from facet.checkpoint import load_checkpoint, load_weights
+from facet.cpu_memory import keep_freed_memory
 from facet.config import from_dict, to_dict
 from facet.distributed import DistInfo, resolve_device
 from facet.train_config import TrainConfig, parse_views
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--cache", default=None, help="view cache folder (default: as trained)")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # facet.cpu_memory: no page faults for re-allocated temporaries
 
     device = resolve_device(args.device)
     ckpt = {**load_checkpoint(args.ckpt, map_location=device), "path": args.ckpt}

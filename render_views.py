@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from facet.camera import parse_views
+from facet.cpu_memory import keep_freed_memory
 from facet.mesh import MESH_SUFFIXES, load_mesh
 from facet.render import render_views, save_contact_sheet
 from facet.shading import MODES
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="INPUT is a dataset root: fill the view cache used by training "
                              "(give the training run's --views/--size/--mode) instead of PNGs")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # facet.cpu_memory: no page faults for re-allocated temporaries
     if args.size < 1:
         parser.error(f"--size must be positive, got {args.size}")
 

@@ -35,6 +35,7 @@ from facet.augment import mix_view_augment
 from facet.checkpoint import (capture_rng, load_checkpoint, load_weights, restore_rng,
                               save_checkpoint)
 from facet.config import config_from_args, help_text, to_dict
+from facet.cpu_memory import keep_freed_memory
 from facet.distributed import DistInfo, distributed
 from facet.metrics import fold_table, fold_table_markdown, summarize
 from facet.protocols import class_names
@@ -318,6 +319,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(__doc__ + "\n" + help_text(TrainConfig, PRESETS))
         return []
     config = validate(config_from_args(PRESETS, argv, default="cpu"))
+    keep_freed_memory()  # facet.cpu_memory: no page faults for re-allocated temporaries
     with distributed(config.device) as dist:
         torch.set_num_threads(config.threads or default_threads(dist.device))
         return run(config, dist)

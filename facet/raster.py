@@ -100,23 +100,12 @@ def _check_inputs(verts_clip: torch.Tensor, faces: torch.Tensor) -> None:
         raise ValueError(f"rasterize: face indices out of range [0, {verts_clip.shape[1]})")
 
 
-def _gather_columns(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """table[:, index] for a (R, M) table and (K,) index -> (R, K), one row at a time.
-
-    On CPU, `index_select(1, ...)` on a table larger than the cache was measured several times
-    slower than this: each pass here reads one contiguous row.
-    """
-    out = table.new_empty(len(table), len(index))
-    for row, values in zip(out, table):
-        torch.index_select(values, 0, index, out=row)
-    return out
-
-
 def _project_vertices(verts_clip: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Cull, divide by w and snap every vertex of every view to the fixed-point screen grid.
 
     Returns:
-        (5, V*N) float32 rows: sx, sy (snapped screen coordinates in 1/SUBPIXEL pixel units,
+        (V*N, 5) float32 records, one row per vertex (so that gathering the corners of faces
+        reads whole rows): sx, sy (snapped screen coordinates in 1/SUBPIXEL pixel units,
         integers), z_ndc, 1/w, and 1.0 where the vertex is inside the culling volume, else 0.0.
     """
     x, y, z, cw = verts_clip.reshape(-1, 4).t()  # (V*N,) each
@@ -126,7 +115,7 @@ def _project_vertices(verts_clip: torch.Tensor, h: int, w: int) -> torch.Tensor:
     x, y, z = (torch.where(inside, c * inv_w, 0.0) for c in (x, y, z))
     return torch.stack([torch.round((x + 1) * (w * SUBPIXEL / 2)),
                         torch.round((1 - y) * (h * SUBPIXEL / 2)),  # row 0 at the top
-                        z, inv_w, inside.float()])
+                        z, inv_w, inside.float()], dim=1)
 
 
 def _pixel_boxes(sx: torch.Tensor, sy: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -136,10 +125,14 @@ def _pixel_boxes(sx: torch.Tensor, sy: torch.Tensor, h: int, w: int) -> torch.Te
     column is before its first holds no pixel centre.
     """
     half = SUBPIXEL // 2
-    return torch.stack([torch.ceil((sx.amin(0) - half) / SUBPIXEL).clamp(min=0),
-                        torch.floor((sx.amax(0) - half) / SUBPIXEL).clamp(max=w - 1),
-                        torch.ceil((sy.amin(0) - half) / SUBPIXEL).clamp(min=0),
-                        torch.floor((sy.amax(0) - half) / SUBPIXEL).clamp(max=h - 1)])
+    # Elementwise min/max of the three corners: a reduction over a short outer dimension of
+    # strided rows would not vectorise.
+    min_x, max_x = torch.minimum(torch.minimum(*sx[:2]), sx[2]), torch.maximum(torch.maximum(*sx[:2]), sx[2])
+    min_y, max_y = torch.minimum(torch.minimum(*sy[:2]), sy[2]), torch.maximum(torch.maximum(*sy[:2]), sy[2])
+    return torch.stack([torch.ceil((min_x - half) / SUBPIXEL).clamp(min=0),
+                        torch.floor((max_x - half) / SUBPIXEL).clamp(max=w - 1),
+                        torch.ceil((min_y - half) / SUBPIXEL).clamp(min=0),
+                        torch.floor((max_y - half) / SUBPIXEL).clamp(max=h - 1)])
 
 
 def _size_class(box: torch.Tensor, drawn: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -176,22 +169,25 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
         return background
 
     # 1. Every (view, face) pair ("entry" v * F + f): its corners on the screen, its pixel box.
-    corner_index = (faces.t()[:, None, :]
-                    + torch.arange(n_views, device=device)[:, None] * n_verts)  # (3, V, F)
-    corners = _gather_columns(_project_vertices(verts_clip, h, w), corner_index.reshape(-1))
-    sx, sy, z, inv_w, inside = corners.view(5, 3, -1)  # (3, V*F) each, corner-major
+    vertex_records = _project_vertices(verts_clip, h, w)  # (V*N, 5)
+    corner_index = (faces.t().contiguous()[:, None, :]
+                    + torch.arange(n_views, device=device)[:, None] * n_verts).view(3, -1)  # (3, V*F)
+    corners = vertex_records.index_select(0, corner_index.view(-1)).view(3, -1, 5)  # (3, V*F, 5)
+    sx, sy, inside = corners[..., 0], corners[..., 1], corners[..., 4]  # (3, V*F) each
     box = _pixel_boxes(sx, sy, h, w)  # (4, V*F)
-    drawn = (inside.amin(0) > 0) & (box[1] >= box[0]) & (box[3] >= box[2])  # (V*F,)
+    drawn = (inside[0] * inside[1] * inside[2] > 0) & (box[1] >= box[0]) & (box[3] >= box[2])
 
     # 2. Sort the drawn entries by size class (a one-byte key: a fast radix sort), so that each
-    #    bucket is a contiguous range of columns, and gather their data once, in that order.
+    #    bucket is a contiguous range of columns, and gather their corners again in that order.
     size_class, entry = torch.sort(_size_class(box, drawn, h, w), stable=True)  # (V*F,) each
     counts = torch.bincount(size_class, minlength=NOT_DRAWN + 1).tolist()
     entry = entry[: len(entry) - counts[NOT_DRAWN]]  # (K,) drawn entries, bucket by bucket
     if len(entry) == 0:
         return background
-    sx, sy, z, inv_w, box = _gather_columns(torch.cat([sx, sy, z, inv_w, box]), entry).split(
-        [3, 3, 3, 3, 4])  # (3, K) each, box (4, K)
+    corner_index = corner_index[:, entry]  # (3, K)
+    corners = vertex_records.index_select(0, corner_index.view(-1)).view(3, -1, 5)  # (3, K, 5)
+    sx, sy, z, inv_w = corners[..., 0], corners[..., 1], corners[..., 2], corners[..., 3]
+    box = _pixel_boxes(sx, sy, h, w)  # (4, K)
 
     # 3. Edge functions, the z-buffer.
     a_x, a_y, b_x, b_y = sx.roll(-1, 0), sy.roll(-1, 0), sx.roll(-2, 0), sy.roll(-2, 0)
@@ -213,15 +209,19 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
     at_first_pixel = edge_x * (half - a_y) - edge_y * (half - a_x)  # (3, K): E_i at (0, 0)
     area = at_first_pixel.sum(0)  # (K,) 2A (signed; drawn faces have area != 0)
     scale = inv_w / area  # 1 / (2A w_i)
-    planes = torch.cat([at_first_pixel * scale, -edge_y * (SUBPIXEL * scale),
-                        edge_x * (SUBPIXEL * scale)])  # (9, K)
-    planes = torch.cat([planes, torch.zeros(9, 1, device=device)], 1)  # last column: misses
-    column = torch.empty(n_views * n_faces, dtype=torch.int64, device=device)
-    column[entry] = torch.arange(len(entry), device=device)  # entry -> its column in `planes`
-    per_pixel = _gather_columns(planes, torch.where(hit, column[winner], len(entry)))  # (9, P)
+    planes = torch.zeros(len(entry) + 1, 9, device=device)  # (K + 1, 9); last row: misses
+    torch.stack([*(at_first_pixel * scale), *(-edge_y * (SUBPIXEL * scale)),
+                 *(edge_x * (SUBPIXEL * scale))], dim=1, out=planes[:-1])  # a_i, g_i, k_i
+    record = torch.empty(n_views * n_faces, dtype=torch.int64, device=device)
+    record[entry] = torch.arange(len(entry), device=device)  # entry -> its row in `planes`
+    rows = torch.where(hit, record.index_select(0, winner), len(entry))  # (P,)
+    per_pixel = planes.index_select(0, rows).view(-1, 3, 3)  # (P, a/g/k, i)
     col = torch.arange(w, device=device, dtype=torch.float32).repeat(n_views * h)  # (P,)
     row = torch.arange(h, device=device, dtype=torch.float32).repeat_interleave(w).repeat(n_views)
-    weighted = (per_pixel[0:3] + per_pixel[3:6] * col + per_pixel[6:9] * row).clamp_(min=0)
+    weighted = torch.empty(3, len(col), device=device)  # (3, P)
+    for i in range(3):  # a_i + g_i col + k_i row, straight into channel-major rows
+        torch.addcmul(per_pixel[:, 0, i], per_pixel[:, 1, i], col, out=weighted[i])
+        weighted[i].addcmul_(per_pixel[:, 2, i], row).clamp_(min=0)
     bary = weighted / weighted.sum(0).clamp(min=1e-30)  # (3, P); 0 / tiny = 0 on misses
     # Channel-major storage, the usual (V, H, W, 3) shape: a view, no transposing copy.
     bary = bary.view(3, n_views, h, w).permute(1, 2, 3, 0)
@@ -329,10 +329,13 @@ def interpolate(fragments: Fragments, face_attrs: torch.Tensor) -> torch.Tensor:
     rows = fragments.pix_to_face.clamp(min=0)  # (V, H, W)
     if per_view:  # row of (view, face) in the flattened (V*F) list
         rows = rows + torch.arange(n_views, device=rows.device)[:, None, None] * n_faces
-    table = face_attrs.reshape(-1, 3 * dim).t().float().contiguous()  # (3*D, F or V*F)
-    corners = _gather_columns(table, rows.view(-1)).view(3, dim, -1)  # (3, D, V*H*W)
-    bary = fragments.bary.permute(3, 0, 1, 2).reshape(3, 1, -1)  # (3, 1, V*H*W), no copy
-    values = bary[0] * corners[0] + bary[1] * corners[1] + bary[2] * corners[2]  # (D, V*H*W)
+    table = face_attrs.reshape(-1, 3, dim).float()  # (F or V*F, 3, D): one record per face
+    corners = table.index_select(0, rows.view(-1))  # (V*H*W, 3, D)
+    bary = fragments.bary.permute(3, 0, 1, 2).reshape(3, -1)  # (3, V*H*W), no copy
+    values = torch.empty(dim, len(corners), device=corners.device)  # (D, V*H*W)
+    for d in range(dim):  # sum_i bary_i * corner_i, straight into channel-major rows
+        torch.mul(bary[0], corners[:, 0, d], out=values[d])
+        values[d].addcmul_(bary[1], corners[:, 1, d]).addcmul_(bary[2], corners[:, 2, d])
     return values.view(dim, n_views, h, w).permute(1, 2, 3, 0)
 
 

@@ -40,6 +40,7 @@ import torch
 from tqdm import tqdm
 
 from facet.camera import DEFAULT_DISTANCE, DEFAULT_FOV
+from facet.cpu_memory import keep_freed_memory
 from facet.datasets import Sample, index_dataset
 from facet.fileio import write_atomic
 
@@ -167,6 +168,7 @@ def _init_worker() -> None:
     # 4-5x slower (0.15 vs 0.03 s per scan at 112 px, 2 shared cores). Parallelism goes across
     # samples instead; `bench.py --only cache` measures whether a second process helps.
     torch.set_num_threads(1)
+    keep_freed_memory()  # inherited from the parent under fork; needed under spawn/forkserver
 
 
 class ViewCache:
