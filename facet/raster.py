@@ -119,7 +119,8 @@ def _project_vertices(verts_clip: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 def _pixel_boxes(sx: torch.Tensor, sy: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(4, E) first column, last column, first row, last row of the pixel centres in each box.
+    """(E, 4) records: first column, last column, first row, last row of the pixel centres in
+    each box, for (3, E) corner coordinates.
 
     Column j is in the box when its centre j*S + S/2 lies in [min sx, max sx]; a box whose last
     column is before its first holds no pixel centre.
@@ -132,13 +133,13 @@ def _pixel_boxes(sx: torch.Tensor, sy: torch.Tensor, h: int, w: int) -> torch.Te
     return torch.stack([torch.ceil((min_x - half) / SUBPIXEL).clamp(min=0),
                         torch.floor((max_x - half) / SUBPIXEL).clamp(max=w - 1),
                         torch.ceil((min_y - half) / SUBPIXEL).clamp(min=0),
-                        torch.floor((max_y - half) / SUBPIXEL).clamp(max=h - 1)])
+                        torch.floor((max_y - half) / SUBPIXEL).clamp(max=h - 1)], dim=1)
 
 
 def _size_class(box: torch.Tensor, drawn: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """(E,) uint8 bucket of each box: 16 log_h + log_w for the 2^log_h x 2^log_w grid that holds
     it (each side capped at the image's), or NOT_DRAWN."""
-    box_w, box_h = (box[1] - box[0] + 1).clamp(min=1), (box[3] - box[2] + 1).clamp(min=1)
+    box_w, box_h = (box[:, 1] - box[:, 0] + 1).clamp(min=1), (box[:, 3] - box[:, 2] + 1).clamp(min=1)
     log_w = torch.ceil(torch.log2(box_w)).clamp(max=math.ceil(math.log2(w)))
     log_h = torch.ceil(torch.log2(box_h)).clamp(max=math.ceil(math.log2(h)))
     return torch.where(drawn, log_h * 16 + log_w, NOT_DRAWN).to(torch.uint8)
@@ -174,8 +175,9 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
                     + torch.arange(n_views, device=device)[:, None] * n_verts).view(3, -1)  # (3, V*F)
     corners = vertex_records.index_select(0, corner_index.view(-1)).view(3, -1, 5)  # (3, V*F, 5)
     sx, sy, inside = corners[..., 0], corners[..., 1], corners[..., 4]  # (3, V*F) each
-    box = _pixel_boxes(sx, sy, h, w)  # (4, V*F)
-    drawn = (inside[0] * inside[1] * inside[2] > 0) & (box[1] >= box[0]) & (box[3] >= box[2])
+    box = _pixel_boxes(sx, sy, h, w)  # (V*F, 4)
+    drawn = ((inside[0] * inside[1] * inside[2] > 0)
+             & (box[:, 1] >= box[:, 0]) & (box[:, 3] >= box[:, 2]))  # (V*F,)
 
     # 2. Sort the drawn entries by size class (a one-byte key: a fast radix sort), so that each
     #    bucket is a contiguous range of columns, and gather their corners again in that order.
@@ -184,62 +186,56 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
     entry = entry[: len(entry) - counts[NOT_DRAWN]]  # (K,) drawn entries, bucket by bucket
     if len(entry) == 0:
         return background
-    corner_index = corner_index[:, entry]  # (3, K)
-    corners = vertex_records.index_select(0, corner_index.view(-1)).view(3, -1, 5)  # (3, K, 5)
-    sx, sy, z, inv_w = corners[..., 0], corners[..., 1], corners[..., 2], corners[..., 3]
-    box = _pixel_boxes(sx, sy, h, w)  # (4, K)
+    view, face = entry // n_faces, entry % n_faces  # (K,) each
+    vertex = faces.index_select(0, face) + (view * n_verts)[:, None]  # (K, 3) vertex records
+    corners = vertex_records.index_select(0, vertex.view(-1)).view(-1, 3, 5).transpose(0, 1)
+    sx, sy, z, inv_w = corners[..., 0], corners[..., 1], corners[..., 2], corners[..., 3]  # (3, K)
+    box = box.index_select(0, entry)  # (K, 4)
 
-    # 3. Edge functions, the z-buffer.
-    a_x, a_y, b_x, b_y = sx.roll(-1, 0), sy.roll(-1, 0), sx.roll(-2, 0), sy.roll(-2, 0)
-    edge_x, edge_y = b_x - a_x, b_y - a_y  # (3, K): edge i runs from v_{i+1} to v_{i+2}
+    # 3. Edge functions and depth planes per entry, then the z-buffer: one int64 key per pixel.
+    scan, base, planes = _setup_triangles(sx, sy, z, inv_w, box, view, h, w, cull_backfaces)
     keys = torch.full((n_views * h * w + h * w,), _MISS, dtype=torch.int64, device=device)
-    _zbuffer(keys, entry, entry // n_faces, edge_x, edge_y, a_x, a_y, z, box, counts, h, w,
-             cull_backfaces)
-    keys = keys[: n_views * h * w]  # the tail was padding for candidates that wrap past a row
-    hit = keys < _MISS  # (V*H*W,)
-    winner = keys & 0xFFFFFFFF  # entry of the winning face (of a rejected one on a miss)
-    pix_to_face = torch.where(hit, winner % n_faces, -1)
-    depth = (keys >> 32).to(torch.int32).view(torch.float32) - 2.0  # undo the +2 of the key
-    zbuf = torch.where(hit, depth, 1.0)
+    start = 0
+    for size_class, count in enumerate(counts[:NOT_DRAWN]):
+        gh, gw = min(2 ** (size_class // 16), h), min(2 ** (size_class % 16), w)
+        chunk = max(1, CANDIDATE_BUDGET // (gh * gw))
+        for first in range(start, start + count, chunk):
+            part = slice(first, min(first + chunk, start + count))
+            _scatter_bucket(keys, scan[:, part], entry[part], base[part], gh, gw, w)
+        start += count
 
-    # 4. Perspective-correct barycentrics: beta_i is proportional to b_i / w_i = E_i / (2A w_i),
-    #    an affine function a_i + g_i col + k_i row of the pixel's column and row, per face, with
-    #    E_i(P) = edge_x_i (P_y - a_y_i) - edge_y_i (P_x - a_x_i) and P = (col, row) * S + S/2.
-    half = SUBPIXEL // 2
-    at_first_pixel = edge_x * (half - a_y) - edge_y * (half - a_x)  # (3, K): E_i at (0, 0)
-    area = at_first_pixel.sum(0)  # (K,) 2A (signed; drawn faces have area != 0)
-    scale = inv_w / area  # 1 / (2A w_i)
-    planes = torch.zeros(len(entry) + 1, 9, device=device)  # (K + 1, 9); last row: misses
-    torch.stack([*(at_first_pixel * scale), *(-edge_y * (SUBPIXEL * scale)),
-                 *(edge_x * (SUBPIXEL * scale))], dim=1, out=planes[:-1])  # a_i, g_i, k_i
+    # 4. Resolve: the winner of each pixel, its depth and barycentrics.
     record = torch.empty(n_views * n_faces, dtype=torch.int64, device=device)
     record[entry] = torch.arange(len(entry), device=device)  # entry -> its row in `planes`
-    rows = torch.where(hit, record.index_select(0, winner), len(entry))  # (P,)
-    per_pixel = planes.index_select(0, rows).view(-1, 3, 3)  # (P, a/g/k, i)
-    col = torch.arange(w, device=device, dtype=torch.float32).repeat(n_views * h)  # (P,)
-    row = torch.arange(h, device=device, dtype=torch.float32).repeat_interleave(w).repeat(n_views)
-    weighted = torch.empty(3, len(col), device=device)  # (3, P)
-    for i in range(3):  # a_i + g_i col + k_i row, straight into channel-major rows
-        torch.addcmul(per_pixel[:, 0, i], per_pixel[:, 1, i], col, out=weighted[i])
-        weighted[i].addcmul_(per_pixel[:, 2, i], row).clamp_(min=0)
-    bary = weighted / weighted.sum(0).clamp(min=1e-30)  # (3, P); 0 / tiny = 0 on misses
-    # Channel-major storage, the usual (V, H, W, 3) shape: a view, no transposing copy.
-    bary = bary.view(3, n_views, h, w).permute(1, 2, 3, 0)
-    return Fragments(pix_to_face.view(n_views, h, w), zbuf.view(n_views, h, w), bary)
+    pix_to_face, zbuf, bary = _resolve(keys[: n_views * h * w], planes, record, n_faces, h, w)
+    return Fragments(pix_to_face.view(n_views, h, w), zbuf.view(n_views, h, w),
+                     bary.view(3, n_views, h, w).permute(1, 2, 3, 0))  # channel-major bary
 
 
-def _zbuffer(keys: torch.Tensor, entry: torch.Tensor, view: torch.Tensor, edge_x: torch.Tensor,
-             edge_y: torch.Tensor, a_x: torch.Tensor, a_y: torch.Tensor, z: torch.Tensor,
-             box: torch.Tensor, counts: list[int], h: int, w: int, cull_backfaces: bool) -> None:
-    """Scatter-min the (depth, entry) key of every covered (face, pixel) candidate into `keys`.
+def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, inv_w: torch.Tensor,
+                     box: torch.Tensor, view: torch.Tensor, h: int, w: int,
+                     cull_backfaces: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Edge functions, depth and barycentric planes of K triangles on the fixed-point grid.
 
-    The K drawn (view, face) entries are columns, sorted by size class (`counts[c]` of class c):
-    entry, view (K,); edge_x, edge_y, a_x, a_y, z (3, K) (edge i from v_{i+1} to v_{i+2}, in
-    snapped units); box (4, K) = (first column, last column, first row, last row), not empty.
+    Args:
+        sx, sy, z, inv_w: (3, K) snapped screen corners, z_ndc and 1/w of each corner.
+        box: (K, 4) first column, last column, first row, last row (not empty).
+        view: (K,) the view of each triangle.
+    Returns:
+        scan: (14, K) what `_scatter_bucket` reads: E_i at the box's first pixel (E_i - 1 on
+            non-top-left edges), dE_i/dcolumn, dE_i/drow (3 rows each), depth + 2 at the first
+            pixel and its two steps, box width and height.
+        base: (K,) int64 index of the box's first pixel in the (V*H*W) image stack.
+        planes: (K + 1, 9) a_i, g_i, k_i (i = 0, 1, 2): b_i / w_i = a_i + g_i col + k_i row at
+            pixel (row, col), for the perspective-correct barycentrics; the last row is zero.
     """
-    col0, col1, row0, row1 = box
     half = SUBPIXEL // 2
-    # E_i at the centre of the box's first pixel: small coordinate differences, exact integers.
+    col0, col1, row0, row1 = box.unbind(1)
+    a_x, a_y, b_x, b_y = sx.roll(-1, 0), sy.roll(-1, 0), sx.roll(-2, 0), sy.roll(-2, 0)
+    edge_x, edge_y = b_x - a_x, b_y - a_y  # (3, K): edge i runs from v_{i+1} to v_{i+2}
+    # E_i(P) = edge_x_i (P_y - a_y_i) - edge_y_i (P_x - a_x_i) at pixel centre P: twice the
+    # signed area of (v_{i+1}, v_{i+2}, P). At the box's first pixel the coordinate differences
+    # are small, so E_i is an exact integer there.
     origin = (edge_x * (row0 * SUBPIXEL + half - a_y)
               - edge_y * (col0 * SUBPIXEL + half - a_x))  # (3, K)
     area = origin.sum(0)  # (K,) = 2A, the same at every point
@@ -253,40 +249,61 @@ def _zbuffer(keys: torch.Tensor, entry: torch.Tensor, view: torch.Tensor, edge_x
     origin = origin * orient
     # Depth is affine in screen space: z = sum_i E_i z_i / 2A, evaluated like the E_i.
     z_weights = z / (area * orient).clamp(min=1)  # (3, K)
-    table = torch.cat([origin - not_top_left.float(),  # E' = E - 1 on other edges: E' >= 0 inside
-                       step_x, step_y,
-                       (origin * z_weights).sum(0, keepdim=True) + 2.0,  # +2: keys need depth > 0
-                       (step_x * z_weights).sum(0, keepdim=True),
-                       (step_y * z_weights).sum(0, keepdim=True),
-                       (col1 - col0 + 1)[None], (row1 - row0 + 1)[None]])  # (14, K): see _scatter_bucket
-    base = view * (h * w) + row0.long() * w + col0.long()  # (K,) first pixel of the box
-    start = 0
-    for size_class, count in enumerate(counts[:NOT_DRAWN]):
-        if count == 0:
-            continue
-        gh, gw = min(2 ** (size_class // 16), h), min(2 ** (size_class % 16), w)
-        chunk = max(1, CANDIDATE_BUDGET // (gh * gw))
-        for first in range(start, start + count, chunk):
-            last = min(first + chunk, start + count)
-            _scatter_bucket(keys, table[:, first:last], entry[first:last], base[first:last],
-                            gh, gw, w)
-        start += count
+    scan = torch.cat([origin - not_top_left.float(),  # E' = E - 1 on other edges: E' >= 0 inside
+                      step_x, step_y,
+                      (origin * z_weights).sum(0, keepdim=True) + 2.0,  # +2: keys need depth > 0
+                      (step_x * z_weights).sum(0, keepdim=True),
+                      (step_y * z_weights).sum(0, keepdim=True),
+                      (col1 - col0 + 1)[None], (row1 - row0 + 1)[None]])  # (14, K)
+    base = view * (h * w) + row0.long() * w + col0.long()  # (K,)
+    # Perspective-correct barycentrics: beta_i is proportional to b_i / w_i = E_i / (2A w_i),
+    # affine in the pixel's column and row: E_i at pixel (0, 0) and its steps, scaled.
+    at_first_pixel = edge_x * (half - a_y) - edge_y * (half - a_x)  # (3, K)
+    scale = inv_w / area  # (3, K) 1 / (2A w_i); drawn faces have area != 0
+    planes = torch.zeros(len(base) + 1, 9, device=base.device)  # (K + 1, 9)
+    torch.stack([*(at_first_pixel * scale), *(-edge_y * (SUBPIXEL * scale)),
+                 *(edge_x * (SUBPIXEL * scale))], dim=1, out=planes[:-1])
+    return scan, base, planes
 
 
-def _scatter_bucket(keys: torch.Tensor, table: torch.Tensor, entry: torch.Tensor,
+def _resolve(keys: torch.Tensor, planes: torch.Tensor, record: torch.Tensor, n_faces: int,
+             h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unpack the z-buffer keys (P = V*H*W,) into pix_to_face (P,), zbuf (P,), bary (3, P).
+
+    planes (K + 1, 9) as from `_setup_triangles`; record (V*F,) maps an entry to its row.
+    """
+    hit = keys < _MISS  # (P,)
+    winner = keys & 0xFFFFFFFF  # entry of the winning face (of a rejected one on a miss)
+    pix_to_face = torch.where(hit, winner % n_faces, -1)
+    depth = (keys >> 32).to(torch.int32).view(torch.float32) - 2.0  # undo the +2 of the key
+    zbuf = torch.where(hit, depth, 1.0)
+    rows = torch.where(hit, record.index_select(0, winner), len(planes) - 1)  # (P,)
+    per_pixel = planes.index_select(0, rows).view(-1, 3, 3)  # (P, a/g/k, i)
+    n_images = len(keys) // (h * w)
+    col = torch.arange(w, device=keys.device, dtype=torch.float32).repeat(n_images * h)  # (P,)
+    row = torch.arange(h, device=keys.device, dtype=torch.float32).repeat_interleave(w).repeat(
+        n_images)
+    weighted = torch.empty(3, len(keys), device=keys.device)  # (3, P)
+    for i in range(3):  # a_i + g_i col + k_i row, straight into channel-major rows
+        torch.addcmul(per_pixel[:, 0, i], per_pixel[:, 1, i], col, out=weighted[i])
+        weighted[i].addcmul_(per_pixel[:, 2, i], row).clamp_(min=0)
+    bary = weighted / weighted.sum(0).clamp(min=1e-30)  # (3, P); 0 / tiny = 0 on misses
+    return pix_to_face, zbuf, bary
+
+
+def _scatter_bucket(keys: torch.Tensor, scan: torch.Tensor, entry: torch.Tensor,
                     base: torch.Tensor, gh: int, gw: int, w: int) -> None:
     """Test a (gh, gw) grid of candidate pixels for each of Fb faces and scatter-min their keys.
 
-    table (14, Fb): E_i at the box's first pixel (E_i - 1 on non-top-left edges), dE_i/dcolumn,
-    dE_i/drow (3 rows each), depth + 2 at the first pixel and its two steps, box width, height.
+    scan (14, Fb) as from `_setup_triangles`; entry, base (Fb,).
     Every value is a row term (gh, 1, Fb) plus a column term (1, gw, Fb), so each full-size
     tensor costs one broadcast add; grid cells outside a face's box get -1e30 in E_0.
     """
-    device = table.device
+    device = scan.device
     dy = torch.arange(gh, device=device, dtype=torch.float32)[:, None]  # (gh, 1)
     dx = torch.arange(gw, device=device, dtype=torch.float32)[:, None]  # (gw, 1)
-    origin, step_x, step_y, plane = table[:12, None, :].view(4, 3, 1, -1)  # each (3, 1, Fb)
-    box_w, box_h = table[12], table[13]  # (Fb,)
+    origin, step_x, step_y, plane = scan[:12, None, :].view(4, 3, 1, -1)  # each (3, 1, Fb)
+    box_w, box_h = scan[12], scan[13]  # (Fb,)
     # Faces are the last (contiguous) dimension: broadcasting over a long inner dimension
     # vectorises, while a (Fb, 2, 2) layout would run elementwise kernels on rows of 2.
     row = origin + step_y * dy  # (3, gh, Fb)

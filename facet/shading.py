@@ -99,7 +99,8 @@ def shade(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor, camera
         colors: (N, 3) float32 vertex colours in [0, 1] (mode "colors").
         background: colour of pixels no face covers, a grey level or RGB in [0, 1].
     Returns:
-        (V, H, W, 3) float32 in [0, 1], stored channel-major ((3, V, H, W) memory).
+        (V, H, W, 3) float32 in [0, 1], stored channel-major ((3, V, H, W) memory); for grey
+        images the three channels share memory (`.contiguous()` before writing in place).
     """
     if mode not in MODES:
         raise ValueError(f"unknown render mode {mode!r}; choose one of {MODES}")
@@ -134,5 +135,8 @@ def shade(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor, camera
             raise ValueError("render mode 'colors' needs a mesh with vertex colours")
         rgb = interpolate(fragments, colors[faces]).unbind(-1)
     fill = torch.as_tensor(background, dtype=torch.float32).expand(3).tolist()
-    image = torch.stack([torch.where(covered, c.clamp(0, 1), f) for c, f in zip(rgb, fill)])
+    if rgb[0] is rgb[1] is rgb[2] and fill[0] == fill[1] == fill[2]:  # grey: compose it once
+        image = torch.where(covered, rgb[0].clamp(0, 1), fill[0]).expand(3, -1, -1, -1)
+    else:
+        image = torch.stack([torch.where(covered, c.clamp(0, 1), f) for c, f in zip(rgb, fill)])
     return image.permute(1, 2, 3, 0)  # (V, H, W, 3) view of (3, V, H, W)
