@@ -201,7 +201,8 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
         chunk = max(1, CANDIDATE_BUDGET // (gh * gw))
         for first in range(start, start + count, chunk):
             part = slice(first, min(first + chunk, start + count))
-            _scatter_bucket(keys, scan[:, part], entry[part], base[part], gh, gw, w)
+            _scatter_bucket(keys, [t[..., part] for t in scan], entry[part], base[part],
+                            gh, gw, w)
         start += count
 
     # 4. Resolve: the winner of each pixel, its depth and barycentrics.
@@ -214,7 +215,7 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
 
 def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, inv_w: torch.Tensor,
                      box: torch.Tensor, view: torch.Tensor, h: int, w: int,
-                     cull_backfaces: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     cull_backfaces: bool) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """Edge functions, depth and barycentric planes of K triangles on the fixed-point grid.
 
     Args:
@@ -222,15 +223,16 @@ def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, inv_w:
         box: (K, 4) first column, last column, first row, last row (not empty).
         view: (K,) the view of each triangle.
     Returns:
-        scan: (14, K) what `_scatter_bucket` reads: E_i at the box's first pixel (E_i - 1 on
-            non-top-left edges), dE_i/dcolumn, dE_i/drow (3 rows each), depth + 2 at the first
-            pixel and its two steps, box width and height.
+        scan: what `_scatter_bucket` reads: E_i at the box's first pixel (E_i - 1 on
+            non-top-left edges), dE_i/dcolumn, dE_i/drow (3, K) each; depth + 2 at the first
+            pixel and its two steps (3, K); box width and height (K,) each.
         base: (K,) int64 index of the box's first pixel in the (V*H*W) image stack.
         planes: (K + 1, 9) a_i, g_i, k_i (i = 0, 1, 2): b_i / w_i = a_i + g_i col + k_i row at
             pixel (row, col), for the perspective-correct barycentrics; the last row is zero.
     """
     half = SUBPIXEL // 2
     col0, col1, row0, row1 = box.unbind(1)
+    sx, sy = sx.contiguous(), sy.contiguous()  # gathered records are strided; roll copies rows
     a_x, a_y, b_x, b_y = sx.roll(-1, 0), sy.roll(-1, 0), sx.roll(-2, 0), sy.roll(-2, 0)
     edge_x, edge_y = b_x - a_x, b_y - a_y  # (3, K): edge i runs from v_{i+1} to v_{i+2}
     # E_i(P) = edge_x_i (P_y - a_y_i) - edge_y_i (P_x - a_x_i) at pixel centre P: twice the
@@ -249,12 +251,10 @@ def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, inv_w:
     origin = origin * orient
     # Depth is affine in screen space: z = sum_i E_i z_i / 2A, evaluated like the E_i.
     z_weights = z / (area * orient).clamp(min=1)  # (3, K)
-    scan = torch.cat([origin - not_top_left.float(),  # E' = E - 1 on other edges: E' >= 0 inside
-                      step_x, step_y,
-                      (origin * z_weights).sum(0, keepdim=True) + 2.0,  # +2: keys need depth > 0
-                      (step_x * z_weights).sum(0, keepdim=True),
-                      (step_y * z_weights).sum(0, keepdim=True),
-                      (col1 - col0 + 1)[None], (row1 - row0 + 1)[None]])  # (14, K)
+    depth_plane = torch.stack([(origin * z_weights).sum(0) + 2.0,  # +2: keys need depth > 0
+                               (step_x * z_weights).sum(0), (step_y * z_weights).sum(0)])
+    scan = [origin - not_top_left.float(),  # E' = E - 1 on other edges: E' >= 0 inside
+            step_x, step_y, depth_plane, col1 - col0 + 1, row1 - row0 + 1]
     base = view * (h * w) + row0.long() * w + col0.long()  # (K,)
     # Perspective-correct barycentrics: beta_i is proportional to b_i / w_i = E_i / (2A w_i),
     # affine in the pixel's column and row: E_i at pixel (0, 0) and its steps, scaled.
@@ -291,19 +291,19 @@ def _resolve(keys: torch.Tensor, planes: torch.Tensor, record: torch.Tensor, n_f
     return pix_to_face, zbuf, bary
 
 
-def _scatter_bucket(keys: torch.Tensor, scan: torch.Tensor, entry: torch.Tensor,
+def _scatter_bucket(keys: torch.Tensor, scan: list[torch.Tensor], entry: torch.Tensor,
                     base: torch.Tensor, gh: int, gw: int, w: int) -> None:
     """Test a (gh, gw) grid of candidate pixels for each of Fb faces and scatter-min their keys.
 
-    scan (14, Fb) as from `_setup_triangles`; entry, base (Fb,).
+    scan: as from `_setup_triangles`, for Fb faces; entry, base (Fb,).
     Every value is a row term (gh, 1, Fb) plus a column term (1, gw, Fb), so each full-size
     tensor costs one broadcast add; grid cells outside a face's box get -1e30 in E_0.
     """
-    device = scan.device
+    device = keys.device
     dy = torch.arange(gh, device=device, dtype=torch.float32)[:, None]  # (gh, 1)
     dx = torch.arange(gw, device=device, dtype=torch.float32)[:, None]  # (gw, 1)
-    origin, step_x, step_y, plane = scan[:12, None, :].view(4, 3, 1, -1)  # each (3, 1, Fb)
-    box_w, box_h = scan[12], scan[13]  # (Fb,)
+    origin, step_x, step_y, plane = (t[:, None, :] for t in scan[:4])  # each (3, 1, Fb)
+    box_w, box_h = scan[4], scan[5]  # (Fb,)
     # Faces are the last (contiguous) dimension: broadcasting over a long inner dimension
     # vectorises, while a (Fb, 2, 2) layout would run elementwise kernels on rows of 2.
     row = origin + step_y * dy  # (3, gh, Fb)
