@@ -268,35 +268,42 @@ def _llvmpipe_renderer(mesh, views, size: int):
 def bench_raster(args) -> None:
     """facet.raster.render_views (9 views, shaded) vs Mesa llvmpipe, 5k/30k/70k faces, 112/224 px.
 
-    views/s = 9 / (best seconds per 9-view call). torch uses $BENCH_THREADS threads (default 2,
-    the reference machine); the machine should be otherwise idle for meaningful figures.
+    Both draw the same, already normalised mesh (render_views(normalize=False)) from the same
+    cameras, with smooth normals and headlight shading, and return pixels. views/s = 9 / (best
+    seconds per 9-view call). torch uses $BENCH_THREADS threads (default 2, the reference
+    machine); the machine should be otherwise idle for meaningful figures.
     """
     import torch
 
-    from facet.raster import rasterize, render_views
+    from facet.mesh import normalize
+    from facet.raster import render_views
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     views = [(yaw, pitch) for yaw in (-30, 0, 30) for pitch in (-15, 0, 15)]
+    _bench_allocator(views)
     grids = {"5k": 52, "30k": 123, "70k": 188}
     sizes = (112,) if args.quick else (112, 224)
     rows = []
     for name, n in grids.items():
-        mesh = _dome_face(n)
+        mesh, _ = normalize(_dome_face(n))
         for size in sizes:
-            eager = timed(lambda: render_views(mesh, views, image_size=size), repeat=3)
-            cpu = timed(lambda: render_views(mesh, views, image_size=size), clock=time.process_time)
+            def facet() -> torch.Tensor:
+                return render_views(mesh, views, image_size=size, normalize=False)
+
+            eager = timed(facet, repeat=5)
+            cpu = timed(facet, clock=time.process_time)
             gl = _llvmpipe_renderer(mesh, views, size)
-            gl_s = timed(gl, repeat=3) if gl is not None else float("nan")
+            gl_s = timed(gl, repeat=5) if gl is not None else float("nan")
             rows.append([f"{mesh.num_faces}", size, 9 / eager, 1000 * eager / 9, 9 / cpu,
-                         9 / gl_s, (9 / eager) / (9 / gl_s)])
+                         9 / gl_s, 1000 * gl_s / 9, gl_s / eager])
     print_table(f"raster: render_views, 9 views, shaded, {torch.get_num_threads()} threads "
                 "(llvmpipe = Mesa via moderngl/EGL, nan = not available)",
                 ["faces", "px", "facet views/s", "ms/view", "views/CPU-s", "llvmpipe views/s",
-                 "facet/llvmpipe"], rows)
+                 "llvmpipe ms/view", "facet/llvmpipe"], rows)
     print("  views/CPU-s: views per second of this process's CPU time (all its threads); "
           "unlike wall time it barely changes when other processes compete for the cores")
     if not args.quick:
-        _bench_compiled(rasterize, views)
+        _bench_compiled(views)
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if load > cores / 2:
         print(f"  note: load average {load:.1f} on {cores} cores -- other processes share the CPU; "
@@ -306,28 +313,64 @@ def bench_raster(args) -> None:
           "plain eager torch z-buffer 190, same with torch.compile 316")
 
 
-def _bench_compiled(rasterize, views) -> None:
-    """rasterize alone, eager vs torch.compile (30k faces, 224 px); compile time excluded."""
+def _bench_allocator(views) -> None:
+    """render_views at 30k faces / 224 px with glibc's default malloc, then with
+    facet.cpu_memory.keep_freed_memory (which stays on for the rest of the run)."""
+    import resource
+
+    from facet.cpu_memory import keep_freed_memory
+    from facet.mesh import normalize
+    from facet.raster import render_views
+
+    mesh, _ = normalize(_dome_face(123))
+
+    def measure() -> list:
+        def call():
+            render_views(mesh, views, image_size=224, normalize=False)
+
+        seconds = timed(call, repeat=5)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        call()
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        return [9 / seconds, 1000 * seconds / 9, after.ru_minflt - before.ru_minflt,
+                1000 * (after.ru_stime - before.ru_stime)]
+
+    rows = [["glibc default"] + measure()]
+    if keep_freed_memory():
+        rows.append(["keep_freed_memory()"] + measure())
+    print_table("raster: allocator policy, render_views 30k faces, 224 px, 9 views",
+                ["malloc", "views/s", "ms/view", "page faults/call", "kernel ms/call"], rows)
+
+
+def _bench_compiled(views) -> None:
+    """render_views (30k faces, 224 px) with facet.raster's per-triangle setup and per-pixel
+    resolve steps compiled by torch.compile (dynamic shapes), one at a time; compile time
+    excluded. Whole-function compilation of `rasterize` took minutes and ran slower."""
     import torch
 
-    from facet.camera import view_cameras
+    from facet import raster
+    from facet.mesh import normalize
 
-    mesh = _dome_face(123)
-    clip = view_cameras(views).transform(torch.from_numpy(mesh.verts))
-    faces = torch.from_numpy(mesh.faces)
-    eager = timed(lambda: rasterize(clip, faces, 224))
-    try:
-        compiled = torch.compile(rasterize, dynamic=True)
-        start = time.perf_counter()
-        compiled(clip, faces, 224)
-        build = time.perf_counter() - start
-        fast = timed(lambda: compiled(clip, faces, 224))
-        row = [9 / fast, 1000 * fast / 9, f"{build:.0f} s"]
-    except Exception as err:  # inductor needs a C++ compiler; report instead of failing
-        row = [float("nan"), float("nan"), f"failed: {type(err).__name__}"]
-    print_table("raster: rasterize only, 30k faces, 224 px, 9 views",
-                ["variant", "views/s", "ms/view", "compile"],
-                [["eager", 9 / eager, 1000 * eager / 9, "-"], ["torch.compile"] + row])
+    mesh, _ = normalize(_dome_face(123))
+
+    def call():
+        raster.render_views(mesh, views, image_size=224, normalize=False)
+
+    rows = [["eager", 9 / timed(call, repeat=5), "-"]]
+    for step in ("_setup_triangles", "_resolve"):
+        eager_step = getattr(raster, step)
+        try:
+            setattr(raster, step, torch.compile(eager_step, dynamic=True))
+            start = time.perf_counter()
+            call()
+            build = f"{time.perf_counter() - start:.0f} s"
+            rows.append([f"{step} compiled", 9 / timed(call, repeat=5), build])
+        except Exception as err:  # inductor needs a C++ compiler; report instead of failing
+            rows.append([f"{step} compiled", float("nan"), f"failed: {type(err).__name__}"])
+        finally:
+            setattr(raster, step, eager_step)
+    print_table("raster: torch.compile of one step of rasterize, render_views 30k faces, 224 px",
+                ["variant", "views/s", "compile"], rows)
 
 
 SECTIONS = {
@@ -345,7 +388,13 @@ def main() -> None:
                         help="run only these sections (repeatable)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes")
     args = parser.parse_args()
-    for name in args.only or SECTIONS:
+    from facet.cpu_memory import keep_freed_memory
+
+    # The raster section first: it measures glibc's default malloc before switching to
+    # facet.cpu_memory's policy, which every other section runs with, as facet's commands do.
+    for name in sorted(args.only or SECTIONS, key=lambda name: name != "raster"):
+        if name != "raster":
+            keep_freed_memory()
         SECTIONS[name](args)
 
 

@@ -226,6 +226,18 @@ def test_degenerate_and_hostile_input():
     big = torch.tensor([[[-3.0, -3.0, 0.0, 1.0], [3.0, -3.0, 0.0, 1.0], [0.0, 3.0, 0.0, 1.0]]])
     one = rasterize(big, tri, 1)
     assert one.pix_to_face.tolist() == [[[0]]] and torch.allclose(one.bary.sum(-1), torch.ones(1))
+    for bad_size in (0, (4, raster.MAX_IMAGE_SIDE + 1)):
+        with pytest.raises(ValueError, match="image_size"):
+            rasterize(big, tri, bad_size)
+
+
+def test_equal_depths_go_to_the_lower_face_id():
+    # Two identical triangles in each of two views: the same depth everywhere, so the packed
+    # (depth, entry) key decides, and it must pick face 0 in every view, whatever the order.
+    verts = pixel_to_clip([(1, 1, 0.2), (1, 7, 0.2), (7, 1, 0.2)], 8, 8).expand(2, -1, -1)
+    for faces in ([[0, 1, 2], [0, 1, 2]], [[1, 2, 0], [2, 0, 1]]):
+        pix = rasterize(verts, torch.tensor(faces), 8).pix_to_face
+        assert (pix >= 0).sum() > 0 and set(pix[pix >= 0].tolist()) == {0}
 
 
 def test_backface_culling_is_optional():
