@@ -4,17 +4,18 @@ PyTorch allocates every CPU tensor with the C library's malloc. glibc serves a l
 (above a threshold that adapts between 128 KiB and 32 MiB) with freshly mapped pages and unmaps
 them again on free, so a function that creates many multi-megabyte temporaries pays a page
 fault for every 4 KiB it touches, on every call. The rasterizer is such a function: at 30k
-faces, 9 views, 224 px on 2 cores, `render_views` took 6-9 thousand page faults and 15-30 ms of
-kernel time per call, a third of its time (`bench.py --only raster` prints both settings).
+faces, 9 views, 224 px on 2 cores, `render_views` took up to 16 thousand page faults and 28 ms
+of kernel time per call (`bench.py --only raster` prints both settings).
 Fixing glibc's mmap and trim thresholds at 32 MiB (the largest mmap threshold glibc documents
 for 64-bit systems) keeps freed blocks up to that size in the heap, where the next call reuses
 them: the effect PyTorch's CPU performance guide gets by preloading jemalloc or tcmalloc, here
 with one standard C library call and no extra dependency. Larger blocks are still mapped
-afresh; the rasterizer's temporaries stay below that size (`CANDIDATE_BUDGET`).
+afresh; at 9 views of 224 px the rasterizer's temporaries stay below that size.
 
-Measured in `bench.py` (same process, before and after): 157 -> 226 views/s and 16k -> 0 page
-faults per call. The effect depends on the heap's history: a probe that set the policy right
-after importing torch and then rendered still saw page faults, so call it early.
+Measured in three `bench.py` runs (same process, before and after): 1.44x, 1.33x and 1.0x
+faster -- in the third, glibc's adaptive threshold had settled by itself. The effect depends
+on the heap's history (a small probe that set the policy and then rendered still saw page
+faults), which is not fully explained; it never made rendering slower.
 
 The cost: a process keeps its peak heap instead of shrinking after it. facet's commands
 (`train.py`, `evaluate.py`, `render_views.py`, `bench.py`) and the view cache's worker processes
@@ -46,4 +47,4 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # mallopt returns 1 on success, 0 for a rejected value.
-    return bool(mallopt(_M_MMAP_THRESHOLD, THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, THRESHOLD))
+    return all(mallopt(option, THRESHOLD) == 1 for option in (_M_MMAP_THRESHOLD, _M_TRIM_THRESHOLD))

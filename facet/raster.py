@@ -118,30 +118,32 @@ def _project_vertices(verts_clip: torch.Tensor, h: int, w: int) -> torch.Tensor:
                         z, inv_w, inside.float()], dim=1)
 
 
-def _pixel_boxes(sx: torch.Tensor, sy: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(E, 4) records: first column, last column, first row, last row of the pixel centres in
-    each box, for (3, E) corner coordinates.
-
-    Column j is in the box when its centre j*S + S/2 lies in [min sx, max sx]; a box whose last
-    column is before its first holds no pixel centre.
-    """
+def _pixel_span(corners: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """First pixel and number of pixels (<= 0: none) whose centres j*S + S/2 lie between the
+    smallest and largest of (3, E) snapped corner coordinates, within [0, size)."""
+    # Elementwise over the three corners: a reduction over a short outer dimension of strided
+    # rows would not vectorise.
+    low = torch.minimum(torch.minimum(corners[0], corners[1]), corners[2])
+    high = torch.maximum(torch.maximum(corners[0], corners[1]), corners[2])
     half = SUBPIXEL // 2
-    # Elementwise min/max of the three corners: a reduction over a short outer dimension of
-    # strided rows would not vectorise.
-    min_x, max_x = torch.minimum(torch.minimum(*sx[:2]), sx[2]), torch.maximum(torch.maximum(*sx[:2]), sx[2])
-    min_y, max_y = torch.minimum(torch.minimum(*sy[:2]), sy[2]), torch.maximum(torch.maximum(*sy[:2]), sy[2])
-    return torch.stack([torch.ceil((min_x - half) / SUBPIXEL).clamp(min=0),
-                        torch.floor((max_x - half) / SUBPIXEL).clamp(max=w - 1),
-                        torch.ceil((min_y - half) / SUBPIXEL).clamp(min=0),
-                        torch.floor((max_y - half) / SUBPIXEL).clamp(max=h - 1)], dim=1)
+    first = torch.ceil((low - half) / SUBPIXEL).clamp(min=0)
+    return first, torch.floor((high - half) / SUBPIXEL).clamp(max=size - 1) - first + 1
+
+
+def _pixel_boxes(sx: torch.Tensor, sy: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(E, 4) records (first column, first row, width, height) of the pixel centres in each
+    triangle's bounding box, for (3, E) corner coordinates; empty boxes have width or height
+    <= 0."""
+    col0, box_w = _pixel_span(sx, w)
+    row0, box_h = _pixel_span(sy, h)
+    return torch.stack([col0, row0, box_w, box_h], dim=1)
 
 
 def _size_class(box: torch.Tensor, drawn: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """(E,) uint8 bucket of each box: 16 log_h + log_w for the 2^log_h x 2^log_w grid that holds
     it (each side capped at the image's), or NOT_DRAWN."""
-    box_w, box_h = (box[:, 1] - box[:, 0] + 1).clamp(min=1), (box[:, 3] - box[:, 2] + 1).clamp(min=1)
-    log_w = torch.ceil(torch.log2(box_w)).clamp(max=math.ceil(math.log2(w)))
-    log_h = torch.ceil(torch.log2(box_h)).clamp(max=math.ceil(math.log2(h)))
+    log_w = torch.ceil(torch.log2(box[:, 2].clamp(min=1))).clamp(max=math.ceil(math.log2(w)))
+    log_h = torch.ceil(torch.log2(box[:, 3].clamp(min=1))).clamp(max=math.ceil(math.log2(h)))
     return torch.where(drawn, log_h * 16 + log_w, NOT_DRAWN).to(torch.uint8)
 
 
@@ -171,13 +173,12 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
 
     # 1. Every (view, face) pair ("entry" v * F + f): its corners on the screen, its pixel box.
     vertex_records = _project_vertices(verts_clip, h, w)  # (V*N, 5)
-    corner_index = (faces.t().contiguous()[:, None, :]
-                    + torch.arange(n_views, device=device)[:, None] * n_verts).view(3, -1)  # (3, V*F)
-    corners = vertex_records.index_select(0, corner_index.view(-1)).view(3, -1, 5)  # (3, V*F, 5)
+    offsets = torch.arange(n_views, device=device)[:, None] * n_verts  # (V, 1)
+    corner_index = (faces.t().contiguous()[:, None, :] + offsets).view(-1)  # (3*V*F,) corner-major
+    corners = vertex_records.index_select(0, corner_index).view(3, -1, 5)  # (3, V*F, 5)
     sx, sy, inside = corners[..., 0], corners[..., 1], corners[..., 4]  # (3, V*F) each
     box = _pixel_boxes(sx, sy, h, w)  # (V*F, 4)
-    drawn = ((inside[0] * inside[1] * inside[2] > 0)
-             & (box[:, 1] >= box[:, 0]) & (box[:, 3] >= box[:, 2]))  # (V*F,)
+    drawn = (inside[0] * inside[1] * inside[2] > 0) & (box[:, 2] > 0) & (box[:, 3] > 0)
 
     # 2. Sort the drawn entries by size class (a one-byte key: a fast radix sort), so that each
     #    bucket is a contiguous range of columns, and gather their corners again in that order.
@@ -187,7 +188,7 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
     if len(entry) == 0:
         return background
     view, face = entry // n_faces, entry % n_faces  # (K,) each
-    vertex = faces.index_select(0, face) + (view * n_verts)[:, None]  # (K, 3) vertex records
+    vertex = faces.index_select(0, face) + (view * n_verts)[:, None]  # (K, 3) record rows
     corners = vertex_records.index_select(0, vertex.view(-1)).view(-1, 3, 5).transpose(0, 1)
     sx, sy, z, inv_w = corners[..., 0], corners[..., 1], corners[..., 2], corners[..., 3]  # (3, K)
     box = box.index_select(0, entry)  # (K, 4)
@@ -220,7 +221,7 @@ def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, inv_w:
 
     Args:
         sx, sy, z, inv_w: (3, K) snapped screen corners, z_ndc and 1/w of each corner.
-        box: (K, 4) first column, last column, first row, last row (not empty).
+        box: (K, 4) first column, first row, width, height (not empty).
         view: (K,) the view of each triangle.
     Returns:
         scan: what `_scatter_bucket` reads: E_i at the box's first pixel (E_i - 1 on
@@ -231,7 +232,7 @@ def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, inv_w:
             pixel (row, col), for the perspective-correct barycentrics; the last row is zero.
     """
     half = SUBPIXEL // 2
-    col0, col1, row0, row1 = box.unbind(1)
+    col0, row0, box_w, box_h = box.unbind(1)
     sx, sy = sx.contiguous(), sy.contiguous()  # gathered records are strided; roll copies rows
     a_x, a_y, b_x, b_y = sx.roll(-1, 0), sy.roll(-1, 0), sx.roll(-2, 0), sy.roll(-2, 0)
     edge_x, edge_y = b_x - a_x, b_y - a_y  # (3, K): edge i runs from v_{i+1} to v_{i+2}
@@ -254,7 +255,7 @@ def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, inv_w:
     depth_plane = torch.stack([(origin * z_weights).sum(0) + 2.0,  # +2: keys need depth > 0
                                (step_x * z_weights).sum(0), (step_y * z_weights).sum(0)])
     scan = [origin - not_top_left.float(),  # E' = E - 1 on other edges: E' >= 0 inside
-            step_x, step_y, depth_plane, col1 - col0 + 1, row1 - row0 + 1]
+            step_x, step_y, depth_plane, box_w, box_h]
     base = view * (h * w) + row0.long() * w + col0.long()  # (K,)
     # Perspective-correct barycentrics: beta_i is proportional to b_i / w_i = E_i / (2A w_i),
     # affine in the pixel's column and row: E_i at pixel (0, 0) and its steps, scaled.
@@ -278,16 +279,14 @@ def _resolve(keys: torch.Tensor, planes: torch.Tensor, record: torch.Tensor, n_f
     depth = (keys >> 32).to(torch.int32).view(torch.float32) - 2.0  # undo the +2 of the key
     zbuf = torch.where(hit, depth, 1.0)
     rows = torch.where(hit, record.index_select(0, winner), len(planes) - 1)  # (P,)
-    per_pixel = planes.index_select(0, rows).view(-1, 3, 3)  # (P, a/g/k, i)
-    n_images = len(keys) // (h * w)
-    col = torch.arange(w, device=keys.device, dtype=torch.float32).repeat(n_images * h)  # (P,)
-    row = torch.arange(h, device=keys.device, dtype=torch.float32).repeat_interleave(w).repeat(
-        n_images)
-    weighted = torch.empty(3, len(keys), device=keys.device)  # (3, P)
+    per_pixel = planes.index_select(0, rows).view(-1, h, w, 3, 3)  # (V, H, W, a/g/k, i)
+    col = torch.arange(w, device=keys.device, dtype=torch.float32)  # (W,)
+    row = torch.arange(h, device=keys.device, dtype=torch.float32)[:, None]  # (H, 1)
+    weighted = torch.empty(3, *per_pixel.shape[:3], device=keys.device)  # (3, V, H, W)
     for i in range(3):  # a_i + g_i col + k_i row, straight into channel-major rows
-        torch.addcmul(per_pixel[:, 0, i], per_pixel[:, 1, i], col, out=weighted[i])
-        weighted[i].addcmul_(per_pixel[:, 2, i], row).clamp_(min=0)
-    bary = weighted / weighted.sum(0).clamp(min=1e-30)  # (3, P); 0 / tiny = 0 on misses
+        torch.addcmul(per_pixel[..., 0, i], per_pixel[..., 1, i], col, out=weighted[i])
+        weighted[i].addcmul_(per_pixel[..., 2, i], row).clamp_(min=0)
+    bary = (weighted / weighted.sum(0).clamp(min=1e-30)).view(3, -1)  # (3, P); 0 on misses
     return pix_to_face, zbuf, bary
 
 

@@ -46,11 +46,17 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     return torch.where(length > 1e-12, normals / length.clamp(min=1e-12), fallback)
 
 
+def _pixel_normals(fragments: Fragments, verts: torch.Tensor,
+                   faces: torch.Tensor) -> list[torch.Tensor]:
+    """Interpolated smooth normals in world space, not unit length: x, y, z, each (V, H, W)."""
+    return list(interpolate(fragments, vertex_normals(verts, faces)[faces]).unbind(-1))
+
+
 def _camera_normals(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor,
                     cameras: Cameras) -> list[torch.Tensor]:
     """Per-pixel unit normals in each camera's frame, flipped toward the camera: x, y, z, each
     (V, H, W)."""
-    world = interpolate(fragments, vertex_normals(verts, faces)[faces]).unbind(-1)  # 3 x (V, H, W)
+    world = _pixel_normals(fragments, verts, faces)
     rotation = cameras.view[:, :3, :3, None, None]  # (V, 3, 3, 1, 1)
     normal = [sum(rotation[:, i, j] * world[j] for j in range(3)) for i in range(3)]
     length = _length(normal)
@@ -108,7 +114,7 @@ def shade(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor, camera
     if mode == "shaded":
         # n . l with the headlight along the camera's +z axis (third row of its rotation);
         # only this component of the camera-space normal is needed. Two-sided: |n . l|.
-        normal = interpolate(fragments, vertex_normals(verts, faces)[faces]).unbind(-1)
+        normal = _pixel_normals(fragments, verts, faces)
         toward_camera = cameras.view[:, 2, :3, None, None]  # (V, 3, 1, 1)
         n_dot_l = sum(toward_camera[:, j] * normal[j] for j in range(3))  # (V, H, W)
         facing = n_dot_l.abs() / _length(normal)
