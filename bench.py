@@ -51,10 +51,11 @@ def bench_mesh(args) -> None:
     import numpy as np
     from PIL import Image
 
-    from facet.bnt import save_bnt
-    from facet.landmarks import save_bnd
-    from facet.mesh import Mesh, load_mesh
-    from facet.vrml import save_wrl
+    from facet.meshio import save_bnt
+    from facet.meshio import save_bnd
+    from facet.meshio import load_mesh
+    from facet.mesh import Mesh
+    from facet.meshio import save_wrl
 
     n = 187  # 187 x 187 grid: 34,969 vertices, 69,192 triangles, like a BU-4DFE frame
     rows, cols = np.mgrid[0:n, 0:n] / (n - 1)  # (n, n) each, in [0, 1]

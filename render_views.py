@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from facet.camera import parse_views
 from facet.cpu_memory import keep_freed_memory
-from facet.mesh import MESH_SUFFIXES, load_mesh
+from facet.meshio import MESH_SUFFIXES, load_mesh
 from facet.render import render_views, save_contact_sheet
 from facet.shading import MODES
 

@@ -20,7 +20,6 @@ Optional subject metadata: a `subjects.csv` at the root with a header naming `su
 from __future__ import annotations
 
 import csv
-import struct
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -75,39 +74,6 @@ class Index:
 
     def ignore(self, path: Path, reason: str) -> None:
         self.ignored.append((str(path), reason))
-
-
-def check_mesh_file(path: Path) -> str | None:
-    """Cheap sanity check of a mesh file from its size and first bytes.
-
-    Returns:
-        None if the file looks usable, else the reason it is not (empty, not VRML, a truncated
-        `.bnt`); full parsing happens when the mesh is loaded.
-    """
-    try:
-        size = path.stat().st_size
-        if size == 0:
-            return "empty file"
-        with open(path, "rb") as f:
-            head = f.read(4096)
-    except OSError as err:
-        return f"cannot read: {err.strerror or err}"
-    suffix = path.suffix.lower()
-    if suffix == ".wrl" and not head.lstrip().startswith(b"#VRML"):
-        return "not a VRML file (no '#VRML' header)"
-    if suffix == ".bnt":  # header: uint16 rows, cols, f64 zmin, uint16 len, name, uint32 n
-        if len(head) < 14:
-            return f"truncated .bnt header ({size} bytes)"
-        rows, cols, _, name_len = struct.unpack_from("<HHdH", head)
-        start = 14 + name_len
-        if len(head) < start + 4:
-            return "truncated .bnt header"
-        (count,) = struct.unpack_from("<I", head, start)
-        if count != rows * cols * 5:
-            return f"corrupt .bnt header: {count} values for a {rows}x{cols} grid (expected x5)"
-        if size < start + 4 + 8 * count:
-            return f"truncated .bnt: {size} bytes, header implies {start + 4 + 8 * count}"
-    return None
 
 
 def _subject_metadata(root: Path) -> dict[str, dict[str, str]]:

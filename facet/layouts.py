@@ -21,8 +21,8 @@ import csv
 import re
 from pathlib import Path
 
-from facet.datasets import Index, Sample, check_mesh_file
-from facet.mesh import MESH_SUFFIXES
+from facet.datasets import Index, Sample
+from facet.meshio import MESH_SUFFIXES, check_mesh_file
 from facet.protocols import BP4D_TASKS, FOURDME_CLASSES, NEUTRAL, natural_key
 
 BU3DFE_CODES = {"AN": "anger", "DI": "disgust", "FE": "fear", "HA": "happiness",

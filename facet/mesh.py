@@ -1,5 +1,6 @@
-"""Triangle meshes: the `Mesh` container, normalisation, and VRML/landmark writers.
+"""Triangle meshes: the `Mesh` container and the normalisation every face goes through.
 
+The first stage of facet's pipeline (mesh -> views -> embeddings -> fusion -> prediction).
 Every 3D face in facet -- a BU-3DFE scan, a BU-4DFE frame, a Bosphorus range image, a synthetic
 face -- becomes one `Mesh`: vertices (N, 3) float32 in the file's units (mm for the benchmarks),
 triangles (F, 3) int64 indexing them counter-clockwise seen from the front, and optional
@@ -11,13 +12,12 @@ Texture coordinates come in one of two layouts, told apart by shape:
   a texture seam has several uv's).
 u grows to the right, v grows upward (OpenGL/VRML convention: v = 0 is the image's bottom row).
 
-File formats live beside this module: `facet.vrml` (.wrl), `facet.bnt` (Bosphorus range scans),
-`facet.landmarks` (.bnd, .lm3); `load_mesh` (below) dispatches on the extension.
+Files become meshes in `facet.meshio` (`load_mesh` dispatches on the extension); this module
+knows no file format.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -167,116 +167,3 @@ def normalize(mesh: Mesh, align: bool = False, nose_tip: str = "nose_tip") -> tu
     landmarks = {name: transform.apply(np.asarray(p, dtype=np.float64))
                  for name, p in mesh.landmarks.items()}
     return replace(mesh, verts=transform.apply(verts), landmarks=landmarks), transform
-
-
-# --- loading: dispatch on the file extension -------------------------------------------------
-
-MESH_SUFFIXES = (".wrl", ".bnt", ".obj", ".ply", ".off", ".stl", ".glb")
-
-
-def load_mesh(path: str | Path) -> Mesh:
-    """Load a face scan and the landmarks stored beside it.
-
-    `.wrl` is read by `facet.vrml.read_wrl`, `.bnt` by `facet.bnt.read_bnt`, the rest by trimesh
-    with `process=False, maintain_order=True`, so vertices keep their file order and the frames
-    of a sequence keep vertex correspondence (trimesh otherwise splits and re-orders OBJ vertices
-    by texture coordinate). Landmarks beside the mesh (same stem, suffix case-insensitive):
-    - `.bnd` (BU-3DFE `X_F3D.bnd`, BU-4DFE `NNN.bnd`) -> landmarks["bnd"] (M, 3), the file's xyz;
-    - for `.bnt`, Bosphorus `.lm3` -> one entry per named point, plus "nose_tip" when a point
-      is named "Nose tip".
-
-    Args:
-        path: the mesh file; the suffix is matched case-insensitively.
-    Returns:
-        Mesh (see the class) with source = str(path).
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: naming the file and the problem: unsupported suffix, empty or malformed file,
-            or a malformed landmark file beside it.
-    """
-    # Imported here: the readers import `Mesh` from this module.
-    from facet.bnt import read_bnt
-    from facet.vrml import read_wrl
-
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    if suffix not in MESH_SUFFIXES:
-        raise ValueError(f"{path}: unsupported mesh format {suffix or '(no suffix)'!r}; "
-                         f"supported: {', '.join(MESH_SUFFIXES)}")
-    if path.stat().st_size == 0:
-        raise ValueError(f"{path}: empty file")
-    if suffix == ".wrl":
-        mesh = read_wrl(path)
-    elif suffix == ".bnt":
-        mesh = read_bnt(path)
-    else:
-        mesh = _load_with_trimesh(path)
-    mesh.landmarks.update(_landmarks_beside(path, mesh))
-    return mesh
-
-
-def _load_with_trimesh(path: Path) -> Mesh:
-    """OBJ/PLY/OFF/STL/GLB through trimesh, vertex order kept; a scene's geometries concatenated."""
-    import warnings
-
-    import trimesh
-
-    try:
-        with warnings.catch_warnings():  # library code is silent; real failures still raise
-            warnings.simplefilter("ignore")
-            loaded = trimesh.load(path, process=False, maintain_order=True)
-            if isinstance(loaded, trimesh.Scene):
-                # Node transforms applied, geometries concatenated, their vertices in scene order.
-                loaded = loaded.to_geometry() if loaded.geometry else None
-    except Exception as err:  # trimesh raises many exception types on malformed files
-        raise ValueError(f"{path}: cannot read as {path.suffix} "
-                         f"({type(err).__name__}: {err})") from None
-    if not isinstance(loaded, trimesh.Trimesh):
-        found = "nothing" if loaded is None else type(loaded).__name__
-        raise ValueError(f"{path}: no triangle mesh in the file (found {found})")
-    uv = texture = colors = None
-    visual = loaded.visual
-    has_uv = visual.kind == "texture" and getattr(visual, "uv", None) is not None
-    if has_uv and len(visual.uv) == len(loaded.vertices):
-        uv = visual.uv  # (N, 2); with maintain_order trimesh drops uv it cannot keep per vertex
-        material = visual.material
-        image = getattr(material, "image", None)
-        image = getattr(material, "baseColorTexture", None) if image is None else image
-        texture = None if image is None else np.asarray(image.convert("RGB"))
-    elif visual.kind == "vertex":
-        colors = np.asarray(visual.vertex_colors)[:, :3] / 255.0  # (N, 3) RGBA uint8 -> RGB [0, 1]
-    return Mesh(verts=loaded.vertices, faces=loaded.faces, uv=uv, texture=texture, colors=colors,
-                source=str(path))
-
-
-def _beside(path: Path, suffix: str) -> Path | None:
-    """The file with `path`'s stem and `suffix` (lower or upper case) in the same folder."""
-    for candidate in (path.with_suffix(suffix), path.with_suffix(suffix.upper())):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _landmarks_beside(path: Path, mesh: Mesh) -> dict[str, np.ndarray]:
-    """Landmarks from the `.bnd` (or, for `.bnt`, `.lm3`) file beside `path`; {} if none."""
-    from facet.landmarks import read_bnd, read_lm3
-
-    if path.suffix.lower() == ".bnt":
-        lm3 = _beside(path, ".lm3")
-        if lm3 is None:
-            return {}
-        points = read_lm3(lm3)
-        for name, point in list(points.items()):
-            if " ".join(name.lower().replace("_", " ").split()) == "nose tip":
-                points["nose_tip"] = point
-        return points
-    bnd = _beside(path, ".bnd")
-    if bnd is None:
-        return {}
-    indices, points = read_bnd(bnd)
-    if indices.max() >= mesh.num_verts:
-        raise ValueError(f"{bnd}: landmark vertex index {indices.max()} is out of range for the "
-                         f"{mesh.num_verts} vertices of {path.name}")
-    return {"bnd": points}

@@ -118,7 +118,7 @@ def demo_main() -> str:
     """
     import sys
 
-    from facet.mesh import load_mesh
+    from facet.meshio import load_mesh
 
     if len(sys.argv) != 3:
         sys.exit("usage: python -m facet.raster MESH OUT.png")

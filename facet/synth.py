@@ -37,10 +37,10 @@ from tqdm import tqdm
 from facet.action_units import (EMOTIONS, NEUTRAL, PROTOTYPES, au_basis, au_vector,
                                 expression_aus, stack_basis)
 from facet.faceshape import Identity, face_grid, face_points, layout, sample_identity
-from facet.landmarks import save_bnd
+from facet.meshio import save_bnd
 from facet.mesh import Mesh
 from facet.synth_landmarks import NOSE_TIP, landmark_indices
-from facet.vrml import save_wrl
+from facet.meshio import save_wrl
 
 __all__ = ["EMOTIONS", "NEUTRAL", "Identity", "sample_identity", "expression_aus", "face_mesh",
            "demo_face", "write_bu3dfe", "write_bu4dfe", "write_4dme", "default_root",

@@ -42,7 +42,7 @@ from tqdm import tqdm
 from facet.camera import DEFAULT_DISTANCE, DEFAULT_FOV
 from facet.cpu_memory import keep_freed_memory
 from facet.datasets import Sample, index_dataset
-from facet.fileio import write_atomic
+from facet.meshio import write_atomic
 
 CACHE_FORMAT = 1  # bump when the entry layout changes: old folders are then ignored
 
@@ -119,7 +119,7 @@ def _render_sample(frames: Sequence[str], settings: RenderSettings) -> tuple[np.
     only the first frame's vertices are kept, as the reference of the displacement.
     """
     from facet import raster  # looked up at call time, so a patched raster.render_views is seen
-    from facet.mesh import load_mesh
+    from facet.meshio import load_mesh
 
     images, displacement, first = [], [], None
     for path in frames:

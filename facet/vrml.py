@@ -1,28 +1,245 @@
-"""VRML 2.0 (`.wrl`) meshes as BU-3DFE and BU-4DFE ship them: reading and writing.
+"""VRML 2.0 (`.wrl`), the format BU-3DFE and BU-4DFE ship their scans in: text <-> `Mesh`.
 
-Reads every `IndexedFaceSet` of a file (see FORMATS.md): `coord Coordinate { point [...] }`,
-`coordIndex [...]` with -1 terminators (n-gons fan-triangulated), optional `texCoord` /
-`texCoordIndex` (per-corner uv, (F, 3, 2)) or `texCoord` alone (per-vertex uv, (N, 2)), optional
-per-vertex `color Color { color [...] }`, and an `ImageTexture { url "..." }` resolved next to the
-file. Several IndexedFaceSets are concatenated into one mesh, indices offset.
+A text codec like `json`: `parse_wrl` turns the bytes of a file into a `Mesh` (plus the texture
+file names it mentions) and `format_wrl` writes one; reading and writing files, textures
+included, is `facet.meshio`'s job. Two layers:
 
-The syntax (comments, DEF/USE, number lists converted by numpy) lives in `facet.vrml_syntax`;
-this module turns its IndexedFaceSet nodes into a `Mesh`. Deliberate limits (BU files need none):
-`Transform` fields are not applied, `PROTO`/`EXTERNPROTO`/`ROUTE` are skipped, per-face or indexed
-colours are dropped, and a mesh has one texture (the first `ImageTexture` found).
+- Syntax: a small recursive-descent parser for the node tree. It never looks at single numbers:
+  a bracketed list of numbers is cut out whole (`Numbers`, its text) and converted by numpy only
+  when `to_array` asks for it, which is what makes a 35k-vertex BU-4DFE frame parse in a fraction
+  of a second. Covered: comments (`#` outside strings), commas as whitespace, any line breaks,
+  `DEF`/`USE`, SF/MF nodes, strings, numbers, `NULL`; `PROTO`, `EXTERNPROTO` and `ROUTE` are
+  skipped.
+- Geometry: every `IndexedFaceSet` -- `coord Coordinate { point [...] }`, `coordIndex [...]` with
+  -1 terminators (n-gons fan-triangulated), optional `texCoord` / `texCoordIndex` (per-corner uv,
+  (F, 3, 2)) or `texCoord` alone (per-vertex uv, (N, 2)), optional per-vertex `color` -- is
+  concatenated into one mesh, indices offset. Deliberate limits (BU files need none):
+  `Transform` fields are not applied, per-face or indexed colours are dropped, and a mesh has one
+  texture (the first `ImageTexture` found).
 """
 from __future__ import annotations
 
-from pathlib import Path
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from facet.fileio import write_atomic
 from facet.mesh import Mesh
-from facet.vrml_syntax import Node, face_sets, parse_vrml, to_array
 
 HEADER = "#VRML V2.0"  # the first line of every VRML 2.0 file
 
+# A string is kept whole (it may hold '#'); a comment runs from '#' to the end of the line.
+_STRING_OR_COMMENT = re.compile(r'"(?:[^"\\]|\\.)*"|#[^\n]*')
+# One token after whitespace and commas (commas are whitespace in VRML): a brace or bracket, a
+# quoted string, a bare word (name, keyword or number), or anything else, which is an error.
+_TOKEN = re.compile(r'[\s,]*(?:([{}\[\]])|("(?:[^"\\]|\\.)*")|([^\s,{}\[\]"]+)|(\S)|$)')
+_NUMBER_START = frozenset("0123456789+-.")
+
+
+@dataclass
+class Numbers:
+    """The raw text of a bracketed number list, converted only when a field is used."""
+
+    text: str
+
+
+@dataclass
+class Node:
+    """A VRML node: its type name and fields (name -> Numbers, strings, nodes or scalars)."""
+
+    type: str
+    fields: dict[str, object] = field(default_factory=dict)
+
+
+class Parser:
+    """Recursive descent over VRML nodes; `where` (the file) prefixes every error."""
+
+    def __init__(self, text: str, where: str):
+        self.text, self.where, self.pos, self.defs = text, where, 0, {}
+
+    def error(self, problem: str) -> ValueError:
+        line = self.text.count("\n", 0, self.pos) + 1
+        return ValueError(f"{self.where}: line {line}: {problem}")
+
+    def peek(self) -> tuple[str, str, int]:
+        """The next token as (kind, text, end) with kind punct/string/word/eof, not consumed."""
+        m = _TOKEN.match(self.text, self.pos)
+        if m.group(4) is not None:
+            self.pos = m.start(4)
+            raise self.error(f"unexpected character {m.group(4)!r} (unclosed string?)")
+        for kind, group in (("punct", 1), ("string", 2), ("word", 3)):
+            if m.group(group) is not None:
+                return kind, m.group(group), m.end()
+        return "eof", "", m.end()
+
+    def take(self, kind: str, text: str | None = None) -> str:
+        got_kind, got, end = self.peek()
+        if got_kind == "eof":
+            raise self.error(f"unexpected end of file, expected {text or kind} "
+                             f"(a '{{' or '[' is never closed?)")
+        if got_kind != kind or (text is not None and got != text):
+            raise self.error(f"expected {text or kind}, found {got or 'end of file'!r}")
+        self.pos = end
+        return got
+
+    def statements(self, until: str | None = None) -> list[Node]:
+        """Nodes up to the closing `until` bracket (or the end of the file when None)."""
+        nodes = []
+        while True:
+            kind, tok, end = self.peek()
+            if kind == "eof" and until is None:
+                return nodes
+            if kind == "punct" and tok == until:
+                self.pos = end
+                return nodes
+            node = self.statement()
+            if node is not None:
+                nodes.append(node)
+
+    def statement(self) -> Node | None:
+        """One node, `DEF name node`, `USE name`, NULL; PROTO/EXTERNPROTO/ROUTE skipped (None)."""
+        word = self.take("word")
+        if word == "DEF":
+            name = self.take("word")
+            self.defs[name] = node = self.statement()
+            return node
+        if word == "USE":
+            name = self.take("word")
+            if name not in self.defs:
+                raise self.error(f"USE {name} before DEF {name}")
+            return self.defs[name]
+        if word == "NULL":
+            return None
+        if word == "ROUTE":  # ROUTE a.out TO b.in
+            for _ in range(3):
+                self.take("word")
+            return None
+        if word in ("PROTO", "EXTERNPROTO"):
+            self.take("word")
+            self.skip_group("[", "]")
+            if word == "PROTO":
+                self.skip_group("{", "}")
+            else:
+                self.value()  # the url list
+            return None
+        node = Node(word)
+        self.take("punct", "{")
+        while True:
+            kind, tok, end = self.peek()
+            if kind == "punct" and tok == "}":
+                self.pos = end
+                return node
+            name = self.take("word")  # before value(): an assignment evaluates its right side first
+            node.fields[name] = self.value()
+
+    def value(self) -> object:
+        """A field value: Numbers, list of strings, list of nodes, a node, or scalar tokens."""
+        kind, tok, end = self.peek()
+        if kind == "punct" and tok == "[":
+            self.pos = end
+            kind, tok, end = self.peek()
+            if kind == "word" and tok[0] in _NUMBER_START:  # numbers: cut out the whole slice
+                close = self.text.find("]", self.pos)
+                if close < 0:
+                    raise self.error("'[' is never closed")
+                numbers = Numbers(self.text[self.pos:close])
+                stray = [i for i in map(numbers.text.find, "{}[") if i >= 0]
+                if stray:  # a ']' is missing: the slice ran into the next node or field
+                    self.pos += min(stray)
+                    raise self.error("'[' is never closed before the next node or field")
+                self.pos = close + 1
+                return numbers
+            if kind == "string":
+                strings = []
+                while self.peek()[0] == "string":
+                    strings.append(self.take("string")[1:-1])
+                self.take("punct", "]")
+                return strings
+            return self.statements(until="]")
+        if kind == "string":
+            self.pos = end
+            return [tok[1:-1]]
+        if kind == "word" and (tok[0] in _NUMBER_START or tok in ("TRUE", "FALSE")):
+            scalars = []
+            while (k := self.peek())[0] == "word" and (k[1][0] in _NUMBER_START
+                                                      or k[1] in ("TRUE", "FALSE")):
+                scalars.append(k[1])
+                self.pos = k[2]
+            return tuple(scalars)
+        return self.statement()
+
+    def skip_group(self, open_: str, close: str) -> None:
+        """Skip a balanced `open_ ... close` group (PROTO interfaces and bodies)."""
+        self.take("punct", open_)
+        depth = 1
+        while depth:
+            kind, tok, end = self.peek()
+            if kind == "eof":
+                raise self.error(f"'{open_}' is never closed")
+            depth += (tok == open_) - (tok == close) if kind == "punct" else 0
+            self.pos = end
+
+
+def to_array(value: object, dtype: type, what: str, where: str) -> np.ndarray:
+    """Convert a field's numbers to a flat array; ValueError naming the field on bad tokens."""
+    if isinstance(value, tuple):
+        value = Numbers(" ".join(value))
+    if isinstance(value, list) and not value:
+        return np.zeros(0, dtype)
+    if not isinstance(value, Numbers):
+        raise ValueError(f"{where}: {what} must be a list of numbers")
+    text = value.text.replace(",", " ")
+    try:
+        # numpy 2.x raises on a token it cannot read; older versions warned and stopped early.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)
+            return np.fromstring(text, dtype=dtype, sep=" ")
+    except (ValueError, DeprecationWarning):
+        bad = next((t for t in text.split() if not _parses(t, dtype)), "?")
+        raise ValueError(f"{where}: {what}: {bad[:40]!r} is not a valid "
+                         f"{'integer' if dtype is np.int64 else 'number'}") from None
+
+
+def _parses(token: str, dtype: type) -> bool:
+    try:
+        (int if dtype is np.int64 else float)(token)
+        return True
+    except ValueError:
+        return False
+
+
+def face_sets(nodes: list[Node]) -> Iterator[tuple[Node, list[str] | None]]:
+    """Yield (IndexedFaceSet, texture urls of its Shape or None) in file order, each node once."""
+    seen = set()
+    stack = [(n, None) for n in reversed(nodes)]  # depth first; reversed so pops go in order
+    while stack:
+        node, urls = stack.pop()
+        if not isinstance(node, Node) or id(node) in seen:  # a USEd node is the same geometry
+            continue
+        seen.add(id(node))
+        if node.type == "Shape":
+            texture = getattr(node.fields.get("appearance"), "fields", {}).get("texture")
+            if isinstance(texture, Node) and texture.type == "ImageTexture":
+                urls = texture.fields.get("url")
+        if node.type == "IndexedFaceSet":
+            yield node, urls
+            continue
+        for value in reversed(list(node.fields.values())):
+            children = value if isinstance(value, list) else [value]
+            stack.extend((c, urls) for c in reversed(children) if isinstance(c, Node))
+
+
+def parse_vrml(text: str, where: str) -> list[Node]:
+    """The top-level nodes of a VRML 2.0 text after its `#VRML V2.0` line (keep that line's
+    newline, so errors count lines from the top); ValueError naming `where` and the line."""
+    if "#" in text:  # strip comments; skipped when there are none (the scan costs ~40 ms per 8 MB)
+        text = _STRING_OR_COMMENT.sub(lambda m: m[0] if m[0][0] == '"' else " ", text)
+    return Parser(text, where).statements()
+
+
+# --- geometry: IndexedFaceSet nodes -> arrays -> Mesh ---------------------------------
 
 def fan_triangulate(index: np.ndarray) -> np.ndarray:
     """Split -1-terminated polygons into triangle fans, in polygon order, without a Python loop.
@@ -101,46 +318,22 @@ def _face_set(node: Node, where: str) -> dict:
     return out
 
 
-def _load_texture(urls: list[str] | None, folder: Path) -> np.ndarray | None:
-    """The first url that exists beside the file, as (H, W, 3) uint8; None if none exists.
-
-    A missing texture image is not an error: BU releases are often copied without their bitmaps,
-    and the geometry is still usable (rendered shaded instead of textured). A texture that exists
-    but cannot be decoded is an error.
-    """
-    from PIL import Image  # Pillow is only needed when a file names a texture
-
-    for url in urls or []:
-        candidate = folder / url.removeprefix("file://")
-        if candidate.is_file():
-            try:
-                with Image.open(candidate) as image:
-                    return np.asarray(image.convert("RGB"))
-            except OSError as err:
-                raise ValueError(f"{candidate}: cannot read texture image ({err})") from None
-    return None
-
-
-def read_wrl(path: str | Path) -> Mesh:
-    """Read a VRML 2.0 file's IndexedFaceSets into one triangle mesh.
+def parse_wrl(data: bytes, where: str) -> tuple[Mesh, list[str]]:
+    """Parse a VRML 2.0 file's IndexedFaceSets into one triangle mesh (without its texture).
 
     Args:
-        path: a `.wrl` file whose first line starts with `#VRML V2.0`.
+        data: the file's bytes; the first line must start with `#VRML V2.0`.
+        where: the file name, prefixed to every error.
     Returns:
-        Mesh with verts (N, 3) float32, faces (F, 3) int64 (n-gons fan-triangulated, several
-        IndexedFaceSets concatenated); uv (F, 3, 2) when any set has a texCoordIndex, else (N, 2)
-        when every set has per-vertex texCoord, else None (uv is dropped when some set lacks it);
-        colors (N, 3) when every set has per-vertex colours; texture (H, W, 3) uint8 when there
-        is uv and the first ImageTexture's url exists beside the file (else None).
+        (mesh, texture urls). The mesh has verts (N, 3) float32, faces (F, 3) int64 (n-gons
+        fan-triangulated, several IndexedFaceSets concatenated); uv (F, 3, 2) when any set has
+        a texCoordIndex, else (N, 2) when every set has per-vertex texCoord, else None (uv is
+        dropped when some set lacks it); colors (N, 3) when every set has per-vertex colours.
+        The urls are the first ImageTexture's (empty when there is none or no uv).
     Raises:
-        FileNotFoundError: no such file.
         ValueError: naming the file and the problem (header, syntax, indices, empty mesh, ...).
     """
-    path = Path(path)
-    where = str(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{where}: no such file")
-    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is harmless
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is harmless
     if not data.startswith(HEADER.encode()):
         first = data.split(b"\n", 1)[0][:40]
         raise ValueError(f"{where}: not a VRML 2.0 file (first line {first!r}, "
@@ -167,8 +360,8 @@ def read_wrl(path: str | Path) -> Mesh:
                                  for p in parts])  # (F, 3, 2)
     colors = (np.concatenate([p["colors"] for p in parts])
               if all("colors" in p for p in parts) else None)
-    texture = _load_texture(texture_urls, path.parent) if uv is not None else None
-    return Mesh(verts=verts, faces=faces, uv=uv, texture=texture, colors=colors, source=where)
+    mesh = Mesh(verts=verts, faces=faces, uv=uv, colors=colors, source=where)
+    return mesh, list(texture_urls or []) if uv is not None else []
 
 
 def _rows(array: np.ndarray, spec: str) -> str:
@@ -177,13 +370,12 @@ def _rows(array: np.ndarray, spec: str) -> str:
     return ",\n".join([line] * len(array)) % tuple(array.ravel().tolist())
 
 
-def save_wrl(mesh: Mesh, path: str | Path, texture_url: str | None = None) -> None:
-    """Write `mesh` as a VRML 2.0 IndexedFaceSet in the BU-3DFE/BU-4DFE style.
+def format_wrl(mesh: Mesh, texture_url: str | None = None) -> str:
+    """`mesh` as the text of a VRML 2.0 IndexedFaceSet in the BU-3DFE/BU-4DFE style.
 
     Per-vertex uv are written as a TextureCoordinate with a texCoordIndex equal to coordIndex;
     per-corner uv as one coordinate per corner. `texture_url` names the image beside the file.
     """
-    path = Path(path)
     lines = ["#VRML V2.0 utf8", "", "DEF face Transform {", "  children [ Shape {"]
     if texture_url is not None:
         lines.append(f'    appearance Appearance {{ texture ImageTexture {{ url "{texture_url}" }} '
@@ -205,6 +397,4 @@ def save_wrl(mesh: Mesh, path: str | Path, texture_url: str | None = None) -> No
         lines += ["      color Color { color [", _rows(mesh.colors, "%.4g"), "      ] }",
                   "      colorPerVertex TRUE"]
     lines += ["    }", "  } ]", "}", ""]
-    write_atomic(path, "\n".join(lines))
-
-
+    return "\n".join(lines)

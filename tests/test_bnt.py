@@ -3,7 +3,7 @@ import struct
 
 import numpy as np
 
-from facet.bnt import grid_triangles, read_bnt, save_bnt
+from facet.meshio import grid_triangles, read_bnt, save_bnt
 
 ZMIN = -1.0e9
 

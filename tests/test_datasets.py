@@ -8,7 +8,8 @@ import pytest
 
 from dataset_trees import (bosphorus_tree, bp4d_tree, bu3dfe_tree, bu4dfe_tree, touch, write_bnt,
                            write_wrl)
-from facet.datasets import check_mesh_file, detect_kind, index_dataset
+from facet.datasets import detect_kind, index_dataset
+from facet.meshio import check_mesh_file
 from facet.protocols import EMOTIONS
 
 

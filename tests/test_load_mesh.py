@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import trimesh
 
-from facet.bnt import save_bnt
-from facet.landmarks import save_bnd, save_lm3
-from facet.mesh import Mesh, load_mesh
-from facet.vrml import save_wrl
+from facet.meshio import save_bnt
+from facet.meshio import save_bnd, save_lm3
+from facet.mesh import Mesh
+from facet.meshio import load_mesh
+from facet.meshio import save_wrl
 
 
 def _grid(n=10):
@@ -121,6 +122,14 @@ def _wrl(coord="0 0 0, 1 0 0, 0 1 0", index="0 1 2 -1", extra=""):
             f"[ {coord} ] }} coordIndex [ {index} ] {extra} }} }}\n").encode()
 
 
+def _export(file_type: str) -> bytes:
+    """A valid 12-triangle box in a trimesh format, as bytes."""
+    data = trimesh.creation.box().export(file_type=file_type)
+    return data if isinstance(data, bytes) else data.encode()
+
+
+GARBAGE = bytes(np.random.default_rng(0).integers(0, 256, 500, np.uint8))
+
 MALFORMED = [
     # (file name, content or None for a missing file, exception, words the message must hold)
     ("missing.wrl", None, FileNotFoundError, "no such file"),
@@ -129,7 +138,14 @@ MALFORMED = [
     ("v1.wrl", b"#VRML V1.0 ascii\nSeparator { }\n", ValueError, "not a VRML 2.0"),
     ("garbage.wrl", bytes(range(256)) * 4, ValueError, "not a VRML 2.0"),
     ("garbage.bnt", bytes(range(7, 256)) * 4, ValueError, "not a .bnt"),
-    ("garbage.obj", bytes(np.random.default_rng(0).integers(0, 256, 500, np.uint8)),
+    # trimesh formats: garbage (not UTF-8: facet decodes it, trimesh would need an optional
+    # charset detector), truncated files, and a header that promises more than the file holds
+    *[(f"garbage.{ext}", GARBAGE, ValueError, "no triangle mesh")
+      for ext in ("obj", "ply", "off", "stl", "glb")],
+    *[(f"truncated.{ext}", _export(ext)[:len(_export(ext)) // 2], ValueError, "no triangle mesh")
+      for ext in ("obj", "ply", "off", "stl", "glb")],
+    ("points_only.obj", b"v 0 0 0\nv 1 0 0\n", ValueError, "no triangle mesh"),
+    ("short.ply", b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nend_header\n1\n",
      ValueError, "no triangle mesh"),
     ("truncated.bnt", _bnt_bytes(cut=9), ValueError, "truncated"),
     ("header_only.bnt", _bnt_bytes()[:10], ValueError, "truncated"),
@@ -155,6 +171,21 @@ MALFORMED = [
      "USE nowhere before DEF"),
     ("mesh.xyz", b"0 0 0\n", ValueError, "supported: .wrl, .bnt"),
 ]
+
+
+def test_binary_stl_with_a_non_utf8_header_loads(tmp_path):
+    # the 80-byte header of a binary STL is free text; trimesh would try to decode it
+    (tmp_path / "box.stl").write_bytes(b"\xff" * 80 + _export("stl")[80:])
+    assert load_mesh(tmp_path / "box.stl").num_faces == 12
+
+
+def test_corrupt_texture_image_names_the_image(tmp_path):
+    grid = _grid()
+    save_wrl(Mesh(grid.verts, grid.faces, uv=np.zeros((grid.num_verts, 2))), tmp_path / "000.wrl",
+             texture_url="000.bmp")
+    (tmp_path / "000.bmp").write_bytes(b"BM" + GARBAGE)
+    with pytest.raises(ValueError, match=r"000\.bmp: cannot read texture image"):
+        load_mesh(tmp_path / "000.wrl")
 
 
 @pytest.mark.parametrize("name, content, error, words", MALFORMED, ids=[m[0] for m in MALFORMED])

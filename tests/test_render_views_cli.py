@@ -6,7 +6,7 @@ from PIL import Image
 
 import render_views
 from facet.mesh import Mesh
-from facet.vrml import save_wrl
+from facet.meshio import save_wrl
 
 
 def _write_face(path) -> None:

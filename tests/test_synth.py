@@ -9,7 +9,7 @@ import pytest
 
 from facet import synth
 from facet.faceshape import Identity, sample_identity
-from facet.mesh import load_mesh
+from facet.meshio import load_mesh
 
 BU3DFE_NAME = re.compile(r"^([FM])(\d{4})_(NE|AN|DI|FE|HA|SA|SU)(\d{2})([A-Z]{2})_F3D\.wrl$")
 

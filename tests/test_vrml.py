@@ -4,7 +4,8 @@ import pytest
 from PIL import Image
 
 from facet.mesh import Mesh
-from facet.vrml import fan_triangulate, read_wrl, save_wrl
+from facet.meshio import read_wrl, save_wrl
+from facet.vrml import fan_triangulate
 
 # Two IndexedFaceSets. The first: two quads, a pentagon and a final triangle without its -1,
 # per-corner uv (texCoordIndex with its own numbering); the second re-USEs the coordinates and
