@@ -94,7 +94,8 @@ def bench_cache(args) -> None:
 
     from facet.datasets import index_dataset
     from facet.synth import write_bu3dfe
-    from facet.view_cache import RenderSettings, ViewCache
+    from facet.render import RenderSettings
+    from facet.view_cache import ViewCache
 
     subjects = 1 if args.quick else 2  # 25 scans each, BU-3DFE-like
     with tempfile.TemporaryDirectory() as tmp:
@@ -229,7 +230,7 @@ def _llvmpipe_renderer(mesh, views, size: int):
         import numpy as np
 
         from facet.camera import view_cameras
-        from facet.shading import vertex_normals
+        from facet.render import vertex_normals
         ctx = moderngl.create_context(standalone=True, backend="egl")
     except Exception:  # moderngl is optional: not installed, or no EGL/Mesa on this machine
         return None
@@ -277,7 +278,7 @@ def bench_raster(args) -> None:
     import torch
 
     from facet.mesh import normalize
-    from facet.raster import render_views
+    from facet.render import render_views
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     views = [(yaw, pitch) for yaw in (-30, 0, 30) for pitch in (-15, 0, 15)]
@@ -321,7 +322,7 @@ def _bench_allocator(views) -> None:
 
     from facet.cpu_memory import keep_freed_memory
     from facet.mesh import normalize
-    from facet.raster import render_views
+    from facet.render import render_views
 
     mesh, _ = normalize(_dome_face(123))
 
@@ -349,13 +350,13 @@ def _bench_compiled(views) -> None:
     excluded. Whole-function compilation of `rasterize` took minutes and ran slower."""
     import torch
 
-    from facet import raster
+    from facet import raster, render
     from facet.mesh import normalize
 
     mesh, _ = normalize(_dome_face(123))
 
     def call():
-        raster.render_views(mesh, views, image_size=224, normalize=False)
+        render.render_views(mesh, views, image_size=224, normalize=False)
 
     rows = [["eager", 9 / timed(call, repeat=5), "-"]]
     for step in ("_setup_triangles", "_resolve"):

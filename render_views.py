@@ -17,11 +17,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from facet.camera import parse_views
+from facet.camera import format_views, parse_views
 from facet.cpu_memory import keep_freed_memory
 from facet.meshio import MESH_SUFFIXES, load_mesh
-from facet.render import render_views, save_contact_sheet
-from facet.shading import MODES
+from facet.render import MODES, PICTURE_RENDER, RenderSettings, render_views, save_contact_sheet
 
 DEMO_EXPRESSIONS = ("neutral", "anger", "disgust", "fear", "happiness", "sadness", "surprise")
 
@@ -70,11 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("input", nargs="?", type=Path,
                         help="mesh file, folder or dataset root (default: the built-in demo)")
     parser.add_argument("--out", type=Path, default=Path("out/views"), help="output folder")
-    parser.add_argument("--views", type=parse_views, default="-20,0;0,0;20,0",
+    default_views = format_views(PICTURE_RENDER.views)
+    parser.add_argument("--views", type=parse_views, default=PICTURE_RENDER.views,
                         help="'yaw,pitch;...' in degrees; write --views=-20,0;... when it starts "
-                             "with a minus (default: -20,0;0,0;20,0)")
-    parser.add_argument("--size", type=int, default=224, help="image size in pixels")
-    parser.add_argument("--mode", choices=MODES, default="shaded", help="shading mode")
+                             f"with a minus (default: {default_views})")
+    parser.add_argument("--size", type=int, default=PICTURE_RENDER.image_size,
+                        help="image size in pixels (default: %(default)s)")
+    parser.add_argument("--mode", choices=MODES, default=PICTURE_RENDER.mode,
+                        help="shading mode (default: %(default)s)")
     parser.add_argument("--cache", action="store_true",
                         help="INPUT is a dataset root: fill the view cache used by training "
                              "(give the training run's --views/--size/--mode) instead of PNGs")
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cache:
         if args.input is None:
             parser.error("--cache needs a dataset root as INPUT")
-        from facet.view_cache import RenderSettings, fill_cache_cli
+        from facet.view_cache import fill_cache_cli
 
         try:
             report, text = fill_cache_cli(args.input, settings=RenderSettings(args.views, args.size,

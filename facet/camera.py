@@ -146,20 +146,29 @@ def view_cameras(views=DEFAULT_VIEWS, distance: float = DEFAULT_DISTANCE,
     return Cameras(look_at(eye.float()), projection.expand(len(eye), 4, 4).clone())
 
 
-def parse_views(text: str) -> list[tuple[float, float]]:
-    """Parse "yaw,pitch;yaw,pitch;..." (degrees) into [(yaw, pitch), ...].
+def parse_views(text: str) -> tuple[tuple[float, float], ...]:
+    """Parse "yaw,pitch;yaw,pitch;..." (degrees) into ((yaw, pitch), ...).
 
     A lone number means (yaw, 0): "-20;0;20" is the default three views.
+
+    Raises:
+        ValueError: naming the item that is not 'yaw,pitch', or no view at all.
     """
     views = []
-    for item in text.replace(" ", "").strip(";").split(";"):
-        parts = item.split(",")
+    for item in (i for i in text.replace(" ", "").split(";") if i):
         try:
-            numbers = [float(p) for p in parts]
+            numbers = [float(p) for p in item.split(",")]
         except ValueError:
             numbers = []
-        if len(numbers) not in (1, 2):
+        if len(numbers) not in (1, 2) or not all(math.isfinite(n) for n in numbers):
             raise ValueError(f"views {text!r}: cannot read {item!r}; expected 'yaw,pitch;...' "
                              "in degrees, e.g. '-20,0;0,0;20,0'")
         views.append((numbers[0], numbers[1] if len(numbers) == 2 else 0.0))
-    return views
+    if not views:
+        raise ValueError(f"views {text!r}: no view given; e.g. '-20,0;0,0;20,0'")
+    return tuple(views)
+
+
+def format_views(views) -> str:
+    """((yaw, pitch), ...) -> "yaw,pitch;..." (the inverse of `parse_views`)."""
+    return ";".join(f"{yaw:g},{pitch:g}" for yaw, pitch in views)

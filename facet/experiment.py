@@ -25,7 +25,8 @@ from facet.protocols import PROTOCOLS, filter_samples, leave_one_subject_out, su
 from facet.tokenizer import Tokenizer, train_bpe
 from facet.torch_dataset import FaceViewsDataset
 from facet.train_config import TrainConfig, parse_views
-from facet.view_cache import RenderSettings, ViewCache
+from facet.render import RenderSettings
+from facet.view_cache import ViewCache
 
 # OpenAI's BPE vocabulary, beside the checkout in the dev setup (it is not redistributed here)
 CLIP_VOCAB = Path(__file__).resolve().parents[2] / "shared/data/bpe_simple_vocab_16e6.txt.gz"

@@ -353,18 +353,3 @@ def interpolate(fragments: Fragments, face_attrs: torch.Tensor) -> torch.Tensor:
         torch.mul(bary[0], corners[:, 0, d], out=values[d])
         values[d].addcmul_(bary[1], corners[:, 1, d]).addcmul_(bary[2], corners[:, 2, d])
     return values.view(dim, n_views, h, w).permute(1, 2, 3, 0)
-
-
-def __getattr__(name: str):
-    # render_views / render_batch live in facet.render (cameras + rasterize + shading), which
-    # imports this module; resolving them lazily here avoids a circular import.
-    if name in ("render_views", "render_batch", "parse_views"):
-        from facet import render
-        return getattr(render, name)
-    raise AttributeError(f"module 'facet.raster' has no attribute {name!r}")
-
-
-if __name__ == "__main__":  # python -m facet.raster MESH OUT.png
-    from facet.render import demo_main
-
-    print(demo_main())

@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal, Optional
 
+from facet.camera import format_views, parse_views
 from facet.clip import PRESETS as CLIP_PRESETS
+from facet.render import MODES, TRAINING_RENDER
 
 
 @dataclass
@@ -31,11 +33,9 @@ class TrainConfig:
     cache: str = ""  # view cache folder; "" = $FACET_CACHE or <repo>/cache/views
     render_workers: int = 2  # processes rendering the view cache
     # --- rendering (part of the view-cache key) ---
-    views: str = "-20,0;0,0;20,0"  # "yaw,pitch;..." degrees: left / front / right (DESIGN.md)
-    image_size: int = 64  # H = W pixels fed to the ViT (224 for ViT-B presets)
-    # shaded | texture | depth | normals. Normal maps (3 channels of surface orientation) train
-    # faster and generalise better than grey shading from scratch (fold 0: 87.5 % vs 83.3 %)
-    mode: str = "normals"
+    views: str = format_views(TRAINING_RENDER.views)  # "yaw,pitch;..." degrees: left/front/right
+    image_size: int = TRAINING_RENDER.image_size  # H = W pixels fed to the ViT (224 for ViT-B)
+    mode: str = TRAINING_RENDER.mode  # shaded, texture, depth or normals (facet.render)
     frames: int = 1  # T frames per sample (1 = static 3D; 8 for 4D)
     frame_sampling: Literal["uniform", "apex"] = "uniform"  # how 4D frames are picked
     # --- model ---
@@ -104,25 +104,6 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 
-def parse_views(text: str) -> tuple[tuple[float, float], ...]:
-    """'yaw,pitch;yaw,pitch' -> ((yaw, pitch), ...) in degrees.
-
-    Raises:
-        ValueError: naming the malformed view.
-    """
-    out = []
-    for part in (p.strip() for p in text.split(";") if p.strip()):
-        numbers = part.split(",")
-        try:
-            yaw, pitch = (float(x) for x in numbers)
-        except ValueError:
-            raise ValueError(f"--views: {part!r} is not 'yaw,pitch' in degrees") from None
-        out.append((yaw, pitch))
-    if not out:
-        raise ValueError("--views: no view given (e.g. --views=\"-20,0;0,0;20,0\")")
-    return tuple(out)
-
-
 def validate(config: TrainConfig) -> TrainConfig:
     """Check values that types alone cannot; returns the config unchanged.
 
@@ -158,8 +139,8 @@ def validate(config: TrainConfig) -> TrainConfig:
     elif c.image_size % CLIP_PRESETS[c.model].patch_size:
         problems.append(f"--image_size={c.image_size} is not a multiple of the {c.model} patch "
                         f"size {CLIP_PRESETS[c.model].patch_size}")
-    if c.mode not in ("shaded", "texture", "depth", "normals"):
-        problems.append(f"--mode={c.mode!r}: choose shaded, texture, depth or normals")
+    if c.mode not in MODES:
+        problems.append(f"--mode={c.mode!r}: choose one of {', '.join(MODES)}")
     if c.synth_kind not in ("bu3dfe", "bu4dfe", "4dme"):
         problems.append(f"--synth_kind={c.synth_kind!r}: choose bu3dfe, bu4dfe or 4dme")
     if c.device not in ("auto", "cpu", "cuda"):
@@ -167,7 +148,7 @@ def validate(config: TrainConfig) -> TrainConfig:
     try:
         parse_views(c.views)
     except ValueError as err:
-        problems.append(str(err))
+        problems.append(f"--{err}")
     if problems:
         raise ValueError("invalid configuration:\n  " + "\n  ".join(problems))
     return config

@@ -2,7 +2,7 @@
 
 Rendering a scan costs far more than a training step needs to spend on reading it, and the views
 of a scan never change for fixed render settings. So `ViewCache.fill` loads each sample's meshes,
-renders all frames with `facet.raster.render_views`, and stores per sample
+renders all frames with `facet.render.render_views`, and stores per sample
 
 - `<entry>.npy`: uint8 (T_all, V, C, H, W), T_all = every frame of the sequence (a 4D sampler
   picks from them later), C = 1 when the three colour channels are identical (grey shaded, depth:
@@ -39,37 +39,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from facet.camera import DEFAULT_DISTANCE, DEFAULT_FOV
 from facet.cpu_memory import keep_freed_memory
 from facet.datasets import Sample, index_dataset
-from facet.meshio import write_atomic
+from facet.meshio import load_mesh, write_atomic
+from facet.render import TRAINING_RENDER, RenderSettings, render_views
 
 CACHE_FORMAT = 1  # bump when the entry layout changes: old folders are then ignored
 
 
-@dataclass(frozen=True)
-class RenderSettings:
-    """How views are rendered; every field is part of the cache key."""
-
-    views: tuple[tuple[float, float], ...] = ((-20.0, 0.0), (0.0, 0.0), (20.0, 0.0))  # (yaw, pitch) deg
-    image_size: int = 112  # H = W in pixels (CPU default; 224 for ViT-B presets)
-    mode: str = "shaded"  # shaded | texture | depth | normals (facet.raster)
-    distance: float = DEFAULT_DISTANCE  # camera distance in face sizes (facet.camera)
-    fov_y: float = DEFAULT_FOV  # vertical field of view in degrees
-
-    def __post_init__(self) -> None:
-        # canonical form, so that [[0, 0]] and ((0.0, 0.0),) give the same key
-        views = tuple((float(yaw), float(pitch)) for yaw, pitch in self.views)
-        if not views or self.image_size < 1:
-            raise ValueError(f"render settings need >= 1 view and image_size >= 1, got "
-                             f"{len(views)} views and image_size={self.image_size}")
-        object.__setattr__(self, "views", views)  # frozen dataclass: set once, here
-        object.__setattr__(self, "image_size", int(self.image_size))
-
-    def key(self) -> str:
-        """Short stable hash of the settings and the cache format."""
-        text = json.dumps({**asdict(self), "format": CACHE_FORMAT}, sort_keys=True)
-        return hashlib.sha1(text.encode()).hexdigest()[:10]
+def settings_key(settings: RenderSettings) -> str:
+    """Short stable hash of the render settings and the cache format: the folder's name."""
+    text = json.dumps({**asdict(settings), "format": CACHE_FORMAT}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 @dataclass
@@ -118,17 +99,14 @@ def _render_sample(frames: Sequence[str], settings: RenderSettings) -> tuple[np.
     Frames are loaded one at a time (a BU-4DFE sequence holds ~100 scans of ~35k vertices);
     only the first frame's vertices are kept, as the reference of the displacement.
     """
-    from facet import raster  # looked up at call time, so a patched raster.render_views is seen
-    from facet.meshio import load_mesh
-
     images, displacement, first = [], [], None
     for path in frames:
         mesh = load_mesh(path)
         first = mesh.verts if first is None else first
         displacement.append(_displacement(mesh.verts, first))
-        views = raster.render_views(mesh, views=settings.views, image_size=settings.image_size,
-                                    mode=settings.mode, distance=settings.distance,
-                                    fov_y=settings.fov_y)  # (V, 3, H, W) float in [0, 1]
+        views = render_views(mesh, settings.views, settings.image_size, settings.mode,
+                             distance=settings.distance,
+                             fov_y=settings.fov_y)  # (V, 3, H, W) float in [0, 1]
         images.append((views.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
     pixels = np.stack(images)  # (T, V, 3, H, W)
     if (pixels[:, :, :1] == pixels[:, :, 1:]).all():
@@ -178,10 +156,10 @@ class ViewCache:
     """
 
     def __init__(self, root: str | Path | None = None, settings: RenderSettings | None = None):
-        self.settings = settings or RenderSettings()
+        self.settings = settings or TRAINING_RENDER
         s = self.settings
         self.root = Path(root) if root is not None else default_cache_root()
-        self.folder = self.root / f"{s.mode}-{s.image_size}px-{len(s.views)}v-{s.key()}"
+        self.folder = self.root / f"{s.mode}-{s.image_size}px-{len(s.views)}v-{settings_key(s)}"
 
     def entry(self, sample: Sample) -> Path:
         """The `.npy` path of a sample's entry (its `.json` sits beside it)."""

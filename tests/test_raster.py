@@ -10,7 +10,8 @@ import torch
 import facet.raster as raster
 from facet.camera import Cameras, look_at, orthographic, parse_views, perspective, view_cameras
 from facet.mesh import Mesh
-from facet.raster import interpolate, rasterize, render_batch, render_views
+from facet.raster import interpolate, rasterize
+from facet.render import render_batch, render_views
 
 S = raster.SUBPIXEL
 
@@ -251,8 +252,8 @@ def test_backface_culling_is_optional():
 
 
 def test_cameras_follow_the_conventions():
-    assert parse_views("-20,0; 0,0;20,5") == [(-20.0, 0.0), (0.0, 0.0), (20.0, 5.0)]
-    assert parse_views("-20;20") == [(-20.0, 0.0), (20.0, 0.0)]
+    assert parse_views("-20,0; 0,0;20,5") == ((-20.0, 0.0), (0.0, 0.0), (20.0, 5.0))
+    assert parse_views("-20;20") == ((-20.0, 0.0), (20.0, 0.0))
     with pytest.raises(ValueError, match="yaw,pitch"):
         parse_views("1,2,3")
     cameras = view_cameras([(0, 0), (90, 0), (0, 30)], distance=2.5)

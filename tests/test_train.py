@@ -71,7 +71,7 @@ def test_train_writes_a_checkpoint_that_evaluate_reloads(tiny_root, cache, tmp_p
     (["--lr=-1"], "--lr must be > 0"),
     (["--fold=5", "--folds=2"], "--fold=5 is outside 0..1"),
     (["--image_size=20"], "not a multiple of the tiny patch size"),
-    (["--views=0;1,2"], "'0' is not 'yaw,pitch'"),
+    (["--views=0,1,2;1,2"], "cannot read '0,1,2'"),
     (["--preset=gpu"], "unknown preset 'gpu'"),
 ])
 def test_bad_config_is_rejected_before_any_work(bad, message, tmp_path):

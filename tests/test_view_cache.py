@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,26 +11,17 @@ import torch
 from torch.utils.data import DataLoader
 
 from dataset_trees import bu4dfe_tree, touch, write_wrl
-from facet import raster
 from facet.datasets import index_dataset
 from facet.torch_dataset import FaceViewsDataset, sample_frames
-from facet.view_cache import RenderSettings, ViewCache
+from facet.render import RenderSettings
+from facet.view_cache import ViewCache, settings_key
 
 SMALL = RenderSettings(views=((-20.0, 0.0), (0.0, 0.0), (20.0, 0.0)), image_size=16)
 
 
-@pytest.fixture
-def render_calls(monkeypatch):
-    """Count facet.raster.render_views calls (the cache renders in-process with workers=1)."""
-    calls = []
-    real = raster.render_views
-
-    def counting(mesh, **kw):
-        calls.append(mesh.source)
-        return real(mesh, **kw)
-
-    monkeypatch.setattr(raster, "render_views", counting)
-    return calls
+def entry_times(cache, samples) -> list[int]:
+    """When each sample's entry was last written (an entry that is re-rendered is rewritten)."""
+    return [cache.entry(s).stat().st_mtime_ns for s in samples]
 
 
 def sequence_root(tmp_path, bumps=(0, 1, 2, 5, 3, 1, 0)):
@@ -39,31 +31,34 @@ def sequence_root(tmp_path, bumps=(0, 1, 2, 5, 3, 1, 0)):
     return index_dataset(tmp_path).samples
 
 
-def test_second_fill_renders_nothing(tmp_path, render_calls):
+def test_second_fill_renders_nothing(tmp_path):
     samples = index_dataset(bu4dfe_tree(tmp_path / "data")).samples  # 3 sequences, 18 frames
     cache = ViewCache(tmp_path / "cache", SMALL)
     report = cache.fill(samples, workers=1, progress=False)
     assert (report.rendered, report.reused, report.failed) == (3, 0, [])
-    assert len(render_calls) == 18  # every frame rendered exactly once
+    assert [cache.metadata(s)["shape"][0] for s in samples] == [len(s.frames) for s in samples]
     views = cache.load(samples[0])
     assert views.dtype == np.uint8 and views.shape[0] == 12 and views.shape[1:2] == (3,)
     assert views.shape[2] in (1, 3) and views.shape[3:] == (16, 16)
+    written = entry_times(cache, samples)
     again = ViewCache(tmp_path / "cache", SMALL).fill(samples, workers=1, progress=False)
-    assert (again.rendered, again.reused, len(render_calls)) == (0, 3, 18)
+    assert (again.rendered, again.reused) == (0, 3) and entry_times(cache, samples) == written
 
 
-def test_relative_and_absolute_roots_share_entries(tmp_path, render_calls, monkeypatch):
+def test_relative_and_absolute_roots_share_entries(tmp_path, monkeypatch):
     """`render_views.py data --cache` (relative) must fill the cache that training (absolute) reads."""
     bu4dfe_tree(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
     relative = index_dataset("data").samples
-    ViewCache(tmp_path / "cache", SMALL).fill(relative, workers=1, progress=False)
+    cache = ViewCache(tmp_path / "cache", SMALL)
+    cache.fill(relative, workers=1, progress=False)
     absolute = index_dataset(tmp_path / "data").samples
+    written = entry_times(cache, absolute)
     again = ViewCache(tmp_path / "cache", SMALL).fill(absolute, workers=1, progress=False)
-    assert (again.rendered, again.reused, len(render_calls)) == (0, 3, 18)
+    assert (again.rendered, again.reused) == (0, 3) and entry_times(cache, absolute) == written
 
 
-def test_changed_setting_corrupt_entry_or_touched_mesh_rerender(tmp_path, render_calls):
+def test_changed_setting_corrupt_entry_or_touched_mesh_rerender(tmp_path):
     samples = index_dataset(bu4dfe_tree(tmp_path / "data")).samples
     cache = ViewCache(tmp_path / "cache", SMALL)
     cache.fill(samples, workers=1, progress=False)
@@ -162,16 +157,11 @@ def test_dataset_rejects_unknown_labels_and_uncached_samples(tmp_path):
         FaceViewsDataset(samples, cache, classes=("anger",))
 
 
-def test_grey_renders_stored_with_one_channel_colour_with_three(tmp_path, monkeypatch):
+def test_grey_renders_stored_with_one_channel_colour_with_three(tmp_path):
     write_wrl(tmp_path / "data" / "happy" / "ann_1.wrl")
     samples = index_dataset(tmp_path / "data", kind="folder").samples
-    colour = torch.tensor([0.2, 0.5, 0.8])
-    for paint, channels in ((lambda x: x.mean(0, keepdim=True).expand(3, -1, -1), 1),
-                            (lambda x: x * colour.view(3, 1, 1), 3)):
-        fake = lambda mesh, views, image_size, mode, **camera: paint(
-            torch.rand(3, image_size, image_size)).expand(len(views), -1, -1, -1)
-        monkeypatch.setattr(raster, "render_views", fake)
-        cache = ViewCache(tmp_path / f"cache{channels}", SMALL)
+    for mode, channels in (("shaded", 1), ("normals", 3)):  # grey light vs coloured normals
+        cache = ViewCache(tmp_path / f"cache{channels}", replace(SMALL, mode=mode))
         cache.fill(samples, workers=1, progress=False)
         assert cache.load(samples[0]).shape == (1, 3, channels, 16, 16)
         views, _, _ = FaceViewsDataset(samples, cache)[0]
@@ -183,8 +173,9 @@ def test_grey_renders_stored_with_one_channel_colour_with_three(tmp_path, monkey
 def test_settings_key_is_canonical_and_fill_cache_cli(tmp_path):
     from facet.view_cache import fill_cache_cli
 
-    assert RenderSettings(views=[[0, 0]]).key() == RenderSettings(views=((0.0, 0.0),)).key()
-    assert RenderSettings(mode="depth").key() != RenderSettings().key()
+    assert settings_key(RenderSettings(views=[[0, 0]])) == \
+        settings_key(RenderSettings(views=((0.0, 0.0),)))
+    assert settings_key(RenderSettings(mode="depth")) != settings_key(RenderSettings())
     with pytest.raises(ValueError, match="image_size"):
         RenderSettings(image_size=0)
     bu4dfe_tree(tmp_path / "data")
