@@ -92,7 +92,7 @@ def bench_cache(args) -> None:
     import tempfile
     from pathlib import Path
 
-    from facet.datasets import index_dataset
+    from facet.layouts import index_dataset
     from facet.synth import write_bu3dfe
     from facet.render import RenderSettings
     from facet.view_cache import ViewCache

@@ -39,7 +39,7 @@ from facet.cpu_memory import keep_freed_memory
 from facet.distributed import DistInfo, distributed
 from facet.metrics import fold_table, fold_table_markdown, summarize
 from facet.protocols import class_names
-from facet.torch_dataset import view_statistics
+from facet.datasets import view_statistics
 from facet.train_config import PRESETS, TrainConfig, for_fold, parse_views, validate
 
 # fields that may differ between a run and its --resume (they do not change the computation)

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from facet.faceshape import FaceFrame, face_points
+from facet.layouts import EMOTIONS, NEUTRAL
 
-EMOTIONS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
-NEUTRAL = "neutral"
 INTENSITY_SCALE = {0: 0.0, 1: 0.2, 2: 0.45, 3: 0.72, 4: 1.0}  # BU-3DFE level -> AU weight factor
 
 PROTOTYPES: dict[str, dict[int, float]] = {

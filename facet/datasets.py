@@ -1,146 +1,161 @@
-"""Dataset roots -> samples: what a sample is, and `index_dataset`, the one entry point.
+"""The torch Dataset: cached views of a sample, T frames of it, as floats in [0, 1].
 
-A `Sample` is one scan (BU-3DFE, Bosphorus) or one sequence (BU-4DFE, BP4D, 4DME): its frame
-files, naturally sorted (1 for a static scan), canonical label, subject and metadata. The
-per-dataset indexers (`facet.layouts`) read names, plus a few header bytes per file to catch
-empty, truncated or foreign files early; parsing the meshes is left to the view cache
-(`facet.view_cache`), which renders them once.
+The last data stage before the model: `FaceViewsDataset[i]` reads one entry of the view cache (`facet.view_cache`) and returns
+`(views (T, V, 3, H, W) float32 in [0, 1], label index, meta)`. A static scan has one frame and
+repeats it T times; a sequence contributes T of its frames:
 
-Every file under the root ends up in one of three places, so nothing is dropped by accident:
-- a sample (or a frame of one);
-- `Index.ignored` (path, reason): not part of the protocol *by rule* -- BU-3DFE RAW scans, 2D
-  images, textures and landmark files, Bosphorus rotations/occlusions/AU scans (unless
-  `include_au`), BP4D tasks without a basic emotion, names that follow no pattern;
-- `Index.skipped` (path, reason): meant to be a sample but unusable -- empty or corrupt file,
-  unknown expression code. `strict=True` raises instead of skipping.
+- "uniform": T frames spread over the whole sequence. Evaluation takes evenly spaced frames;
+  training draws one frame at random inside each of T equal segments (TSN-style), so each epoch
+  sees other frames of the same expression.
+- "apex": T consecutive frames centred on the apex: the annotated one where the dataset has it
+  (`Sample.apex`, 4DME), else the frame of largest mean displacement from the first frame
+  (computed from the meshes at cache time). Training shifts the window start by up to T // 2
+  frames either way.
 
-Optional subject metadata: a `subjects.csv` at the root with a header naming `subject` and any of
-`sex`, `age_group`, `ethnicity` fills those fields (our convention, for what names do not carry).
+Random choices come from a generator seeded by (seed, epoch, index), not from global state, so
+the batches do not depend on the number of DataLoader workers and a resumed run draws the same
+frames. Call `set_epoch` each epoch, as with DistributedSampler (non-persistent workers get the
+updated copy). The dataset holds only paths, samples and small per-entry metadata: no open file
+or memory map survives `__getitem__`, so it pickles into worker processes.
 """
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from typing import Sequence
 
-from facet.protocols import natural_key
+import numpy as np
+import torch
+from torch.utils.data import Dataset
 
-KINDS = ("bu3dfe", "bu4dfe", "bosphorus", "bp4d", "4dme", "folder")  # see facet.layouts
+from facet.layouts import Sample
+from facet.protocols import class_names
+from facet.view_cache import ViewCache
 
-
-@dataclass(frozen=True)
-class Sample:
-    """One scan or one sequence of scans, with its label and subject metadata."""
-
-    frames: tuple[str, ...]  # mesh files in time order (one for a static scan)
-    label: str | None  # canonical class name; None = no emotion label (AU-only scan)
-    subject: str  # dataset subject id, e.g. "F0001", "bs012"
-    intensity: int = -1  # BU-3DFE level 1-4, 0 for neutral; -1 when the dataset has none
-    sex: str = ""  # "female", "male" or "" (unknown)
-    age_group: str = ""  # free text from subjects.csv, "" when unknown
-    ethnicity: str = ""  # the dataset's code (BU-3DFE: WH, BL, AE, ...), opaque
-    dataset: str = ""  # the indexer that produced it
-    aus: str = ""  # the dataset's AU annotation, opaque: Bosphorus "LFAU_12", 4DME "6+12"
-    apex: int = -1  # annotated apex frame (4DME labels.csv); -1: use the displacement apex
-    clip_kind: str = ""  # 4DME: "micro" or "macro" expression
-
-    @property
-    def path(self) -> str:
-        """The scan file, or the folder holding a sequence's frames."""
-        return self.frames[0] if len(self.frames) == 1 else str(Path(self.frames[0]).parent)
+SAMPLING = ("uniform", "apex")
 
 
-@dataclass
-class Index:
-    """The result of indexing a root: samples plus every file that did not become one."""
-
-    root: str
-    kind: str
-    samples: list[Sample] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why unusable)
-    ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, rule that excludes it)
-
-    def summary(self) -> str:
-        """One line: counts of samples, frames, subjects, labels, skipped and ignored files."""
-        frames = sum(len(s.frames) for s in self.samples)
-        subjects = len({s.subject for s in self.samples})
-        labels = sorted({str(s.label) for s in self.samples})
-        return (f"{self.kind} at {self.root}: {len(self.samples)} samples ({frames} frames, "
-                f"{subjects} subjects, labels {labels}); {len(self.skipped)} skipped, "
-                f"{len(self.ignored)} ignored by rule")
-
-    def skip(self, path: Path, reason: str) -> None:
-        self.skipped.append((str(path), reason))
-
-    def ignore(self, path: Path, reason: str) -> None:
-        self.ignored.append((str(path), reason))
-
-
-def _subject_metadata(root: Path) -> dict[str, dict[str, str]]:
-    """subjects.csv -> {subject: {"sex":..., "age_group":..., "ethnicity":...}} (may be empty)."""
-    path = root / "subjects.csv"
-    if not path.is_file():
-        return {}
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if rows and "subject" not in rows[0]:
-        raise ValueError(f"{path}: header must name a 'subject' column, got {list(rows[0])}")
-    keys = ("sex", "age_group", "ethnicity")
-    return {r["subject"]: {k: r[k] for k in keys if r.get(k)} for r in rows}
-
-
-def detect_kind(root: str | Path) -> str:
-    """Guess a root's layout from the names of its first two levels (see FORMATS.md).
-
-    Raises:
-        FileNotFoundError: if `root` is not a folder.
-        ValueError: if no layout fits.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset root {root} is not a folder")
-    from facet.layouts import detect_layout  # imported here: layouts builds on Sample, Index
-
-    kind = detect_layout(root)
-    if kind is None:
-        raise ValueError(f"cannot tell the layout of {root} from its names; "
-                         f"pass kind= one of {KINDS}")
-    return kind
-
-
-
-def index_dataset(root: str | Path, kind: str = "auto", strict: bool = False,
-                  include_au: bool = False) -> Index:
-    """Index a dataset root into samples (see the module docstring for the rules).
+def sample_frames(length: int, count: int, sampling: str = "uniform", apex: int = 0,
+                  rng: np.random.Generator | None = None) -> np.ndarray:
+    """Pick `count` frame indices from a sequence of `length` frames.
 
     Args:
-        root: the dataset folder.
-        kind: one of `KINDS`, or "auto" to detect it from the names.
-        strict: raise if any file is unusable, instead of skipping it.
-        include_au: Bosphorus only: also keep action-unit scans (label None, `aus` set).
+        length: frames available (>= 1).
+        count: frames wanted, T; may exceed `length` (frames then repeat).
+        sampling: "uniform" or "apex" (see the module docstring).
+        apex: apex frame index, for "apex".
+        rng: random jitter for training; None = deterministic (evaluation).
     Returns:
-        an `Index` with samples sorted by subject then path, and the skipped / ignored files.
-    Raises:
-        FileNotFoundError: if `root` is not a folder.
-        ValueError: unknown kind; with `strict`, any skipped file (all of them are listed).
+        (T,) int64 indices in [0, length), non-decreasing.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset root {root} is not a folder")
-    from facet.layouts import INDEXERS  # imported here: layouts builds on Sample, Index
+    if sampling not in SAMPLING:
+        raise ValueError(f"unknown frame sampling {sampling!r}; choose one of {SAMPLING}")
+    if length < 1 or count < 1:
+        raise ValueError(f"need length >= 1 and count >= 1, got {length} and {count}")
+    if sampling == "uniform":
+        if rng is None:  # evenly spaced, first and last frame included
+            return np.linspace(0, length - 1, count).round().astype(np.int64)
+        offsets = rng.random(count)  # one random position inside each of T equal segments
+        return np.minimum(((np.arange(count) + offsets) * length / count).astype(np.int64),
+                          length - 1)
+    start = apex - count // 2  # window [start, start + T) around the apex
+    if rng is not None:
+        start += int(rng.integers(-(count // 2), count // 2 + 1))
+    start = min(max(start, 0), max(length - count, 0))
+    return np.minimum(np.arange(start, start + count), length - 1).astype(np.int64)
 
-    kind = detect_kind(root) if kind == "auto" else kind
-    if kind not in INDEXERS:
-        raise ValueError(f"unknown dataset kind {kind!r}; choose 'auto' or one of {KINDS}")
-    index = Index(str(root), kind)
-    INDEXERS[kind](root, index, include_au)
-    metadata = _subject_metadata(root)
-    ours = {root / "subjects.csv", root / "labels.csv"}  # metadata files, not decoys
-    index.ignored = [(p, r) for p, r in index.ignored if Path(p) not in ours]
-    index.samples = sorted((replace(s, dataset=kind, **metadata.get(s.subject, {}))
-                            for s in index.samples),
-                           key=lambda s: (natural_key(s.subject), natural_key(s.path)))
-    if strict and index.skipped:
-        listing = "\n".join(f"  {p}: {r}" for p, r in index.skipped)
-        raise ValueError(f"{len(index.skipped)} unusable file(s) under {root}:\n{listing}")
-    return index
+
+class FaceViewsDataset(Dataset):
+    """Cached multiview renders of samples, for a DataLoader.
+
+    Args:
+        samples: indexed samples, each with a label in `classes` and an entry in `cache`.
+        cache: a filled `ViewCache`.
+        frames: T, frames per item (1 for static scans).
+        sampling: "uniform" or "apex" (4D frame sampling, see `sample_frames`).
+        train: draw random frames (seeded by seed, epoch and index) instead of fixed ones.
+        seed: base seed of the random frame choice.
+        classes: class names; label = position in this tuple. Default: `class_names(samples)`;
+            pass the same tuple to the train and test sets.
+    Item:
+        views (T, V, 3, H, W) float32 in [0, 1], label int, meta dict with subject (str),
+        intensity (int, -1 if none), sex, age_group, ethnicity, path (str) -- all collatable.
+    Raises:
+        ValueError: a sample whose label is not in `classes`, or an unknown `sampling`.
+        FileNotFoundError: a sample missing from the cache (naming it).
+    """
+
+    def __init__(self, samples: Sequence[Sample], cache: ViewCache, frames: int = 1,
+                 sampling: str = "uniform", train: bool = False, seed: int = 0,
+                 classes: Sequence[str] | None = None):
+        if sampling not in SAMPLING:
+            raise ValueError(f"unknown frame sampling {sampling!r}; choose one of {SAMPLING}")
+        if frames < 1:
+            raise ValueError(f"frames must be >= 1, got {frames}")
+        self.samples, self.cache = list(samples), cache
+        self.frames, self.sampling, self.train, self.seed = frames, sampling, train, seed
+        self.classes = tuple(classes) if classes is not None else class_names(self.samples)
+        self.epoch = 0
+        unknown = {str(s.label) for s in self.samples} - set(self.classes)
+        if unknown:
+            raise ValueError(f"labels {sorted(unknown)} are not in classes {self.classes}; "
+                             "filter the samples (facet.protocols.filter_samples) first")
+        metadata = [cache.metadata(s) for s in self.samples]  # raises naming a missing sample
+        self.lengths = [m["shape"][0] for m in metadata]
+        # an annotated apex (4DME labels.csv) wins over the displacement estimate of the cache
+        self.apexes = [s.apex if s.apex >= 0 else m["apex"] for s, m in zip(self.samples, metadata)]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the random frame choice of the next epoch (training only)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, dict]:
+        sample = self.samples[i]
+        rng = np.random.default_rng((self.seed, self.epoch, i)) if self.train else None
+        picks = sample_frames(self.lengths[i], self.frames, self.sampling, self.apexes[i], rng)
+        pixels = torch.from_numpy(self.cache.load(sample, picks))  # (T, V, C, H, W) uint8
+        views = pixels.float().div_(255)
+        if views.shape[2] == 1:  # grey entry stored with one channel
+            views = views.expand(-1, -1, 3, -1, -1).contiguous()  # (T, V, 3, H, W)
+        meta = {"subject": sample.subject, "intensity": sample.intensity, "sex": sample.sex,
+                "age_group": sample.age_group, "ethnicity": sample.ethnicity, "path": sample.path}
+        return views, self.classes.index(sample.label), meta
+
+
+def view_statistics(dataset: Sequence) -> tuple[torch.Tensor, float]:
+    """Mean rendering per view slot and the global pixel std around it, in one streaming pass.
+
+    Used to standardise a from-scratch model's inputs (FacetVLM.set_input_statistics).
+
+    Args:
+        dataset: items (views (T, V, 3, H, W) float in [0, 1], label, meta).
+    Returns:
+        (mean (V, 3, H, W) float32, std float): std**2 = mean over pixels of E[x^2] - E[x]^2.
+    """
+    if len(dataset) == 0:
+        raise ValueError("view_statistics: empty dataset")
+    total = squares = None
+    count = 0
+    for i in range(len(dataset)):
+        views = dataset[i][0].double()  # (T, V, 3, H, W); float64: sums of many squares
+        total = views.sum(0) if total is None else total + views.sum(0)
+        squares = (views**2).sum(0) if squares is None else squares + (views**2).sum(0)
+        count += views.shape[0]
+    mean = total / count  # (V, 3, H, W)
+    variance = (squares / count - mean**2).clamp_min(0).mean()
+    return mean.float(), float(variance.sqrt())
+
+
+def collate(items: list) -> dict:
+    """FaceViewsDataset items -> a batch dict, the one format `facet.loop` reads.
+
+    Returns:
+        {"views": (B, T, V, 3, H, W) float32, "label": (B,) int64, "intensity": (B,) int64
+        (-1 = unknown), "meta": B metadata dicts (subject, sex, age_group, ethnicity, path)}.
+    """
+    views, labels, metas = zip(*items)
+    return {"views": torch.stack(views),  # (B, T, V, 3, H, W)
+            "label": torch.tensor(labels, dtype=torch.long),
+            "intensity": torch.tensor([m["intensity"] for m in metas], dtype=torch.long),
+            "meta": list(metas)}

@@ -17,13 +17,13 @@ import torch.nn as nn
 
 from facet import prompts as prompt_lib
 from facet.clip import PRESETS as CLIP_PRESETS
-from facet.datasets import Sample, index_dataset
+from facet.layouts import Sample, index_dataset
 from facet.distributed import DistInfo, barrier
 from facet.losses import LearnedMargin, LossConfig, total_loss
 from facet.model import FacetConfig, FacetVLM
 from facet.protocols import PROTOCOLS, filter_samples, leave_one_subject_out, subject_kfold
 from facet.tokenizer import Tokenizer, train_bpe
-from facet.torch_dataset import FaceViewsDataset
+from facet.datasets import FaceViewsDataset
 from facet.train_config import TrainConfig, parse_views
 from facet.render import RenderSettings
 from facet.view_cache import ViewCache

@@ -1,29 +1,62 @@
-"""The benchmark layouts: name tables and one indexer per dataset kind (FORMATS.md).
+"""Dataset roots -> samples: the benchmark layouts, their label tables, and `index_dataset`.
 
-Each indexer walks a root and sorts every file it meets into `Index.samples`, `Index.ignored`
-(excluded by a rule of the dataset's protocol, with the rule as the reason) or `Index.skipped`
-(meant to be a sample but unusable, with the reason). They read names and, through
-`facet.datasets.check_mesh_file`, a few header bytes; `facet.datasets.index_dataset` is the entry
-point that picks one, sorts the samples and attaches subject metadata.
-
+The data stage after mesh files: a `Sample` is one scan (BU-3DFE, Bosphorus) or one sequence
+(BU-4DFE, BP4D, 4DME) -- its frame files in natural order, canonical label, subject, metadata.
+`index_dataset(root, kind)` picks the layout's indexer, which sorts every file under the root
+into one of three places, so nothing is dropped by accident:
+- a sample (or a frame of one);
+- `Index.ignored` (path, rule): not part of the protocol *by rule* -- BU-3DFE RAW scans, 2D
+  images, textures and landmark files, Bosphorus rotations/occlusions/AU scans (unless
+  `include_au`), BP4D tasks without a basic emotion, names that follow no pattern;
+- `Index.skipped` (path, reason): meant to be a sample but unusable -- empty or corrupt file
+  (`facet.meshio.check_mesh_file` reads a few header bytes), unknown expression code.
+  `strict=True` raises instead of skipping.
 Layouts (root-relative):
 - bu3dfe     `<subject>/F0001_HA03WH_F3D.wrl` (only `_F3D.wrl` are samples)
 - bu4dfe     `<F001>/<Happy>/<NNN>.wrl`, one sample per sequence folder
 - bosphorus  `<bs000>/bs000_E_HAPPY_0.bnt` (E_* emotions, N_N_* neutral, *FAU/CAU with include_au)
-- bp4d       `<F001>/<T1>/<NNNN>.<ext>`, tasks mapped through `facet.protocols.BP4D_TASKS`
+- bp4d       `<F001>/<T1>/<NNNN>.<ext>`, tasks mapped to emotions through `BP4D_TASKS`
 - 4dme       `<S01>/<S01_C01>/<NNN>.<ext>` listed in `labels.csv` (facet.synth's layout), else
              `<subject>/<class>/<clip>/<NNN>.<ext>`
 - folder     `<class>/<subject>_<anything>.<ext>` scans or `<class>/<subject>_<clip>/` sequences
+A `subjects.csv` at the root with a `subject` column and any of `sex`, `age_group`, `ethnicity`
+fills those fields (our convention, for what file names do not carry).
+
+This module is the one place for every label and code table; other modules derive from them
+(e.g. the synthetic writers invert `BU3DFE_CODES` to name their files).
 """
 from __future__ import annotations
 
 import csv
 import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from facet.datasets import Index, Sample
 from facet.meshio import MESH_SUFFIXES, check_mesh_file
-from facet.protocols import BP4D_TASKS, FOURDME_CLASSES, NEUTRAL, natural_key
+
+EMOTIONS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")  # the six basic
+NEUTRAL = "neutral"
+KINDS = ("bu3dfe", "bu4dfe", "bosphorus", "bp4d", "4dme", "folder")
+
+# BP4D-Spontaneous (Zhang et al., "BP4D-Spontaneous", Image Vis. Comput. 2014, Table 1): each task
+# was designed to elicit one emotion. Tasks whose target is not a basic emotion map to None and
+# are excluded by the indexer (embarrassment, physical pain). The elicitation is spontaneous, so
+# the label is the *intended* emotion of the task, not an annotation of every frame.
+BP4D_TASKS: dict[str, tuple[str, str | None]] = {
+    #      task                                                    -> emotion
+    "T1": ("talk with the experimenter and listen to a joke",        "happiness"),
+    "T2": ("watch and discuss a recorded documentary",               "sadness"),
+    "T3": ("experience a sudden, unexpected burst of sound",         "surprise"),
+    "T4": ("improvise a silly song (embarrassment)",                 None),
+    "T5": ("anticipate a physical threat (fear / nervousness)",      "fear"),
+    "T6": ("submerge a hand in ice water (physical pain)",           None),
+    "T7": ("react to an experimenter who is rude (anger / upset)",   "anger"),
+    "T8": ("smell an unpleasant odour",                              "disgust"),
+}
+
+# 4DME (Li et al., IEEE Trans. Affective Computing 2022) labels clips with 5 emotion categories,
+# as recalled from the dataset's description (not verified against the release).
+FOURDME_CLASSES = ("positive", "negative", "surprise", "repression", "others")
 
 BU3DFE_CODES = {"AN": "anger", "DI": "disgust", "FE": "fear", "HA": "happiness",
                 "SA": "sadness", "SU": "surprise", "NE": NEUTRAL}
@@ -44,6 +77,89 @@ BU3DFE_NAME = re.compile(r"^([FM])(\d{4})_([A-Z]{2})(\d{2})([A-Z]{2})_(F3D|RAW|F
 BOSPHORUS_NAME = re.compile(r"^(bs\d{3})_([A-Z]+)_([A-Za-z0-9]+)_(\d+)\.(\w+)$")
 SEQUENCE_SUBJECT = re.compile(r"^[FM]\d{3}$")  # BU-4DFE / BP4D subject folders: F001, M034
 BP4D_TASK = re.compile(r"^T\d+$")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One scan or one sequence of scans, with its label and subject metadata."""
+
+    frames: tuple[str, ...]  # mesh files in time order (one for a static scan)
+    label: str | None  # canonical class name; None = no emotion label (AU-only scan)
+    subject: str  # dataset subject id, e.g. "F0001", "bs012"
+    intensity: int = -1  # BU-3DFE level 1-4, 0 for neutral; -1 when the dataset has none
+    sex: str = ""  # "female", "male" or "" (unknown)
+    age_group: str = ""  # free text from subjects.csv, "" when unknown
+    ethnicity: str = ""  # the dataset's code (BU-3DFE: WH, BL, AE, ...), opaque
+    dataset: str = ""  # the indexer that produced it
+    aus: str = ""  # the dataset's AU annotation, opaque: Bosphorus "LFAU_12", 4DME "6+12"
+    apex: int = -1  # annotated apex frame (4DME labels.csv); -1: use the displacement apex
+    clip_kind: str = ""  # 4DME: "micro" or "macro" expression
+
+    @property
+    def path(self) -> str:
+        """The scan file, or the folder holding a sequence's frames."""
+        return self.frames[0] if len(self.frames) == 1 else str(Path(self.frames[0]).parent)
+
+
+@dataclass
+class Index:
+    """The result of indexing a root: samples plus every file that did not become one."""
+
+    root: str
+    kind: str
+    samples: list[Sample] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why unusable)
+    ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, rule that excludes it)
+
+    def summary(self) -> str:
+        """One line: counts of samples, frames, subjects, labels, skipped and ignored files."""
+        frames = sum(len(s.frames) for s in self.samples)
+        subjects = len({s.subject for s in self.samples})
+        labels = sorted({str(s.label) for s in self.samples})
+        return (f"{self.kind} at {self.root}: {len(self.samples)} samples ({frames} frames, "
+                f"{subjects} subjects, labels {labels}); {len(self.skipped)} skipped, "
+                f"{len(self.ignored)} ignored by rule")
+
+    def skip(self, path: Path, reason: str) -> None:
+        self.skipped.append((str(path), reason))
+
+    def ignore(self, path: Path, reason: str) -> None:
+        self.ignored.append((str(path), reason))
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that orders embedded numbers by value: "F2" < "F10", "9.wrl" < "10.wrl"."""
+    return tuple(int(part) if part.isdigit() else part.lower()
+                 for part in re.split(r"(\d+)", str(text)))
+
+
+def _read_csv(path: Path, required: set[str]) -> list[dict[str, str]]:
+    """The rows of a small metadata CSV; ValueError naming the file for text that is not UTF-8,
+    a missing column, or a row with more or fewer fields than the header."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows, header = list(reader), reader.fieldnames or []
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{path}: not a readable CSV file ({err})") from None
+    if required - set(header):
+        raise ValueError(f"{path}: missing column(s) {sorted(required - set(header))} "
+                         f"(header: {header})")
+    for number, row in enumerate(rows, start=1):
+        if None in row or None in row.values():  # DictReader's marks of extra / missing fields
+            raise ValueError(f"{path}: data row {number} does not have the header's "
+                             f"{len(header)} fields")
+    return rows
+
+
+def _subject_metadata(root: Path) -> dict[str, dict[str, str]]:
+    """subjects.csv -> {subject: {"sex":..., "age_group":..., "ethnicity":...}} (may be empty)."""
+    path = root / "subjects.csv"
+    if not path.is_file():
+        return {}
+    keys = ("sex", "age_group", "ethnicity")
+    return {r["subject"]: {k: r[k] for k in keys if r.get(k)}
+            for r in _read_csv(path, {"subject"})}
 
 
 def _mesh_frames(folder: Path, index: Index) -> list[Path]:
@@ -183,14 +299,8 @@ def _index_4dme(root: Path, index: Index, include_au: bool) -> None:
 def _index_4dme_csv(root: Path, index: Index) -> None:
     """One sample per row of labels.csv (subject, clip, emotion, kind, sex, age_group,
     ethnicity, num_frames, onset, apex, offset, aus); clip folders it does not list are ignored."""
-    path = root / "labels.csv"
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    missing = {"subject", "clip", "emotion"} - set(rows[0] if rows else ())
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
     listed = set()
-    for row in rows:
+    for row in _read_csv(root / "labels.csv", {"subject", "clip", "emotion"}):
         folder = root / row["subject"] / row["clip"]
         listed.add(folder)
         label = row["emotion"].strip().lower()
@@ -240,8 +350,16 @@ INDEXERS = {"bu3dfe": _index_bu3dfe, "bu4dfe": _index_bu4dfe, "bosphorus": _inde
             "bp4d": _index_bp4d, "4dme": _index_4dme, "folder": _index_folder}
 
 
-def detect_layout(root: Path) -> str | None:
-    """The kind whose names appear in the first two levels of `root`, or None."""
+def detect_kind(root: str | Path) -> str:
+    """The layout of a root, guessed from the names of its first two levels.
+
+    Raises:
+        FileNotFoundError: `root` is not a folder.
+        ValueError: no layout fits.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} is not a folder")
     if (root / "labels.csv").is_file():  # the 4DME-like index of facet.synth
         return "4dme"
     top = [p for p in root.iterdir() if p.is_dir()]
@@ -259,4 +377,40 @@ def detect_layout(root: Path) -> str | None:
         return "4dme"
     if any(Path(n).suffix.lower() in MESH_SUFFIXES or "_" in n for n in names):
         return "folder"
-    return None
+    raise ValueError(f"cannot tell the layout of {root} from its names; "
+                     f"pass kind= one of {KINDS}")
+
+
+def index_dataset(root: str | Path, kind: str = "auto", strict: bool = False,
+                  include_au: bool = False) -> Index:
+    """Index a dataset root into samples (see the module docstring for the rules).
+
+    Args:
+        root: the dataset folder.
+        kind: one of `KINDS`, or "auto" to detect it from the names.
+        strict: raise if any file is unusable, instead of skipping it.
+        include_au: Bosphorus only: also keep action-unit scans (label None, `aus` set).
+    Returns:
+        an `Index` with samples sorted by subject then path, and the skipped / ignored files.
+    Raises:
+        FileNotFoundError: if `root` is not a folder.
+        ValueError: unknown kind; with `strict`, any skipped file (all of them are listed).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} is not a folder")
+    kind = detect_kind(root) if kind == "auto" else kind
+    if kind not in INDEXERS:
+        raise ValueError(f"unknown dataset kind {kind!r}; choose 'auto' or one of {KINDS}")
+    index = Index(str(root), kind)
+    INDEXERS[kind](root, index, include_au)
+    metadata = _subject_metadata(root)
+    ours = {root / "subjects.csv", root / "labels.csv"}  # metadata files, not decoys
+    index.ignored = [(p, r) for p, r in index.ignored if Path(p) not in ours]
+    index.samples = sorted((replace(s, dataset=kind, **metadata.get(s.subject, {}))
+                            for s in index.samples),
+                           key=lambda s: (natural_key(s.subject), natural_key(s.path)))
+    if strict and index.skipped:
+        listing = "\n".join(f"  {p}: {r}" for p, r in index.skipped)
+        raise ValueError(f"{len(index.skipped)} unusable file(s) under {root}:\n{listing}")
+    return index

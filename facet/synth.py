@@ -34,10 +34,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from facet.action_units import (EMOTIONS, NEUTRAL, PROTOTYPES, au_basis, au_vector,
+from facet.action_units import (PROTOTYPES, au_basis, au_vector,
                                 expression_aus, stack_basis)
 from facet.faceshape import Identity, face_grid, face_points, layout, sample_identity
 from facet.meshio import save_bnd
+from facet import layouts
+from facet.layouts import EMOTIONS, NEUTRAL
 from facet.mesh import Mesh
 from facet.synth_landmarks import NOSE_TIP, landmark_indices
 from facet.meshio import save_wrl
@@ -46,11 +48,10 @@ __all__ = ["EMOTIONS", "NEUTRAL", "Identity", "sample_identity", "expression_aus
            "demo_face", "write_bu3dfe", "write_bu4dfe", "write_4dme", "default_root",
            "ensure_dataset"]
 
-BU3DFE_CODES = {"anger": "AN", "disgust": "DI", "fear": "FE", "happiness": "HA", "sadness": "SA",
-                "surprise": "SU", "neutral": "NE"}
-BU4DFE_FOLDERS = {"anger": "Angry", "disgust": "Disgust", "fear": "Fear", "happiness": "Happy",
-                  "sadness": "Sad", "surprise": "Surprise"}
-MICRO_CLASSES = ("positive", "negative", "surprise", "repression", "others")
+# file-name codes, inverted from the readers' tables (facet.layouts is the one place for them)
+BU3DFE_CODES = {name: code for code, name in layouts.BU3DFE_CODES.items()}
+BU4DFE_FOLDERS = {name: folder for folder, name in layouts.BU4DFE_FOLDERS.items()}
+MICRO_CLASSES = layouts.FOURDME_CLASSES
 _MICRO_AUS = {"positive": [{12: 1.0}, {6: 0.6, 12: 1.0}], "surprise": [{1: 1.0, 2: 1.0, 5: 0.8}],
               "negative": [{4: 1.0, 7: 0.6}, {9: 0.8, 10: 0.6}, {1: 0.8, 4: 0.6, 15: 0.8}],
               "repression": [{17: 1.0, 24: 0.8}, {23: 0.8, 24: 0.8}],

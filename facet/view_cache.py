@@ -40,7 +40,7 @@ import torch
 from tqdm import tqdm
 
 from facet.cpu_memory import keep_freed_memory
-from facet.datasets import Sample, index_dataset
+from facet.layouts import Sample, index_dataset
 from facet.meshio import load_mesh, write_atomic
 from facet.render import TRAINING_RENDER, RenderSettings, render_views
 

@@ -8,9 +8,8 @@ import pytest
 
 from dataset_trees import (bosphorus_tree, bp4d_tree, bu3dfe_tree, bu4dfe_tree, touch, write_bnt,
                            write_wrl)
-from facet.datasets import detect_kind, index_dataset
+from facet.layouts import EMOTIONS, detect_kind, index_dataset
 from facet.meshio import check_mesh_file
-from facet.protocols import EMOTIONS
 
 
 def names(pairs: list[tuple[str, str]]) -> set[str]:
@@ -143,6 +142,23 @@ def test_subjects_csv_fills_metadata(tmp_path):
     assert {s.age_group for s in f1} == {"30s"}
     assert {s.age_group for s in index.samples if s.subject != "F0001"} == {""}
     assert "subjects.csv" not in names(index.ignored)
+
+
+@pytest.mark.parametrize("name, text, words", [
+    ("subjects.csv", "name,sex\nF0001,female\n", "missing column(s) ['subject']"),
+    ("subjects.csv", "subject,sex\nF0001,female,extra\n", "data row 1"),
+    ("subjects.csv", "subject,sex\nF0001\n", "data row 1"),
+    ("subjects.csv", "subject,sex\nF0001,f\xe9male\n".encode("latin-1"), "not a readable CSV"),
+    ("labels.csv", "subject,clip\nS01,S01_C01\n", "missing column(s) ['emotion']"),
+    ("labels.csv", "subject,clip,emotion\nS01,S01_C01\n", "data row 1"),
+])
+def test_malformed_metadata_csv_names_the_file_and_row(tmp_path, name, text, words):
+    bu3dfe_tree(tmp_path)
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ValueError) as caught:
+        index_dataset(tmp_path, kind="4dme" if name == "labels.csv" else "bu3dfe")
+    assert str(path) in str(caught.value) and words in str(caught.value), str(caught.value)
 
 
 def test_check_mesh_file_catches_empty_foreign_and_truncated(tmp_path):

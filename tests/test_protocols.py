@@ -5,10 +5,9 @@ from collections import Counter
 
 import pytest
 
-from facet.datasets import Sample
-from facet.protocols import (BP4D_TASKS, EMOTIONS, PROTOCOLS, apply_protocol, class_names,
-                             cross_dataset, filter_samples, first_subjects, leave_one_subject_out,
-                             subject_kfold)
+from facet.layouts import EMOTIONS, Sample
+from facet.protocols import (PROTOCOLS, class_names, filter_samples, first_subjects,
+                             leave_one_subject_out, subject_kfold)
 
 
 def bu3dfe_like(subjects: int = 13) -> list[Sample]:
@@ -45,7 +44,8 @@ def test_leave_one_subject_out():
 
 def test_bu3dfe_protocol_two_highest_intensities_first_60_subjects():
     samples = bu3dfe_like(70)
-    kept = apply_protocol(samples, "bu3dfe")
+    protocol = PROTOCOLS["bu3dfe"]
+    kept = filter_samples(samples, protocol.expressions, protocol.intensities, protocol.subjects)
     assert len(kept) == 60 * 6 * 2
     assert {s.intensity for s in kept} == {3, 4} and "neutral" not in {s.label for s in kept}
     # natural order: F1..F60, not the ASCII order that would take F1, F10, F100...
@@ -66,13 +66,3 @@ def test_filters():
 def test_class_names_fixed_order():
     samples = [Sample(("a",), lab, "s") for lab in ("surprise", "neutral", "anger", "zz", "others")]
     assert class_names(samples) == ("anger", "surprise", "neutral", "others", "zz")
-
-
-def test_cross_dataset_keeps_shared_classes():
-    train = bu3dfe_like(2)
-    test = [Sample((f"T{t}",), BP4D_TASKS[t][1], "F001") for t in BP4D_TASKS if BP4D_TASKS[t][1]]
-    tr, te, classes = cross_dataset(train, test)
-    assert classes == EMOTIONS  # BP4D covers all six; neutral exists only in the training set
-    assert "neutral" not in {s.label for s in tr} and len(te) == 6
-    with pytest.raises(ValueError, match="share no class"):
-        cross_dataset(train, [Sample(("x",), "smirk", "s")])

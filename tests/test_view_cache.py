@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from dataset_trees import bu4dfe_tree, touch, write_wrl
-from facet.datasets import index_dataset
-from facet.torch_dataset import FaceViewsDataset, sample_frames
+from facet.layouts import index_dataset
+from facet.datasets import FaceViewsDataset, sample_frames
 from facet.render import RenderSettings
 from facet.view_cache import ViewCache, settings_key
 
@@ -187,7 +187,7 @@ def test_settings_key_is_canonical_and_fill_cache_cli(tmp_path):
 
 
 def test_view_statistics_matches_the_stacked_oracle():
-    from facet.torch_dataset import view_statistics
+    from facet.datasets import view_statistics
 
     items = [(torch.rand(2, 3, 3, 8, 8), 0, {}) for _ in range(5)]  # 5 samples, T=2, V=3
     mean, std = view_statistics(items)
