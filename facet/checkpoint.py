@@ -1,57 +1,138 @@
-"""Self-describing training checkpoints: one dict, written atomically, loaded with weights_only.
+"""Checkpoint files: facet's own training checkpoints, and OpenAI-layout CLIP weights.
 
-A checkpoint holds everything needed to rebuild the model without the training script's state
-(config dict + tokenizer merges) and to continue training exactly (optimizer, scheduler, step,
-epoch and every random state), STYLE rule 11:
+Where a run's state goes to disk and comes back. A facet checkpoint is one dict that rebuilds
+the model without the training script's state (config dict + tokenizer merges) and continues
+training exactly (optimizer, scheduler, step, epoch and every random state):
 
     {"model": state_dict, "optimizer": ..., "scheduler": ..., "config": dict,
-     "merges": [[a, b], ...],
-     "step": int, "epoch": int, "rng": {"python": [...], "numpy": {...}, "torch": uint8 tensor,
-     "generator": uint8 tensor | None}, ...extra}
+     "merges": [[a, b], ...], "classes": [...], "step": int, "epoch": int,
+     "rng": {"python": [...], "numpy": {...}, "torch": uint8 tensor, "generator": ...},
+     "checksums": {"model/visual.conv1.weight": crc32, ...}}
 
-Only tensors and plain containers of primitives are stored, so `torch.load(weights_only=True)` can
-read it: a checkpoint is data, never code to unpickle. Writes go through a temporary file in the
-same folder and `os.replace`, so a crash mid-write leaves the previous checkpoint intact.
+It holds only tensors and plain containers, written through `facet.meshio.atomic_file` (a crash
+leaves the previous checkpoint intact) and read with `torch.load(weights_only=True)`: a
+checkpoint is data, never code to unpickle. `checksums` holds a CRC-32 of every tensor's bytes,
+checked on load, so a file whose bytes flipped on disk is refused instead of silently evaluated.
+
+OpenAI's CLIP checkpoints are TorchScript archives (`ViT-B-16.pt`) or state dicts.
+`torch.jit.load` would run the archive's code, so `load_openai` never calls it: the weights
+of a TorchScript archive are plain tensors in the zip, read by an unpickler that knows only
+tensors, storages and module placeholders and refuses everything else.
 """
 from __future__ import annotations
 
-import os
+import collections
+import io
+import pickle
 import random
+import re
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-_PREFIXES = ("module.", "_orig_mod.")  # added by DistributedDataParallel / torch.compile
+from facet.clip import CLIP, build_from_state_dict
+from facet.meshio import atomic_file
+
+OPENAI_EXTRAS = ("input_resolution", "context_length", "vocab_size")  # ints in OpenAI's archives
 
 
-def strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove `module.` (DDP) and `_orig_mod.` (torch.compile) prefixes from parameter names.
-
-    Both wrappers may nest (a compiled DDP model), so prefixes are stripped repeatedly.
-    """
+def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The one state-dict cleaner: strip `module.` (DDP) and `_orig_mod.` (torch.compile)
+    prefixes, drop OpenAI's int extras, floats to fp32 (OpenAI ships fp16). Tensors are copied,
+    so a model built from the result never shares memory with the input."""
     out = {}
-    for key, value in state_dict.items():
-        stripped = True
-        while stripped:
-            stripped = False
-            for prefix in _PREFIXES:
-                if key.startswith(prefix):
-                    key, stripped = key[len(prefix):], True
-        out[key] = value
+    for name, value in state_dict.items():
+        name = re.sub(r"^((module|_orig_mod)\.)+", "", name)
+        if name in OPENAI_EXTRAS:
+            continue
+        out[name] = value.to(torch.float32 if value.is_floating_point() else value.dtype,
+                             copy=True)
     return out
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module inside DDP and/or torch.compile wrappers."""
-    while True:
-        if hasattr(model, "module"):  # DistributedDataParallel
-            model = model.module
-        elif hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
-            model = model._orig_mod
-        else:
-            return model
+# --- facet's checkpoints ----------------------------------------------------------------------
+
+def _tensors(value: Any, path: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor inside nested dicts / lists / tuples, keyed by its path ("model/x.weight")."""
+    if torch.is_tensor(value):
+        return {path: value}
+    items = value.items() if isinstance(value, dict) else \
+        enumerate(value) if isinstance(value, (list, tuple)) else ()
+    out = {}
+    for key, item in items:
+        out.update(_tensors(item, f"{path}/{key}" if path else str(key)))
+    return out
+
+
+def _crc(tensor: torch.Tensor) -> int:
+    """CRC-32 of a tensor's bytes (any dtype)."""
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    return zlib.crc32(flat.view(torch.uint8).numpy().tobytes())
+
+
+def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
+    """Write `checkpoint` (tensors and plain containers) atomically, with a CRC-32 per tensor."""
+    checksums = {name: _crc(t) for name, t in _tensors(checkpoint).items()}
+    with atomic_file(path) as f:
+        torch.save({**checkpoint, "checksums": checksums}, f)  # streamed: no in-memory copy
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    required: tuple[str, ...] = ("model",)) -> dict[str, Any]:
+    """Load a checkpoint written by `save_checkpoint`: safely (weights_only), checksums verified,
+    `module.` / `_orig_mod.` prefixes removed from the model's names.
+
+    Args:
+        path: the checkpoint file.
+        map_location: where tensors are loaded (default CPU).
+        required: entries the caller needs (e.g. "config", "classes", "merges").
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: naming the file: unreadable or foreign (code to unpickle included), an entry
+            missing, or a tensor that fails its checksum (the file is corrupted).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated, foreign, or a pickle that asks to run code
+        raise ValueError(f"{path}: not a readable facet checkpoint "
+                         f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path}: not a facet checkpoint (expected a dict)")
+    missing = [k for k in (*required, "checksums") if k not in checkpoint]
+    if missing:
+        raise ValueError(f"{path}: not a facet checkpoint of this version: no {missing} entry "
+                         f"(written by train.py it holds model, config, classes, merges, ...)")
+    checksums = checkpoint.pop("checksums")
+    tensors = _tensors(checkpoint)
+    bad = sorted(set(checksums) ^ set(tensors)) or \
+        [name for name, t in tensors.items() if _crc(t) != checksums[name]]
+    if bad:
+        raise ValueError(f"{path}: corrupted: {len(bad)} tensor(s) do not match the checksums "
+                         f"written with them (first: {bad[0]}); use an earlier copy")
+    checkpoint["model"] = clean_state_dict(checkpoint["model"]) \
+        if isinstance(checkpoint.get("model"), dict) else checkpoint.get("model")
+    return checkpoint
+
+
+def load_weights(module: torch.nn.Module, state_dict: dict[str, torch.Tensor],
+                 source: str | Path) -> None:
+    """`module.load_state_dict(state_dict)` (strict) with an error that names the checkpoint.
+
+    Raises:
+        ValueError: the weights do not fit the module (missing / unexpected names or shapes).
+    """
+    try:
+        module.load_state_dict(state_dict)
+    except RuntimeError as err:
+        raise ValueError(f"{source}: its weights do not fit the model this code builds (another "
+                         f"model config, or another version of facet?)\n{err}") from None
 
 
 def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:
@@ -59,9 +140,9 @@ def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:
 
     Args:
         generator: the run's own torch.Generator (augmentation, prompt sampling), if any.
-
     Returns:
-        {"python": list, "numpy": dict, "torch": uint8 tensor, "generator": uint8 tensor | None}.
+        {"python": list, "numpy": dict, "torch": uint8 tensor, "cuda": list,
+         "generator": uint8 tensor | None}.
     """
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
@@ -89,66 +170,109 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator | None = None)
         generator.set_state(state["generator"])
 
 
-def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
-    """Write `checkpoint` to `path` atomically (temporary file in the same folder + os.replace).
+# --- OpenAI-layout CLIP weights ---------------------------------------------------------------
+
+_STORAGES = {"HalfStorage": torch.float16, "FloatStorage": torch.float32,
+             "DoubleStorage": torch.float64, "BFloat16Storage": torch.bfloat16,
+             "LongStorage": torch.int64, "IntStorage": torch.int32, "ShortStorage": torch.int16,
+             "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool}
+
+
+class _ScriptModule:
+    """Stands in for a TorchScript class while an archive's pickled state is read: it only
+    keeps the attributes (submodules, tensors) the pickle gives it, and has no code."""
+
+    def __setstate__(self, state: dict) -> None:
+        self.state = state
+
+
+def _rebuild_tensor(storage: torch.Tensor, offset: int, size, stride, *_) -> torch.Tensor:
+    """What `torch._utils._rebuild_tensor_v2` does, on a flat tensor standing for the storage."""
+    return storage.as_strided(tuple(size), tuple(stride), offset)
+
+
+class _WeightsUnpickler(pickle.Unpickler):
+    """Reads a TorchScript archive's `data.pkl` without running anything: the only globals it
+    resolves are the tensor rebuilder, storage types, OrderedDict and `__torch__` classes
+    (replaced by `_ScriptModule`); any other global is refused."""
+
+    def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str):
+        super().__init__(io.BytesIO(data))
+        self.archive, self.prefix = archive, prefix
+
+    def find_class(self, module: str, name: str):
+        if module.startswith("__torch__."):
+            return type(name, (_ScriptModule,), {})
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return _rebuild_tensor
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        if module == "torch" and name in _STORAGES:
+            return _STORAGES[name]
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only weights are read "
+                                     "from a TorchScript archive")
+
+    def persistent_load(self, pid):
+        kind, dtype, key, _, numel = pid  # ("storage", storage type, record key, device, numel)
+        if kind != "storage" or not isinstance(dtype, torch.dtype):
+            raise pickle.UnpicklingError(f"unexpected persistent record {pid!r}")
+        raw = bytearray(self.archive.read(f"{self.prefix}data/{key}"))
+        if len(raw) != numel * dtype.itemsize:
+            raise pickle.UnpicklingError(f"record data/{key}: {len(raw)} bytes for {numel} values")
+        return torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+
+
+def _torchscript_weights(archive: zipfile.ZipFile) -> dict[str, torch.Tensor]:
+    """Every tensor attribute of a TorchScript archive's module tree, named like a state dict."""
+    pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+    if len(pickles) != 1:
+        raise ValueError("no data.pkl at the top of the archive")
+    prefix = pickles[0][: -len("data.pkl")]
+    root = _WeightsUnpickler(archive.read(pickles[0]), archive, prefix).load()
+    out, stack = {}, [("", root)]
+    while stack:
+        scope, module = stack.pop()
+        if not isinstance(module, _ScriptModule):
+            raise ValueError("the archive's data.pkl does not hold a module")
+        for name, value in getattr(module, "state", {}).items():
+            if torch.is_tensor(value):
+                out[scope + name] = value
+            elif isinstance(value, _ScriptModule):
+                stack.append((f"{scope}{name}.", value))
+    return out
+
+
+def load_openai(path: str | Path, quick_gelu: bool = True) -> CLIP:
+    """Load CLIP weights in OpenAI's layout: OpenAI's TorchScript archive (`ViT-B-16.pt`, read
+    without running its code) or a state dict saved with `torch.save`.
 
     Args:
-        path: destination file; its folder is created if needed.
-        checkpoint: a dict of tensors and primitive containers (see the module docstring).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(checkpoint, f)  # streamed to disk: no in-memory copy of a large model
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by `save_checkpoint`, safely (weights_only=True).
-
-    The model state dict has any `module.` / `_orig_mod.` prefixes removed.
-
-    Args:
-        path: the checkpoint file.
-        map_location: where tensors are loaded (default CPU).
-
+        path: the file; a state dict may be wrapped as {"state_dict": ...} or {"model": ...}.
+        quick_gelu: MLP activation (OpenAI's weights were trained with QuickGELU).
     Returns:
-        The checkpoint dict.
-
+        CLIP in fp32, eval mode, its architecture rebuilt from the weight shapes.
     Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the file is not a facet checkpoint (unreadable, or no "model" entry).
+        FileNotFoundError / ValueError naming the file and the problem.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise FileNotFoundError(f"{path}: CLIP checkpoint not found")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for truncated or foreign files
-        raise ValueError(f"{path}: not a readable checkpoint "
-                         f"({type(err).__name__}: {err})") from err
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
-        raise ValueError(f"{path}: not a facet checkpoint (expected a dict with a 'model' entry)")
-    checkpoint["model"] = strip_prefixes(checkpoint["model"])
-    return checkpoint
-
-
-def load_weights(module: torch.nn.Module, state_dict: dict[str, torch.Tensor],
-                 source: str | Path) -> None:
-    """`module.load_state_dict(state_dict)` (strict) with an error that names the checkpoint.
-
-    Raises:
-        ValueError: the weights do not fit the module (missing / unexpected names or shapes),
-            typically a checkpoint from an older version of the model code.
-    """
+        if zipfile.is_zipfile(path) and any("/code/" in n for n in zipfile.ZipFile(path).namelist()):
+            with zipfile.ZipFile(path) as archive:
+                state_dict = _torchscript_weights(archive)
+        else:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, foreign, or a pickle that asks to run code
+        raise ValueError(f"{path}: cannot read CLIP weights from it ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:200]})") from None
+    for key in ("state_dict", "model"):  # wrapped in a training checkpoint
+        if isinstance(state_dict, dict) and isinstance(state_dict.get(key), dict):
+            state_dict = state_dict[key]
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(state_dict).__name__}")
     try:
-        module.load_state_dict(state_dict)
-    except RuntimeError as err:
-        raise ValueError(f"{source}: its weights do not fit the model this code builds (was it "
-                         f"written by another version of facet?)\n{err}") from None
+        state_dict = clean_state_dict({k: v for k, v in state_dict.items() if torch.is_tensor(v)})
+        return build_from_state_dict(state_dict, quick_gelu)
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise ValueError(f"{path}: not a loadable CLIP ViT checkpoint: {err}") from err

@@ -1,34 +1,41 @@
 """CLIP (Radford et al. 2021): an image tower and a text tower trained to agree.
 
+The encoder stage of facet's pipeline (views -> embeddings); FACET-VLM builds on it.
+
     images (B, 3, H, W) -> VisionTransformer -> (B, E) --normalise--\
                                                                      cosine * exp(logit_scale)
     tokens (B', L)      -> TextTransformer   -> (B', E) --normalise--/   -> logits (B, B')
 
-The parameter names and shapes are OpenAI's (`visual.*` for the image tower, the text tower at
-the top level), so official checkpoints load with `strict=True` and our `state_dict()` has the
-layout of `../shared/data/clip_vit_*_state_dict.txt`. Checkpoints describe themselves: the
-architecture is rebuilt from the weight shapes (`build_from_state_dict`), as OpenAI does.
+- Image tower: a ViT (Dosovitskiy et al. 2021). Patches (conv1 with stride = patch) plus a
+  class token, positional embeddings, pre-LN blocks (`facet.transformer`), ln_post; the class
+  token @ proj is the image embedding. Images of another size work too: the positional grid is
+  resized bicubically (as done to fine-tune ViTs at higher resolution).
+- Text tower: a causal transformer over BPE tokens (`facet.tokenizer`), pooled at the
+  end-of-text token: the causal mask lets position t see positions <= t only, so that vector
+  summarises exactly the prompt and never the padding after it (GPT-2 style, CLIP sec. 2.4). We
+  find the end token by its id (vocab_size - 1); OpenAI's `argmax` over ids relies on it being
+  the largest id present, which the search does not need.
+Parameter names and shapes are OpenAI's (`visual.*` for the image tower, the text tower at the
+top level -- which is why `CLIP` inherits from `TextTransformer`), so OpenAI's checkpoints load
+with `strict=True` (`facet.checkpoint.load_openai`) and a reader can diff this file against
+OpenAI's `model.py`. Checkpoints describe themselves: `build_from_state_dict` rebuilds the
+architecture from the weight shapes, as OpenAI's `build_model` does.
+
+Shapes: B images, B' texts, L tokens, N patch tokens, C width, E joint embedding size.
 """
 from __future__ import annotations
 
 import math
-import pickle
-import re
-import warnings
-import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facet.text import TextTransformer
-from facet.vision import VisionTransformer
+from facet.transformer import Transformer
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # RGB statistics of CLIP's training images
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-EXTRA_ENTRIES = ("input_resolution", "context_length", "vocab_size")  # ints in OpenAI's archives
 HEAD_DIM = 64  # OpenAI's towers use width // 64 heads; rebuilding from shapes assumes it
 
 
@@ -76,6 +83,163 @@ def normalize_images(x: torch.Tensor) -> torch.Tensor:
     std = torch.tensor(CLIP_STD, device=x.device).view(3, 1, 1)
     return (x - mean) / std
 
+
+# --- the image tower ---------------------------------------------------------------------
+
+def interpolate_positional_embedding(positional_embedding: torch.Tensor,
+                                     grid: tuple[int, int]) -> torch.Tensor:
+    """Resize a ViT positional embedding to another patch grid.
+
+    Args:
+        positional_embedding: (1 + G*G, C), the class slot first, then a square G x G grid.
+        grid: (gh, gw), the new number of patches per column and row.
+    Returns:
+        (1 + gh*gw, C); the class slot is kept as is. Unchanged when the grid already matches.
+    """
+    n, C = positional_embedding.shape
+    side = round((n - 1) ** 0.5)
+    if side * side != n - 1:
+        raise ValueError(f"positional embedding of {n} rows is not 1 + a square grid")
+    if (side, side) == tuple(grid):
+        return positional_embedding
+    cls, patches = positional_embedding[:1], positional_embedding[1:]
+    patches = patches.reshape(1, side, side, C).permute(0, 3, 1, 2)  # (1, C, G, G)
+    patches = F.interpolate(patches, size=tuple(grid), mode="bicubic", align_corners=False)
+    patches = patches.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], C)  # (gh*gw, C)
+    return torch.cat([cls, patches])
+
+
+class VisionTransformer(nn.Module):
+    """ViT image encoder with OpenAI CLIP's parameter names.
+
+    Args:
+        image_size: side of the square images the positional embedding is built for.
+        patch_size: P, side of a patch (the conv stride).
+        width: C.
+        layers: transformer blocks.
+        heads: attention heads.
+        output_dim: E, the joint embedding size.
+        quick_gelu: QuickGELU MLPs (OpenAI's checkpoints).
+    """
+
+    def __init__(self, image_size: int, patch_size: int, width: int, layers: int, heads: int,
+                 output_dim: int, quick_gelu: bool = False):
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"image_size {image_size} is not a multiple of patch {patch_size}")
+        self.image_size, self.patch_size, self.output_dim = image_size, patch_size, output_dim
+        grid = image_size // patch_size
+        scale = width ** -0.5  # OpenAI's init scale for the class token, positions and proj
+        # registration order = OpenAI's, so state_dict() lists names in the same order
+        self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
+        self.class_embedding = nn.Parameter(scale * torch.randn(width))
+        self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
+        self.ln_pre = nn.LayerNorm(width)
+        self.transformer = Transformer(width, layers, heads, quick_gelu)
+        self.ln_post = nn.LayerNorm(width)
+        self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
+
+    def forward(self, x: torch.Tensor, return_tokens: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Encode images.
+
+        Args:
+            x: (B, 3, H, W) float, CLIP-normalised; H and W multiples of the patch size.
+            return_tokens: also return the patch tokens after ln_post (for dense heads).
+        Returns:
+            (B, E) image embeddings, and with return_tokens (B, N, C) patch tokens.
+        """
+        B, _, H, W = x.shape
+        if H % self.patch_size or W % self.patch_size:
+            raise ValueError(f"image size {H}x{W} is not a multiple of patch {self.patch_size}")
+        x = self.conv1(x)  # (B, C, H/P, W/P)
+        grid = x.shape[-2:]
+        x = x.flatten(2).transpose(1, 2)  # (B, N, C)
+        cls = self.class_embedding.to(x.dtype).expand(B, 1, -1)  # (B, 1, C)
+        x = torch.cat([cls, x], dim=1)  # (B, 1 + N, C)
+        x = x + interpolate_positional_embedding(self.positional_embedding, grid).to(x.dtype)
+        x = self.transformer(self.ln_pre(x))  # (B, 1 + N, C)
+        pooled = self.ln_post(x[:, 0]) @ self.proj  # (B, E): the class token summarises
+        return (pooled, self.ln_post(x[:, 1:])) if return_tokens else pooled
+
+
+# --- the text tower ----------------------------------------------------------------------
+
+def causal_mask(length: int, device: torch.device | None = None) -> torch.Tensor:
+    """(L, L) bool mask, True = keep: query i may attend to keys j <= i."""
+    return torch.ones(length, length, dtype=torch.bool, device=device).tril()
+
+
+def eot_positions(tokens: torch.Tensor, eot_token: int) -> torch.Tensor:
+    """Index of the first end-of-text token per row.
+
+    Args:
+        tokens: (B, L) int64 ids.
+        eot_token: the end-of-text id.
+    Returns:
+        (B,) int64 positions.
+    Raises:
+        ValueError: a row has no end-of-text token (e.g. tokens from another vocabulary).
+    """
+    is_eot = tokens == eot_token  # (B, L)
+    missing = (~is_eot.any(dim=1)).nonzero().flatten().tolist()
+    if missing:
+        raise ValueError(f"rows {missing[:5]} contain no end-of-text token {eot_token}; "
+                         f"tokenize with the tokenizer that matches this model's vocabulary")
+    return is_eot.int().argmax(dim=1)  # argmax of a 0/1 row = first True
+
+
+class TextTransformer(nn.Module):
+    """Causal text encoder with OpenAI CLIP's (top-level) parameter names.
+
+    Args:
+        context_length: L, maximum number of tokens (length of the positional embedding).
+        vocab_size: number of token ids; the last one is <|endoftext|>.
+        width: C.
+        layers: transformer blocks.
+        heads: attention heads.
+        output_dim: E, the joint embedding size.
+        quick_gelu: QuickGELU MLPs (OpenAI's checkpoints).
+    """
+
+    def __init__(self, context_length: int, vocab_size: int, width: int, layers: int,
+                 heads: int, output_dim: int, quick_gelu: bool = False):
+        super().__init__()
+        self.context_length, self.vocab_size = context_length, vocab_size
+        self.transformer = Transformer(width, layers, heads, quick_gelu)
+        self.token_embedding = nn.Embedding(vocab_size, width)
+        self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
+        self.ln_final = nn.LayerNorm(width)
+        self.text_projection = nn.Parameter(torch.empty(width, output_dim))
+        # CLIP's initialize_parameters (the blocks are initialised by Transformer)
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        nn.init.normal_(self.text_projection, std=width ** -0.5)
+
+    @property
+    def eot_token(self) -> int:
+        return self.vocab_size - 1
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Embed tokenised texts.
+
+        Args:
+            tokens: (B, L) int64 from `Tokenizer.tokenize`, L <= context_length, each row
+                holding an end-of-text token.
+        Returns:
+            (B, E) text embeddings (not normalised).
+        """
+        B, L = tokens.shape
+        if L > self.context_length:
+            raise ValueError(f"{L} tokens exceed the context length {self.context_length}")
+        x = self.token_embedding(tokens) + self.positional_embedding[:L]  # (B, L, C)
+        x = self.transformer(x, attn_mask=causal_mask(L, tokens.device))  # (B, L, C)
+        eot = eot_positions(tokens, self.eot_token)  # (B,)
+        x = self.ln_final(x[torch.arange(B, device=tokens.device), eot])  # (B, C)
+        return x @ self.text_projection  # (B, E)
+
+
+# --- CLIP --------------------------------------------------------------------------------
 
 class CLIP(TextTransformer):
     """CLIP with OpenAI's parameter layout.
@@ -128,21 +292,6 @@ class CLIP(TextTransformer):
         return logits_per_image, logits_per_image.t()
 
 
-def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip `module.`/`_orig_mod.` prefixes, drop OpenAI's int entries, floats -> fp32.
-
-    Tensors are copied, so a model built from the result never shares memory with the input.
-    """
-    out = {}
-    for name, value in state_dict.items():
-        name = re.sub(r"^((module|_orig_mod)\.)+", "", name)
-        if name in EXTRA_ENTRIES:
-            continue
-        dtype = torch.float32 if value.is_floating_point() else value.dtype
-        out[name] = value.to(dtype, copy=True)
-    return out
-
-
 def config_from_state_dict(state_dict: dict[str, torch.Tensor],
                            quick_gelu: bool = True) -> CLIPConfig:
     """Infer the architecture from weight shapes (heads = width // 64, as OpenAI's models).
@@ -193,49 +342,7 @@ def build_from_state_dict(state_dict: dict[str, torch.Tensor], quick_gelu: bool 
     Returns:
         CLIP in fp32, eval mode.
     """
-    state_dict = clean_state_dict(state_dict)
     with torch.device("meta"):  # no memory or time spent on a random init that gets replaced
         model = CLIP(config_from_state_dict(state_dict, quick_gelu))
     model.load_state_dict(state_dict, strict=True, assign=True)
     return model.eval()
-
-
-def _is_torchscript(path: Path) -> bool:
-    """TorchScript archives are zips holding `<name>/code/`; plain torch.save zips do not."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any("/code/" in name for name in archive.namelist())
-
-
-def load_openai(path: str | Path, quick_gelu: bool = True) -> CLIP:
-    """Load an OpenAI CLIP checkpoint: the TorchScript archive (`ViT-B-16.pt`) or a state dict.
-
-    Args:
-        path: the file; a state dict may be wrapped as {"state_dict": ...} or {"model": ...}.
-        quick_gelu: MLP activation (OpenAI's weights were trained with QuickGELU).
-    Returns:
-        CLIP in fp32, eval mode, architecture rebuilt from the weight shapes.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: CLIP checkpoint not found")
-    try:
-        if _is_torchscript(path):
-            with warnings.catch_warnings():  # jit is deprecated but the only reader of these
-                warnings.simplefilter("ignore", DeprecationWarning)
-                state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
-        else:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
-        raise ValueError(f"{path}: cannot read as a TorchScript archive or state dict: "
-                         f"{err}") from err
-    for key in ("state_dict", "model"):  # wrapped in a training checkpoint
-        if isinstance(state_dict, dict) and isinstance(state_dict.get(key), dict):
-            state_dict = state_dict[key]
-    if not isinstance(state_dict, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(state_dict).__name__}")
-    try:
-        return build_from_state_dict(state_dict, quick_gelu)
-    except (RuntimeError, ValueError, KeyError) as err:
-        raise ValueError(f"{path}: not a loadable CLIP ViT checkpoint: {err}") from err

@@ -56,7 +56,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from facet import prompts as prompt_lib
-from facet.clip import CLIP, CLIP_MEAN, CLIP_STD, PRESETS, CLIPConfig, load_openai
+from facet.checkpoint import load_openai
+from facet.clip import CLIP, CLIP_MEAN, CLIP_STD, PRESETS, CLIPConfig
 from facet.fusion import CVSA, MTGF, TemporalFusion, check_view_mask
 
 

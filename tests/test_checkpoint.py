@@ -1,19 +1,49 @@
-"""facet.checkpoint: atomic writes, weights_only loading, prefixes, exact RNG restore."""
+"""facet.checkpoint: atomic writes, weights_only loading, checksums, exact RNG restore, and
+OpenAI-layout CLIP weights (state dicts and TorchScript archives read without running code)."""
 from __future__ import annotations
 
+import pickle
 import random
+import zipfile
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from facet.checkpoint import (capture_rng, load_checkpoint, restore_rng, save_checkpoint,
-                              strip_prefixes, unwrap)
+from facet.checkpoint import (capture_rng, clean_state_dict, load_checkpoint, load_openai,
+                              load_weights, restore_rng, save_checkpoint)
+from facet.clip import CLIP, CLIPConfig, build_from_state_dict
+
+# head dim 64 so that the architecture can be rebuilt from weight shapes
+SMALL = CLIPConfig(embed_dim=32, image_size=32, patch_size=8, vision_width=64, vision_layers=2,
+                   vision_heads=1, context_length=16, vocab_size=600, text_width=64,
+                   text_heads=1, text_layers=2, quick_gelu=False)
+
+
+class RunsCode:
+    """A pickle payload: unpickling it calls `open(marker, "w")`, i.e. runs code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
 
 
 def _draws(gen: torch.Generator) -> list:
     return [random.random(), float(np.random.rand()), float(torch.rand(1)),
             float(torch.rand(1, generator=gen))]
+
+
+def _features(model: CLIP, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(1, SMALL.vocab_size - 1, (2, 16), generator=g)
+    tokens[:, 9] = SMALL.vocab_size - 1  # end of text
+    with torch.no_grad():
+        return (model.encode_image(torch.randn(2, 3, 32, 32, generator=g)),
+                model.encode_text(tokens))
 
 
 def test_rng_roundtrip_through_a_file(tmp_path):
@@ -42,18 +72,9 @@ def test_model_optimizer_roundtrip_and_prefixes(tmp_path):
     opt2.load_state_dict(ck["optimizer"])
     exp_avg = [o.state_dict()["state"][0]["exp_avg"] for o in (opt, opt2)]
     assert torch.equal(*exp_avg)
-    assert strip_prefixes({"_orig_mod.module.x": 1}) == {"x": 1}
-
-
-def test_unwrap_removes_wrappers():
-    inner = torch.nn.Linear(2, 2)
-
-    class Wrapper(torch.nn.Module):  # stands in for DDP (.module) around torch.compile (._orig_mod)
-        def __init__(self, attr, m):
-            super().__init__()
-            setattr(self, attr, m)
-
-    assert unwrap(Wrapper("module", Wrapper("_orig_mod", inner))) is inner
+    cleaned = clean_state_dict({"_orig_mod.module.x": torch.ones(2, dtype=torch.float16),
+                                "vocab_size": torch.tensor(7)})
+    assert list(cleaned) == ["x"] and cleaned["x"].dtype == torch.float32
 
 
 def test_failed_write_keeps_previous_checkpoint(tmp_path):
@@ -72,5 +93,96 @@ def test_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="junk.pt"):
         load_checkpoint(tmp_path / "junk.pt")
     torch.save({"x": 1}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not a facet checkpoint"):
+    with pytest.raises(ValueError, match=r"other.pt: .*no \['model', 'checksums'\] entry"):
         load_checkpoint(tmp_path / "other.pt")
+    save_checkpoint(tmp_path / "c.pt", {"model": {"w": torch.ones(1)}})
+    with pytest.raises(ValueError, match=r"c.pt: .*no \['config', 'classes'\] entry"):
+        load_checkpoint(tmp_path / "c.pt", required=("model", "config", "classes"))
+
+
+def test_flipped_bytes_in_a_tensor_are_refused(tmp_path):
+    path = tmp_path / "c.pt"
+    weight = torch.arange(1000, dtype=torch.float32)
+    save_checkpoint(path, {"model": {"w": weight}})
+    data = bytearray(path.read_bytes())
+    at = data.find(weight.numpy().tobytes()[400:416])  # inside the tensor's storage record
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"c.pt: corrupted.*model/w"):
+        load_checkpoint(path)
+
+
+def test_weights_that_do_not_fit_the_model_name_the_file():
+    with pytest.raises(ValueError, match=r"ck.pt: its weights do not fit"):
+        load_weights(torch.nn.Linear(3, 2), {"weight": torch.zeros(5, 5)}, "ck.pt")
+
+
+def test_pickle_payloads_are_refused_and_never_run(tmp_path):
+    marker = tmp_path / "ran"
+    torch.save({"model": {}, "evil": RunsCode(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="evil.pt"):
+        load_checkpoint(tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="evil.pt"):
+        load_openai(tmp_path / "evil.pt")
+    # a TorchScript-shaped archive whose data.pkl asks to run code: torch.jit.load would run it
+    with zipfile.ZipFile(tmp_path / "evil_ts.pt", "w") as archive:
+        archive.writestr("evil_ts/data.pkl", pickle.dumps(RunsCode(marker), protocol=2))
+        archive.writestr("evil_ts/code/__torch__/evil.py", "")
+    with pytest.raises(ValueError, match=r"evil_ts.pt: .*refusing to load io.open"):
+        load_openai(tmp_path / "evil_ts.pt")
+    assert not marker.exists()
+
+
+def test_state_dict_round_trip_is_bit_exact(tmp_path):
+    model = CLIP(SMALL).eval()
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "ckpt.pt")
+    loaded = load_openai(tmp_path / "ckpt.pt", quick_gelu=False)
+    state_dict = torch.load(tmp_path / "ckpt.pt", weights_only=True)["state_dict"]
+    rebuilt = build_from_state_dict(state_dict, quick_gelu=False)
+    assert loaded.config == rebuilt.config == SMALL
+    for a, b, c in zip(_features(model), _features(loaded), _features(rebuilt)):
+        assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_load_openai_fp16_state_dict_with_extras_and_prefix(tmp_path):
+    model = CLIP(replace(SMALL, quick_gelu=True)).eval()
+    sd = {f"module.{k}": v.half() for k, v in model.state_dict().items()}
+    sd |= {"input_resolution": torch.tensor(32), "context_length": torch.tensor(16),
+           "vocab_size": torch.tensor(600)}
+    torch.save(sd, tmp_path / "fp16.pt")
+    loaded = load_openai(tmp_path / "fp16.pt")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    model.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+    for a, b in zip(_features(model), _features(loaded)):  # same weights after fp16 rounding
+        assert torch.equal(a, b)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.script
+def test_load_openai_torchscript_archive(tmp_path):
+    model = CLIP(replace(SMALL, quick_gelu=True)).eval()
+    archive = nn.Module()  # the same names as nested plain modules, like OpenAI's JIT model
+    for name, value in model.state_dict().items():
+        *path, leaf = name.split(".")
+        owner = archive
+        for part in path:
+            if not hasattr(owner, part):
+                owner.add_module(part, nn.Module())
+            owner = getattr(owner, part)
+        owner.register_parameter(leaf, nn.Parameter(value.clone(), requires_grad=False))
+    for extra in ("input_resolution", "context_length", "vocab_size"):
+        archive.register_buffer(extra, torch.tensor(7))
+    torch.jit.script(archive).save(str(tmp_path / "ViT-tiny.pt"))
+    loaded = load_openai(tmp_path / "ViT-tiny.pt")
+    for a, b in zip(_features(model), _features(loaded)):
+        assert torch.equal(a, b)
+
+
+def test_load_openai_reports_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_openai(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt"):
+        load_openai(tmp_path / "junk.pt")
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt.*missing"):
+        load_openai(tmp_path / "other.pt")

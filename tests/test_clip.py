@@ -1,4 +1,4 @@
-"""CLIP model: attention oracle, causality, EOT pooling, checkpoint layout and loading, training."""
+"""CLIP model: attention oracle, causality, EOT pooling, checkpoint layout, training."""
 from __future__ import annotations
 
 import math
@@ -9,12 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facet.clip import (CLIP, PRESETS, CLIPConfig, build_from_state_dict, config_from_state_dict,
-                        load_openai, normalize_images)
-from facet.text import causal_mask
+from facet.clip import (CLIP, PRESETS, CLIPConfig, build_from_state_dict, causal_mask,
+                        config_from_state_dict, interpolate_positional_embedding, normalize_images)
 from facet.tokenizer import train_bpe
 from facet.transformer import MultiheadAttention
-from facet.vision import interpolate_positional_embedding
 
 # head dim 64 so that the architecture can be rebuilt from weight shapes
 SMALL = CLIPConfig(embed_dim=32, image_size=32, patch_size=8, vision_width=64, vision_layers=2,
@@ -55,6 +53,13 @@ def test_sdpa_attention_equals_explicit_math_and_torch_mha():
     torch.testing.assert_close(attn(x, keep), out, rtol=1e-5, atol=1e-6)
 
 
+def float32_rounding(reference: torch.Tensor) -> float:
+    """Tolerance for two computations that are equal in exact arithmetic but sum in another
+    order (another kernel, another sequence length, another CPU): 100 float32 epsilons (1.2e-7)
+    of the largest magnitude. Measured differences were ~10 epsilons on an AVX2 EPYC."""
+    return 100 * torch.finfo(torch.float32).eps * reference.abs().max().item()
+
+
 def test_text_tower_is_causal():
     model = CLIP(SMALL).eval()
     tokens = _tokens(2)
@@ -64,7 +69,8 @@ def test_text_tower_is_causal():
     mask = causal_mask(SMALL.context_length)
     hidden = [model.transformer(model.token_embedding(x) + model.positional_embedding, mask)
               for x in (tokens, changed)]
-    torch.testing.assert_close(hidden[0][:, :t + 1], hidden[1][:, :t + 1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(hidden[0][:, :t + 1], hidden[1][:, :t + 1], rtol=0,
+                               atol=float32_rounding(hidden[0]))
     assert not torch.allclose(hidden[0][:, t + 1:], hidden[1][:, t + 1:])  # the test can fail
 
 
@@ -75,10 +81,14 @@ def test_text_feature_ignores_everything_after_eot():
     for row in range(4):  # replace the padding after each eot with random ids
         noisy[row, 4 + row:] = torch.randint(1, 598, (SMALL.context_length - 4 - row,))
     with torch.no_grad():
-        torch.testing.assert_close(model.encode_text(tokens), model.encode_text(noisy),
-                                   rtol=0, atol=1e-6)
+        clean = model.encode_text(tokens)
+        torch.testing.assert_close(clean, model.encode_text(noisy), rtol=0,
+                                   atol=float32_rounding(clean))
         shorter = model.encode_text(tokens[:1, :8])  # fewer positions than the context length
-    torch.testing.assert_close(shorter, model.encode_text(tokens[:1]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(shorter, clean[:1], rtol=0, atol=float32_rounding(clean))
+    changed = tokens.clone()
+    changed[0, 1] += 1  # a token before the eot: the feature must change (the test can fail)
+    assert not torch.allclose(model.encode_text(changed)[:1], clean[:1])
     with pytest.raises(ValueError, match="no end-of-text"):
         model.encode_text(torch.ones(1, 8, dtype=torch.long))
 
@@ -126,68 +136,6 @@ def test_tiny_preset_rebuilds_from_shapes():
     with torch.device("meta"):
         model = CLIP(PRESETS["tiny"])
     assert config_from_state_dict(model.state_dict(), quick_gelu=False) == PRESETS["tiny"]
-
-
-def _features(model: CLIP, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        return (model.encode_image(torch.randn(2, 3, 32, 32, generator=g)),
-                model.encode_text(_tokens(2, seed=seed)))
-
-
-def test_state_dict_round_trip_is_bit_exact(tmp_path):
-    model = CLIP(SMALL).eval()
-    torch.save({"state_dict": model.state_dict()}, tmp_path / "ckpt.pt")
-    loaded = load_openai(tmp_path / "ckpt.pt", quick_gelu=False)
-    state_dict = torch.load(tmp_path / "ckpt.pt", weights_only=True)["state_dict"]
-    rebuilt = build_from_state_dict(state_dict, quick_gelu=False)
-    assert loaded.config == rebuilt.config == SMALL
-    for a, b, c in zip(_features(model), _features(loaded), _features(rebuilt)):
-        assert torch.equal(a, b) and torch.equal(a, c)
-
-
-def test_load_openai_fp16_state_dict_with_extras_and_prefix(tmp_path):
-    model = CLIP(replace(SMALL, quick_gelu=True)).eval()
-    sd = {f"module.{k}": v.half() for k, v in model.state_dict().items()}
-    sd |= {"input_resolution": torch.tensor(32), "context_length": torch.tensor(16),
-           "vocab_size": torch.tensor(600)}
-    torch.save(sd, tmp_path / "fp16.pt")
-    loaded = load_openai(tmp_path / "fp16.pt")
-    assert all(p.dtype == torch.float32 for p in loaded.parameters())
-    model.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
-    for a, b in zip(_features(model), _features(loaded)):  # same weights after fp16 rounding
-        assert torch.equal(a, b)
-
-
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.script
-def test_load_openai_torchscript_archive(tmp_path):
-    model = CLIP(replace(SMALL, quick_gelu=True)).eval()
-    archive = nn.Module()  # the same names as nested plain modules, like OpenAI's JIT model
-    for name, value in model.state_dict().items():
-        *path, leaf = name.split(".")
-        owner = archive
-        for part in path:
-            if not hasattr(owner, part):
-                owner.add_module(part, nn.Module())
-            owner = getattr(owner, part)
-        owner.register_parameter(leaf, nn.Parameter(value.clone(), requires_grad=False))
-    for extra in ("input_resolution", "context_length", "vocab_size"):
-        archive.register_buffer(extra, torch.tensor(7))
-    torch.jit.script(archive).save(str(tmp_path / "ViT-tiny.pt"))
-    loaded = load_openai(tmp_path / "ViT-tiny.pt")
-    for a, b in zip(_features(model), _features(loaded)):
-        assert torch.equal(a, b)
-
-
-def test_load_openai_reports_bad_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing.pt"):
-        load_openai(tmp_path / "missing.pt")
-    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="junk.pt"):
-        load_openai(tmp_path / "junk.pt")
-    torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="other.pt.*missing"):
-        load_openai(tmp_path / "other.pt")
 
 
 def test_zero_shot_gives_probabilities():
