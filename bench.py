@@ -181,7 +181,7 @@ def bench_train(args) -> None:
 
     import train
     from facet import synth
-    from facet.train_config import PRESETS
+    from facet.config import PRESETS
 
     subjects = 2 if args.quick else 4
     default = PRESETS["cpu"]
@@ -317,10 +317,10 @@ def bench_raster(args) -> None:
 
 def _bench_allocator(views) -> None:
     """render_views at 30k faces / 224 px with glibc's default malloc, then with
-    facet.cpu_memory.keep_freed_memory (which stays on for the rest of the run)."""
+    facet.runtime.keep_freed_memory (which stays on for the rest of the run)."""
     import resource
 
-    from facet.cpu_memory import keep_freed_memory
+    from facet.runtime import keep_freed_memory
     from facet.mesh import normalize
     from facet.render import render_views
 
@@ -390,10 +390,10 @@ def main() -> None:
                         help="run only these sections (repeatable)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes")
     args = parser.parse_args()
-    from facet.cpu_memory import keep_freed_memory
+    from facet.runtime import keep_freed_memory
 
     # The raster section first: it measures glibc's default malloc before switching to
-    # facet.cpu_memory's policy, which every other section runs with, as facet's commands do.
+    # facet.runtime's memory policy, which every other section runs with, as facet's commands do.
     for name in sorted(args.only or SECTIONS, key=lambda name: name != "raster"):
         if name != "raster":
             keep_freed_memory()

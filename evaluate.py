@@ -1,79 +1,60 @@
 """Evaluate a trained FACET-VLM checkpoint: its held-out fold, a whole dataset, or new classes.
 
     python evaluate.py --ckpt out/cpu/ckpt.pt                       # the fold it was tested on
-    python evaluate.py --ckpt out/cpu/ckpt.pt --data /data/BU4DFE --dataset bu4dfe   # cross-dataset
+    python evaluate.py --ckpt out/4d/ckpt.pt --data /data/BP4D --dataset bp4d      # cross-dataset
     python evaluate.py --ckpt out/cpu/ckpt.pt --zero-shot "happiness,surprise,a frown"
 
 The checkpoint is self-describing (facet/checkpoint.py): its config rebuilds the same data
 pipeline (views, image size, render mode, frames) and model, its BPE merges the tokenizer.
-Writes metrics.json (accuracy, per_class, macro_f1, uar, uf1, confusion, per_intensity where the
-dataset has intensities, view_weights), confusion.png and view_weights.png next to the checkpoint
-(or to --out), and prints a per-class table.
+Writes metrics.json (accuracy, per_class, macro_f1, uar, uf1, confusion, per_intensity where
+the dataset has intensities, view_weights), predictions.csv, confusion.png and view_weights.png
+into --out, by default a folder named after the evaluation beside the checkpoint (e.g.
+out/cpu/eval-test/): the training run's own report is never overwritten.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
 import torch
 
-from facet import experiment, viz
+from facet import build, loop, reports, runtime
+from facet.camera import parse_views
 from facet.checkpoint import load_checkpoint, load_weights
-from facet.cpu_memory import keep_freed_memory
-from facet.config import from_dict, to_dict
-from facet.distributed import DistInfo, resolve_device
-from facet.train_config import TrainConfig, parse_views
-
-import train  # the script beside this one: evaluation reuses its held-out evaluation
+from facet.config import TrainConfig, from_dict, to_dict
 
 
-def load_model(ckpt: dict, device: torch.device):
-    """(config, classes, model) rebuilt from a checkpoint dict, in eval mode on `device`."""
-    config = from_dict(TrainConfig, ckpt["config"])
-    config = dataclasses.replace(config, pretrained="")  # the weights come from the checkpoint
+def load_model(ckpt: dict, source: str, device: torch.device):
+    """(config, classes, tokenizer, model) rebuilt from a checkpoint dict, in eval mode."""
+    config = dataclasses.replace(from_dict(ckpt["config"]), pretrained="")  # weights: ckpt's
     classes = tuple(ckpt["classes"])
-    tokenizer = experiment.build_tokenizer(config, ckpt["merges"])
-    model = experiment.build_model(config, tokenizer, len(classes))
-    load_weights(model, ckpt["model"], ckpt.get("path", "checkpoint"))
-    return config, classes, model.to(device).eval()
+    tokenizer = build.build_tokenizer(config, ckpt["merges"])
+    model = build.build_model(config, tokenizer, len(classes))
+    load_weights(model, ckpt["model"], source)
+    return config, classes, tokenizer, model.to(device).eval()
 
 
-def select(config: TrainConfig, args, trained_classes: tuple[str, ...], same_data: bool):
-    """(samples, classes, split) to evaluate, following --data/--split/--zero-shot."""
-    root = experiment.dataset_root(config)
-    samples, _ = experiment.select_samples(root, config)
-    split = args.split or ("test" if same_data else "all")
+def select(config: TrainConfig, split: str, classes: tuple[str, ...]):
+    """The samples of `split` ("test": the checkpoint's held-out fold; "all") whose labels are
+    among `classes`, and a note on what was left out.
+
+    Raises:
+        ValueError: no sample is left (naming the labels found and the classes asked for).
+    """
+    root = build.dataset_root(config)
+    samples, _ = build.select_samples(root, config)
     if split == "test":
-        if config.fold == "all" or not same_data:
-            raise ValueError("--split=test needs the checkpoint's own dataset and fold; "
-                             "use --split=all for another dataset")
-        samples = experiment.make_splits(samples, config)[config.fold][1]
-    classes = trained_classes
-    if args.zero_shot:
-        classes = tuple(c.strip() for c in args.zero_shot.split(",") if c.strip())
+        samples = build.make_splits(samples, config)[config.fold][1]
     kept = [s for s in samples if s.label in classes]
+    dropped = sorted({s.label for s in samples} - set(classes))
     if not kept:
-        raise ValueError(f"{root}: no sample is labelled with one of {list(classes)} "
-                         f"(labels there: {sorted({s.label for s in samples})})")
-    return kept, classes, split
-
-
-def print_table(metrics: dict) -> None:
-    """Per-class accuracy (recall) and F1, then the summary metrics."""
-    print(f"{'class':>14}  {'n':>5}  {'acc %':>6}  {'F1 %':>6}")
-    supports = [sum(row) for row in metrics["confusion"]]
-    for name, n in zip(metrics["classes"], supports):
-        acc, f1 = metrics["per_class"][name], metrics["per_class_f1"][name]
-        fmt = lambda x: "-" if x is None else f"{100 * x:.1f}"
-        print(f"{name:>14}  {n:>5}  {fmt(acc):>6}  {fmt(f1):>6}")
-    print(f"accuracy {100 * metrics['accuracy']:.2f}%  macro-F1 {100 * metrics['macro_f1']:.2f}%  "
-          f"UAR {100 * metrics['uar']:.2f}%  (n = {metrics['n']})")
-    if metrics.get("per_intensity"):
-        print("per intensity: " + ", ".join(f"{k}: {100 * v:.1f}%"
-                                             for k, v in metrics["per_intensity"].items()))
+        raise ValueError(f"{root}: none of its {len(samples)} samples is labelled with one of "
+                         f"{list(classes)} (labels there: {sorted({s.label for s in samples})})")
+    note = (f"left out {len(samples) - len(kept)} of {len(samples)} samples whose labels "
+            f"{dropped} the model does not know" if dropped else "")
+    return kept, note
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -81,54 +62,66 @@ def main(argv: list[str] | None = None) -> dict:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, help="checkpoint written by train.py")
     parser.add_argument("--data", default="", help="dataset root (default: the training data)")
-    parser.add_argument("--dataset", default=None, help="layout of --data (default: auto)")
+    parser.add_argument("--dataset", default="auto", help="layout of --data (default: auto)")
     parser.add_argument("--split", choices=("test", "all"), default=None,
                         help="test: the checkpoint's held-out fold (default on its own data); "
                              "all: every sample (default on another dataset)")
-    parser.add_argument("--out", default="", help="output folder (default: beside --ckpt)")
+    parser.add_argument("--out", default="", help="output folder (default: beside --ckpt, "
+                                                  "named after the evaluation)")
     parser.add_argument("--zero-shot", dest="zero_shot", default="",
-                        help='comma-separated class names to classify with new prompts')
+                        help="comma-separated class names to classify with new prompts")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--cache", default=None, help="view cache folder (default: as trained)")
     args = parser.parse_args(argv)
-    keep_freed_memory()  # facet.cpu_memory: no page faults for re-allocated temporaries
+    runtime.keep_freed_memory()  # no page faults for the rasterizer's re-allocated temporaries
+    if args.batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
 
-    device = resolve_device(args.device)
-    ckpt = {**load_checkpoint(args.ckpt, map_location=device), "path": args.ckpt}
-    config, trained_classes, model = load_model(ckpt, device)
-    trained_on = ckpt["config"]["data"]
-    same_data = not args.data or bool(trained_on) and Path(args.data).resolve() == Path(
-        trained_on).resolve()
-    if args.zero_shot and not config.text_head:
-        raise ValueError(f"{args.ckpt}: a linear-head model (text_head=False) cannot classify "
-                         "new class names; zero-shot needs the prompt head")
-    changes = {"eval_batch_size": args.batch_size, "workers": 0, "fold": config.fold}
+    device = runtime.resolve_device(args.device)
+    ckpt = load_checkpoint(args.ckpt, map_location=device,
+                           required=("model", "config", "classes", "merges"))
+    config, classes, tokenizer, model = load_model(ckpt, args.ckpt, device)
+    same_data = not args.data or Path(args.data).resolve() == Path(config.data or "/").resolve()
+    split = args.split or ("test" if same_data else "all")
+    if split == "test" and (config.fold == "all" or not same_data):
+        raise ValueError("--split=test needs the checkpoint's own dataset and fold; "
+                         "use --split=all for another dataset")
+    if args.zero_shot:
+        if not config.text_head:
+            raise ValueError(f"{args.ckpt}: a linear-head model (text_head=False) cannot "
+                             "classify new class names; zero-shot needs the prompt head")
+        classes = tuple(c.strip() for c in args.zero_shot.split(",") if c.strip())
+    data_name = Path(args.data).name if args.data else Path(config.data).name or "synthetic"
+    out = Path(args.out) if args.out else Path(args.ckpt).parent / (
+        f"eval-{split}" if same_data else f"eval-{data_name}-{split}")
+    if args.zero_shot and not args.out:
+        out = out.with_name(out.name + "-zero-shot")
+    runtime.check_writable(out, "--out")  # before the (slow) rendering, not after
+
+    changes = {"eval_batch_size": args.batch_size, "workers": 0}
     if args.data:
-        changes.update(data=args.data, dataset=args.dataset or "auto", intensities=None,
-                       subjects=None)
+        changes.update(data=args.data, dataset=args.dataset, intensities=None, subjects=None)
     if args.cache is not None:
         changes["cache"] = args.cache
     config = dataclasses.replace(config, **changes)
-    samples, classes, split = select(config, args, trained_classes, same_data)
-    cache, samples, failed = experiment.fill_cache(samples, config)
+    samples, note = select(config, split, classes)
+    if note:
+        print(note, file=sys.stderr)
+    cache, samples, failed = build.fill_cache(samples, config)
     for path, reason in failed:
         print(f"render failed {path}: {reason}", file=sys.stderr)
-    dataset = experiment.make_dataset(samples, cache, config, classes, train=False)
-
-    metrics = train.evaluate_split(model, dataset, config, DistInfo(device=device), classes,
-                                   train.amp_dtype_for(config, device))
-    metrics.update(checkpoint=str(args.ckpt), split=split, data=config.data or "synthetic",
-                   zero_shot=bool(args.zero_shot), config=to_dict(config))
-    out = Path(args.out) if args.out else Path(args.ckpt).parent
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    viz.plot_confusion(metrics["confusion"], classes, out / "confusion.png")
-    names = [f"yaw {y:+g} pitch {p:+g}" for y, p in parse_views(config.views)]
-    viz.plot_view_weights([metrics["view_weights"][c] for c in classes], names,
-                          out / "view_weights.png", class_names=list(classes))
-    print_table(metrics)
-    print(f"wrote {out / 'metrics.json'}, confusion.png, view_weights.png")
+    dataset = build.make_dataset(samples, cache, config, classes, train=False)
+    objective = build.build_objective(config, model, tokenizer, classes, torch.Generator())
+    metrics = loop.evaluate_split(objective.to(device), dataset, config,
+                                  runtime.DistInfo(device=device),
+                                  runtime.amp_dtype(config.amp, device))
+    reports.write_report(out, metrics, classes, parse_views(config.views),
+                         checkpoint=str(args.ckpt), split=split,
+                         data=config.data or "synthetic", zero_shot=bool(args.zero_shot),
+                         left_out=note, config=to_dict(config))
+    print(reports.metrics_table(metrics))
+    print(f"wrote {out}/: metrics.json, predictions.csv, confusion.png, view_weights.png")
     return metrics
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from facet.camera import format_views, parse_views
-from facet.cpu_memory import keep_freed_memory
+from facet.runtime import keep_freed_memory
 from facet.meshio import MESH_SUFFIXES, load_mesh
 from facet.render import MODES, PICTURE_RENDER, RenderSettings, render_views, save_contact_sheet
 

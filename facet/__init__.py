@@ -1,6 +1,46 @@
 """facet: a from-scratch, educational reference implementation of FACET-VLM.
 
-3D/4D faces -> multiview renders (our rasterizer) -> CLIP-style ViT per view -> cross-view and
-text-guided fusion -> similarity to emotion prompts. See README.md for the module map.
+A 3D face scan (or a 4D sequence of scans) is rendered from several viewpoints by facet's own
+rasterizer, a CLIP-style ViT encodes each view, the views are fused across viewpoints (CVSA) and
+under the guidance of emotion prompts (MTGF), and the face is classified by its similarity to
+the prompts. The modules, in the order data flows through them (read them in this order; each
+imports only modules above it):
+
+    faces and files
+      mesh.py         Mesh (vertices, triangles, uv, texture, landmarks) and `normalize`
+      vrml.py         VRML 2.0 text <-> Mesh (BU-3DFE, BU-4DFE scans)
+      meshio.py       load_mesh for every format, .bnt range scans, .bnd/.lm3 landmarks, and
+                      the atomic writer every file of facet goes through
+      synth.py        the built-in synthetic faces, written in the benchmarks' layouts
+    rendering
+      camera.py       look-at cameras, projections, (yaw, pitch) view lists
+      raster.py       the z-buffer rasterizer: triangles -> Fragments (face, depth, barycentrics)
+      render.py       shading, render_views (mesh -> V images), render settings, contact sheets
+    data
+      layouts.py      the benchmark layouts and label tables; index_dataset -> Samples
+      protocols.py    which samples count; subject-independent splits (k-fold, LOSO)
+      view_cache.py   every scan rendered once, stored as uint8 on disk
+      datasets.py     the torch Dataset: T frames x V views per sample, 4D frame sampling
+    CLIP
+      tokenizer.py    CLIP's byte-level BPE
+      transformer.py  pre-LN attention blocks
+      clip.py         the ViT image tower, the causal text tower, CLIP
+    FACET-VLM
+      prompts.py      class words, templates, metadata prompts, prompt ensembles
+      fusion.py       CVSA, MTGF, temporal fusion, and their composition ViewFusion
+      model.py        FacetVLM: encode views and classes, fuse, score
+      losses.py       classification, multiview consistency, AffectVLM contrastive + triplet
+      augment.py      mixed view augmentation
+    running
+      config.py       TrainConfig, presets, the --key=value parser, checks
+      build.py        data, tokenizer, model and objective from a config
+      loop.py         the training step (Objective), train / evaluate epochs, LR schedule
+      checkpoint.py   checkpoints with checksums; OpenAI-layout CLIP weights, read safely
+      runtime.py      DDP, devices, threads, memory policy, run-folder lock
+      reports.py      metrics, predictions.csv, figures
+
+Shapes, batch-first everywhere: B batch, T frames (1 for a static scan), V views, K classes,
+P prompts per class, L text tokens, N image tokens, C width, E joint embedding size, H x W
+image, F triangles. A batch of views is (B, T, V, 3, H, W).
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -37,6 +37,7 @@ from facet.transformer import Transformer
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # RGB statistics of CLIP's training images
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 HEAD_DIM = 64  # OpenAI's towers use width // 64 heads; rebuilding from shapes assumes it
+MAX_LOGIT_SCALE = 100.0  # CLIP sec. 2.5: the learned temperature is clipped at 100
 
 
 @dataclass
@@ -78,7 +79,7 @@ def normalize_images(x: torch.Tensor) -> torch.Tensor:
     """
     if x.dim() < 3 or x.shape[-3] != 3:
         raise ValueError(f"expected (..., 3, H, W) RGB images, got shape {tuple(x.shape)}")
-    x = x.float()  # cast before normalising (STYLE: numerics)
+    x = x.float()  # cast before normalising: fp16/bf16 inputs would lose precision
     mean = torch.tensor(CLIP_MEAN, device=x.device).view(3, 1, 1)
     std = torch.tensor(CLIP_STD, device=x.device).view(3, 1, 1)
     return (x - mean) / std
@@ -263,6 +264,11 @@ class CLIP(TextTransformer):
         # init 1/0.07 (CLIP sec. 2.5)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
+    def scale(self) -> torch.Tensor:
+        """The similarity scale s = exp(logit_scale), clipped at MAX_LOGIT_SCALE: the one place
+        the clip happens (beyond it the parameter gets no gradient)."""
+        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Embed images; leading dims are kept, e.g. views (B, V, 3, H, W) -> (B, V, E).
 
@@ -287,8 +293,7 @@ class CLIP(TextTransformer):
         """
         image = F.normalize(self.encode_image(images), dim=-1)  # (B, E)
         text = F.normalize(self.encode_text(tokens), dim=-1)  # (B', E)
-        scale = self.logit_scale.exp().clamp(max=100)  # CLIP caps the scale at 100 (sec. 2.5)
-        logits_per_image = scale * image @ text.t()  # (B, B')
+        logits_per_image = self.scale() * image @ text.t()  # (B, B')
         return logits_per_image, logits_per_image.t()
 
 

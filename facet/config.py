@@ -1,132 +1,219 @@
-"""Config dataclasses from the command line: named presets plus `--key=value` overrides.
+"""The run configuration: one dataclass, named presets, a small `--key=value` parser, checks.
 
-STYLE rule 3: a config is a dataclass whose every field has a default and a comment; presets are a
-dict of named instances; the command line may only override fields that exist, with values that
-parse as the field's declared type. No globals, no `exec` (unlike nanoGPT's configurator).
+Where every training run starts (`train.py`, `evaluate.py` rebuild the same run from the
+config a checkpoint stores). Every `TrainConfig` field can be set on the command line:
 
-Accepted argument forms: `--key=value`, `--key value`, and for booleans a bare `--flag` (True) or
-`--no-flag` (False). Supported field types: bool, int, float, str, `Optional[X]` ("none"/"null"),
-`X | Y` unions (tried in order, e.g. `int | str` for `--fold=all`), `Literal[...]` choices, and
-`tuple[X, ...]` / `list[X]` / `tuple[X, Y]` written comma-separated.
+    python train.py                                  # preset "cpu": synthetic BU-3DFE, tiny model
+    python train.py --preset=vit-b-16 --data=/data/BU3DFE --fold=all
+    python train.py --epochs=3 --views="-30,0;0,0;30,0" --lambda_cons=0 --no-augment
+
+Arguments are `--key=value`, `--key value`, and for booleans a bare `--flag` / `--no-flag`.
+Values are parsed as the field's declared type (bool, int, float, str, a `Literal` choice, an
+optional tuple of ints, or `int | str` for `--fold=all`); `validate` then checks what types
+alone cannot, listing every problem at once. No globals, no `exec` (unlike nanoGPT's
+configurator); the comment beside each field is its `--help` line.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import inspect
+import math
 import re
 import types
 import typing
-from typing import Any, Literal, TypeVar, Union
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Optional
 
-C = TypeVar("C")
+from facet.camera import format_views, parse_views
+from facet.clip import PRESETS as CLIP_PRESETS
+from facet.render import MODES, TRAINING_RENDER
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-_NONE = {"none", "null"}
+SYNTH_KINDS = ("bu3dfe", "bu4dfe", "4dme")  # what facet.synth generates when data = ""
 
 
-def parse_value(text: str, annotation: Any, name: str = "value") -> Any:
-    """Parse a command-line string as a value of the type `annotation`.
+@dataclass
+class TrainConfig:
+    preset: str = "cpu"  # the named preset this config started from (see PRESETS)
+    # --- data ---
+    data: str = ""  # dataset root; "" = the built-in synthetic set (generated on first use)
+    dataset: str = "auto"  # layout: auto, bu3dfe, bu4dfe, bosphorus, bp4d, 4dme, folder
+    synth_kind: str = "bu3dfe"  # synthetic set made when data="": bu3dfe, bu4dfe or 4dme
+    synth_subjects: int = 60  # subjects in the synthetic set (BU-3DFE protocol uses 60)
+    intensities: Optional[tuple[int, ...]] = None  # levels kept; none = the dataset's protocol
+    subjects: Optional[int] = None  # first n subjects kept; none = the dataset's protocol
+    split: Literal["kfold", "loso"] = "kfold"  # subject k-fold or leave-one-subject-out
+    folds: int = 10  # k of the subject-independent k-fold (the literature's 10)
+    fold: int | str = 0  # the test fold: an index, or "all" to run every fold
+    cache: str = ""  # view cache folder; "" = $FACET_CACHE or <repo>/cache/views
+    render_workers: int = 2  # processes rendering the view cache
+    # --- rendering (part of the view-cache key) ---
+    views: str = format_views(TRAINING_RENDER.views)  # "yaw,pitch;..." in degrees
+    image_size: int = TRAINING_RENDER.image_size  # H = W pixels fed to the ViT (224 for ViT-B)
+    mode: str = TRAINING_RENDER.mode  # shaded, texture, depth or normals (facet.render)
+    frames: int = 1  # T frames per sample (1 = static 3D; 8 for 4D)
+    frame_sampling: Literal["uniform", "apex"] = "uniform"  # how T frames are picked (4D)
+    # --- model ---
+    model: str = "tiny"  # CLIP architecture (facet.clip.PRESETS)
+    pretrained: str = ""  # CLIP weights in OpenAI's layout to start from; "" = from scratch
+    vocab: str = ""  # the BPE vocabulary of --pretrained (OpenAI: bpe_simple_vocab_16e6.txt.gz)
+    fusion_depth: int = 1  # CVSA transformer blocks
+    temporal_depth: int = 1  # temporal-fusion transformer blocks (4D)
+    fusion_heads: int = 4  # heads in CVSA / MTGF / temporal attention
+    tau: float = 0.2  # MTGF view-weight softmax temperature
+    cvsa: bool = True  # ablation: False = mean over views instead of CVSA
+    mtgf: bool = True  # ablation: False = no text-guided fusion (CVSA's aggregate only)
+    text_head: bool = True  # ablation: False = learned cosine head instead of prompts
+    freeze_text: bool = False  # keep the text tower fixed (class embeddings computed once)
+    freeze_image: bool = False  # keep the image tower fixed (a linear probe of the fusion)
+    center_images: bool = True  # BatchNorm-centre image embeddings (from-scratch aid)
+    center_inputs: bool = True  # standardise pixels by the training set's mean face per view
+    metadata_prompts: bool = False  # AffectVLM prompts with sex / age / ethnicity per sample
+    train_prompts: Literal["ensemble", "sample"] = "ensemble"  # all prompts per step, or 1 drawn
+    # --- optimisation ---
+    seed: int = 0  # seeds data order, init, augmentation, prompt sampling
+    epochs: int = 30  # passes over the training split
+    batch_size: int = 32  # global batch (split over DDP ranks, times grad_accum per step)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 5e-4  # peak AdamW learning rate
+    weight_decay: float = 0.05  # AdamW decay on weight matrices only
+    adam_beta2: float = 0.98  # AdamW beta2 (CLIP's)
+    warmup: float = 1.0  # linear warm-up length in epochs (may be fractional)
+    min_lr_ratio: float = 0.01  # final LR of the cosine schedule / peak LR
+    grad_clip: float = 1.0  # max global gradient norm; 0 = off
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    lambda_cons: float = 0.1  # multiview consistency loss weight (0 = the ablation)
+    lambda_aff: float = 0.0  # AffectVLM contrastive + triplet loss weight
+    augment: bool = True  # mixed view augmentation (independent warp per view)
+    mix_prob: float = 0.0  # chance a view slot comes from another face of the same class
+    # --- machinery ---
+    device: str = "auto"  # auto (GPU if present), cpu or cuda
+    amp: bool = False  # bf16 autocast (default on GPUs; on CPU only if it measures faster)
+    compile: bool = False  # torch.compile the model
+    threads: int = 0  # torch CPU threads per process; 0 = cores / local processes
+    workers: int = 0  # DataLoader worker processes (0: views are cached, loading is cheap)
+    eval_batch_size: int = 64  # batch size for evaluation
+    out: str = "out"  # output root: a run writes into out/<name>
+    name: str = ""  # run folder name, one path component; "" = the preset name
+    resume: bool = False  # continue from out/<name>/ckpt.pt when it exists
+    log_every: int = 10  # optimizer steps between log.jsonl lines
+    eval_every: int = 1  # epochs between held-out evaluations (the last epoch always)
 
-    Args:
-        text: the raw string after `=`.
-        annotation: a resolved type hint (e.g. `int`, `float | None`, `tuple[int, ...]`).
-        name: the field name, used in error messages.
 
-    Returns:
-        The parsed value.
+PRESETS: dict[str, TrainConfig] = {
+    # CPU default: synthetic BU-3DFE (60 subjects, intensities 3-4), 3 views at 64 px, tiny CLIP
+    "cpu": TrainConfig(),
+    # GPU: ViT-B/16 at 224 px, bf16 autocast, smaller LR for the wide model
+    "vit-b-16": TrainConfig(preset="vit-b-16", model="vit-b-16", image_size=224, batch_size=64,
+                            lr=1e-4, weight_decay=0.1, epochs=30, amp=True, workers=4,
+                            warmup=2.0),
+    # 4D: synthetic BU-4DFE sequences, 8 frames spread over each sequence
+    "4d": TrainConfig(preset="4d", synth_kind="bu4dfe", frames=8, frame_sampling="uniform",
+                      batch_size=16, epochs=12),
+    # micro-expressions: synthetic 4DME-like clips, leave-one-subject-out, apex window
+    "micro": TrainConfig(preset="micro", synth_kind="4dme", split="loso", frames=4,
+                         frame_sampling="apex", batch_size=16, epochs=10),
+}
+
+# fields that may differ between a run and its --resume (they do not change the computation)
+RESUMABLE = {"resume", "name", "out", "workers", "render_workers", "threads", "log_every",
+             "eval_every", "eval_batch_size", "device", "cache"}
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """Check values that types alone cannot; returns the config unchanged.
 
     Raises:
-        ValueError: naming the field, the text and the expected type.
+        ValueError: listing every problem found, so one run fixes them all.
     """
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (Union, types.UnionType):
-        if type(None) in args and text.strip().lower() in _NONE:
-            return None
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return parse_value(text, option, name)
-            except ValueError:
-                continue
-        raise ValueError(f"--{name}={text!r}: expected {_type_name(annotation)}")
-    if origin is Literal:
-        for choice in args:
-            if str(choice) == text:
-                return choice
-        raise ValueError(f"--{name}={text!r}: expected one of "
-                         f"{', '.join(map(str, args))}")
-    if origin in (tuple, list):
-        items = [t.strip() for t in text.split(",") if t.strip()] if text.strip() else []
-        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-            if len(items) != len(args):
-                raise ValueError(f"--{name}={text!r}: expected {len(args)} comma-separated values")
-            return tuple(parse_value(t, a, name) for t, a in zip(items, args))
-        item_type = args[0] if args else str
-        values = [parse_value(t, item_type, name) for t in items]
-        return tuple(values) if origin is tuple else values
-    if annotation is bool:
-        low = text.strip().lower()
-        if low in _TRUE | _FALSE:
-            return low in _TRUE
-        raise ValueError(f"--{name}={text!r}: expected a boolean (true/false, 1/0, yes/no)")
-    if annotation in (int, float):
-        try:
-            return annotation(text)
-        except ValueError:
-            raise ValueError(f"--{name}={text!r}: expected {annotation.__name__}") from None
-    if annotation is str:
-        return text
-    raise ValueError(f"--{name}: fields of type {_type_name(annotation)} cannot be set from the "
-                     "command line")
+    c, problems = config, []
+    problems += [f"--{f.name}={getattr(c, f.name)} must be a finite number"
+                 for f in dataclasses.fields(c) if isinstance(getattr(c, f.name), float)
+                 and not math.isfinite(getattr(c, f.name))]
+    positive = ("epochs", "batch_size", "grad_accum", "image_size", "frames", "eval_batch_size",
+                "log_every", "eval_every", "fusion_heads", "synth_subjects")
+    problems += [f"--{k} must be >= 1 (got {getattr(c, k)})" for k in positive
+                 if getattr(c, k) < 1]
+    nonneg = ("weight_decay", "warmup", "min_lr_ratio", "grad_clip", "lambda_cons", "lambda_aff",
+              "workers", "threads", "fusion_depth", "temporal_depth")
+    problems += [f"--{k} must be >= 0 (got {getattr(c, k)})" for k in nonneg if getattr(c, k) < 0]
+    ranges = {"lr": (0, math.inf, "> 0"), "tau": (0, math.inf, "> 0"),
+              "adam_beta2": (0, 1, "in (0, 1)"), "label_smoothing": (-1e-30, 1, "in [0, 1)")}
+    problems += [f"--{k} must be {words} (got {getattr(c, k)})"
+                 for k, (low, high, words) in ranges.items() if not low < getattr(c, k) < high]
+    if not 0 <= c.mix_prob <= 1:
+        problems.append(f"--mix_prob must be in [0, 1] (got {c.mix_prob})")
+    if c.split == "kfold" and c.folds < 2:
+        problems.append(f"--folds must be >= 2 for k-fold (got {c.folds})")
+    if isinstance(c.fold, str) and c.fold != "all":
+        problems.append(f"--fold must be an index or 'all' (got {c.fold!r})")
+    elif isinstance(c.fold, int) and c.split == "kfold" and not 0 <= c.fold < c.folds:
+        problems.append(f"--fold={c.fold} is outside 0..{c.folds - 1}")
+    if c.model not in CLIP_PRESETS:
+        problems.append(f"--model={c.model!r}: choose one of {', '.join(CLIP_PRESETS)}")
+    elif c.image_size % CLIP_PRESETS[c.model].patch_size:
+        problems.append(f"--image_size={c.image_size} is not a multiple of the {c.model} patch "
+                        f"size {CLIP_PRESETS[c.model].patch_size}")
+    if c.mode not in MODES:
+        problems.append(f"--mode={c.mode!r}: choose one of {', '.join(MODES)}")
+    if c.synth_kind not in SYNTH_KINDS:
+        problems.append(f"--synth_kind={c.synth_kind!r}: choose one of {', '.join(SYNTH_KINDS)}")
+    if c.device not in ("auto", "cpu", "cuda"):
+        problems.append(f"--device={c.device!r}: choose auto, cpu or cuda")
+    if c.name in (".", "..") or re.search(r"[/\\]", c.name):
+        problems.append(f"--name={c.name!r} must be one folder name (no '/', not '..')")
+    try:
+        parse_views(c.views)
+    except ValueError as err:
+        problems.append(f"--{err}")
+    if problems:
+        raise ValueError("invalid configuration:\n  " + "\n  ".join(problems))
+    return config
 
 
-def _type_name(annotation: Any) -> str:
-    """Readable name of a type hint for error messages."""
-    if typing.get_origin(annotation) is None and hasattr(annotation, "__name__"):
-        return annotation.__name__  # int, str, ...
-    return str(annotation).replace("typing.", "")  # Optional[tuple[int, ...]], int | str
+def for_fold(config: TrainConfig, fold: int) -> TrainConfig:
+    """The config of one fold of a `--fold=all` run."""
+    return replace(config, fold=fold)
 
 
-def field_types(cls: type) -> dict[str, Any]:
-    """Resolved type hints of a dataclass's fields (also under `from __future__ import
-    annotations`, where the raw annotations are strings)."""
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+# --- the command line -------------------------------------------------------------------------
 
+def parse_args(argv: list[str]) -> TrainConfig:
+    """A validated TrainConfig from `--preset=NAME` (default "cpu") and `--key=value` overrides.
 
-def _unknown_key_error(key: str, known: list[str]) -> ValueError:
-    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-    hint = f" Did you mean: {', '.join('--' + c for c in close)}?" if close else ""
-    return ValueError(f"unknown option --{key}.{hint} (valid options: {', '.join(sorted(known))})")
-
-
-def split_args(argv: list[str], bool_keys: set[str]) -> list[tuple[str, str]]:
-    """Split raw arguments into (key, text) pairs, accepting the forms listed in the module doc.
-
-    Args:
-        argv: command-line arguments without the program name.
-        bool_keys: names of boolean fields, which may appear as a bare `--flag` / `--no-flag`.
-
-    Returns:
-        A list of (key, value text) pairs in command-line order; dashes in keys become underscores.
+    Raises:
+        ValueError: an unknown preset or option (with close matches), or a value that does not
+            parse as the option's type, or one that `validate` refuses.
     """
-    pairs: list[tuple[str, str]] = []
-    i = 0
+    types_ = typing.get_type_hints(TrainConfig)
+    flags = {k for k, t in types_.items() if t is bool}
+    changes = dict(_split(argv, flags))
+    name = changes.pop("preset", "cpu")
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}{_close(name, PRESETS)} "
+                         f"(presets: {', '.join(PRESETS)})")
+    for key, text in changes.items():
+        if key not in types_:
+            raise ValueError(f"unknown option --{key}{_close(key, types_)} (see --help)")
+        changes[key] = _parse(text, types_[key], key)
+    return validate(replace(PRESETS[name], preset=name, **changes))
+
+
+def _split(argv: list[str], flags: set[str]) -> list[tuple[str, str]]:
+    """Raw arguments -> (key, text) pairs; dashes in keys become underscores."""
+    pairs, i = [], 0
     while i < len(argv):
-        arg = argv[i]
-        if not arg.startswith("--") or arg == "--":
-            raise ValueError(f"unexpected argument {arg!r}: options are written --key=value")
-        key, eq, text = arg[2:].partition("=")
+        if not argv[i].startswith("--") or argv[i] == "--":
+            raise ValueError(f"unexpected argument {argv[i]!r}: options are written --key=value")
+        key, eq, text = argv[i][2:].partition("=")
         key = key.replace("-", "_")
         if not eq:
-            if key in bool_keys:
+            if key in flags:
                 text = "true"
-            elif key.startswith("no_") and key[3:] in bool_keys:
+            elif key.startswith("no_") and key[3:] in flags:
                 key, text = key[3:], "false"
             elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                i += 1
-                text = argv[i]
+                i, text = i + 1, argv[i + 1]
             else:
                 raise ValueError(f"option --{key} needs a value (--{key}=VALUE)")
         pairs.append((key, text))
@@ -134,103 +221,70 @@ def split_args(argv: list[str], bool_keys: set[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def apply_overrides(config: C, argv: list[str]) -> C:
-    """Return a copy of the dataclass `config` with `--key=value` overrides applied.
-
-    Args:
-        config: a dataclass instance (not modified).
-        argv: override arguments, e.g. `["--epochs=3", "--lr", "1e-3", "--amp"]`.
-
-    Returns:
-        A new instance of the same class.
-
-    Raises:
-        ValueError: an unknown key (with close matches) or a value that does not parse.
-    """
-    types_ = field_types(type(config))
-    bool_keys = {k for k, t in types_.items() if t is bool}
-    changes = {}
-    for key, text in split_args(argv, bool_keys):
-        if key not in types_:
-            raise _unknown_key_error(key, list(types_))
-        changes[key] = parse_value(text, types_[key], key)
-    return dataclasses.replace(config, **changes)
-
-
-def config_from_args(presets: dict[str, C], argv: list[str], default: str,
-                     preset_key: str = "preset") -> C:
-    """Pick a preset (`--preset=name`, else `default`) and apply the other overrides to it.
-
-    Args:
-        presets: named config instances, all of one dataclass which has a `preset_key` field.
-        argv: command-line arguments without the program name.
-        default: the preset used when none is named.
-        preset_key: the option that names the preset.
-
-    Returns:
-        The configured dataclass instance, with its `preset_key` field set to the preset's name.
-
-    Raises:
-        ValueError: an unknown preset name, an unknown key or a bad value.
-    """
-    name, rest = default, []
-    pairs = iter(range(len(argv)))
-    for i in pairs:
-        arg = argv[i]
-        if arg.startswith(f"--{preset_key}="):
-            name = arg.split("=", 1)[1]
-        elif arg == f"--{preset_key}" and i + 1 < len(argv):
-            name = argv[i + 1]
-            next(pairs)
-        else:
-            rest.append(arg)
-    if name not in presets:
-        close = difflib.get_close_matches(name, list(presets), n=3, cutoff=0.4)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown preset {name!r}.{hint} (presets: {', '.join(presets)})")
-    base = dataclasses.replace(presets[name], **{preset_key: name})
-    return apply_overrides(base, rest)
+def _parse(text: str, annotation: Any, name: str) -> Any:
+    """`text` as a value of the type `annotation` (the types TrainConfig uses)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):  # Optional[X], or int | str (tried in order)
+        if type(None) in args and text.strip().lower() in ("none", "null"):
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _parse(text, option, name)
+            except ValueError:
+                continue
+        raise ValueError(f"--{name}={text!r}: expected {_type_name(annotation)}")
+    if origin is Literal:
+        if text in map(str, args):
+            return text
+        raise ValueError(f"--{name}={text!r}: expected one of {', '.join(map(str, args))}")
+    if origin is tuple:  # tuple[int, ...], comma-separated
+        return tuple(_parse(t.strip(), args[0], name) for t in text.split(",") if t.strip())
+    if annotation is bool:
+        if text.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return text.strip().lower() in ("1", "true", "yes", "on")
+        raise ValueError(f"--{name}={text!r}: expected a boolean (true/false, 1/0, yes/no)")
+    try:
+        return annotation(text)  # int, float, str
+    except ValueError:
+        raise ValueError(f"--{name}={text!r}: expected {annotation.__name__}") from None
 
 
-def to_dict(config: Any) -> dict[str, Any]:
-    """A dataclass as a dict of primitives (tuples become lists): JSON- and weights_only-safe."""
+def _type_name(annotation: Any) -> str:
+    """A readable name for a field's type: "int or str", "comma-separated ints or none"."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin is tuple:
+        return f"comma-separated {args[0].__name__}s"
+    if origin is Literal:
+        return " | ".join(map(str, args))
+    return "none" if annotation is type(None) else annotation.__name__
+
+
+def _close(word: str, known) -> str:
+    close = difflib.get_close_matches(word, list(known), n=3, cutoff=0.6)
+    return f". Did you mean: {', '.join('--' + c for c in close)}?" if close else ""
+
+
+def help_text() -> str:
+    """`--help`: every option with its type, default and the comment beside its field."""
+    comments = dict(re.findall(r"^    (\w+): .+?  # (.+)$", inspect.getsource(TrainConfig), re.M))
+    types_ = typing.get_type_hints(TrainConfig)
+    lines = ["options (--key=value; booleans also --key / --no-key):"]
+    for f in dataclasses.fields(TrainConfig):
+        lines.append(f"  --{f.name}={f.default!r} [{_type_name(types_[f.name])}]  "
+                     f"{comments[f.name]}")
+    return "\n".join(lines + [f"presets (--preset=NAME): {', '.join(PRESETS)}"])
+
+
+def to_dict(config: TrainConfig) -> dict[str, Any]:
+    """The config as a dict of primitives (tuples become lists): JSON- and weights_only-safe."""
     return {k: list(v) if isinstance(v, tuple) else v
             for k, v in dataclasses.asdict(config).items()}
 
 
-def from_dict(cls: type[C], values: dict[str, Any]) -> C:
-    """Rebuild a dataclass from `to_dict` output; unknown keys (older/newer versions) are ignored.
-
-    Lists are turned back into tuples where the field is declared as a tuple.
-    """
-    types_ = field_types(cls)
-    kwargs = {}
-    for key, value in values.items():
-        if key not in types_:
-            continue
-        if isinstance(value, list) and typing.get_origin(types_[key]) is tuple:
-            value = tuple(value)
-        kwargs[key] = value
-    return cls(**kwargs)
-
-
-def help_text(cls: type, presets: dict[str, Any] | None = None) -> str:
-    """`--help` for a config dataclass: each field's type, default and source comment.
-
-    The comments are read from the class's source, so the dataclass stays the one place where
-    an option is documented (STYLE rule 3: every field has a comment).
-    """
-    comments = {}
-    for line in inspect.getsource(cls).splitlines():
-        match = re.match(r"\s+(\w+): .+?#\s*(.*)$", line)
-        if match:
-            comments[match.group(1)] = match.group(2)
-    types_ = field_types(cls)
-    lines = [f"options (--key=value; booleans also --key / --no-key):"]
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        lines.append(f"  --{f.name}={default!r}  [{_type_name(types_[f.name])}]  "
-                     f"{comments.get(f.name, '')}")
-    if presets:
-        lines.append(f"presets (--preset=NAME): {', '.join(presets)}")
-    return "\n".join(lines)
+def from_dict(values: dict[str, Any]) -> TrainConfig:
+    """Rebuild a TrainConfig from `to_dict` output; keys of other versions are ignored."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
+                          for k, v in values.items() if k in names})

@@ -1,7 +1,7 @@
 """Fusion of view and frame embeddings: CVSA, MTGF and the temporal fusion for 4D.
 
-Our reconstruction of FACET-VLM's fusion (the papers' equations are not public; DESIGN.md
-"Model"). All three modules work in the joint CLIP space of width E, on unit-norm image
+The fusion stage of facet's pipeline (view embeddings -> face embedding); our reconstruction
+of FACET-VLM's fusion (the papers' equations are not public). All modules work in the joint CLIP space of width E, on unit-norm image
 embeddings z and prompt embeddings p, so fused embeddings compare directly with the prompts.
 The frame dimension is folded into the batch: N = B * T rows of V view tokens.
 
@@ -16,42 +16,37 @@ The frame dimension is folded into the batch: N = B * T rows of V view tokens.
   (queries from views, keys/values from prompts), u_v = h_v + CrossAttn(LN(h_v), LN(P)),
   u_v <- u_v + MLP(LN(u_v)). Text-guided view weights beta_v = softmax_v(max_k cos(u_v, p_k) / tau)
   (missing views get weight 0) favour the views that look most like *some* emotion;
-  m = sum_v beta_v u_v. The frame embedding f = LN(g + m) is formed in facet/model.py, which
-  also needs LN(g) alone for the `mtgf=False` ablation.
+  m = sum_v beta_v u_v; the frame embedding is f_t = LN(g + m).
 - `TemporalFusion`: [c; f_1 + q_1; ...; f_T + q_T] (learned token c, temporal position
   embeddings q_t) through pre-LN blocks; the c slot, layer-normed, is the sequence embedding.
-  "T = 1 passes through" means exactly f = f_1 (DESIGN.md): the blocks are skipped. FacetVLM
-  builds this module only when config.max_frames > 1, so a static model has no parameter that
-  some step leaves without a gradient (DDP needs no find_unused_parameters).
+  "T = 1 passes through" means exactly f = f_1: the blocks are skipped. `ViewFusion` builds
+  this module only when max_frames > 1, so a static model has no parameter that some step
+  leaves without a gradient (DDP needs no find_unused_parameters).
+- `ViewFusion` composes them per frame and over frames, with the paper's ablation switches:
+  `cvsa=False` -> h = z and g = mean of the kept views' z; `mtgf=False` -> f_t = LN(g) and the
+  per-view embeddings are h. Its `view_weights` are MTGF's beta; without MTGF the CVSA
+  aggregation token's attention over the views (renormalised); without either, uniform.
 
 Shapes: N rows (= B * T), V views, K classes, T frames, E width (= CLIP embed_dim).
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-class MLP(nn.Sequential):
-    """Two-layer GELU MLP (CLIP's c_fc / c_proj naming)."""
-
-    def __init__(self, width: int, ratio: float = 4.0):
-        hidden = int(width * ratio)
-        super().__init__(OrderedDict(c_fc=nn.Linear(width, hidden), gelu=nn.GELU(),
-                                     c_proj=nn.Linear(hidden, width)))
+from facet.transformer import MLP
 
 
 class FusionBlock(nn.Module):
     """Pre-LN transformer block: x + SelfAttn(LN(x)), then x + MLP(LN(x))."""
 
-    def __init__(self, width: int, heads: int, dropout: float = 0.0):
+    def __init__(self, width: int, heads: int):
         super().__init__()
         self.ln_1 = nn.LayerNorm(width)
-        self.attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
         self.ln_2 = nn.LayerNorm(width)
         self.mlp = MLP(width)
 
@@ -89,12 +84,11 @@ class CVSAOutput:
 class CVSA(nn.Module):
     """Cross-View Semantic Aggregation over V view embeddings (see module docstring)."""
 
-    def __init__(self, width: int, heads: int = 4, depth: int = 1, max_views: int = 9,
-                 dropout: float = 0.0):
+    def __init__(self, width: int, heads: int = 4, depth: int = 1, max_views: int = 9):
         super().__init__()
         self.aggregation_token = nn.Parameter(torch.randn(width) * 0.02)
         self.view_embedding = nn.Parameter(torch.randn(max_views, width) * 0.02)
-        self.blocks = nn.ModuleList(FusionBlock(width, heads, dropout) for _ in range(depth))
+        self.blocks = nn.ModuleList(FusionBlock(width, heads) for _ in range(depth))
         self.ln_post = nn.LayerNorm(width)
 
     def forward(self, z: torch.Tensor, view_mask: torch.Tensor | None = None) -> CVSAOutput:
@@ -107,7 +101,7 @@ class CVSA(nn.Module):
         n, v, e = z.shape
         if v > len(self.view_embedding):
             raise ValueError(f"CVSA got {v} views but has {len(self.view_embedding)} view slots "
-                             f"(raise FacetConfig.max_views)")
+                             f"(raise max_views)")
         check_view_mask(view_mask, n, v)
         token = self.aggregation_token.expand(n, 1, e)  # (N, 1, E)
         x = torch.cat([token, z + self.view_embedding[:v]], dim=1)  # (N, V+1, E)
@@ -134,14 +128,14 @@ class MTGFOutput:
 class MTGF(nn.Module):
     """Multiview Text-Guided Fusion of view tokens under K prompt embeddings."""
 
-    def __init__(self, width: int, heads: int = 4, tau: float = 0.2, dropout: float = 0.0):
+    def __init__(self, width: int, heads: int = 4, tau: float = 0.2):
         super().__init__()
         if tau <= 0:
             raise ValueError(f"MTGF temperature tau must be > 0, got {tau}")
         self.tau = tau  # fixed temperature of the view weights (cosines live in [-1, 1])
         self.ln_q = nn.LayerNorm(width)
         self.ln_kv = nn.LayerNorm(width)
-        self.cross_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(width, heads, batch_first=True)
         self.ln_2 = nn.LayerNorm(width)
         self.mlp = MLP(width)
 
@@ -175,12 +169,11 @@ class MTGF(nn.Module):
 class TemporalFusion(nn.Module):
     """Fuses T frame embeddings into one sequence embedding (see module docstring)."""
 
-    def __init__(self, width: int, heads: int = 4, depth: int = 1, max_frames: int = 16,
-                 dropout: float = 0.0):
+    def __init__(self, width: int, heads: int = 4, depth: int = 1, max_frames: int = 16):
         super().__init__()
         self.temporal_token = nn.Parameter(torch.randn(width) * 0.02)
         self.temporal_embedding = nn.Parameter(torch.randn(max_frames, width) * 0.02)
-        self.blocks = nn.ModuleList(FusionBlock(width, heads, dropout) for _ in range(depth))
+        self.blocks = nn.ModuleList(FusionBlock(width, heads) for _ in range(depth))
         self.ln_post = nn.LayerNorm(width)
 
     def forward(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,7 +190,7 @@ class TemporalFusion(nn.Module):
         if t > len(self.temporal_embedding):
             raise ValueError(f"TemporalFusion got {t} frames but has "
                              f"{len(self.temporal_embedding)} temporal positions "
-                             f"(raise FacetConfig.max_frames)")
+                             f"(raise max_frames)")
         token = self.temporal_token.expand(b, 1, e)  # (B, 1, E)
         x = torch.cat([token, f + self.temporal_embedding[:t]], dim=1)  # (B, T+1, E)
         for block in self.blocks:
@@ -205,3 +198,81 @@ class TemporalFusion(nn.Module):
         to_frames = attention[:, 0, 1:]  # (B, T)
         weights = to_frames / to_frames.sum(dim=-1, keepdim=True).clamp_min(1e-12)
         return self.ln_post(x[:, 0]), weights
+
+
+@dataclass
+class FusionOutput:
+    view_tokens: torch.Tensor  # (B, T, V, E) per-view tokens that are fused (u, or h)
+    frames: torch.Tensor  # (B, T, E) frame embeddings f_t
+    embedding: torch.Tensor  # (B, E) the face / sequence embedding f (not normalised)
+    view_weights: torch.Tensor  # (B, T, V) how much each view counts, sums to 1
+    frame_weights: torch.Tensor | None  # (B, T) temporal token's attention; None if static
+    view_attention: torch.Tensor | None  # (B, T, V+1, V+1) CVSA last block, slot 0 = aggregate
+    prompt_attention: torch.Tensor | None  # (B, T, V, K) MTGF cross-attention over classes
+
+
+class ViewFusion(nn.Module):
+    """CVSA and MTGF on the views of each frame, then temporal fusion over the frames.
+
+    Args:
+        width: E. heads: attention heads. depth, temporal_depth: blocks of CVSA / temporal.
+        max_views: CVSA view slots. max_frames: > 1 builds the temporal fusion (4D).
+        tau: MTGF temperature. cvsa, mtgf: the ablation switches (module docstring).
+    """
+
+    def __init__(self, width: int, heads: int = 4, depth: int = 1, temporal_depth: int = 1,
+                 max_views: int = 9, max_frames: int = 1, tau: float = 0.2, cvsa: bool = True,
+                 mtgf: bool = True):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"fusion heads={heads} must divide the embedding width {width}")
+        self.cvsa = CVSA(width, heads, depth, max_views) if cvsa else None
+        self.mtgf = MTGF(width, heads, tau) if mtgf else None
+        self.ln_frame = nn.LayerNorm(width)  # f_t = LN(g_t + m_t)
+        self.temporal = TemporalFusion(width, heads, temporal_depth, max_frames) \
+            if max_frames > 1 else None
+
+    def forward(self, z: torch.Tensor, prompts: torch.Tensor,
+                view_mask: torch.Tensor) -> FusionOutput:
+        """Args:
+            z: (B, T, V, E) view embeddings. prompts: (K, E) or (B, K, E) class embeddings.
+            view_mask: (B, V) bool, True = view present.
+        Returns:
+            FusionOutput.
+        """
+        b, t, v, e = z.shape
+        n = b * t  # frames fold into the batch for the per-frame fusion
+        rows = z.reshape(n, v, e)  # (B*T, V, E)
+        mask = view_mask.unsqueeze(1).expand(b, t, v).reshape(n, v)  # (B*T, V)
+        prompts = prompts if prompts.dim() == 2 else prompts.repeat_interleave(t, dim=0)
+        view_attention = prompt_attention = None
+        if self.cvsa is not None:
+            cvsa = self.cvsa(rows, mask)
+            h, g, view_attention = cvsa.tokens, cvsa.aggregate, cvsa.attention
+            to_views = view_attention[:, 0, 1:]  # aggregation token -> views, (B*T, V)
+            weights = to_views / to_views.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        else:  # ablation: g = mean of the kept views
+            kept = mask.unsqueeze(-1).float()  # (B*T, V, 1)
+            weights = (kept / kept.sum(dim=1, keepdim=True)).squeeze(-1)  # (B*T, V)
+            h, g = rows, (weights.unsqueeze(-1) * rows).sum(dim=1)  # (B*T, V, E), (B*T, E)
+        if self.mtgf is not None:
+            mtgf = self.mtgf(h, prompts, mask)
+            h, weights, prompt_attention = mtgf.tokens, mtgf.weights, mtgf.attention
+            g = g + mtgf.fused  # g_t + m_t
+        frames = self.ln_frame(g).view(b, t, e)  # (B, T, E)
+
+        frame_weights = None
+        if self.temporal is not None:
+            f, frame_weights = self.temporal(frames)  # (B, E), (B, T)
+        elif t == 1:
+            f = frames[:, 0]  # (B, E)
+        else:
+            raise ValueError(f"got T={t} frames but the model has no temporal fusion "
+                             "(build it with max_frames > 1)")
+        return FusionOutput(
+            view_tokens=h.reshape(b, t, v, e), frames=frames, embedding=f,
+            view_weights=weights.reshape(b, t, v), frame_weights=frame_weights,
+            view_attention=None if view_attention is None else view_attention.view(b, t, v + 1,
+                                                                                 v + 1),
+            prompt_attention=None if prompt_attention is None else prompt_attention.view(
+                b, t, v, -1))

@@ -1,6 +1,6 @@
 """Training losses: classification, multiview consistency, and AffectVLM's contrastive + triplet.
 
-    L = CE(logits, y) + lambda_cons * L_cons + lambda_aff * L_aff        (DESIGN.md "Losses")
+    L = CE(logits, y) + lambda_cons * L_cons + lambda_aff * L_aff
 
 Our reconstruction; the papers give names and intent, not equations:
 

@@ -1,7 +1,7 @@
 """Emotion text prompts: class words, templates, metadata-augmented prompts, prompt ensembles.
 
-FACET-VLM classifies a face by the cosine similarity of its embedding to the text embedding of
-each class ("Prompts" in DESIGN.md). A class is described by several nouns and adjectives
+The text side of facet's pipeline: FACET-VLM classifies a face by the cosine similarity of its embedding to the text embedding of
+each class. A class is described by several nouns and adjectives
 (happiness: "happiness", "joy", "a smile" / "happy", "joyful", "smiling") and each description is
 put into several templates ("a 3D scan of a face showing {noun}"). Our interpretation of the
 papers' prompt design (their exact templates are not public):
@@ -92,7 +92,7 @@ METADATA_TEMPLATES: tuple[str, ...] = (
     "a shaded 3D face of a {subject} person who is {adjective}.",
 )
 
-# BU-3DFE ethnicity codes (FORMATS.md); other codes pass through lower-cased.
+# BU-3DFE ethnicity codes; other codes pass through lower-cased.
 ETHNICITY_WORDS = {"WH": "white", "BL": "black", "AE": "east asian", "AM": "middle-east asian",
                    "LA": "latino", "IN": "indian"}
 
@@ -235,6 +235,27 @@ def tokenize_grid(tokenizer, grid: Sequence, context_length: int) -> torch.Tenso
         tokens = tokenizer.tokenize(flat, context_length=context_length, truncate=True)
         return tokens.view(k, p, -1)  # (K, P, L)
     return torch.stack([tokenize_grid(tokenizer, g, context_length) for g in grid])  # (B, K, P, L)
+
+
+def prompt_tokens(tokenizer, classes: Sequence[str], context_length: int, metadata=None,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Token ids of the class prompts, ready for `FacetVLM`.
+
+    Args:
+        tokenizer: a facet.tokenizer.Tokenizer. classes: K class names.
+        context_length: L, the text tower's context length.
+        metadata: None, one dict, or B dicts (per-sample augmented prompts).
+        generator: None -> every prompt (the inference ensemble); a generator -> one random
+            prompt per class (and sample), the training-time draw.
+    Returns:
+        LongTensor (K, P, L) or (B, K, P, L); P = 1 with a generator.
+    """
+    grid = build_prompts(classes, metadata)
+    if generator is not None:  # keep the grid layout with P = 1: (K, 1) or (B, K, 1)
+        def draw(g):
+            return [[text] for text in sample_prompts(g, generator)]
+        grid = draw(grid) if isinstance(grid[0][0], str) else [draw(g) for g in grid]
+    return tokenize_grid(tokenizer, grid, context_length)
 
 
 def ensemble_embeddings(embeddings: torch.Tensor) -> torch.Tensor:

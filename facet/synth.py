@@ -311,16 +311,22 @@ def write_4dme(root: str | Path, subjects: int = 4, seed: int = 0, clips: int = 
 
 
 WRITERS = {"bu3dfe": write_bu3dfe, "bu4dfe": write_bu4dfe, "4dme": write_4dme}
+DEFAULT_SUBJECTS = {"bu3dfe": 60, "bu4dfe": 4, "4dme": 4}
 
 
-def default_root() -> Path:
-    """Where generated data lives: $FACET_DATA if set, else `<repo>/data/synth` (git-ignored)."""
+def default_root(kind: str = "bu3dfe", subjects: int | None = None) -> Path:
+    """Where a generated set lives unless told otherwise: `$FACET_DATA` or `<repo>/data/synth`
+    (git-ignored), then `<kind>-<subjects>subjects`, so `python -m facet.synth` and train.py
+    find the same folder and a run asking for another size never reuses a stale set."""
     env = os.environ.get("FACET_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "data" / "synth"
+    base = Path(env) if env else Path(__file__).resolve().parents[1] / "data" / "synth"
+    subjects = DEFAULT_SUBJECTS[kind] if subjects is None else subjects
+    return base / f"{kind}-{subjects}subjects"
 
 
 def ensure_dataset(kind: str = "bu3dfe", root: str | Path | None = None, **kw) -> Path:
-    """Return the dataset folder `root` (default `default_root()/kind`), generating it if absent.
+    """Return the dataset folder `root` (default `default_root(kind, subjects)`), generating
+    it if absent.
 
     Args:
         kind: "bu3dfe", "bu4dfe" or "4dme".
@@ -329,7 +335,7 @@ def ensure_dataset(kind: str = "bu3dfe", root: str | Path | None = None, **kw) -
     """
     if kind not in WRITERS:
         raise ValueError(f"unknown synthetic dataset kind {kind!r}; expected one of {list(WRITERS)}")
-    root = Path(root) if root is not None else default_root() / kind
+    root = Path(root) if root is not None else default_root(kind, kw.get("subjects"))
     if root.is_dir():
         return root
     return WRITERS[kind](root, **kw)
@@ -343,7 +349,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--subjects", type=int, default=None, help="default: the writer's")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    out = args.out or default_root() / args.kind
+    out = args.out or default_root(args.kind, args.subjects)
     kw = {} if args.subjects is None else {"subjects": args.subjects}
     start = time.perf_counter()
     WRITERS[args.kind](out, seed=args.seed, progress=True, **kw)

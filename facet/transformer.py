@@ -1,4 +1,4 @@
-"""Pre-LN transformer blocks shared by CLIP's image and text towers (and facet's fusion).
+"""Pre-LN transformer blocks of CLIP's image and text towers (their MLP also serves the fusion).
 
     x = x + attn(ln_1(x), mask)        # multi-head self-attention
     x = x + mlp(ln_2(x))               # c_fc -> GELU/QuickGELU -> c_proj, 4x wide
@@ -8,7 +8,7 @@ load: `attn.in_proj_weight` (3C, C) stacks the query, key and value projections 
 `nn.MultiheadAttention`, `attn.out_proj` is a Linear. Unlike the original we keep tensors
 batch-first (B, N, C) and compute attention with `F.scaled_dot_product_attention`.
 
-Masks (STYLE.md): boolean, True = keep (the query may attend to that key), converted once here.
+Masks are boolean, True = keep (the query may attend to that key), converted once here.
 `attn_mask` (N, N) is shared by the batch (e.g. the causal mask of the text tower); `key_mask`
 (B, N) drops keys per sample (e.g. missing views). A float `attn_mask` is added to the scores.
 A query whose keys are all masked gets NaN: keep at least one key (e.g. itself) per query.
@@ -81,6 +81,16 @@ def combine_masks(attn_mask: torch.Tensor | None, key_mask: torch.Tensor | None
     return attn_mask.masked_fill(~keys, float("-inf"))  # (B, 1, N, N)
 
 
+class MLP(nn.Sequential):
+    """c_fc -> GELU (or QuickGELU) -> c_proj, `ratio` times wide inside (CLIP's names)."""
+
+    def __init__(self, width: int, ratio: float = 4.0, quick_gelu: bool = False):
+        hidden = int(width * ratio)
+        super().__init__(OrderedDict(c_fc=nn.Linear(width, hidden),
+                                     gelu=QuickGELU() if quick_gelu else nn.GELU(),
+                                     c_proj=nn.Linear(hidden, width)))
+
+
 class ResidualAttentionBlock(nn.Module):
     """Pre-LN block: attention then MLP, each added to the residual stream.
 
@@ -93,14 +103,9 @@ class ResidualAttentionBlock(nn.Module):
 
     def __init__(self, width: int, heads: int, quick_gelu: bool = False, mlp_ratio: float = 4.0):
         super().__init__()
-        hidden = int(width * mlp_ratio)
         self.attn = MultiheadAttention(width, heads)
         self.ln_1 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(OrderedDict([
-            ("c_fc", nn.Linear(width, hidden)),
-            ("gelu", QuickGELU() if quick_gelu else nn.GELU()),
-            ("c_proj", nn.Linear(hidden, width)),
-        ]))
+        self.mlp = MLP(width, mlp_ratio, quick_gelu)
         self.ln_2 = nn.LayerNorm(width)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from facet.cpu_memory import keep_freed_memory
+from facet.runtime import exit_with_parent, keep_freed_memory
 from facet.layouts import Sample, index_dataset
 from facet.meshio import load_mesh, write_atomic
 from facet.render import TRAINING_RENDER, RenderSettings, render_views
@@ -147,6 +147,7 @@ def _init_worker() -> None:
     # samples instead; `bench.py --only cache` measures whether a second process helps.
     torch.set_num_threads(1)
     keep_freed_memory()  # inherited from the parent under fork; needed under spawn/forkserver
+    exit_with_parent()  # a killed command must not leave its render workers running
 
 
 class ViewCache:

@@ -1,4 +1,4 @@
-"""Shared test set-up: deterministic seeds, the `slow` marker, and the path to ../shared/data."""
+"""Shared test set-up: deterministic seeds, restored thread counts, the path to ../shared/data."""
 from __future__ import annotations
 
 import random
@@ -15,19 +15,22 @@ sys.path.insert(0, str(REPO))  # tests import `facet` and the top-level scripts 
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: end-to-end runs (torchrun, notebook); still run in CI")
     # Test tensors are tiny: one thread avoids torch's spin-waiting threads fighting over the
     # 2 CI cores (and over the cores of subprocesses such as torchrun's workers).
     torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
-def seeded():
-    """Every test starts from the same random state."""
+def seeded_and_restored():
+    """Every test starts from the same random state and one torch thread, and leaves the
+    process as it found it (train.main, for one, sets the thread count for its run)."""
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+    threads, interop = torch.get_num_threads(), torch.get_num_interop_threads()
     yield
+    assert torch.get_num_interop_threads() == interop, "a test changed the inter-op threads"
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from facet import experiment, synth
+from facet import build, synth
 from facet.checkpoint import load_checkpoint
-from facet.train_config import TrainConfig
+from facet.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 # no augmentation and nothing computed across the batch (the affect loss compares samples,
@@ -39,8 +39,8 @@ def prepared(tmp_path_factory) -> tuple[Path, Path]:
     root = synth.write_bu3dfe(tmp_path_factory.mktemp("data") / "bu3dfe", subjects=2, seed=0)
     cache = tmp_path_factory.mktemp("cache")
     config = TrainConfig(data=str(root), cache=str(cache), image_size=16, render_workers=1)
-    samples, _ = experiment.select_samples(root, config)
-    experiment.fill_cache(samples, config)
+    samples, _ = build.select_samples(root, config)
+    build.fill_cache(samples, config)
     return root, cache
 
 

@@ -4,10 +4,11 @@ import torch
 
 import torch.nn.functional as F
 
+from facet.checkpoint import load_openai
 from facet.clip import CLIP, CLIP_STD
 from facet.losses import LearnedMargin, LossConfig, total_loss
 from facet.model import FacetConfig, FacetVLM
-from facet.prompts import build_prompts
+from facet.prompts import build_prompts, prompt_tokens
 from facet.tokenizer import train_bpe
 
 CLASSES = ["anger", "fear", "happiness", "surprise"]
@@ -20,7 +21,12 @@ def tokenizer():
 
 def _model(tokenizer, **kw) -> FacetVLM:
     torch.manual_seed(0)
-    return FacetVLM(FacetConfig(image_size=32, **kw), tokenizer)
+    return FacetVLM(FacetConfig(image_size=32, vocab_size=tokenizer.vocab_size, **kw))
+
+
+def _tokens(model, tokenizer, metadata=None, generator=None) -> torch.Tensor:
+    """The class prompts' tokens for `model`'s context length."""
+    return prompt_tokens(tokenizer, CLASSES, model.clip.config.context_length, metadata, generator)
 
 
 def _batch(b=4, t=1, v=3, size=32):
@@ -40,7 +46,7 @@ def _unused(model, margin=None) -> list[str]:
 def test_output_shapes_and_weights(tokenizer):
     model = _model(tokenizer, max_frames=4)
     views, _ = _batch(b=2, t=4, v=3, size=40)  # 40 px is resized to the CLIP's 32
-    out = model(views, model.prompt_tokens(CLASSES))
+    out = model(views, _tokens(model, tokenizer))
     e = model.clip.config.embed_dim
     assert out.logits.shape == (2, 4) and out.view_logits.shape == (2, 4, 3, 4)
     assert out.view_embeddings.shape == out.image_embeddings.shape == (2, 4, 3, e)
@@ -56,11 +62,11 @@ def test_every_trainable_parameter_gets_a_gradient(tokenizer, frames):
     """No unused parameters, so DDP needs no find_unused_parameters (static and 4D)."""
     model, margin = _model(tokenizer, max_frames=frames), LearnedMargin()
     views, labels = _batch(t=frames)
-    tokens = model.prompt_tokens(CLASSES, generator=torch.Generator().manual_seed(0))
+    tokens = _tokens(model, tokenizer, generator=torch.Generator().manual_seed(0))
     loss, _ = total_loss(model(views, tokens), labels, LossConfig(lambda_aff=0.1), margin)
     loss.backward()
     assert _unused(model, margin) == []
-    assert model.temporal is None if frames == 1 else model.temporal is not None
+    assert model.fusion.temporal is None if frames == 1 else model.fusion.temporal is not None
 
 
 @pytest.mark.parametrize("switch", [{"cvsa": False}, {"mtgf": False}, {"text_head": False},
@@ -69,7 +75,7 @@ def test_every_trainable_parameter_gets_a_gradient(tokenizer, frames):
 def test_ablations_run_and_train_every_parameter(tokenizer, switch):
     model = _model(tokenizer, **switch)
     views, labels = _batch()
-    tokens = model.prompt_tokens(CLASSES) if model.config.text_head else None
+    tokens = _tokens(model, tokenizer) if model.config.text_head else None
     out = model(views, tokens)
     torch.testing.assert_close(out.view_weights.sum(-1), torch.ones(4, 1))
     total_loss(out, labels, LossConfig(lambda_aff=0.0))[0].backward()
@@ -82,7 +88,7 @@ def test_freezing_and_precomputed_class_embeddings(tokenizer):
     model = _model(tokenizer, freeze_image=True, freeze_text=True)
     assert not any(p.requires_grad for n, p in model.clip.named_parameters() if n != "logit_scale")
     views, _ = _batch()
-    tokens = model.prompt_tokens(CLASSES)
+    tokens = _tokens(model, tokenizer)
     with torch.no_grad():
         classes = model.encode_classes(tokens)
         torch.testing.assert_close(model(views, class_embeddings=classes).logits,
@@ -95,7 +101,7 @@ def test_per_sample_prompts_give_per_sample_class_embeddings(tokenizer):
     model = _model(tokenizer).eval()
     views, _ = _batch(b=2)
     meta = [{"sex": "female", "age": 25}, {"sex": "male", "age": 61}]
-    tokens = model.prompt_tokens(CLASSES, meta, generator=torch.Generator().manual_seed(0))
+    tokens = _tokens(model, tokenizer, meta, generator=torch.Generator().manual_seed(0))
     assert tokens.shape[:3] == (2, 4, 1)
     out = model(views, tokens)
     assert out.class_embeddings.shape == (2, 4, model.clip.config.embed_dim)
@@ -108,7 +114,7 @@ def test_a_masked_view_does_not_change_the_prediction(tokenizer):
     model = _model(tokenizer).eval()
     views, _ = _batch(b=2)
     mask = torch.tensor([[True, False, True], [True, True, True]])
-    tokens = model.prompt_tokens(CLASSES)
+    tokens = _tokens(model, tokenizer)
     with torch.no_grad():
         out = model(views, tokens, view_mask=mask)
         views[0, :, 1] = torch.rand_like(views[0, :, 1])
@@ -132,23 +138,21 @@ def test_image_centring_spreads_nearly_identical_faces(tokenizer):
     assert mean_cos(centred.encode_views(views)) < 0.5
 
 
-def test_load_pretrained_takes_the_checkpoint_weights(tokenizer, tmp_path):
-    model = _model(tokenizer, freeze_image=True)
+def test_built_on_pretrained_towers_with_the_frozen_tower_frozen(tokenizer, tmp_path):
+    config = FacetConfig(image_size=32, vocab_size=tokenizer.vocab_size, freeze_image=True)
     torch.manual_seed(1)
-    donor = CLIP(model.clip_config())
+    donor = CLIP(config.clip_config())
     torch.save(donor.state_dict(), tmp_path / "clip.pt")
-    model.load_pretrained(tmp_path / "clip.pt")
+    model = FacetVLM(config, load_openai(tmp_path / "clip.pt", quick_gelu=False))
     torch.testing.assert_close(model.clip.visual.proj, donor.visual.proj)
     assert not model.clip.visual.proj.requires_grad and model.clip.text_projection.requires_grad
-    with pytest.raises(FileNotFoundError):
-        model.load_pretrained(tmp_path / "missing.pt")
 
 
 def test_overfits_a_tiny_batch(tokenizer):
     """Trained from scratch on the prompt ensemble, the model fits 8 faces within 30 steps."""
     model, margin = _model(tokenizer), LearnedMargin()
     views, labels = _batch(b=8)
-    tokens = model.prompt_tokens(CLASSES)
+    tokens = _tokens(model, tokenizer)
     opt = torch.optim.AdamW([*model.parameters(), *margin.parameters()], lr=3e-4)
     for step in range(30):
         out = model(views, tokens)

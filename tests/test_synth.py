@@ -96,9 +96,9 @@ def test_write_4dme_index(tmp_path):
 
 def test_ensure_dataset_generates_once(tmp_path, monkeypatch):
     monkeypatch.setenv("FACET_DATA", str(tmp_path))
-    assert synth.default_root() == tmp_path
+    assert synth.default_root("bu3dfe", 1) == tmp_path / "bu3dfe-1subjects"
     root = synth.ensure_dataset("bu3dfe", subjects=1)
-    assert root == tmp_path / "bu3dfe"
+    assert root == tmp_path / "bu3dfe-1subjects"
     stamp = next(root.rglob("*.wrl")).stat().st_mtime_ns
     assert synth.ensure_dataset("bu3dfe", subjects=1) == root
     assert next(root.rglob("*.wrl")).stat().st_mtime_ns == stamp

@@ -14,8 +14,11 @@ import torch
 
 import evaluate
 import train
-from facet import synth
-from facet.checkpoint import load_checkpoint
+from facet import build, loop, synth
+from facet.checkpoint import load_checkpoint, save_checkpoint
+from facet.config import help_text, parse_args
+from facet.datasets import collate
+from facet.runtime import run_lock
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,9 +44,11 @@ def args(root: Path, cache: Path, out: Path, *extra: str) -> list[str]:
 def test_train_writes_a_checkpoint_that_evaluate_reloads(tiny_root, cache, tmp_path):
     [metrics] = train.main(args(tiny_root, cache, tmp_path))
     run = tmp_path / "t"
-    for name in ("ckpt.pt", "metrics.json", "log.jsonl", "confusion.png", "curves.png",
-                 "view_weights.png"):
+    for name in ("ckpt.pt", "metrics.json", "log.jsonl", "predictions.csv", "confusion.png",
+                 "curves.png", "view_weights.png"):
         assert (run / name).is_file(), name
+    rows = (run / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 1 + 12 and rows[0].startswith("file,subject,label,predicted,p_anger")
     ckpt = load_checkpoint(run / "ckpt.pt")  # weights_only=True
     assert ckpt["epoch"] == 1 and ckpt["step"] == 4  # 12 training scans / 6 = 2 steps x 2 epochs
     assert ckpt["classes"] == list(synth.EMOTIONS)
@@ -52,22 +57,37 @@ def test_train_writes_a_checkpoint_that_evaluate_reloads(tiny_root, cache, tmp_p
     assert [r["epoch"] for r in log if "epoch" in r] == [0, 1]
     assert metrics["n"] == 12 and set(metrics["per_intensity"]) == {"3", "4"}
 
-    # evaluate.py rebuilds model + tokenizer from the checkpoint alone: same fold, same numbers
-    again = evaluate.main(["--ckpt", str(run / "ckpt.pt"), "--out", str(tmp_path / "eval"),
-                           "--cache", str(cache)])
+    # evaluate.py rebuilds model + tokenizer from the checkpoint alone: same fold, same numbers,
+    # written beside the run under the evaluation's name, never over the training report
+    report = (run / "metrics.json").read_bytes()
+    again = evaluate.main(["--ckpt", str(run / "ckpt.pt"), "--cache", str(cache)])
     assert again["confusion"] == metrics["confusion"]
     assert again["accuracy"] == metrics["accuracy"]
-    assert (tmp_path / "eval" / "confusion.png").is_file()
+    torch.testing.assert_close(torch.tensor([r["probabilities"] for r in again["predictions"]]),
+                               torch.tensor([r["probabilities"] for r in metrics["predictions"]]))
+    assert (run / "eval-test" / "predictions.csv").is_file()
+    assert (run / "metrics.json").read_bytes() == report
 
-    # zero-shot: new class prompts over a subset of the labels
+    # zero-shot: new class prompts over a subset of the labels; the others are left out, said
     zero = evaluate.main(["--ckpt", str(run / "ckpt.pt"), "--out", str(tmp_path / "zs"),
                           "--cache", str(cache), "--zero-shot", "happiness,surprise",
                           "--split", "all"])
     assert zero["classes"] == ["happiness", "surprise"] and zero["n"] == 8
+    assert "left out 16 of 24 samples" in json.loads((tmp_path / "zs" / "metrics.json")
+                                                     .read_text())["left_out"]
+    with pytest.raises(ValueError, match="none of its 24 samples is labelled"):
+        evaluate.main(["--ckpt", str(run / "ckpt.pt"), "--out", str(tmp_path / "none"),
+                       "--cache", str(cache), "--zero-shot", "smirk", "--split", "all"])
 
 
 @pytest.mark.parametrize("bad, message", [
     (["--epoch=3"], "unknown option --epoch. Did you mean: --epochs"),
+    (["--lr=inf"], "--lr=inf must be a finite number"),
+    (["--tau=nan"], "--tau=nan must be a finite number"),
+    (["--weight_decay=inf"], "--weight_decay=inf must be a finite number"),
+    (["--grad_clip=nan"], "--grad_clip=nan must be a finite number"),
+    (["--warmup=nan"], "--warmup=nan must be a finite number"),
+    (["--name=../../x"], "--name='../../x' must be one folder name"),
     (["--lr=-1"], "--lr must be > 0"),
     (["--fold=5", "--folds=2"], "--fold=5 is outside 0..1"),
     (["--image_size=20"], "not a multiple of the tiny patch size"),
@@ -109,7 +129,7 @@ def test_cli_reports_errors_without_traceback():
 
 
 def test_optimizer_groups_and_schedule():
-    from facet.engine import cosine_schedule, parameter_groups
+    from facet.loop import cosine_schedule, parameter_groups
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
     model.logit_scale = torch.nn.Parameter(torch.ones(()))
@@ -131,7 +151,7 @@ def test_optimizer_groups_and_schedule():
 def test_all_folds_table_and_no_overwrite(tiny_root, cache, tmp_path):
     results = train.main(args(tiny_root, cache, tmp_path, "--fold=all", "--epochs=1"))
     assert len(results) == 2
-    table = json.loads((tmp_path / "t" / "folds.json").read_text())
+    table = json.loads((tmp_path / "t" / "folds.json").read_text())["folds"]
     accuracies = [m["accuracy"] for m in results]
     assert table["accuracy"]["folds"] == pytest.approx(accuracies)
     assert table["accuracy"]["mean"] == pytest.approx(sum(accuracies) / 2)
@@ -139,3 +159,102 @@ def test_all_folds_table_and_no_overwrite(tiny_root, cache, tmp_path):
     assert (tmp_path / "t" / "fold1" / "ckpt.pt").is_file()
     with pytest.raises(ValueError, match="exists: pass --resume"):  # a finished run is kept
         train.main(args(tiny_root, cache, tmp_path, "--fold=all", "--epochs=1"))
+
+
+def test_help_lists_every_option_with_its_meaning():
+    lines = [line for line in help_text().splitlines() if line.startswith("  --")]
+    assert len(lines) == len(parse_args([]).__dataclass_fields__)
+    for line in lines:
+        meaning = line.split("]  ", 1)[1]
+        assert len(meaning) > 10 and not meaning.endswith(("(", ",", "/", "--")), line
+
+
+def test_a_run_owns_its_folder(tiny_root, cache, tmp_path):
+    with run_lock(tmp_path / "t"):  # another train.py holds out/t
+        with pytest.raises(ValueError, match=r"t is in use by another run .*--name=NEW"):
+            train.main(args(tiny_root, cache, tmp_path))
+    assert not (tmp_path / "t" / "log.jsonl").exists()
+
+
+def test_resume_with_changed_options_names_them(tiny_root, cache, tmp_path):
+    train.main(args(tiny_root, cache, tmp_path, "--epochs=1"))
+    with pytest.raises(ValueError, match=r"changed options \['epochs', 'lr'\].*--epochs=1"):
+        train.main(args(tiny_root, cache, tmp_path, "--epochs=2", "--lr=1e-3", "--resume"))
+
+
+def test_synth_cli_and_train_share_the_generated_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACET_DATA", str(tmp_path))
+    synth.main(["--kind", "bu3dfe", "--subjects", "2"])
+    written = tmp_path / "bu3dfe-2subjects"
+    assert written.is_dir()
+    config = parse_args(["--synth_subjects=2"])
+    before = written.stat().st_mtime_ns
+    assert build.dataset_root(config) == written and written.stat().st_mtime_ns == before
+
+
+def test_grad_accum_matches_the_unaccumulated_step(tiny_root, cache):
+    """Two micro-batches of 6 accumulated = one step of 12: the same weights afterwards."""
+    config = parse_args([f"--data={tiny_root}", f"--cache={cache}", *TINY, "--no-augment",
+                         "--no-center_images"])  # batch statistics would differ by design
+    samples, _ = build.select_samples(tiny_root, config)
+    store, kept, _ = build.fill_cache(samples, config)
+    dataset = build.make_dataset(kept[:12], store, config, tuple(synth.EMOTIONS), train=False)
+    tokenizer = build.build_tokenizer(config)
+    weights = []
+    for batch_size, accum in ((12, 1), (6, 2)):
+        torch.manual_seed(0)
+        model = build.build_model(config, tokenizer, 6)
+        objective = build.build_objective(config, model, tokenizer, tuple(synth.EMOTIONS),
+                                          torch.Generator().manual_seed(0))
+        optimizer = torch.optim.SGD(objective.parameters(), lr=0.1)
+        scheduler = loop.cosine_schedule(optimizer, 0, 1)
+        batches = torch.utils.data.DataLoader(dataset, batch_size=batch_size,
+                                              collate_fn=collate)
+        loop.train_epoch(objective, batches, optimizer, scheduler, device=torch.device("cpu"),
+                         grad_accum=accum, grad_clip=0)
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    moved = (weights[0] - torch.cat([p.detach().flatten() for p in
+                                     build.build_model(config, tokenizer, 6).parameters()]))
+    assert moved.abs().max() > 1e-4  # the step did something
+    # equal up to float32 rounding: the two ways sum the same gradients in another order
+    torch.testing.assert_close(weights[1], weights[0], rtol=0, atol=1e-6)
+
+
+def test_a_loss_that_is_not_finite_stops_the_run_at_its_step():
+    class Exploding(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, batch):
+            loss = self.w.sum() * (float("nan") if batch["step"] == 2 else 1.0)
+            return loss, torch.zeros(1, 2), {}
+
+    objective = Exploding()
+    optimizer = torch.optim.SGD(objective.parameters(), lr=0.1)
+    batches = [{"views": torch.zeros(1), "label": torch.zeros(1, dtype=torch.long), "step": s}
+               for s in (1, 2, 3)]
+    with pytest.raises(ValueError, match="became nan at optimizer step 7"):
+        loop.train_epoch(objective, batches, optimizer, loop.cosine_schedule(optimizer, 0, 3),
+                         device=torch.device("cpu"), first_step=5)
+    assert objective.w.item() == pytest.approx(0.9)  # the NaN step changed nothing
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--ckpt", "missing.pt"], "error: checkpoint missing.pt does not exist"),
+    (["--ckpt", "{tmp}/ckpt.pt"], "ckpt.pt: not a facet checkpoint of this version: no "
+                                  "['config', 'classes', 'merges'] entry"),
+    (["--ckpt", "{tmp}/ckpt.pt", "--batch_size", "0"], "error: --batch_size must be >= 1"),
+])
+def test_evaluate_errors_exit_2_with_a_message(argv, words, tmp_path):
+    save_checkpoint(tmp_path / "ckpt.pt", {"model": {}})
+    proc = subprocess.run([sys.executable, "evaluate.py", *(a.format(tmp=tmp_path) for a in argv)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert words in proc.stderr, proc.stderr
+
+
+def test_a_checkpoint_without_classes_is_named(tmp_path):
+    save_checkpoint(tmp_path / "ckpt.pt", {"model": {}, "config": {}})
+    with pytest.raises(ValueError, match=r"ckpt.pt: .*no \['classes', 'merges'\] entry"):
+        evaluate.main(["--ckpt", str(tmp_path / "ckpt.pt")])

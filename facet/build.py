@@ -1,39 +1,42 @@
-"""Everything a run builds from a `TrainConfig`: data splits, view cache, tokenizer, model, loss.
+"""Everything a run builds from its `TrainConfig`: data, view cache, tokenizer, model, objective.
 
-Shared by train.py (which trains) and evaluate.py (which rebuilds the same pipeline from the
-config stored in a checkpoint), so both see the same classes, views and model.
+The assembly stage between the configuration and the loops, shared by train.py (which trains)
+and evaluate.py (which rebuilds the same pipeline from the config stored in a checkpoint), so
+both see the same classes, views and model. Data path:
 
-Data path: dataset root -> `index_dataset` -> protocol filter (e.g. BU-3DFE: 60 subjects,
-intensities 3-4) -> subject-independent folds -> `ViewCache.fill` (renders once, uint8 on disk)
--> `FaceViewsDataset` items (T, V, 3, H, W). Every check that can fail (empty dataset, a class
-missing from a split, unrenderable scans) runs here, before any training step.
+    dataset root -> `index_dataset` -> protocol filter (e.g. BU-3DFE: 60 subjects, intensities
+    3-4) -> subject-independent folds -> `ViewCache.fill` (render once, uint8 on disk)
+    -> `FaceViewsDataset` items (T, V, 3, H, W)
+
+Every check that can fail (empty dataset, a class missing from a split, unrenderable scans, a
+vocabulary that does not fit the weights) runs here, before any training step.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 from facet import prompts as prompt_lib
+from facet.camera import parse_views
+from facet.checkpoint import load_openai
 from facet.clip import PRESETS as CLIP_PRESETS
+from facet.config import TrainConfig
+from facet.datasets import FaceViewsDataset, view_statistics
 from facet.layouts import Sample, index_dataset
-from facet.distributed import DistInfo, barrier
-from facet.losses import LearnedMargin, LossConfig, total_loss
+from facet.loop import Objective
+from facet.losses import LossConfig
 from facet.model import FacetConfig, FacetVLM
 from facet.protocols import PROTOCOLS, filter_samples, leave_one_subject_out, subject_kfold
-from facet.tokenizer import Tokenizer, train_bpe
-from facet.datasets import FaceViewsDataset
-from facet.train_config import TrainConfig, parse_views
 from facet.render import RenderSettings
+from facet.runtime import DistInfo, barrier
+from facet.tokenizer import Tokenizer, train_bpe
 from facet.view_cache import ViewCache
-
-# OpenAI's BPE vocabulary, beside the checkout in the dev setup (it is not redistributed here)
-CLIP_VOCAB = Path(__file__).resolve().parents[2] / "shared/data/bpe_simple_vocab_16e6.txt.gz"
 
 
 def dataset_root(config: TrainConfig, dist: DistInfo = DistInfo()) -> Path:
-    """The dataset root: `config.data`, or the synthetic set (generated once, by rank 0).
+    """The dataset root: `config.data`, or the built-in synthetic set (generated once, by rank
+    0, in the folder `python -m facet.synth --kind KIND --subjects N` writes by default).
 
     Raises:
         FileNotFoundError: `config.data` is given but is not a folder.
@@ -43,12 +46,12 @@ def dataset_root(config: TrainConfig, dist: DistInfo = DistInfo()) -> Path:
         if not root.is_dir():
             raise FileNotFoundError(f"--data={config.data}: no such folder")
         return root
-    from facet import synth  # imported lazily: only runs without --data need the generator
+    from facet import synth  # only runs without --data need the generator
 
-    # one folder per (kind, size): a run asking for another size never reuses a stale set
-    root = synth.default_root() / f"{config.synth_kind}-{config.synth_subjects}subjects"
+    root = synth.default_root(config.synth_kind, config.synth_subjects)
     if dist.is_main:
-        synth.ensure_dataset(config.synth_kind, root, subjects=config.synth_subjects, seed=0)
+        synth.ensure_dataset(config.synth_kind, root, subjects=config.synth_subjects, seed=0,
+                             progress=True)
     barrier()  # the other ranks wait until rank 0 has published the set
     return root
 
@@ -58,7 +61,6 @@ def select_samples(root: Path, config: TrainConfig) -> tuple[list[Sample], str]:
 
     Returns:
         (samples, dataset kind).
-
     Raises:
         ValueError: no usable sample (naming the root and what was filtered).
     """
@@ -66,8 +68,7 @@ def select_samples(root: Path, config: TrainConfig) -> tuple[list[Sample], str]:
     protocol = PROTOCOLS[index.kind]
     intensities = config.intensities if config.intensities is not None else protocol.intensities
     subjects = config.subjects if config.subjects is not None else protocol.subjects
-    n_subjects = len({s.subject for s in index.samples})
-    if subjects is not None and subjects > n_subjects:
+    if subjects is not None and subjects > len({s.subject for s in index.samples}):
         subjects = None  # a smaller set (synthetic, partial download) keeps all its subjects
     samples = filter_samples(index.samples, protocol.expressions, intensities, subjects)
     if not samples:
@@ -99,6 +100,12 @@ def check_split(train: list[Sample], test: list[Sample], classes: tuple[str, ...
                          "subjects or fewer folds")
 
 
+def render_settings(config: TrainConfig) -> RenderSettings:
+    """The views, image size and render mode of the run (the view cache's key)."""
+    return RenderSettings(views=parse_views(config.views), image_size=config.image_size,
+                          mode=config.mode)
+
+
 def fill_cache(samples: list[Sample], config: TrainConfig, dist: DistInfo = DistInfo(),
                ) -> tuple[ViewCache, list[Sample], list[tuple[str, str]]]:
     """Render every sample's views once (rank 0; the others wait), drop the ones that failed.
@@ -106,9 +113,7 @@ def fill_cache(samples: list[Sample], config: TrainConfig, dist: DistInfo = Dist
     Returns:
         (cache, samples with a valid entry, failures as (file, reason)).
     """
-    settings = RenderSettings(views=parse_views(config.views), image_size=config.image_size,
-                              mode=config.mode)
-    cache = ViewCache(config.cache or None, settings)
+    cache = ViewCache(config.cache or None, render_settings(config))
     failed: list[tuple[str, str]] = []
     if dist.is_main:
         failed = cache.fill(samples, workers=config.render_workers, progress=True).failed
@@ -125,15 +130,23 @@ def make_dataset(samples: list[Sample], cache: ViewCache, config: TrainConfig,
 
 
 def build_tokenizer(config: TrainConfig, merges: list | None = None) -> Tokenizer:
-    """The run's BPE tokenizer: from checkpoint merges, CLIP's vocabulary, or learned on prompts.
+    """The run's BPE tokenizer: from a checkpoint's merges, the pretrained weights' vocabulary
+    (`--vocab`), or learned on the prompts when training from scratch.
 
     From scratch we learn merges on every prompt of every known class (plain and with metadata),
     sized to the CLIP preset's vocabulary; unseen words still encode, byte by byte.
+
+    Raises:
+        ValueError: --pretrained without --vocab (naming where OpenAI's vocabulary comes from).
     """
     if merges is not None:
         return Tokenizer.from_merges(merges)
-    if config.pretrained:  # OpenAI weights need OpenAI's vocabulary
-        return Tokenizer.from_clip_vocab(config.vocab or CLIP_VOCAB)
+    if config.pretrained:
+        if not config.vocab:
+            raise ValueError("--pretrained needs --vocab, the BPE vocabulary its text tower was "
+                             "trained with (OpenAI's bpe_simple_vocab_16e6.txt.gz comes with "
+                             "OpenAI's CLIP code: github.com/openai/CLIP, folder clip/)")
+        return Tokenizer.from_clip_vocab(config.vocab)
     names = list(prompt_lib.CLASS_WORDS)
     corpus = [p for grid in (prompt_lib.build_prompts(names),
                              prompt_lib.build_prompts(names, {"sex": "female", "age_group": "young",
@@ -142,39 +155,40 @@ def build_tokenizer(config: TrainConfig, merges: list | None = None) -> Tokenize
     return train_bpe(corpus, CLIP_PRESETS[config.model].vocab_size)
 
 
-def build_model(config: TrainConfig, tokenizer: Tokenizer, num_classes: int) -> FacetVLM:
-    """FacetVLM for the config (pretrained CLIP towers loaded when `config.pretrained` is set)."""
+def build_model(config: TrainConfig, tokenizer: Tokenizer, num_classes: int,
+                train_set: FaceViewsDataset | None = None) -> FacetVLM:
+    """FacetVLM for the config: pretrained CLIP towers when `config.pretrained` is set, and the
+    training set's pixel statistics (from scratch, `center_inputs`) when `train_set` is given.
+
+    Raises:
+        ValueError: pretrained weights whose width or vocabulary do not fit (naming the file).
+    """
+    clip = None
+    if config.pretrained:
+        clip = load_openai(config.pretrained)
+        if clip.config.vocab_size != tokenizer.vocab_size:
+            raise ValueError(f"{config.pretrained}: a vocabulary of {clip.config.vocab_size} ids "
+                             f"but --vocab has {tokenizer.vocab_size}: use the weights' own "
+                             "BPE vocabulary")
     facet_config = FacetConfig(
-        clip=config.model, image_size=config.image_size, fusion_depth=config.fusion_depth,
+        clip=config.model, image_size=config.image_size, vocab_size=tokenizer.vocab_size,
+        fusion_depth=config.fusion_depth, temporal_depth=config.temporal_depth,
         fusion_heads=config.fusion_heads, cvsa=config.cvsa, mtgf=config.mtgf,
         text_head=config.text_head, num_classes=num_classes, tau=config.tau,
         max_views=max(9, len(parse_views(config.views))), max_frames=config.frames,
-        freeze_text=config.freeze_text, center_images=config.center_images)
-    model = FacetVLM(facet_config, tokenizer)
-    if config.pretrained:
-        model.load_pretrained(config.pretrained)
+        center_images=config.center_images, freeze_image=config.freeze_image,
+        freeze_text=config.freeze_text)
+    model = FacetVLM(facet_config, clip)
+    if train_set is not None and config.center_inputs and not config.pretrained:
+        # every rank averages the whole training split, so all ranks hold the same statistics
+        model.set_input_statistics(*view_statistics(train_set))
     return model
 
 
-class Objective(nn.Module):
-    """The model plus the trainable parts of its loss, as one module for DDP to wrap.
-
-    DDP averages the gradients of the parameters of the module it wraps; AffectVLM's learned
-    margin is such a parameter, so it lives here beside the model rather than outside DDP.
-    `forward` returns the loss, so DDP's gradient hooks see the whole computation.
-    """
-
-    def __init__(self, model: FacetVLM, config: TrainConfig):
-        super().__init__()
-        self.model = model
-        self.loss_config = LossConfig(config.label_smoothing, config.lambda_cons,
-                                      config.lambda_aff)
-        self.margin = LearnedMargin() if config.lambda_aff > 0 else None
-
-    def forward(self, views: torch.Tensor, labels: torch.Tensor,
-                class_tokens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """Args: views (B, T, V, 3, H, W) in [0, 1], labels (B,), class_tokens (K, P, L),
-        (B, K, P, L) or None (learned head). Returns: (loss, logits (B, K), parts dict)."""
-        output = self.model(views, class_tokens=class_tokens)
-        loss, parts = total_loss(output, labels, self.loss_config, self.margin)
-        return loss, output.logits, parts
+def build_objective(config: TrainConfig, model: FacetVLM, tokenizer: Tokenizer,
+                    classes: tuple[str, ...], generator: torch.Generator) -> Objective:
+    """The training step of the config around `model` (augmentation, prompts, loss weights)."""
+    loss = LossConfig(config.label_smoothing, config.lambda_cons, config.lambda_aff)
+    return Objective(model, tokenizer if config.text_head else None, classes, loss, generator,
+                     augment=config.augment, mix_prob=config.mix_prob,
+                     prompts=config.train_prompts, metadata_prompts=config.metadata_prompts)

@@ -1,0 +1,359 @@
+"""What a run reports: metrics from confusion matrices, per-sample predictions, and figures.
+
+The last stage of facet's pipeline. Everything derives from counts, because counts add up: each
+DDP rank builds its own confusion matrix (K, K) and per-intensity counts,
+`facet.runtime.all_reduce_sum` adds them, and the metrics are computed once from the totals.
+
+Conventions: confusion[i, j] = number of samples of true class i predicted as class j.
+- accuracy: trace / total.
+- per-class accuracy = recall of that class = confusion[i, i] / row sum (None if class i has
+  no sample; such classes are left out of UAR and macro-F1).
+- macro-F1: mean over classes of F1 = 2 TP / (2 TP + FP + FN), over classes that occur as a
+  true label (a class never true but predicted only adds false positives to others' precision).
+- UAR (unweighted average recall) and UF1 (unweighted F1), the micro-expression metrics of the
+  MEGC / 4DME protocol: with leave-one-subject-out, TP/FP/FN are summed over all folds *before*
+  the per-class scores, which is what computing them from the pooled (summed) confusion matrix
+  does (`pooled_metrics`). So UAR = mean per-class recall and UF1 = macro-F1 of the pooled
+  matrix; averaging per-fold UF1 instead would weigh a one-sample fold like a large one.
+Figures use matplotlib's Agg backend (no display needed); each function draws one figure,
+writes it as PNG and closes it.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: must happen before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from facet.meshio import atomic_file, write_atomic  # noqa: E402
+
+def confusion_matrix(targets: torch.Tensor | np.ndarray, predictions: torch.Tensor | np.ndarray,
+                     num_classes: int) -> torch.Tensor:
+    """Count (true, predicted) pairs.
+
+    Args:
+        targets: (N,) integer class indices in [0, K).
+        predictions: (N,) integer class indices in [0, K).
+        num_classes: K.
+
+    Returns:
+        (K, K) int64 tensor, rows = true class, columns = predicted class.
+
+    Raises:
+        ValueError: mismatched lengths or an index outside [0, K).
+    """
+    targets = torch.as_tensor(targets).long().flatten()
+    predictions = torch.as_tensor(predictions).long().flatten()
+    if targets.shape != predictions.shape:
+        raise ValueError(f"targets {tuple(targets.shape)} and predictions "
+                         f"{tuple(predictions.shape)} differ in length")
+    for name, t in (("targets", targets), ("predictions", predictions)):
+        if t.numel() and (t.min() < 0 or t.max() >= num_classes):
+            raise ValueError(f"{name} hold indices outside [0, {num_classes})")
+    flat = targets * num_classes + predictions  # one bin per (true, predicted) pair
+    return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def intensity_counts(targets: torch.Tensor, predictions: torch.Tensor, intensities: torch.Tensor,
+                     num_levels: int) -> torch.Tensor:
+    """Correct and total counts per expression intensity level.
+
+    Args:
+        targets, predictions: (N,) class indices.
+        intensities: (N,) integer level per sample (e.g. BU-3DFE 1..4; 0 = neutral; -1 = unknown,
+            ignored).
+        num_levels: number of level slots I (levels 0..I-1).
+
+    Returns:
+        (I, 2) int64 tensor: [:, 0] correct, [:, 1] total.
+    """
+    intensities = torch.as_tensor(intensities).long().flatten()
+    keep = (intensities >= 0) & (intensities < num_levels)
+    correct = (torch.as_tensor(targets) == torch.as_tensor(predictions)).long().flatten()
+    counts = torch.zeros(num_levels, 2, dtype=torch.long)
+    counts[:, 0].index_add_(0, intensities[keep], correct[keep])
+    counts[:, 1].index_add_(0, intensities[keep], torch.ones_like(correct[keep]))
+    return counts
+
+
+def per_class_scores(confusion: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class recall, precision and F1 from a confusion matrix.
+
+    Args:
+        confusion: (K, K) counts.
+
+    Returns:
+        {"support": (K,) int, "recall": (K,), "precision": (K,), "f1": (K,)} as float64 arrays;
+        recall is NaN for a class without samples, precision NaN for a class never predicted,
+        F1 is 0 when TP = 0 and the class occurs.
+    """
+    c = np.asarray(confusion, dtype=np.float64)
+    tp = np.diag(c)
+    support, predicted = c.sum(axis=1), c.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(support > 0, tp / support, np.nan)
+        precision = np.where(predicted > 0, tp / predicted, np.nan)
+        denom = 2 * tp + (predicted - tp) + (support - tp)  # 2TP + FP + FN
+        f1 = np.where(denom > 0, 2 * tp / denom, np.nan)
+    return {"support": support.astype(np.int64), "recall": recall, "precision": precision, "f1": f1}
+
+
+def summarize(confusion: torch.Tensor | np.ndarray, class_names: list[str],
+              intensity: torch.Tensor | np.ndarray | None = None) -> dict:
+    """All reported metrics as a JSON-ready dict.
+
+    Args:
+        confusion: (K, K) counts (rows true, columns predicted).
+        class_names: K names, in class-index order.
+        intensity: optional (I, 2) [correct, total] counts per level from `intensity_counts`.
+
+    Returns:
+        {"n": int, "accuracy": float, "per_class": {name: recall}, "per_class_f1": {...},
+         "macro_f1": float, "uar": float, "uf1": float, "confusion": list[list[int]],
+         "classes": list[str], "per_intensity": {level: accuracy} (levels with samples only)}.
+        Undefined values (no samples) are None.
+
+    Raises:
+        ValueError: confusion is not (K, K) with K = len(class_names).
+    """
+    c = np.asarray(confusion, dtype=np.int64)
+    k = len(class_names)
+    if c.shape != (k, k):
+        raise ValueError(f"confusion matrix has shape {c.shape}, expected ({k}, {k}) for "
+                         f"{k} class names")
+    scores = per_class_scores(c)
+    present = scores["support"] > 0
+    total = int(c.sum())
+    macro_f1 = float(np.mean(scores["f1"][present])) if present.any() else None
+    uar = float(np.mean(scores["recall"][present])) if present.any() else None
+    result = {
+        "n": total,
+        "accuracy": float(np.trace(c) / total) if total else None,
+        "per_class": {n: _num(r) for n, r in zip(class_names, scores["recall"])},
+        "per_class_f1": {n: _num(f) for n, f in zip(class_names, scores["f1"])},
+        "macro_f1": macro_f1,
+        "uar": uar,
+        "uf1": macro_f1,  # same quantity on a pooled confusion matrix (see module docstring)
+        "confusion": c.tolist(),
+        "classes": list(class_names),
+    }
+    if intensity is not None:
+        counts = np.asarray(intensity, dtype=np.int64)
+        result["intensity_counts"] = counts.tolist()  # [correct, total] per level, for pooling
+        result["per_intensity"] = {str(level): float(ok / n)
+                                   for level, (ok, n) in enumerate(counts) if n > 0}
+    return result
+
+
+def write_predictions(path: str | Path, predictions: list[dict], classes: Sequence[str]) -> Path:
+    """predictions.csv: one row per sample -- file, subject, true label, predicted label, and the
+    probability of every class (columns p_<class>), written atomically."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["file", "subject", "label", "predicted", *(f"p_{c}" for c in classes)])
+    for p in predictions:
+        writer.writerow([p["path"], p["subject"], p["label"], p["predicted"],
+                         *(f"{q:.4f}" for q in p["probabilities"])])
+    write_atomic(path, text.getvalue())
+    return Path(path)
+
+
+def metrics_table(metrics: dict) -> str:
+    """Per-class accuracy (recall) and F1, then the summary line (and per intensity), as text."""
+    fmt = lambda x: "-" if x is None else f"{100 * x:.1f}"
+    lines = [f"{'class':>14}  {'n':>5}  {'acc %':>6}  {'F1 %':>6}"]
+    for name, row in zip(metrics["classes"], metrics["confusion"]):
+        lines.append(f"{name:>14}  {sum(row):>5}  {fmt(metrics['per_class'][name]):>6}  "
+                     f"{fmt(metrics['per_class_f1'][name]):>6}")
+    lines.append(f"accuracy {fmt(metrics['accuracy'])}%  macro-F1 {fmt(metrics['macro_f1'])}%  "
+                 f"UAR {fmt(metrics['uar'])}%  (n = {metrics['n']})")
+    if metrics.get("per_intensity"):
+        lines.append("per intensity: " + ", ".join(f"{k}: {100 * v:.1f}%"
+                                                   for k, v in metrics["per_intensity"].items()))
+    return "\n".join(lines)
+
+
+def write_report(folder: str | Path, metrics: dict, classes: Sequence[str],
+                 views: Sequence[tuple[float, float]], **extra) -> None:
+    """A run's or an evaluation's files in `folder`: metrics.json (the metrics and `extra`, e.g.
+    the config), predictions.csv, confusion.png, view_weights.png, and curves.png when `extra`
+    holds the training log as `log`."""
+    folder = Path(folder)
+    log = extra.pop("log", None)
+    scalars = {k: v for k, v in metrics.items() if k != "predictions"}
+    write_atomic(folder / "metrics.json", json.dumps({**scalars, **extra}, indent=1))
+    if "predictions" in metrics:
+        write_predictions(folder / "predictions.csv", metrics["predictions"], classes)
+    plot_confusion(metrics["confusion"], classes, folder / "confusion.png")
+    names = [f"yaw {y:+g} pitch {p:+g}" for y, p in views]
+    plot_view_weights([metrics["view_weights"][c] for c in classes], names,
+                      folder / "view_weights.png", class_names=list(classes))
+    if log is not None:
+        plot_curves(log, folder / "curves.png")
+
+
+def _num(x: float) -> float | None:
+    """NaN -> None so JSON stays valid."""
+    return None if np.isnan(x) else float(x)
+
+
+def pooled_metrics(fold_metrics: list[dict]) -> dict:
+    """Metrics of the predictions of all folds together: `summarize` of the summed confusion
+    matrices (and intensity counts). The literature's UF1 / UAR for leave-one-subject-out."""
+    confusion = sum(np.asarray(m["confusion"], dtype=np.int64) for m in fold_metrics)
+    levels = [m.get("intensity_counts") for m in fold_metrics]
+    counts = sum(np.asarray(c, dtype=np.int64) for c in levels) if all(levels) else None
+    return summarize(confusion, fold_metrics[0]["classes"], counts)
+
+
+def fold_table(fold_metrics: list[dict], keys: tuple[str, ...] = ("accuracy", "macro_f1")) -> dict:
+    """Mean and sample standard deviation (ddof=1) of metrics over k folds.
+
+    Args:
+        fold_metrics: one `summarize` dict per fold.
+        keys: the scalar metrics to aggregate.
+
+    Returns:
+        {key: {"mean": float, "std": float, "folds": [per-fold values]}}; std is 0 for one fold.
+    """
+    table = {}
+    for key in keys:
+        values = [m[key] for m in fold_metrics if m.get(key) is not None]
+        if not values:
+            continue
+        arr = np.asarray(values, dtype=np.float64)
+        std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+        table[key] = {"mean": float(arr.mean()), "std": std, "folds": [float(v) for v in arr]}
+    return table
+
+
+def fold_table_markdown(table: dict, pooled: dict | None = None) -> str:
+    """`fold_table` output as a markdown table in percent: mean +- std over folds, every fold,
+    and the score of all folds' predictions pooled (`pooled_metrics`) when given."""
+    lines = ["| metric | mean +- std over folds (%) | pooled (%) | folds |", "|---|---|---|---|"]
+    for key, row in table.items():
+        folds = " ".join(f"{100 * v:.1f}" for v in row["folds"])
+        both = pooled is not None and pooled.get(key) is not None
+        pooled_text = f"{100 * pooled[key]:.2f}" if both else "-"
+        lines.append(f"| {key} | {100 * row['mean']:.2f} +- {100 * row['std']:.2f} | "
+                     f"{pooled_text} | {folds} |")
+    return "\n".join(lines) + "\n"
+
+
+# --- figures --------------------------------------------------------------------------------
+
+def _save(fig, path: str | Path) -> Path:
+    """Write a figure as PNG (atomically) and close it."""
+    with atomic_file(path) as f:
+        fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_confusion(confusion: np.ndarray | list, class_names: Sequence[str], path: str | Path,
+                   title: str = "confusion (rows: true, cells: % of row)") -> Path:
+    """Confusion matrix as a row-normalised heat map with counts.
+
+    Args:
+        confusion: (K, K) counts, rows = true class.
+        class_names: K labels.
+        path: output PNG.
+        title: figure title.
+
+    Returns:
+        The written path.
+    """
+    c = np.asarray(confusion, dtype=np.float64)
+    rows = c.sum(axis=1, keepdims=True)
+    frac = np.divide(c, rows, out=np.zeros_like(c), where=rows > 0)
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * k, 0.8 + 0.7 * k))
+    ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{100 * frac[i, j]:.0f}\n({int(c[i, j])})", ha="center", va="center",
+                    fontsize=7, color="white" if frac[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(k), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+# log.jsonl keys drawn by `plot_curves`, panel by panel: (title, y label, {key: legend label})
+CURVES = (("losses", "loss (nats)", {"loss": "total (per step)", "ce": "cross-entropy",
+                                     "cons": "multiview consistency", "aff": "AffectVLM",
+                                     "train_loss": "total (epoch mean)"}),
+          ("accuracy", "accuracy", {"train_acc": "training split", "test_acc": "held-out split"}),
+          ("learning rate", "learning rate", {"lr": "lr"}))
+
+
+def curve_series(records: list[dict]) -> dict[str, dict[str, tuple]]:
+    """The curves `plot_curves` draws: panel -> legend label -> (steps, values)."""
+    series = {}
+    for title, _, keys in CURVES:
+        for key, label in keys.items():
+            points = [(r["step"], r[key]) for r in records if key in r and "step" in r]
+            if points:
+                series.setdefault(title, {})[label] = tuple(zip(*points))
+    return series
+
+
+def plot_curves(records: list[dict], path: str | Path) -> Path:
+    """Training curves from log.jsonl records against the optimizer step: the loss and its
+    parts (cross-entropy, multiview consistency, AffectVLM), accuracies, learning rate.
+
+    Args:
+        records: log rows, e.g. {"step": 10, "loss": 1.2, "ce": 1.1, "cons": 0.9, "lr": 1e-3}
+            or {"epoch": 0, "step": 40, "train_acc": 0.5, "test_acc": 0.4}.
+        path: output PNG.
+    Returns:
+        The written path.
+    """
+    series = curve_series(records)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    for ax, (title, ylabel, _) in zip(axes, CURVES):
+        for label, (x, y) in series.get(title, {}).items():
+            ax.plot(x, y, marker="o" if len(x) < 30 else None, markersize=3, label=label)
+        ax.set(xlabel="optimizer step", ylabel=ylabel, title=title)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_view_weights(weights: np.ndarray | torch.Tensor, view_names: Sequence[str],
+                      path: str | Path, class_names: Sequence[str] | None = None) -> Path:
+    """Mean text-guided view weight (MTGF beta) per view, optionally per true class.
+
+    Args:
+        weights: (V,) overall mean weights, or (K, V) mean weights per class.
+        view_names: V labels, e.g. "yaw -20".
+        path: output PNG.
+        class_names: K labels when `weights` is (K, V).
+
+    Returns:
+        The written path.
+    """
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))  # (K, V) or (1, V)
+    groups, views = w.shape
+    labels = list(class_names) if class_names is not None else ["all"]
+    fig, ax = plt.subplots(figsize=(1.5 + 0.9 * groups * max(1, views) / 3, 3.2))
+    width = 0.8 / views
+    for v in range(views):
+        ax.bar(np.arange(groups) + (v - (views - 1) / 2) * width, w[:, v], width,
+               label=view_names[v])
+    ax.axhline(1.0 / views, color="grey", linestyle="--", linewidth=0.8)  # uniform weighting
+    ax.set_xticks(range(groups), labels[:groups], rotation=30, ha="right")
+    ax.set_ylabel("mean view weight")
+    ax.set_title("text-guided view weights (dashed: uniform)", fontsize=9)
+    ax.legend(fontsize=7, ncol=min(views, 5))
+    return _save(fig, path)

@@ -1,0 +1,88 @@
+"""facet.runtime: the memory policy's effect, a run owning its folder, writable outputs, and
+worker processes that die with their parent."""
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from facet.runtime import check_writable, run_lock
+
+# In a fresh process: malloc 16 MiB once and report the bytes glibc serves from fresh mmap'd
+# pages (mallinfo2().hblkhd) -- without the policy a block that large is mapped (glibc's
+# initial threshold is 128 KiB), with it the block comes from the reusable heap.
+MALLOC_PROBE = textwrap.dedent("""
+    import ctypes, sys
+    from facet.runtime import keep_freed_memory
+    libc = ctypes.CDLL("libc.so.6")
+    class Info(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",
+                    "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    libc.mallinfo2.restype, libc.malloc.restype = Info, ctypes.c_void_p
+    if sys.argv[1] == "policy":
+        assert keep_freed_memory()
+    before = libc.mallinfo2().hblkhd
+    block = libc.malloc(16 << 20)
+    print(libc.mallinfo2().hblkhd - before)
+""")
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the policy tunes glibc's malloc")
+def test_keep_freed_memory_serves_large_blocks_from_the_heap():
+    mapped = {arm: int(subprocess.run([sys.executable, "-c", MALLOC_PROBE, arm],
+                                      capture_output=True, text=True, check=True).stdout)
+              for arm in ("default", "policy")}
+    assert mapped["default"] >= 16 << 20  # the control: without the policy the block is mapped
+    assert mapped["policy"] == 0
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path):
+    with run_lock(tmp_path / "run"):
+        with pytest.raises(ValueError, match=r"run is in use by another run \(\{\"pid\": "
+                                             rf"{os.getpid()}"):
+            with run_lock(tmp_path / "run"):
+                pass
+    with run_lock(tmp_path / "run"):  # released when the first run ends
+        pass
+
+
+def test_unwritable_output_is_named(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"--out=.*file/run: cannot write there"):
+        check_writable(tmp_path / "file" / "run", "--out")
+    assert check_writable(tmp_path / "new" / "run", "--out") == tmp_path / "new" / "run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # the check created nothing
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_workers_exit_when_their_parent_is_killed(tmp_path):
+    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c",
+            "from facet.runtime import exit_with_parent; import time; exit_with_parent(); "
+            "open({str(tmp_path / 'ready')!r}, 'w').close(); time.sleep(60)"])
+        print(child.pid, flush=True)
+        time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    child = int(parent.stdout.readline())
+    for _ in range(100):  # wait until the child has armed its death signal
+        if (tmp_path / "ready").exists():
+            break
+        time.sleep(0.1)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    for _ in range(50):
+        try:
+            if "State:\tZ" in open(f"/proc/{child}/status").read():
+                return  # killed, waiting only to be reaped by init
+        except FileNotFoundError:
+            return  # killed and reaped
+        time.sleep(0.1)
+    os.kill(child, signal.SIGKILL)
+    pytest.fail("the worker outlived its killed parent")
