@@ -131,15 +131,18 @@ def train_fold(config: TrainConfig, dist: runtime.DistInfo, tokenizer, train_set
                         sampler=sampler, collate_fn=collate, num_workers=config.workers,
                         pin_memory=dist.device.type == "cuda")
     steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
-    optimizer = torch.optim.AdamW(loop.parameter_groups(objective, config.weight_decay),
+    optimizer = torch.optim.AdamW(loop.parameter_groups(objective, config.weight_decay,
+                                                        config.margin_lr),
                                   lr=config.lr, betas=(0.9, config.adam_beta2),
                                   eps=1e-6)  # CLIP's eps
+    ema = loop.EMA(model, config.ema_decay) if config.ema_decay > 0 else None
     scheduler = loop.cosine_schedule(optimizer, round(config.warmup * steps_per_epoch),
                                      steps_per_epoch * config.epochs, config.min_lr_ratio)
     ckpt_path, log_path = run_dir / "ckpt.pt", run_dir / "log.jsonl"
     start_epoch, step = 0, 0
     if config.resume and ckpt_path.is_file():
-        start_epoch, step = resume(ckpt_path, config, objective, optimizer, scheduler, generator)
+        start_epoch, step = resume(ckpt_path, config, objective, optimizer, scheduler, generator,
+                                   ema)
         if dist.is_main:
             print(f"resumed {ckpt_path} at epoch {start_epoch} (step {step})")
     if dist.is_main:  # the log keeps exactly the steps of the checkpoint it continues
@@ -167,19 +170,20 @@ def train_fold(config: TrainConfig, dist: runtime.DistInfo, tokenizer, train_set
         train, steps = loop.train_epoch(step_fn, loader, optimizer, scheduler, device=dist.device,
                                         first_step=step, grad_accum=config.grad_accum,
                                         grad_clip=config.grad_clip, amp_dtype=amp_dtype,
-                                        log_every=config.log_every, show_progress=progress)
+                                        ema=ema, log_every=config.log_every,
+                                        show_progress=progress)
         step += steps_per_epoch
         record = {"epoch": epoch, "step": step, "train_loss": train["loss"],
                   "train_acc": train["acc"], "epoch_s": time.perf_counter() - tic,
                   "train_samples": len(train_set)}
         if (epoch + 1) % config.eval_every == 0 or epoch == config.epochs - 1:
-            metrics = loop.evaluate_split(objective, test_set, config, dist, amp_dtype)
-            record["test_acc"] = metrics["accuracy"]
+            metrics = evaluate(objective, test_set, config, dist, amp_dtype, ema, record)
         if dist.is_main:
             append_log(log_path, steps + [record])
             save_checkpoint(ckpt_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "margin": None if objective.margin is None else objective.margin.state_dict(),
+                "ema": None if ema is None else ema.state_dict(),
                 "scheduler": scheduler.state_dict(), "config": to_dict(config),
                 "merges": [list(m) for m in tokenizer.merges], "classes": list(classes),
                 "epoch": epoch, "step": step, "rng": capture_rng(generator),
@@ -187,7 +191,7 @@ def train_fold(config: TrainConfig, dist: runtime.DistInfo, tokenizer, train_set
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
                               for k, v in record.items()}), flush=True)
     if metrics is None:  # resumed a finished run: evaluate its final weights
-        metrics = loop.evaluate_split(objective, test_set, config, dist, amp_dtype)
+        metrics = evaluate(objective, test_set, config, dist, amp_dtype, ema, {})
 
     # --- reports ---
     if dist.is_main:
@@ -196,8 +200,20 @@ def train_fold(config: TrainConfig, dist: runtime.DistInfo, tokenizer, train_set
     return metrics
 
 
+def evaluate(objective, test_set, config: TrainConfig, dist: runtime.DistInfo, amp_dtype,
+             ema: loop.EMA | None, record: dict) -> dict:
+    """Held-out metrics of the run's model, adding test_acc (and test_acc_ema) to `record`.
+    With an EMA, the averaged weights are the run's result, reported and kept."""
+    metrics = loop.evaluate_split(objective, test_set, config, dist, amp_dtype)
+    record["test_acc"] = metrics["accuracy"]
+    if ema is not None:
+        metrics = loop.evaluate_split(objective, test_set, config, dist, amp_dtype, ema.model)
+        record["test_acc_ema"] = metrics["accuracy"]
+    return metrics
+
+
 def resume(path: Path, config: TrainConfig, objective, optimizer, scheduler,
-           generator: torch.Generator) -> tuple[int, int]:
+           generator: torch.Generator, ema: loop.EMA | None) -> tuple[int, int]:
     """Load a checkpoint into the training state; returns (first epoch to run, optimizer step).
 
     Checkpoints are written at the end of an epoch, so the next epoch starts from a clean
@@ -217,6 +233,8 @@ def resume(path: Path, config: TrainConfig, objective, optimizer, scheduler,
     load_weights(objective.model, ckpt["model"], path)
     if objective.margin is not None:
         objective.margin.load_state_dict(ckpt["margin"])
+    if ema is not None:
+        ema.load_state_dict(ckpt["ema"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     restore_rng(ckpt["rng"], generator)

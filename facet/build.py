@@ -70,7 +70,10 @@ def select_samples(root: Path, config: TrainConfig) -> tuple[list[Sample], str]:
     subjects = config.subjects if config.subjects is not None else protocol.subjects
     if subjects is not None and subjects > len({s.subject for s in index.samples}):
         subjects = None  # a smaller set (synthetic, partial download) keeps all its subjects
-    samples = filter_samples(index.samples, protocol.expressions, intensities, subjects)
+    samples = index.samples
+    if index.kind == "4dme" and config.micro_only:  # MER protocols score micro clips only
+        samples = [s for s in samples if s.clip_kind in ("micro", "")]  # "": not annotated
+    samples = filter_samples(samples, protocol.expressions, intensities, subjects)
     if not samples:
         raise ValueError(f"{root}: no usable sample ({index.summary()}; kept expressions "
                          f"{protocol.expressions}, intensities {intensities})")
@@ -188,7 +191,8 @@ def build_model(config: TrainConfig, tokenizer: Tokenizer, num_classes: int,
 def build_objective(config: TrainConfig, model: FacetVLM, tokenizer: Tokenizer,
                     classes: tuple[str, ...], generator: torch.Generator) -> Objective:
     """The training step of the config around `model` (augmentation, prompts, loss weights)."""
-    loss = LossConfig(config.label_smoothing, config.lambda_cons, config.lambda_aff)
+    loss = LossConfig(config.label_smoothing, config.lambda_cons, config.lambda_aff,
+                      config.consistency)
     return Objective(model, tokenizer if config.text_head else None, classes, loss, generator,
-                     augment=config.augment, mix_prob=config.mix_prob,
+                     augment=config.augment, mix_prob=config.mix_prob, mode=config.mode,
                      prompts=config.train_prompts, metadata_prompts=config.metadata_prompts)

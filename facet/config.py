@@ -45,6 +45,7 @@ class TrainConfig:
     split: Literal["kfold", "loso"] = "kfold"  # subject k-fold or leave-one-subject-out
     folds: int = 10  # k of the subject-independent k-fold (the literature's 10)
     fold: int | str = 0  # the test fold: an index, or "all" to run every fold
+    micro_only: bool = True  # 4DME: micro-expression clips only (False: macro clips as well)
     cache: str = ""  # view cache folder; "" = $FACET_CACHE or <repo>/cache/views
     render_workers: int = 2  # processes rendering the view cache
     # --- rendering (part of the view-cache key) ---
@@ -83,7 +84,10 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     lambda_cons: float = 0.1  # multiview consistency loss weight (0 = the ablation)
+    consistency: Literal["encoder", "fusion", "both"] = "encoder"  # on z before CVSA, or u after
     lambda_aff: float = 0.0  # AffectVLM contrastive + triplet loss weight
+    margin_lr: float = 0.05  # peak learning rate of AffectVLM's learned margin (its own group)
+    ema_decay: float = 0.0  # also evaluate an exponential moving average of the weights; 0 = off
     augment: bool = True  # mixed view augmentation (independent warp per view)
     mix_prob: float = 0.0  # chance a view slot comes from another face of the same class
     # --- machinery ---
@@ -135,7 +139,7 @@ def validate(config: TrainConfig) -> TrainConfig:
     problems += [f"--{k} must be >= 1 (got {getattr(c, k)})" for k in positive
                  if getattr(c, k) < 1]
     nonneg = ("weight_decay", "warmup", "min_lr_ratio", "grad_clip", "lambda_cons", "lambda_aff",
-              "workers", "threads", "fusion_depth", "temporal_depth")
+              "workers", "threads", "fusion_depth", "temporal_depth", "margin_lr")
     problems += [f"--{k} must be >= 0 (got {getattr(c, k)})" for k in nonneg if getattr(c, k) < 0]
     ranges = {"lr": (0, math.inf, "> 0"), "tau": (0, math.inf, "> 0"),
               "adam_beta2": (0, 1, "in (0, 1)"), "label_smoothing": (-1e-30, 1, "in [0, 1)")}
@@ -143,6 +147,8 @@ def validate(config: TrainConfig) -> TrainConfig:
                  for k, (low, high, words) in ranges.items() if not low < getattr(c, k) < high]
     if not 0 <= c.mix_prob <= 1:
         problems.append(f"--mix_prob must be in [0, 1] (got {c.mix_prob})")
+    if not 0 <= c.ema_decay < 1:
+        problems.append(f"--ema_decay must be in [0, 1) (got {c.ema_decay})")
     if c.split == "kfold" and c.folds < 2:
         problems.append(f"--folds must be >= 2 for k-fold (got {c.folds})")
     if isinstance(c.fold, str) and c.fold != "all":

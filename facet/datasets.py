@@ -14,7 +14,7 @@ repeats it T times; a sequence contributes T of its frames:
 
 Random choices come from a generator seeded by (seed, epoch, index), not from global state, so
 the batches do not depend on the number of DataLoader workers and a resumed run draws the same
-frames. Call `set_epoch` each epoch, as with DistributedSampler (non-persistent workers get the
+frames; each item also carries such a seed for its view augmentation (`facet.augment`). Call `set_epoch` each epoch, as with DistributedSampler (non-persistent workers get the
 updated copy). The dataset holds only paths, samples and small per-entry metadata: no open file
 or memory map survives `__getitem__`, so it pickles into worker processes.
 """
@@ -118,8 +118,11 @@ class FaceViewsDataset(Dataset):
         views = pixels.float().div_(255)
         if views.shape[2] == 1:  # grey entry stored with one channel
             views = views.expand(-1, -1, 3, -1, -1).contiguous()  # (T, V, 3, H, W)
+        # the sample's own augmentation seed: the same draw in any batch, on any DDP rank
+        seed = int(np.random.default_rng((self.seed, self.epoch, i, 1)).integers(2 ** 62))
         meta = {"subject": sample.subject, "intensity": sample.intensity, "sex": sample.sex,
-                "age_group": sample.age_group, "ethnicity": sample.ethnicity, "path": sample.path}
+                "age_group": sample.age_group, "ethnicity": sample.ethnicity, "path": sample.path,
+                "seed": seed if self.train else 0}
         return views, self.classes.index(sample.label), meta
 
 
@@ -152,10 +155,12 @@ def collate(items: list) -> dict:
 
     Returns:
         {"views": (B, T, V, 3, H, W) float32, "label": (B,) int64, "intensity": (B,) int64
-        (-1 = unknown), "meta": B metadata dicts (subject, sex, age_group, ethnicity, path)}.
+        (-1 = unknown), "seed": (B,) int64 augmentation seeds, "meta": B metadata dicts
+        (subject, sex, age_group, ethnicity, path)}.
     """
     views, labels, metas = zip(*items)
     return {"views": torch.stack(views),  # (B, T, V, 3, H, W)
             "label": torch.tensor(labels, dtype=torch.long),
             "intensity": torch.tensor([m["intensity"] for m in metas], dtype=torch.long),
+            "seed": torch.tensor([m["seed"] for m in metas], dtype=torch.long),
             "meta": list(metas)}

@@ -23,8 +23,10 @@ The frame dimension is folded into the batch: N = B * T rows of V view tokens.
   this module only when max_frames > 1, so a static model has no parameter that some step
   leaves without a gradient (DDP needs no find_unused_parameters).
 - `ViewFusion` composes them per frame and over frames, with the paper's ablation switches:
-  `cvsa=False` -> h = z and g = mean of the kept views' z; `mtgf=False` -> f_t = LN(g) and the
-  per-view embeddings are h. Its `view_weights` are MTGF's beta; without MTGF the CVSA
+  `cvsa=False` -> h = LN(z) and g = LN(mean of the kept views' z), the same final LayerNorm
+  CVSA ends with, so that switching CVSA off removes the cross-view attention only (without
+  it, unit-norm z would enter MTGF, whose residual adds terms of norm ~3 and buries them);
+  `mtgf=False` -> f_t = LN(g) and the per-view embeddings are h. Its `view_weights` are MTGF's beta; without MTGF the CVSA
   aggregation token's attention over the views (renormalised); without either, uniform.
 
 Shapes: N rows (= B * T), V views, K classes, T frames, E width (= CLIP embed_dim).
@@ -227,6 +229,7 @@ class ViewFusion(nn.Module):
         if width % heads:
             raise ValueError(f"fusion heads={heads} must divide the embedding width {width}")
         self.cvsa = CVSA(width, heads, depth, max_views) if cvsa else None
+        self.ln_views = None if cvsa else nn.LayerNorm(width)  # the ablation's CVSA-like end
         self.mtgf = MTGF(width, heads, tau) if mtgf else None
         self.ln_frame = nn.LayerNorm(width)  # f_t = LN(g_t + m_t)
         self.temporal = TemporalFusion(width, heads, temporal_depth, max_frames) \
@@ -251,10 +254,11 @@ class ViewFusion(nn.Module):
             h, g, view_attention = cvsa.tokens, cvsa.aggregate, cvsa.attention
             to_views = view_attention[:, 0, 1:]  # aggregation token -> views, (B*T, V)
             weights = to_views / to_views.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-        else:  # ablation: g = mean of the kept views
+        else:  # ablation: g = LN(mean of the kept views), h = LN(z)
             kept = mask.unsqueeze(-1).float()  # (B*T, V, 1)
             weights = (kept / kept.sum(dim=1, keepdim=True)).squeeze(-1)  # (B*T, V)
-            h, g = rows, (weights.unsqueeze(-1) * rows).sum(dim=1)  # (B*T, V, E), (B*T, E)
+            g = self.ln_views((weights.unsqueeze(-1) * rows).sum(dim=1))  # (B*T, E)
+            h = self.ln_views(rows) * mask.unsqueeze(-1)  # (B*T, V, E), masked rows -> 0
         if self.mtgf is not None:
             mtgf = self.mtgf(h, prompts, mask)
             h, weights, prompt_attention = mtgf.tokens, mtgf.weights, mtgf.attention

@@ -18,6 +18,7 @@ A batch is a dict (`facet.datasets.collate`): "views" (B, T, V, 3, H, W) float i
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import sys
 from typing import Iterable, Sequence
@@ -45,20 +46,22 @@ class Objective(nn.Module):
         tokenizer: its tokenizer (None with the learned head, `text_head=False`).
         classes: the K class names, in label order.
         loss: the loss weights; a LearnedMargin is built when lambda_aff > 0.
-        generator: the run's CPU generator for augmentation and prompt draws (checkpointed).
+        generator: the run's CPU generator for the prompt draws (checkpointed).
         augment: mixed view augmentation on; mix_prob: cross-sample view mixing.
+        mode: the render mode of the views (how they may be augmented).
         prompts: "ensemble" (every prompt each step, as at inference) or "sample" (one drawn).
         metadata_prompts: AffectVLM's per-sample prompts from each sample's metadata.
     """
 
     def __init__(self, model: FacetVLM, tokenizer, classes: Sequence[str], loss: LossConfig,
                  generator: torch.Generator, augment: bool = True, mix_prob: float = 0.0,
-                 prompts: str = "ensemble", metadata_prompts: bool = False):
+                 mode: str = "normals", prompts: str = "ensemble",
+                 metadata_prompts: bool = False):
         super().__init__()
         self.model, self.tokenizer, self.classes = model, tokenizer, list(classes)
         self.loss_config, self.generator = loss, generator
         self.margin = LearnedMargin() if loss.lambda_aff > 0 else None
-        self.augment, self.mix_prob = augment, mix_prob
+        self.augment, self.mix_prob, self.mode = augment, mix_prob, mode
         self.sample_prompts, self.metadata_prompts = prompts == "sample", metadata_prompts
         constant = model.class_head is None and not metadata_prompts and prompts == "ensemble"
         # the prompt ensemble does not change from step to step: tokenise it once
@@ -77,34 +80,81 @@ class Objective(nn.Module):
                                self.model.clip.config.context_length, meta, draw)
         return tokens.to(self.model.pixel_mean.device)
 
+    def mean_face(self, views: torch.Tensor) -> torch.Tensor:
+        """The model's mean image per view slot at the views' size, (V, 3, H, W)."""
+        v, (h, w) = views.shape[2], views.shape[-2:]
+        mean = self.model.pixel_mean[:v]  # (V, 3, S, S)
+        if mean.shape[-2:] == (h, w):
+            return mean
+        return torch.nn.functional.interpolate(mean, size=(h, w), mode="bilinear",
+                                               align_corners=False, antialias=True)
+
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
         """Returns (loss, logits (B, K), the loss's parts as floats for logging)."""
-        views = batch["views"]
+        views = batch["views"]  # (B, T, V, 3, H, W)
         if self.augment:
-            views = mix_view_augment(views, self.generator, labels=batch["label"],
-                                     mix_prob=self.mix_prob)
+            views = mix_view_augment(views, batch["seed"], self.mode, self.mean_face(views),
+                                     labels=batch["label"], mix_prob=self.mix_prob)
         output = self.model(views, class_tokens=self.class_tokens(batch))
         loss, parts = total_loss(output, batch["label"], self.loss_config, self.margin)
         return loss, output.logits, parts
 
 
-def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: decay matrices only; no decay on norms, biases, embeddings, logit_scale.
+def parameter_groups(objective: nn.Module, weight_decay: float,
+                     margin_lr: float | None = None) -> list[dict]:
+    """AdamW groups: decay matrices only; no decay on norms, biases, embeddings, logit_scale;
+    AffectVLM's learned margin in a group of its own, with its own learning rate.
 
     Decaying a gain, a bias or a learned temperature pulls it toward 0, which is not a
     regulariser but a bias (norm gains should sit near 1, logit_scale near log 1/0.07);
-    embeddings are lookup tables whose rows should not shrink just for being rarely used.
+    embeddings are lookup tables whose rows should not shrink just for being rarely used. The
+    margin is one scalar behind a sigmoid: Adam moves a parameter by about its learning rate
+    per step, so at the network's rate (5e-4) it could not leave its start in a whole run.
     """
-    decay, no_decay = [], []
-    for name, param in module.named_parameters():
+    decay, no_decay, margin = [], [], []
+    for name, param in objective.named_parameters():
         if not param.requires_grad:
             continue
-        if param.ndim < 2 or "embedding" in name or name.endswith("logit_scale"):
+        if name.startswith("margin."):
+            margin.append(param)
+        elif param.ndim < 2 or "embedding" in name or name.endswith("logit_scale"):
             no_decay.append(param)
         else:
             decay.append(param)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if margin:
+        groups.append({"params": margin, "weight_decay": 0.0,
+                       **({"lr": margin_lr} if margin_lr is not None else {})})
+    return groups
+
+
+class EMA:
+    """An exponential moving average of a model's weights (and its buffers' latest values),
+    evaluated beside the raw weights: w_ema <- decay * w_ema + (1 - decay) * w, every step.
+
+    Args:
+        model: the model being trained (its parameters are averaged).
+        decay: e.g. 0.99: the average spans about 1 / (1 - decay) steps.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay, self.source = decay, model
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """One step of the average toward the source model's current weights."""
+        averaged, current = list(self.model.parameters()), list(self.source.parameters())
+        torch._foreach_lerp_(averaged, current, 1 - self.decay)
+        for mine, theirs in zip(self.model.buffers(), self.source.buffers()):
+            mine.copy_(theirs)  # statistics (BatchNorm, pixel statistics) are not averaged
+
+    def state_dict(self) -> dict:
+        return self.model.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state)
 
 
 def cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
@@ -140,7 +190,8 @@ def to_device(batch: dict, device: torch.device) -> dict:
 def train_epoch(objective: nn.Module, loader: Iterable[dict], optimizer: torch.optim.Optimizer,
                 scheduler, *, device: torch.device, first_step: int = 0, grad_accum: int = 1,
                 grad_clip: float = 1.0, amp_dtype: torch.dtype | None = None,
-                log_every: int = 10, show_progress: bool = False) -> tuple[dict, list[dict]]:
+                ema: EMA | None = None, log_every: int = 10,
+                show_progress: bool = False) -> tuple[dict, list[dict]]:
     """One pass over `loader` (see the module docstring).
 
     Args:
@@ -151,6 +202,7 @@ def train_epoch(objective: nn.Module, loader: Iterable[dict], optimizer: torch.o
         grad_accum: micro-batches per step; a shorter last group is averaged over its own
             length, so every step is a mean over the samples it saw.
         grad_clip: max global gradient norm (<= 0 disables). amp_dtype: bf16 or None.
+        ema: an EMA of the objective's model, updated after every optimizer step.
         log_every: optimizer steps between logged records (and the first step).
         show_progress: a tqdm bar (rank 0 on a terminal).
     Returns:
@@ -197,6 +249,8 @@ def train_epoch(objective: nn.Module, loader: Iterable[dict], optimizer: torch.o
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
+        if ema is not None:
+            ema.update()
         if step % log_every == 0 or step == 1:
             records.append({"step": step, **logged, "lr": optimizer.param_groups[0]["lr"]})
         group_loss, group_parts = 0.0, {}
@@ -272,19 +326,21 @@ def evaluate(model: FacetVLM, loader: Iterable[dict], objective_like: Objective,
 
 
 def evaluate_split(objective: Objective, dataset, config, dist: DistInfo,
-                   amp_dtype: torch.dtype | None = None) -> dict:
+                   amp_dtype: torch.dtype | None = None, model: FacetVLM | None = None) -> dict:
     """`facet.reports.summarize` metrics of the objective's model on `dataset` (each rank
     evaluates its shard), plus the mean view weights per true class and every prediction.
 
     Args:
         objective: gives the model and the class prompts. dataset: a FaceViewsDataset.
+        model: evaluate this model instead of the objective's (e.g. the EMA weights).
         config: the run's TrainConfig (views, eval batch size, workers).
         dist: this process's place in the run. amp_dtype: bf16 or None.
     """
     shard = Subset(dataset, shard_indices(len(dataset), dist.rank, dist.world_size))
     loader = DataLoader(shard, batch_size=config.eval_batch_size, collate_fn=collate,
                         num_workers=config.workers)
-    counts = evaluate(objective.model, loader, objective, num_views=len(parse_views(config.views)),
+    counts = evaluate(model or objective.model, loader, objective,
+                      num_views=len(parse_views(config.views)),
                       device=dist.device, amp_dtype=amp_dtype,
                       show_progress=dist.is_main and sys.stderr.isatty())
     metrics = summarize(counts["confusion"], objective.classes, counts["intensity"])

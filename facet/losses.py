@@ -7,6 +7,9 @@ Our reconstruction; the papers give names and intent, not equations:
 - `classification_loss`: cross-entropy over the prompt-similarity logits (optional label
   smoothing, Szegedy et al. 2016).
 - `consistency_loss` (FACET-VLM's multiview consistency): the views of one face should agree.
+  By default on the image embeddings z, *before* CVSA mixes the views ("encoder"): after the
+  mixing, attention alone could make the views agree without the encoder becoming
+  view-invariant; "fusion" applies it to the fused tokens u, "both" to both.
   (a) embedding agreement: mean over view pairs i < j of 1 - cos(u_i, u_j);
   (b) prediction agreement: mean over views of KL(q || p_v), p_v = softmax(view logits),
       q = mean_v p_v the view-averaged prediction. Direction: the consensus q plays the teacher
@@ -144,6 +147,7 @@ class LossConfig:
     label_smoothing: float = 0.0  # CE smoothing
     lambda_cons: float = 0.1  # multiview consistency weight; 0 = the paper's ablation
     lambda_aff: float = 0.0  # AffectVLM contrastive + triplet weight; 0 = off (needs a margin)
+    consistency: str = "encoder"  # on z before fusion ("encoder"), on u after ("fusion"), "both"
 
 
 def total_loss(output, labels: torch.Tensor, config: LossConfig = LossConfig(),
@@ -163,7 +167,11 @@ def total_loss(output, labels: torch.Tensor, config: LossConfig = LossConfig(),
     ce = classification_loss(output.logits, labels, config.label_smoothing)
     loss, parts = ce, {"ce": ce.item()}
     if config.lambda_cons > 0:
-        cons = consistency_loss(output.view_embeddings, output.view_logits, output.view_mask)
+        cons = sum(consistency_loss(embeddings, logits, output.view_mask)
+                   for where, embeddings, logits in (
+                       ("encoder", output.image_embeddings, output.image_logits),
+                       ("fusion", output.view_embeddings, output.view_logits))
+                   if config.consistency in (where, "both"))
         loss = loss + config.lambda_cons * cons
         parts["cons"] = cons.item()
     if config.lambda_aff > 0:

@@ -10,7 +10,7 @@ not public). One forward pass, in four parts a reader can hold:
       (or precomputed embeddings, or the learned head W (K, E) of the `text_head=False` ablation)
     ViewFusion(z, p): CVSA -> MTGF -> f_t = LN(g + m) -> temporal -> f (B, E)  (facet.fusion)
     logits_k = s * cos(f, p_k), s = exp(logit_scale) clamped at 100      (B, K)
-    view_logits = s * cos(u_tv, p_k)                                     (B, T, V, K), for L_cons
+    view_logits = s * cos(u_tv, p_k), image_logits = s * cos(z_tv, p_k)  (B, T, V, K), for L_cons
 
 Choices (also in the README's design notes):
 - Class embeddings are shared, (K, E) from tokens (K, P, L), or per sample, (B, K, E) from
@@ -80,7 +80,8 @@ class FacetOutput:
     """Everything a loss or a figure may want; fields are None when the part is switched off."""
 
     logits: torch.Tensor  # (B, K) scaled cosines of the face embedding to the classes
-    view_logits: torch.Tensor  # (B, T, V, K) the same per view, for the consistency loss
+    view_logits: torch.Tensor  # (B, T, V, K) the same per fused view token u
+    image_logits: torch.Tensor  # (B, T, V, K) the same per image embedding z (before fusion)
     embedding: torch.Tensor  # (B, E) unit-norm face/sequence embedding f
     view_embeddings: torch.Tensor  # (B, T, V, E) per-view tokens that are fused (u, or h)
     image_embeddings: torch.Tensor  # (B, T, V, E) unit-norm CLIP image embeddings z
@@ -207,8 +208,10 @@ class FacetVLM(nn.Module):
         logits = scale * (f @ p.T if shared else torch.einsum("be,bke->bk", f, p))  # (B, K)
         view_logits = scale * (unit_views @ p.T if shared
                                else torch.einsum("btve,bke->btvk", unit_views, p))  # (B,T,V,K)
+        image_logits = scale * (z @ p.T if shared
+                                else torch.einsum("btve,bke->btvk", z, p))  # (B, T, V, K)
         return FacetOutput(
-            logits=logits, view_logits=view_logits, embedding=f,
+            logits=logits, view_logits=view_logits, image_logits=image_logits, embedding=f,
             view_embeddings=fused.view_tokens, image_embeddings=z, frame_embeddings=fused.frames,
             class_embeddings=p, view_weights=fused.view_weights, view_mask=view_mask,
             frame_weights=fused.frame_weights, view_attention=fused.view_attention,

@@ -232,7 +232,11 @@ def tokenize_grid(tokenizer, grid: Sequence, context_length: int) -> torch.Tenso
         if any(len(row) != p for row in grid):
             raise ValueError("every class needs the same number of prompts to stack as (K, P, L)")
         flat = [text for row in grid for text in row]
-        tokens = tokenizer.tokenize(flat, context_length=context_length, truncate=True)
+        try:  # a prompt cut short could lose its class word: refuse it instead
+            tokens = tokenizer.tokenize(flat, context_length=context_length)
+        except ValueError as err:
+            raise ValueError(f"a class prompt does not fit the text tower: {err}; shorten the "
+                             "template or class name") from None
         return tokens.view(k, p, -1)  # (K, P, L)
     return torch.stack([tokenize_grid(tokenizer, g, context_length) for g in grid])  # (B, K, P, L)
 
@@ -248,14 +252,21 @@ def prompt_tokens(tokenizer, classes: Sequence[str], context_length: int, metada
         generator: None -> every prompt (the inference ensemble); a generator -> one random
             prompt per class (and sample), the training-time draw.
     Returns:
-        LongTensor (K, P, L) or (B, K, P, L); P = 1 with a generator.
+        LongTensor (K, P, L') or (B, K, P, L'); P = 1 with a generator; L' <= context_length
+        is the longest prompt's length.
+    Raises:
+        ValueError: a prompt needs more than `context_length` tokens (it is never cut).
     """
     grid = build_prompts(classes, metadata)
     if generator is not None:  # keep the grid layout with P = 1: (K, 1) or (B, K, 1)
         def draw(g):
             return [[text] for text in sample_prompts(g, generator)]
         grid = draw(grid) if isinstance(grid[0][0], str) else [draw(g) for g in grid]
-    return tokenize_grid(tokenizer, grid, context_length)
+    tokens = tokenize_grid(tokenizer, grid, context_length)
+    # columns after the longest prompt's end token hold only padding, which the causal text
+    # tower never looks at: drop them, so the text tower's work follows the prompts' length
+    used = int((tokens != 0).flatten(0, -2).any(dim=0).nonzero().max()) + 1
+    return tokens[..., :used]
 
 
 def ensemble_embeddings(embeddings: torch.Tensor) -> torch.Tensor:

@@ -95,17 +95,26 @@ def test_affect_loss_pulls_positives_pushes_negatives_and_learns_its_margin():
     assert abs(margin().item() - 0.25) > 1e-3 and 0.05 < margin().item() < 0.5
 
 
-def test_total_loss_combines_the_parts():
+def test_total_loss_is_the_weighted_sum_of_the_separately_computed_parts():
     b, t, v, k, e = 4, 1, 3, 5, 8
     out = SimpleNamespace(logits=torch.randn(b, k), view_logits=torch.randn(b, t, v, k),
                           view_embeddings=torch.randn(b, t, v, e),
+                          image_logits=torch.randn(b, t, v, k),
+                          image_embeddings=torch.randn(b, t, v, e),
                           view_mask=torch.ones(b, v, dtype=torch.bool))
     labels, margin = torch.tensor([0, 1, 0, 2]), LearnedMargin()
-    loss, parts = total_loss(out, labels, LossConfig(lambda_cons=0.5, lambda_aff=0.2), margin)
-    expected = parts["ce"] + 0.5 * parts["cons"] + 0.2 * parts["aff"]
-    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    ce = classification_loss(out.logits, labels)
+    on_z = consistency_loss(out.image_embeddings, out.image_logits, out.view_mask)
+    on_u = consistency_loss(out.view_embeddings, out.view_logits, out.view_mask)
+    aff = affect_loss(out.view_embeddings[:, 0].reshape(b * v, e), labels.repeat_interleave(v),
+                      margin)
+    for where, cons in (("encoder", on_z), ("fusion", on_u), ("both", on_z + on_u)):
+        config = LossConfig(lambda_cons=0.5, lambda_aff=0.2, consistency=where)
+        loss, parts = total_loss(out, labels, config, margin)
+        torch.testing.assert_close(loss, ce + 0.5 * cons + 0.2 * aff)
+        assert parts["cons"] == pytest.approx(cons.item(), rel=1e-6)
     assert math.isclose(parts["margin"], 0.25, rel_tol=1e-5)
     loss, parts = total_loss(out, labels, LossConfig(lambda_cons=0, lambda_aff=0))
-    assert set(parts) == {"ce"}
+    assert set(parts) == {"ce"} and torch.equal(loss, ce)
     with pytest.raises(ValueError, match="margin"):
         total_loss(out, labels, LossConfig(lambda_aff=0.1))

@@ -1,4 +1,5 @@
 """Prompts: class words, grids, metadata-augmented prompts, sampling, tokenising, ensembles."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -60,12 +61,12 @@ def test_sample_prompts_is_seeded_and_draws_from_the_grid():
 def test_tokenize_grid_layouts():
     grid = build_prompts(["anger", "fear"])
     tok = train_bpe([p for row in grid for p in row], 560)
-    tokens = tokenize_grid(tok, grid, 32)
-    assert tokens.shape == (2, len(TEMPLATES) * SYNONYMS, 32)
-    assert torch.equal(tokens[1, 4], tok.tokenize(grid[1][4], 32)[0])
-    assert tokenize_grid(tok, ["a", "b"], 32).shape == (2, 1, 32)
+    tokens = tokenize_grid(tok, grid, 48)
+    assert tokens.shape == (2, len(TEMPLATES) * SYNONYMS, 48)
+    assert torch.equal(tokens[1, 4], tok.tokenize(grid[1][4], 48)[0])
+    assert tokenize_grid(tok, ["a", "b"], 48).shape == (2, 1, 48)
     per_sample = build_prompts(["anger", "fear"], [{"sex": "F"}, {}, {"age": 40}])
-    assert tokenize_grid(tok, per_sample, 32).shape == (3, 2, len(TEMPLATES) * SYNONYMS, 32)
+    assert tokenize_grid(tok, per_sample, 48).shape == (3, 2, len(TEMPLATES) * SYNONYMS, 48)
 
 
 def test_ensemble_is_the_renormalised_mean_of_unit_embeddings():
@@ -76,3 +77,26 @@ def test_ensemble_is_the_renormalised_mean_of_unit_embeddings():
     # repeating every prompt the same number of times (unknown classes) changes nothing
     torch.testing.assert_close(ensemble_embeddings(emb.repeat(1, 3, 1)), out)
     assert ensemble_embeddings(torch.randn(2, 3, 4, 8)).shape == (2, 3, 8)
+
+
+def test_no_prompt_facet_builds_is_cut():
+    """Every class x every template x every subject description fits the tiny text tower, so
+    no prompt ever loses its class word; a prompt that would not fit is refused, not cut."""
+    from facet import build
+    from facet.clip import PRESETS
+    from facet.config import TrainConfig
+    from facet.layouts import BU3DFE_CODES
+    from facet.prompts import CLASS_WORDS, ETHNICITY_WORDS, prompt_tokens
+
+    tokenizer = build.build_tokenizer(TrainConfig())
+    length = PRESETS["tiny"].context_length
+    people = [{"sex": sex, "age_group": age, "ethnicity": code}
+              for sex in ("female", "male") for age in ("young", "middle-aged", "older", "18-29")
+              for code in ETHNICITY_WORDS]
+    classes = [*CLASS_WORDS, *BU3DFE_CODES.values()]
+    tokens = prompt_tokens(tokenizer, list(dict.fromkeys(classes)), length, people)
+    assert tokens.shape[-1] <= length
+    ends = (tokens == tokenizer.eot_token).sum(-1)  # exactly one end token per prompt
+    assert (ends == 1).all()
+    with pytest.raises(ValueError, match="does not fit the text tower.*shorten"):
+        prompt_tokens(tokenizer, ["a very " * 40 + "long class"], length)
