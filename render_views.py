@@ -1,7 +1,7 @@
 """Render 3D face meshes from several viewpoints into contact-sheet PNGs.
 
     python render_views.py                        # built-in demo: synthetic faces, 7 expressions
-    python render_views.py face.wrl               # one mesh -> out/views/face.png
+    python render_views.py face.wrl               # one mesh -> out/views/face.wrl.png
     python render_views.py data/synth/bu3dfe      # a folder or dataset root, searched recursively
     python render_views.py face.wrl --views="-40,0;0,0;40,0;0,20" --size 160 --mode normals
 
@@ -35,7 +35,8 @@ def find_meshes(root: Path) -> list[Path]:
 
 
 def render_files(root: Path, out: Path, args: argparse.Namespace) -> tuple[int, list[str]]:
-    """Render every mesh under `root` to out/<relative path>.png; return (count, failures)."""
+    """Render every mesh under `root` to out/<relative path>.png (the extension kept, so that
+    face.obj and face.ply get a sheet each); return (count, failures)."""
     paths = find_meshes(root)
     rendered, failures = 0, []
     for path in tqdm(paths, desc="rendering", unit="mesh", disable=not sys.stderr.isatty()):
@@ -46,7 +47,8 @@ def render_files(root: Path, out: Path, args: argparse.Namespace) -> tuple[int, 
         except (OSError, ValueError) as err:
             failures.append(f"{path}: {err}")
             continue
-        save_contact_sheet(views[None], out / relative.with_suffix(".png"), labels=[path.stem])
+        save_contact_sheet(views[None], out / relative.with_name(relative.name + ".png"),
+                           labels=[path.name])
         rendered += 1
     if not paths:
         failures.append(f"{root}: no mesh files ({', '.join(MESH_SUFFIXES)})")

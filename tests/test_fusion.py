@@ -101,3 +101,20 @@ def test_temporal_fusion_passes_one_frame_through_and_weighs_frames():
     torch.testing.assert_close(weights.sum(-1), torch.ones(2))
     with pytest.raises(ValueError, match="max_frames"):
         temporal(torch.randn(2, 5, E))
+
+
+def test_temporal_fusion_sees_every_frame_and_their_order_only_through_its_positions():
+    temporal = TemporalFusion(E, max_frames=4).eval()
+    f = torch.randn(2, 4, E)
+    with torch.no_grad():
+        temporal.temporal_embedding.mul_(50)  # as distinct as trained positions become
+        out, _ = temporal(f)
+        changed = f.clone()
+        changed[:, 2] += torch.randn(E)  # one frame changes: the sequence embedding must too
+        assert not torch.allclose(temporal(changed)[0], out, atol=1e-4)
+        # permuting the frames together with their position embeddings leaves it unchanged
+        order = torch.tensor([3, 0, 2, 1])
+        shuffled = f[:, order] + temporal.temporal_embedding[order] - temporal.temporal_embedding[:4]
+        torch.testing.assert_close(temporal(shuffled)[0], out, atol=1e-5, rtol=0)
+        # without the matching position embeddings the order matters
+        assert not torch.allclose(temporal(f[:, order])[0], out, atol=1e-4)

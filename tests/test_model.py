@@ -57,6 +57,21 @@ def test_output_shapes_and_weights(tokenizer):
     torch.testing.assert_close(out.embedding.norm(dim=-1), torch.ones(2))
 
 
+def test_logits_are_the_scaled_cosines_of_the_output_embeddings(tokenizer):
+    model = _model(tokenizer).eval()
+    views, _ = _batch(b=3)
+    with torch.no_grad():
+        model.clip.logit_scale.fill_(5.0)  # e^5 = 148 is clipped at 100
+        out = model(views, _tokens(model, tokenizer))
+    p = F.normalize(out.class_embeddings, dim=-1)  # (K, E)
+    assert out.logit_scale.item() == pytest.approx(100.0)
+    torch.testing.assert_close(out.logits, 100 * F.normalize(out.embedding, dim=-1) @ p.T)
+    torch.testing.assert_close(out.view_logits,
+                               100 * F.normalize(out.view_embeddings, dim=-1) @ p.T)
+    torch.testing.assert_close(out.image_logits,
+                               100 * F.normalize(out.image_embeddings, dim=-1) @ p.T)
+
+
 @pytest.mark.parametrize("frames", [1, 3])
 def test_every_trainable_parameter_gets_a_gradient(tokenizer, frames):
     """No unused parameters, so DDP needs no find_unused_parameters (static and 4D)."""

@@ -18,14 +18,33 @@ def _write_face(path) -> None:
     save_wrl(Mesh(verts, faces), path)
 
 
-def test_renders_one_file(tmp_path, capsys):
+def test_renders_one_file_view_by_view(tmp_path, capsys):
     _write_face(tmp_path / "face.wrl")
     code = render_views.main([str(tmp_path / "face.wrl"), "--out", str(tmp_path / "out"),
-                              "--size", "24", "--views=-30,0;0,0;30,10"])
+                              "--size", "24", "--views=-30,0;0,0;30,0"])
     assert code == 0
-    sheet = np.asarray(Image.open(tmp_path / "out" / "face.png"))
-    assert sheet.shape[0] >= 24 and sheet.shape[1] >= 3 * 24  # three views side by side
-    assert (sheet < 250).any()  # something was drawn on the white sheet
+    sheet = np.asarray(Image.open(tmp_path / "out" / "face.wrl.png"))  # (H, W, 3)
+    tiles = _tiles(sheet, count=3, size=24)
+    assert all((tile < 250).any() for tile in tiles)  # every tile shows the face
+    assert not np.array_equal(tiles[0], tiles[1]) and not np.array_equal(tiles[1], tiles[2])
+    left, right = tiles[0], tiles[2]  # yaw -30 and +30 of a symmetric dome: mirror images
+    assert np.abs(left.astype(int) - right[:, ::-1].astype(int)).mean() < 10
+
+
+def _tiles(sheet: np.ndarray, count: int, size: int, gap: int = 4) -> list[np.ndarray]:
+    """The `count` view tiles of a one-row contact sheet (labels on the left, tiles right)."""
+    right = sheet.shape[1] - gap  # tiles end one gap before the sheet's right edge
+    return [sheet[gap:gap + size, right - (count - i) * (size + gap) + gap:
+                  right - (count - i - 1) * (size + gap)] for i in range(count)]
+
+
+def test_one_sheet_per_file_even_with_the_same_stem(tmp_path):
+    _write_face(tmp_path / "face.wrl")
+    import trimesh
+    trimesh.creation.icosphere(subdivisions=1).export(tmp_path / "face.ply")
+    code = render_views.main([str(tmp_path), "--out", str(tmp_path / "out"), "--size", "16"])
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["face.ply.png", "face.wrl.png"]
 
 
 def test_folder_with_a_corrupt_file_renders_the_rest(tmp_path, capsys):
@@ -35,7 +54,8 @@ def test_folder_with_a_corrupt_file_renders_the_rest(tmp_path, capsys):
     code = render_views.main([str(tmp_path / "a"), "--out", str(tmp_path / "out"), "--size", "16"])
     err = capsys.readouterr().err
     assert code == 0
-    assert (tmp_path / "out" / "good.png").is_file() and not (tmp_path / "out" / "bad.png").exists()
+    assert (tmp_path / "out" / "good.wrl.png").is_file()
+    assert not (tmp_path / "out" / "bad.wrl.png").exists()
     assert "bad.wrl" in err  # the failure names the file
 
 

@@ -1,0 +1,72 @@
+"""facet.render: every render mode gives the physical values it promises."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from facet.mesh import Mesh
+from facet.render import ALBEDO, AMBIENT, SPECULAR, RenderSettings, render_views
+
+FRONT = [(0.0, 0.0)]
+
+
+def _plane(z: float = 0.0, size: float = 0.5, colors=None, uv=None, texture=None) -> Mesh:
+    """A square facing +z (toward the default camera) at depth z."""
+    verts = np.array([[-size, -size, z], [size, -size, z], [size, size, z], [-size, size, z]],
+                     dtype=np.float32)
+    return Mesh(verts, np.array([[0, 1, 2], [0, 2, 3]]), colors=colors, uv=uv, texture=texture)
+
+
+def _centre(image: torch.Tensor) -> torch.Tensor:
+    """The RGB value at the image centre of a (V, 3, H, W) render's first view."""
+    h, w = image.shape[-2:]
+    return image[0, :, h // 2, w // 2]
+
+
+def test_a_plane_facing_the_camera_has_the_frontal_normal_and_full_light():
+    normals = render_views(_plane(), FRONT, 32, "normals", normalize=False)
+    torch.testing.assert_close(_centre(normals), torch.tensor([0.5, 0.5, 1.0]))  # n = (0, 0, 1)
+    shaded = render_views(_plane(), FRONT, 32, "shaded", normalize=False)
+    facing = ALBEDO * (AMBIENT + (1 - AMBIENT)) + SPECULAR  # n . l = 1 under the headlight
+    torch.testing.assert_close(_centre(shaded), torch.full((3,), facing))
+    assert (render_views(_plane(), FRONT, 32, "shaded", normalize=False)[0, :, 0, 0] == 1).all()
+
+
+def test_a_tilted_plane_turns_its_normal_and_darkens():
+    tilt = np.radians(40)
+    plane = _plane()
+    plane.verts[:, 2] = plane.verts[:, 0] * np.tan(tilt)  # turned toward +x (the right)
+    normal = _centre(render_views(plane, FRONT, 32, "normals", normalize=False)) * 2 - 1
+    torch.testing.assert_close(normal, torch.tensor([-np.sin(tilt), 0.0, np.cos(tilt)], dtype=torch.float32),
+                               atol=1e-3, rtol=0)
+    grey = _centre(render_views(plane, FRONT, 32, "shaded", normalize=False))[0]
+    lit = ALBEDO * (AMBIENT + (1 - AMBIENT) * np.cos(tilt)) + SPECULAR * np.cos(tilt) ** 24
+    assert grey.item() == pytest.approx(lit, abs=1e-3)
+
+
+def test_depth_orders_surfaces_nearest_white():
+    near, far = _plane(0.2, 0.2), _plane(-0.2, 0.5)  # a small square in front of a large one
+    both = Mesh(np.concatenate([near.verts, far.verts]),
+                np.concatenate([near.faces, far.faces + 4]))
+    depth = render_views(both, FRONT, 64, "depth", normalize=False)[0, 0]  # (H, W)
+    assert depth[32, 32] == pytest.approx(1.0)  # the nearest covered depth
+    assert depth[32, 12] == pytest.approx(0.0, abs=1e-6)  # the farthest covered depth
+    assert depth[0, 0] == 1.0  # background
+
+
+def test_vertex_colours_and_texture_come_through_unlit():
+    red = np.tile(np.array([[1.0, 0.0, 0.0]], np.float32), (4, 1))
+    torch.testing.assert_close(_centre(render_views(_plane(colors=red), FRONT, 16, "colors",
+                                                    normalize=False)), torch.tensor([1., 0., 0.]))
+    texture = np.zeros((8, 8, 3), np.uint8)
+    texture[:4, :, 1] = 255  # top half green, bottom half black (v = 0 is the bottom row)
+    uv = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float32)
+    image = render_views(_plane(uv=uv, texture=texture), FRONT, 32, "texture", normalize=False)
+    assert image[0, 1, 8, 16] == pytest.approx(1.0) and image[0, 1, 24, 16] == pytest.approx(0.0)
+
+
+def test_render_settings_are_canonical_and_checked():
+    assert RenderSettings(views=[[0, 0]]) == RenderSettings(views=((0.0, 0.0),))
+    with pytest.raises(ValueError, match="mode"):
+        RenderSettings(mode="ink")
