@@ -194,3 +194,23 @@ def test_view_statistics_matches_the_stacked_oracle():
     stacked = torch.cat([views for views, _, _ in items])  # (10, 3, 3, 8, 8)
     torch.testing.assert_close(mean, stacked.mean(0))
     assert std == pytest.approx(float((stacked - stacked.mean(0)).pow(2).mean().sqrt()), rel=1e-5)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not json", "wrong crc", "missing"])
+def test_a_corrupt_sidecar_makes_its_entry_render_again(tmp_path, damage):
+    samples = index_dataset(bu4dfe_tree(tmp_path / "data")).samples
+    cache = ViewCache(tmp_path / "cache", SMALL)
+    cache.fill(samples, workers=1, progress=False)
+    sidecar = cache.entry(samples[0]).with_suffix(".json")
+    text = sidecar.read_text()
+    if damage == "truncated":
+        sidecar.write_text(text[: len(text) // 2])
+    elif damage == "not json":
+        sidecar.write_bytes(b"\xff\xfe garbage")
+    elif damage == "wrong crc":
+        sidecar.write_text(text.replace('"crc32": ', '"crc32": 1'))
+    else:
+        sidecar.unlink()
+    report = cache.fill(samples, workers=1, progress=False)
+    assert (report.rendered, report.reused, report.failed) == (1, 2, [])
+    assert cache.is_valid(samples[0])
