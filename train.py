@@ -22,6 +22,7 @@ import contextlib
 import json
 import math
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,9 +35,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 from facet import build, loop, reports, runtime
 from facet.camera import parse_views
 from facet.checkpoint import (capture_rng, load_checkpoint, load_weights, restore_rng,
-                              save_checkpoint)
+                              save_checkpoint, save_openai)
 from facet.config import RESUMABLE, TrainConfig, for_fold, help_text, parse_args, to_dict
-from facet.datasets import collate
+from facet.datasets import CaptionedViews, collate, collate_captions
 from facet.meshio import write_atomic
 from facet.protocols import class_names
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     try:
         with runtime.distributed(config.device) as dist:
             torch.set_num_threads(config.threads or runtime.default_threads(dist.device))
-            return run(config, dist)
+            return pretrain(config, dist) if config.task == "pretrain" else run(config, dist)
     finally:
         torch.set_num_threads(threads)  # main() is also called in-process (tests, notebooks)
 
@@ -210,6 +211,113 @@ def evaluate(objective, test_set, config: TrainConfig, dist: runtime.DistInfo, a
         metrics = loop.evaluate_split(objective, test_set, config, dist, amp_dtype, ema.model)
         record["test_acc_ema"] = metrics["accuracy"]
     return metrics
+
+
+def pretrain(config: TrainConfig, dist: runtime.DistInfo) -> list[dict]:
+    """Pretrain facet's CLIP the way OpenAI trained theirs, on captioned built-in faces: images
+    of scans of new people paired with sentences written from their ground truth, the towers
+    trained from scratch with the symmetric InfoNCE loss. Each epoch ends with zero-shot
+    accuracy on the built-in BU-3DFE-like set, none of whose people pretraining sees. Writes
+    out/<name>/clip.pt in OpenAI's layout (+ the BPE merges): `--pretrained=<that file>`."""
+    # --- data: the pretraining set, and the built-in faces to test zero-shot on ---
+    run_dir = runtime.check_writable(Path(config.out) / (config.name or config.preset), "--out")
+    views, truths = build.pretraining_set(config, dist, progress=dist.is_main)
+    yaws = [yaw for yaw, _ in parse_views(config.views)]
+    train_set = CaptionedViews(views, truths, yaws, train=True, seed=config.seed)
+    root = build.dataset_root(config, dist)
+    samples, _ = build.select_samples(root, config)
+    classes = class_names(samples)
+    cache, kept, _ = build.fill_cache(samples, config, dist)
+    test_set = build.make_dataset(kept, cache, config, classes, train=False)
+    if dist.is_main:
+        people = len(truths) // build.SCANS_PER_PERSON
+        print(f"pretraining on {len(train_set)} captioned scans of {people} people; zero-shot "
+              f"test: {len(test_set)} scans of {root.name}")
+
+    # --- model: CLIP from scratch, its BPE learned on the captions and the class prompts ---
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    tokenizer = build.caption_tokenizer(config, train_set)
+    clip = build.build_clip(config, tokenizer).to(dist.device)
+    objective = loop.ContrastiveObjective(clip, tokenizer, config.augment, config.mode)
+    zero_shot = build.zero_shot_objective(config, clip, tokenizer, classes, generator)
+
+    # --- optimizer and schedule, as for FACET-VLM ---
+    sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank,
+                                 shuffle=True, seed=config.seed, drop_last=True)
+    loader = DataLoader(train_set, batch_size=config.batch_size // dist.world_size,
+                        sampler=sampler, collate_fn=collate_captions, num_workers=config.workers,
+                        drop_last=True)  # InfoNCE wants full batches of negatives
+    steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
+    optimizer = torch.optim.AdamW(loop.parameter_groups(objective, config.weight_decay),
+                                  lr=config.lr, betas=(0.9, config.adam_beta2), eps=1e-6)
+    scheduler = loop.cosine_schedule(optimizer, round(config.warmup * steps_per_epoch),
+                                     steps_per_epoch * config.epochs, config.min_lr_ratio)
+    ckpt_path, log_path = run_dir / "ckpt.pt", run_dir / "log.jsonl"
+    with runtime.run_lock(run_dir) if dist.is_main else contextlib.nullcontext():
+        start_epoch, step = 0, 0
+        if (ckpt_path.is_file() and not config.resume):
+            raise ValueError(f"{ckpt_path} exists: pass --resume to continue that run, or "
+                             "--name=NEW for a new one (runs are never overwritten)")
+        if config.resume and ckpt_path.is_file():
+            start_epoch, step = resume(ckpt_path, config, objective, optimizer, scheduler,
+                                       generator, None)
+        if dist.is_main:
+            log_path.write_text("".join(json.dumps(r) + "\n" for r in read_log(log_path)
+                                        if r.get("step", 0) <= step))
+        step_fn = DistributedDataParallel(objective) if dist.enabled else objective
+
+        # --- epochs: train, zero-shot test, checkpoint ---
+        metrics = None
+        for epoch in range(start_epoch, config.epochs):
+            tic = time.perf_counter()
+            sampler.set_epoch(epoch)
+            train_set.set_epoch(epoch)
+            step_fn.train()
+            train, steps = loop.train_epoch(step_fn, loader, optimizer, scheduler,
+                                            device=dist.device, first_step=step,
+                                            grad_accum=config.grad_accum,
+                                            grad_clip=config.grad_clip, log_every=config.log_every,
+                                            show_progress=dist.is_main and sys.stderr.isatty())
+            step += steps_per_epoch
+            metrics = loop.evaluate_split(zero_shot, test_set, config, dist)
+            record = {"epoch": epoch, "step": step, "train_loss": train["loss"],
+                      "train_acc": train["acc"], "test_acc": metrics["accuracy"],
+                      "epoch_s": time.perf_counter() - tic}
+            if dist.is_main:
+                append_log(log_path, steps + [record])
+                save_checkpoint(ckpt_path, {
+                    "model": clip.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "config": to_dict(config),
+                    "merges": [list(m) for m in tokenizer.merges], "classes": list(classes),
+                    "epoch": epoch, "step": step, "rng": capture_rng(generator)})
+                print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                                  for k, v in record.items()}), flush=True)
+        if metrics is None:
+            metrics = loop.evaluate_split(zero_shot, test_set, config, dist)
+
+        # --- the result, in OpenAI's layout; reports ---
+        if dist.is_main:
+            save_openai(run_dir / "clip.pt", clip, tokenizer.merges, made_by=made_by(config))
+            reports.write_report(run_dir, metrics, classes, parse_views(config.views),
+                                 config=to_dict(config), log=read_log(log_path))
+            print(f"zero-shot on {len(test_set)} unseen scans: accuracy "
+                  f"{metrics['accuracy']:.4f}; wrote {run_dir / 'clip.pt'} "
+                  f"(--pretrained={run_dir / 'clip.pt'})")
+    return [metrics]
+
+
+def made_by(config: TrainConfig) -> dict:
+    """How a result was made: the command, the seed and the code's git commit."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=10).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"command": "python train.py " + " ".join(sys.argv[1:]), "seed": config.seed,
+            "commit": commit or "unknown"}
 
 
 def resume(path: Path, config: TrainConfig, objective, optimizer, scheduler,

@@ -13,25 +13,50 @@ vocabulary that does not fit the weights) runs here, before any training step.
 """
 from __future__ import annotations
 
+import json
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
+from tqdm import tqdm
 
 from facet import prompts as prompt_lib
 from facet.camera import parse_views
-from facet.checkpoint import load_openai
+from facet.checkpoint import load_openai, openai_merges
+from facet.clip import CLIP
 from facet.clip import PRESETS as CLIP_PRESETS
 from facet.config import TrainConfig
-from facet.datasets import FaceViewsDataset, view_statistics
+from facet.datasets import CaptionedViews, FaceViewsDataset, view_statistics
 from facet.layouts import Sample, index_dataset
 from facet.loop import Objective
 from facet.losses import LossConfig
-from facet.model import FacetConfig, FacetVLM
+from facet.model import FacetConfig, FacetVLM, ZeroShotCLIP
 from facet.protocols import PROTOCOLS, filter_samples, leave_one_subject_out, subject_kfold
-from facet.render import RenderSettings
+from facet.meshio import atomic_file, write_atomic
+from facet.render import RenderSettings, render_views
 from facet.runtime import DistInfo, barrier
 from facet.tokenizer import Tokenizer, train_bpe
-from facet.view_cache import ViewCache
+from facet.view_cache import ViewCache, init_render_worker
+
+
+# facet's own CLIP, pretrained on captioned built-in faces (train.py --preset=pretrain)
+FACET_CLIP = Path(__file__).resolve().parent / "assets" / "facet_clip_tiny.pt"
+
+
+def pretrained_path(config: TrainConfig) -> Path:
+    """The file of `--pretrained`: "facet-clip" names facet's own pretrained CLIP.
+
+    Raises:
+        FileNotFoundError: naming the missing file.
+    """
+    path = FACET_CLIP if config.pretrained == "facet-clip" else Path(config.pretrained)
+    if not path.is_file():
+        raise FileNotFoundError(f"--pretrained={config.pretrained}: no such file {path}"
+                                + (" (make it with python train.py --preset=pretrain)"
+                                   if config.pretrained == "facet-clip" else ""))
+    return path
 
 
 def dataset_root(config: TrainConfig, dist: DistInfo = DistInfo()) -> Path:
@@ -145,17 +170,50 @@ def build_tokenizer(config: TrainConfig, merges: list | None = None) -> Tokenize
     if merges is not None:
         return Tokenizer.from_merges(merges)
     if config.pretrained:
-        if not config.vocab:
-            raise ValueError("--pretrained needs --vocab, the BPE vocabulary its text tower was "
-                             "trained with (OpenAI's bpe_simple_vocab_16e6.txt.gz comes with "
-                             "OpenAI's CLIP code: github.com/openai/CLIP, folder clip/)")
-        return Tokenizer.from_clip_vocab(config.vocab)
+        if config.vocab:
+            return Tokenizer.from_clip_vocab(config.vocab)
+        stored = openai_merges(pretrained_path(config))
+        if stored is None:
+            raise ValueError(f"--pretrained={config.pretrained} carries no BPE vocabulary: pass "
+                             "--vocab, the one its text tower was trained with (OpenAI's "
+                             "bpe_simple_vocab_16e6.txt.gz comes with OpenAI's CLIP code: "
+                             "github.com/openai/CLIP, folder clip/)")
+        return Tokenizer.from_merges(stored)
     names = list(prompt_lib.CLASS_WORDS)
     corpus = [p for grid in (prompt_lib.build_prompts(names),
                              prompt_lib.build_prompts(names, {"sex": "female", "age_group": "young",
                                                               "ethnicity": "WH"}))
               for row in grid for p in row]
     return train_bpe(corpus, CLIP_PRESETS[config.model].vocab_size)
+
+
+def caption_tokenizer(config: TrainConfig, captions: CaptionedViews) -> Tokenizer:
+    """A BPE learned on what the pretrained text tower will read: two captions of every scan
+    (drawn as the first epochs draw them) and every class prompt, plain and with metadata."""
+    names = list(prompt_lib.CLASS_WORDS)
+    corpus = [p for grid in (prompt_lib.build_prompts(names),
+                             prompt_lib.build_prompts(names, {"sex": "female", "age_group": "young",
+                                                              "ethnicity": "WH"}))
+              for row in grid for p in row]
+    for epoch in (0, 1):
+        captions.set_epoch(epoch)
+        corpus += [captions[i][1] for i in range(len(captions))]
+    captions.set_epoch(0)
+    return train_bpe(corpus, CLIP_PRESETS[config.model].vocab_size)
+
+
+def build_clip(config: TrainConfig, tokenizer: Tokenizer) -> CLIP:
+    """A fresh CLIP of the config's preset, its vocabulary the tokenizer's."""
+    return CLIP(replace(CLIP_PRESETS[config.model], image_size=config.image_size,
+                        vocab_size=tokenizer.vocab_size))
+
+
+def zero_shot_objective(config: TrainConfig, clip: CLIP, tokenizer: Tokenizer,
+                        classes: tuple[str, ...], generator: torch.Generator) -> Objective:
+    """CLIP alone as a classifier of `classes` by the prompt ensemble (`ZeroShotCLIP`), wrapped
+    like a FACET-VLM objective so that the same evaluation runs on it."""
+    return Objective(ZeroShotCLIP(clip), tokenizer, classes, LossConfig(), generator,
+                     augment=False, mode=config.mode)
 
 
 def build_model(config: TrainConfig, tokenizer: Tokenizer, num_classes: int,
@@ -168,10 +226,11 @@ def build_model(config: TrainConfig, tokenizer: Tokenizer, num_classes: int,
     """
     clip = None
     if config.pretrained:
-        clip = load_openai(config.pretrained)
+        path = pretrained_path(config)
+        clip = load_openai(path)
         if clip.config.vocab_size != tokenizer.vocab_size:
-            raise ValueError(f"{config.pretrained}: a vocabulary of {clip.config.vocab_size} ids "
-                             f"but --vocab has {tokenizer.vocab_size}: use the weights' own "
+            raise ValueError(f"{path}: a vocabulary of {clip.config.vocab_size} ids but the "
+                             f"tokenizer has {tokenizer.vocab_size}: use the weights' own "
                              "BPE vocabulary")
     facet_config = FacetConfig(
         clip=config.model, image_size=config.image_size, vocab_size=tokenizer.vocab_size,
@@ -196,3 +255,86 @@ def build_objective(config: TrainConfig, model: FacetVLM, tokenizer: Tokenizer,
     return Objective(model, tokenizer if config.text_head else None, classes, loss, generator,
                      augment=config.augment, mix_prob=config.mix_prob, mode=config.mode,
                      prompts=config.train_prompts, metadata_prompts=config.metadata_prompts)
+
+
+# --- CLIP pretraining data ----------------------------------------------------------------
+
+PRETRAIN_SEED = 1000  # the identity stream of the pretraining set: no built-in dataset uses it
+SCANS_PER_PERSON = 4
+
+
+def random_aus(rng: np.random.Generator) -> dict[int, tuple[float, float]]:
+    """1-4 action units at random strengths, sometimes one-sided: faces no emotion prototype
+    shows, so pretraining learns the parts, not six pictures."""
+    from facet.expressions import ACTION_UNITS
+
+    movable = [au for au in ACTION_UNITS if au < 45]  # not blinks and gaze: too small to see
+    chosen = rng.choice(movable, size=int(rng.integers(1, 5)), replace=False)
+    aus = {}
+    for au in sorted(int(a) for a in chosen):
+        strength = float(rng.uniform(0.25, 1.0))
+        other = strength * (float(rng.uniform(0.2, 1.0)) if rng.random() < 0.2 else 1.0)
+        aus[au] = (strength, other) if rng.random() < 0.5 else (other, strength)
+    return aus
+
+
+def _pretraining_scan(i: int, settings: RenderSettings) -> tuple[np.ndarray, dict]:
+    """Scan i of the pretraining set, rendered: (V, C, H, W) uint8 views and its ground truth.
+
+    Person i // SCANS_PER_PERSON of the pretraining stream shows, in each of their scans, an
+    emotion prototype in their own style (one scan in two, neutral one in seven of those) or a
+    random AU combination; every scan has its own crop, pose, noise and triangulation.
+    """
+    from facet import synth
+    from facet.expressions import EMOTIONS, expression_aus
+
+    subject, style = synth.person(PRETRAIN_SEED, i // SCANS_PER_PERSON)
+    rng = np.random.default_rng([PRETRAIN_SEED, i, 7])
+    emotion, intensity = None, None
+    if rng.random() < 0.5:
+        emotion = EMOTIONS[int(rng.integers(len(EMOTIONS)))] if rng.random() > 1 / 7 else "neutral"
+        intensity = 0 if emotion == "neutral" else int(rng.integers(1, 5))
+        aus = expression_aus(emotion, intensity, rng, style)
+    else:
+        aus = random_aus(rng)
+    item = synth.scan(subject, aus, rng, texture_size=0)
+    views = render_views(item.mesh, settings.views, settings.image_size, settings.mode)
+    pixels = (views.clamp(0, 1) * 255).round().to(torch.uint8).numpy()  # (V, 3, H, W)
+    truth = {"aus": item.truth["aus"], "emotion": emotion, "intensity": intensity,
+             "person": {"sex": subject.sex, "age_group": subject.age_group}}
+    return pixels, truth
+
+
+def pretraining_set(config: TrainConfig, dist: DistInfo = DistInfo(),
+                    progress: bool = False) -> tuple[np.ndarray, list[dict]]:
+    """The CLIP pretraining set: `config.pretrain_scans` scans of people no built-in dataset
+    holds, rendered with the run's views, with their ground truth for the captions.
+
+    Made once (rank 0, `config.render_workers` processes) and kept in the view cache's folder.
+
+    Returns:
+        (views (N, V, 3, H, W) uint8, N ground-truth dicts).
+    """
+    settings = render_settings(config)
+    cache = ViewCache(config.cache or None, settings)
+    folder = cache.folder / f"pretrain-{config.pretrain_scans}scans-seed{PRETRAIN_SEED}"
+    if dist.is_main and not (folder / "truths.json").is_file():
+        views = np.empty((config.pretrain_scans, len(settings.views), 3, settings.image_size,
+                          settings.image_size), np.uint8)
+        truths = [None] * config.pretrain_scans
+        with ProcessPoolExecutor(max(1, config.render_workers),
+                                 initializer=init_render_worker) as pool, \
+                tqdm(total=config.pretrain_scans, desc="pretraining scans", unit="scan",
+                     disable=not progress) as bar:
+            futures = {pool.submit(_pretraining_scan, i, settings): i
+                       for i in range(config.pretrain_scans)}
+            for future in as_completed(futures):
+                views[futures[future]], truths[futures[future]] = future.result()
+                bar.update()
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_file(folder / "views.npy") as f:
+            np.save(f, views)
+        write_atomic(folder / "truths.json", json.dumps(truths))  # last: marks it complete
+    barrier()
+    return np.load(folder / "views.npy", mmap_mode="r"), json.loads(
+        (folder / "truths.json").read_text())

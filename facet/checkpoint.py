@@ -242,13 +242,37 @@ def _torchscript_weights(archive: zipfile.ZipFile) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_openai(path: str | Path, quick_gelu: bool = True) -> CLIP:
+def save_openai(path: str | Path, clip: CLIP, merges: list, **extra) -> None:
+    """Write CLIP weights in OpenAI's layout -- {"state_dict": OpenAI's parameter names, fp16,
+    "merges": the BPE merges, "quick_gelu": the MLP activation, **extra} -- so that
+    `load_openai` reads them exactly like OpenAI's own, atomically."""
+    state = {k: v.half() if v.is_floating_point() else v for k, v in clip.state_dict().items()}
+    with atomic_file(path) as f:
+        torch.save({"state_dict": state, "merges": [list(m) for m in merges],
+                    "quick_gelu": clip.config.quick_gelu, **extra}, f)
+
+
+def openai_merges(path: str | Path) -> list | None:
+    """The BPE merges stored with CLIP weights by `save_openai`, or None (OpenAI's files keep
+    their vocabulary apart, in bpe_simple_vocab_16e6.txt.gz)."""
+    path = Path(path)
+    if zipfile.is_zipfile(path) and any("/code/" in n for n in zipfile.ZipFile(path).namelist()):
+        return None  # a TorchScript archive: OpenAI's
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # unreadable: load_openai names the problem
+        return None
+    return stored.get("merges") if isinstance(stored, dict) else None
+
+
+def load_openai(path: str | Path, quick_gelu: bool | None = None) -> CLIP:
     """Load CLIP weights in OpenAI's layout: OpenAI's TorchScript archive (`ViT-B-16.pt`, read
     without running its code) or a state dict saved with `torch.save`.
 
     Args:
         path: the file; a state dict may be wrapped as {"state_dict": ...} or {"model": ...}.
-        quick_gelu: MLP activation (OpenAI's weights were trained with QuickGELU).
+        quick_gelu: MLP activation; None = the file's "quick_gelu" entry, else True (OpenAI's
+            weights were trained with QuickGELU).
     Returns:
         CLIP in fp32, eval mode, its architecture rebuilt from the weight shapes.
     Raises:
@@ -266,6 +290,9 @@ def load_openai(path: str | Path, quick_gelu: bool = True) -> CLIP:
     except Exception as err:  # truncated, foreign, or a pickle that asks to run code
         raise ValueError(f"{path}: cannot read CLIP weights from it ({type(err).__name__}: "
                          f"{str(err).splitlines()[0][:200]})") from None
+    if quick_gelu is None:
+        stored = state_dict.get("quick_gelu") if isinstance(state_dict, dict) else None
+        quick_gelu = stored if isinstance(stored, bool) else True
     for key in ("state_dict", "model"):  # wrapped in a training checkpoint
         if isinstance(state_dict, dict) and isinstance(state_dict.get(key), dict):
             state_dict = state_dict[key]

@@ -35,6 +35,7 @@ SYNTH_KINDS = ("bu3dfe", "bu4dfe", "4dme")  # what facet.synth generates when da
 @dataclass
 class TrainConfig:
     preset: str = "cpu"  # the named preset this config started from (see PRESETS)
+    task: Literal["classify", "pretrain"] = "classify"  # FACET-VLM, or pretraining its CLIP
     # --- data ---
     data: str = ""  # dataset root; "" = the built-in synthetic set (generated on first use)
     dataset: str = "auto"  # layout: auto, bu3dfe, bu4dfe, bosphorus, bp4d, 4dme, folder
@@ -48,6 +49,7 @@ class TrainConfig:
     micro_only: bool = True  # 4DME: micro-expression clips only (False: macro clips as well)
     cache: str = ""  # view cache folder; "" = $FACET_CACHE or <repo>/cache/views
     render_workers: int = 2  # processes rendering the view cache
+    pretrain_scans: int = 4000  # captioned scans of new people in the CLIP pretraining set
     # --- rendering (part of the view-cache key) ---
     views: str = format_views(TRAINING_RENDER.views)  # "yaw,pitch;..." in degrees
     image_size: int = TRAINING_RENDER.image_size  # H = W pixels fed to the ViT (224 for ViT-B)
@@ -117,6 +119,10 @@ PRESETS: dict[str, TrainConfig] = {
     # micro-expressions: synthetic 4DME-like clips, leave-one-subject-out, apex window
     "micro": TrainConfig(preset="micro", synth_kind="4dme", split="loso", frames=4,
                          frame_sampling="apex", batch_size=16, epochs=10),
+    # facet's own CLIP: contrastive pretraining on captioned scans of new people; zero-shot
+    # accuracy on the built-in BU-3DFE-like set (all of whose people it never sees) each epoch
+    "pretrain": TrainConfig(preset="pretrain", task="pretrain", batch_size=128, epochs=20,
+                            lr=1e-3, weight_decay=0.1, warmup=1.0, fold="all"),
 }
 
 # fields that may differ between a run and its --resume (they do not change the computation)
@@ -135,7 +141,7 @@ def validate(config: TrainConfig) -> TrainConfig:
                  for f in dataclasses.fields(c) if isinstance(getattr(c, f.name), float)
                  and not math.isfinite(getattr(c, f.name))]
     positive = ("epochs", "batch_size", "grad_accum", "image_size", "frames", "eval_batch_size",
-                "log_every", "eval_every", "fusion_heads", "synth_subjects")
+                "log_every", "eval_every", "fusion_heads", "synth_subjects", "pretrain_scans")
     problems += [f"--{k} must be >= 1 (got {getattr(c, k)})" for k in positive
                  if getattr(c, k) < 1]
     nonneg = ("weight_decay", "warmup", "min_lr_ratio", "grad_clip", "lambda_cons", "lambda_aff",

@@ -31,7 +31,8 @@ from tqdm import tqdm
 from facet.augment import mix_view_augment
 from facet.camera import parse_views
 from facet.datasets import collate
-from facet.losses import LearnedMargin, LossConfig, total_loss
+from facet.clip import CLIP, normalize_images
+from facet.losses import LearnedMargin, LossConfig, clip_loss, total_loss
 from facet.model import FacetVLM
 from facet.prompts import prompt_tokens
 from facet.reports import confusion_matrix, intensity_counts, summarize
@@ -98,6 +99,36 @@ class Objective(nn.Module):
         output = self.model(views, class_tokens=self.class_tokens(batch))
         loss, parts = total_loss(output, batch["label"], self.loss_config, self.margin)
         return loss, output.logits, parts
+
+
+class ContrastiveObjective(nn.Module):
+    """One CLIP pretraining step: augment each image, CLIP's symmetric InfoNCE between the
+    images and their captions (`facet.losses.clip_loss`). Under DDP each rank contrasts its own
+    share of the batch (OpenAI gathers features over all ranks; a larger batch per rank is the
+    simple way to more negatives here).
+
+    Args:
+        clip: the CLIP being trained. tokenizer: its tokenizer.
+        augment: mixed view augmentation of every image; mode: the render mode of the images.
+    """
+
+    margin = None  # no learned loss parameters
+
+    def __init__(self, clip: CLIP, tokenizer, augment: bool = True, mode: str = "normals"):
+        super().__init__()
+        self.model, self.tokenizer, self.augment, self.mode = clip, tokenizer, augment, mode
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """batch from `facet.datasets.collate_captions` -> (loss, image-to-text logits (B, B),
+        {"scale": the learned temperature's inverse})."""
+        views = batch["views"]  # (B, 1, 1, 3, H, W)
+        if self.augment:
+            views = mix_view_augment(views, batch["seed"], self.mode)
+        tokens = self.tokenizer.tokenize(batch["captions"], self.model.config.context_length)
+        used = int((tokens != 0).any(dim=0).nonzero().max()) + 1  # drop padding-only columns
+        images = normalize_images(views[:, 0, 0])  # (B, 3, H, W)
+        logits_per_image, _ = self.model(images, tokens[:, :used].to(images.device))
+        return clip_loss(logits_per_image), logits_per_image, {"scale": self.model.scale().item()}
 
 
 def parameter_groups(objective: nn.Module, weight_decay: float,

@@ -6,6 +6,7 @@ Our reconstruction; the papers give names and intent, not equations:
 
 - `classification_loss`: cross-entropy over the prompt-similarity logits (optional label
   smoothing, Szegedy et al. 2016).
+- `clip_loss`: CLIP's symmetric InfoNCE, for pretraining facet's CLIP on captioned faces.
 - `consistency_loss` (FACET-VLM's multiview consistency): the views of one face should agree.
   By default on the image embeddings z, *before* CVSA mixes the views ("encoder"): after the
   mixing, attention alone could make the views agree without the encoder becoming
@@ -54,6 +55,19 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor,
         Scalar mean loss.
     """
     return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+
+
+def clip_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE (Radford et al. 2021, fig. 3): image i belongs with text i.
+
+    Args:
+        logits_per_image: (B, B) scaled cosines, rows = images, columns = texts.
+    Returns:
+        Scalar: the mean of the image->text and text->image cross-entropies.
+    """
+    target = torch.arange(len(logits_per_image), device=logits_per_image.device)
+    return (F.cross_entropy(logits_per_image.float(), target)
+            + F.cross_entropy(logits_per_image.float().T, target)) / 2
 
 
 def consistency_loss(view_embeddings: torch.Tensor, view_logits: torch.Tensor,

@@ -95,6 +95,17 @@ class FacetOutput:
     logit_scale: torch.Tensor  # scalar s = exp(logit_scale) clamped at 100
 
 
+def encode_classes(clip: CLIP, class_tokens: torch.Tensor) -> torch.Tensor:
+    """Prompt-ensemble class embeddings: tokens (K, P, L) or (B, K, P, L) int64 ->
+    (K, E) or (B, K, E) unit-norm float embeddings (CLIP's ensembling, sec. 3.1.4)."""
+    if class_tokens.dim() not in (3, 4):
+        raise ValueError(f"class_tokens must be (K, P, L) or (B, K, P, L), "
+                         f"got {tuple(class_tokens.shape)}")
+    lead, length = class_tokens.shape[:-1], class_tokens.shape[-1]
+    text = clip.encode_text(class_tokens.reshape(-1, length))  # (prod(lead), E)
+    return ensemble_embeddings(text.view(*lead, -1))  # (..., K, E)
+
+
 class FacetVLM(nn.Module):
     """FACET-VLM on facet's CLIP (see the module docstring).
 
@@ -171,14 +182,8 @@ class FacetVLM(nn.Module):
         self.pixel_std[:v] = max(float(std), 1e-3)
 
     def encode_classes(self, class_tokens: torch.Tensor) -> torch.Tensor:
-        """Prompt-ensemble class embeddings: tokens (K, P, L) or (B, K, P, L) int64 ->
-        (K, E) or (B, K, E) unit-norm float embeddings."""
-        if class_tokens.dim() not in (3, 4):
-            raise ValueError(f"class_tokens must be (K, P, L) or (B, K, P, L), "
-                             f"got {tuple(class_tokens.shape)}")
-        lead, length = class_tokens.shape[:-1], class_tokens.shape[-1]
-        text = self.clip.encode_text(class_tokens.reshape(-1, length))  # (prod(lead), E)
-        return ensemble_embeddings(text.view(*lead, -1))  # (..., K, E)
+        """Prompt-ensemble class embeddings (`encode_classes`)."""
+        return encode_classes(self.clip, class_tokens)
 
     def forward(self, views: torch.Tensor, class_tokens: torch.Tensor | None = None,
                 class_embeddings: torch.Tensor | None = None,
@@ -231,3 +236,50 @@ class FacetVLM(nn.Module):
             raise ValueError(f"per-sample class embeddings for {p.shape[0]} samples, batch has {b}")
         return p
 
+
+
+class ZeroShotCLIP(nn.Module):
+    """A CLIP alone as an expression classifier, with FacetVLM's interface (no fusion): the face
+    embedding is the normalised mean of its views' normalised image embeddings, the logits its
+    scaled cosines to the prompt-ensemble class embeddings. What pretraining alone can do.
+
+    Args:
+        clip: the CLIP towers (e.g. `facet.checkpoint.load_openai`).
+    """
+
+    class_head = None  # classes always come from prompts
+
+    def __init__(self, clip: CLIP):
+        super().__init__()
+        self.clip = clip
+        side = clip.config.image_size
+        self.register_buffer("pixel_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1).expand(
+            9, 3, side, side).clone())  # (9, 3, S, S): the view slots' statistics are CLIP's
+        self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1).expand(
+            9, 3, 1, 1).clone())
+
+    def encode_classes(self, class_tokens: torch.Tensor) -> torch.Tensor:
+        """Prompt-ensemble class embeddings (`encode_classes`)."""
+        return encode_classes(self.clip, class_tokens)
+
+    def forward(self, views: torch.Tensor, class_tokens: torch.Tensor | None = None,
+                class_embeddings: torch.Tensor | None = None, view_mask=None):
+        """Args: as `FacetVLM.forward` (shared class prompts only). Returns: a FacetOutput with
+        logits (B, K), uniform view weights, and the image embeddings; fusion fields None."""
+        b, t, v, c, h, w = views.shape
+        p = self.encode_classes(class_tokens) if class_tokens is not None else \
+            F.normalize(class_embeddings.float(), dim=-1)  # (K, E)
+        side = self.clip.config.image_size
+        images = F.interpolate(views.reshape(b * t * v, c, h, w).float(), size=(side, side),
+                               mode="bilinear", antialias=True)  # (B*T*V, 3, S, S)
+        images = (images - self.pixel_mean[0]) / self.pixel_std[0]
+        z = F.normalize(self.clip.encode_image(images).float(), dim=-1).view(b, t, v, -1)
+        f = F.normalize(z.mean(dim=(1, 2)), dim=-1)  # (B, E)
+        scale = self.clip.scale()
+        weights = torch.full((b, t, v), 1.0 / v, device=views.device)
+        return FacetOutput(logits=scale * f @ p.T, view_logits=scale * z @ p.T,
+                           image_logits=scale * z @ p.T, embedding=f, view_embeddings=z,
+                           image_embeddings=z, frame_embeddings=z.mean(2), class_embeddings=p,
+                           view_weights=weights, view_mask=torch.ones(b, v, dtype=torch.bool),
+                           frame_weights=None, view_attention=None, prompt_attention=None,
+                           logit_scale=scale)

@@ -148,7 +148,7 @@ def describe_subject(metadata: Mapping[str, object]) -> str:
     return " ".join(words)
 
 
-def _with_articles(text: str) -> str:
+def with_articles(text: str) -> str:
     """'a angry face' -> 'an angry face' (templates cannot know the word that follows 'a')."""
     return re.sub(r"\b([Aa]) (?=[aeiouAEIOU])", r"\1n ", text)
 
@@ -157,7 +157,7 @@ def _grid(classes: Sequence[str], templates: Sequence[str], subject: str | None)
     grid = []
     for name in classes:
         words = class_words(name)
-        grid.append([_with_articles(t.format(noun=words.nouns[j], adjective=words.adjectives[j],
+        grid.append([with_articles(t.format(noun=words.nouns[j], adjective=words.adjectives[j],
                                              subject=subject))
                      for t in templates for j in range(SYNONYMS)])
     return grid

@@ -22,7 +22,7 @@ Writes are atomic (temp file + os.replace; the .json last), so an interrupted fi
 an entry that looks complete.
 
 Parallelism: `fill(workers=2)` renders samples in 2 processes of one torch thread each; with
-workers=1 it renders in this process, also single-threaded (see `_init_worker`).
+workers=1 it renders in this process, also single-threaded (see `init_render_worker`).
 """
 from __future__ import annotations
 
@@ -140,7 +140,8 @@ def _fill_one(frames: tuple[str, ...], settings: RenderSettings, npy: str, stats
     return None
 
 
-def _init_worker() -> None:
+def init_render_worker() -> None:
+    """Set up a rendering worker process (also used for the CLIP pretraining set)."""
     # One thread per process: a face is many small tensor ops, too small to split across
     # threads, and on a busy machine intra-op threads that wait for each other made rendering
     # 4-5x slower (0.15 vs 0.03 s per scan at 112 px, 2 shared cores). Parallelism goes across
@@ -241,14 +242,14 @@ class ViewCache:
         """Yield (entry path, failure reason or None) as samples finish rendering."""
         if workers <= 1 or len(todo) <= 1:
             threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # see _init_worker; restored for the caller afterwards
+            torch.set_num_threads(1)  # see init_render_worker; restored for the caller afterwards
             try:
                 for npy, (sample, stats) in todo.items():
                     yield npy, _fill_one(sample.frames, self.settings, npy, stats)
             finally:
                 torch.set_num_threads(threads)
             return
-        pool = ProcessPoolExecutor(workers, initializer=_init_worker)
+        pool = ProcessPoolExecutor(workers, initializer=init_render_worker)
         try:
             futures = {pool.submit(_fill_one, sample.frames, self.settings, npy, stats): npy
                        for npy, (sample, stats) in todo.items()}
