@@ -57,7 +57,7 @@ def render_files(root: Path, out: Path, args: argparse.Namespace) -> tuple[int, 
 
 def render_demo(out: Path, args: argparse.Namespace) -> Path:
     """Render the synthetic demo face with each expression into one sheet (one row each)."""
-    from facet.synth import demo_face
+    from facet.scanner import demo_face
 
     rows = [render_views(demo_face(name, intensity=0 if name == "neutral" else 4, seed=0),
                          args.views, image_size=args.size, mode=args.mode)

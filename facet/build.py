@@ -29,7 +29,7 @@ from facet.clip import CLIP
 from facet.clip import PRESETS as CLIP_PRESETS
 from facet.config import TrainConfig
 from facet.datasets import CaptionedViews, FaceViewsDataset, view_statistics
-from facet.layouts import Sample, index_dataset
+from facet.layouts import EMOTIONS, Sample, index_dataset
 from facet.loop import Objective
 from facet.losses import LossConfig
 from facet.model import FacetConfig, FacetVLM, ZeroShotCLIP
@@ -285,8 +285,8 @@ def _pretraining_scan(i: int, settings: RenderSettings) -> tuple[np.ndarray, dic
     emotion prototype in their own style (one scan in two, neutral one in seven of those) or a
     random AU combination; every scan has its own crop, pose, noise and triangulation.
     """
-    from facet import synth
-    from facet.expressions import EMOTIONS, expression_aus
+    from facet import scanner, synth
+    from facet.expressions import expression_aus
 
     subject, style = synth.person(PRETRAIN_SEED, i // SCANS_PER_PERSON)
     rng = np.random.default_rng([PRETRAIN_SEED, i, 7])
@@ -297,7 +297,7 @@ def _pretraining_scan(i: int, settings: RenderSettings) -> tuple[np.ndarray, dic
         aus = expression_aus(emotion, intensity, rng, style)
     else:
         aus = random_aus(rng)
-    item = synth.scan(subject, aus, rng, texture_size=0)
+    item = scanner.scan(subject, aus, rng, texture_size=0)
     views = render_views(item.mesh, settings.views, settings.image_size, settings.mode)
     pixels = (views.clamp(0, 1) * 255).round().to(torch.uint8).numpy()  # (V, 3, H, W)
     truth = {"aus": item.truth["aus"], "emotion": emotion, "intensity": intensity,

@@ -1,142 +1,79 @@
-"""Synthetic 3D/4D expressive faces, written in the real dataset layouts (facet's default data).
+"""Built-in datasets: ICT-FaceKit faces, scanned like real 3D scans, written in the real layouts.
 
-Our own substitute for the licensed benchmarks: `facet.faceshape` gives each subject a parametric
-neutral face, `facet.action_units` turns FACS action units into displacement fields, and this
-module samples expressions, adds scan-like nuisance (head pose of a few degrees, scale, noise),
-and writes files the real-data loaders read unchanged. Meshes are in mm, looking down +z, with
-N ~ 10k vertices and F ~ 20k triangles, the same topology for every subject and frame.
-
-Layouts (deterministic given `seed`; a subject's identity is fixed across its scans):
-- BU-3DFE: `<root>/F0001/F0001_HA03WH_F3D.wrl` + `..._F3D.bnd` (83 landmarks): per subject a
-  neutral `NE00` + 6 emotions x 4 intensities = 25 scans; sex and ethnicity code in the names.
-- BU-4DFE: `<root>/F001/Happy/000.wrl` + `000.bnd` beside each frame (the real release keeps the
-  .bnd files in a separate BND tree; beside is what `facet.mesh.load_mesh` picks up): 6
-  sequences per subject at 25 fps going neutral -> onset -> apex -> offset -> neutral.
-- 4DME-like (our layout; the real one is unverified): `<root>/S01/S01_C03/000.wrl` (+ `.bnd`)
-  per frame and one index `<root>/labels.csv` with the columns
+facet's default data, so everything runs without licensed benchmarks. A person is a
+`facet.face_model.Subject` (identity, metadata, skin) with an expression `Style`; an expression
+is a set of FACS action units (`facet.expressions`); `facet.scanner` turns both into scans with
+their own crop, pose, noise, holes and triangulation. This module decides who shows what, when,
+and writes it down (deterministic given `seed`; subject k is the same person whatever the
+subject count; `realism=False` is the generator's ablation: no scanner effects, no styles):
+- `write_bu3dfe`: `<root>/F0001/F0001_HA03WH_F3D.wrl` + `_F3D.bmp` texture + `_F3D.bnd` (83
+  landmarks): per subject NE00 + 6 emotions x intensities 01-04 = 25 scans.
+- `write_bu4dfe`: `<root>/F001/Happy/000.wrl` + `000.bnd` beside each frame (the real release
+  keeps them in a separate BND tree; beside is what `facet.meshio.load_mesh` reads): 6
+  sequences per subject at 25 fps, neutral -> onset -> apex -> offset -> neutral, the head moving.
+- `write_4dme`: `<root>/S01/S01_C03/000.wrl` (+ `.bnd`) and `<root>/labels.csv` with the columns
   `subject,clip,emotion,kind,sex,age_group,ethnicity,num_frames,onset,apex,offset,aus`
-  (`kind` micro|macro; frames 0-based; `aus` like `6+12`). Classes as recalled for 4DME
-  (unverified): positive, negative, surprise, repression, others. Micro clips last 0.2-0.5 s at
-  low intensity; macro clips 0.8-1.6 s.
-Each writer generates into a hidden temporary folder beside `root` and renames it into place, so
-an interrupted run never looks complete.
+  (our layout; the real one is unverified): micro clips (6-12 frames, weak, often one-sided) and
+  macro clips.
+- `write_bp4d`: `<root>/F001/T1/0000.wrl` (+ `.bnd`): BP4D-like spontaneous tasks T1-T8, weaker,
+  mixed, longer, with talking and blinking.
+- `write_bosphorus`: `<root>/bs000/bs000_E_HAPPY_0.bnt` + `.lm3`: range images of the same kind of
+  scans (neutral, the six emotions, single-AU scans such as `bs000_LFAU_12L_0`).
+Every writer adds `subjects.csv` (sex, age group, ethnicity code) and `ground_truth.jsonl` (per
+scan or sequence: its AUs per side, emotion, intensity, pose, timing), for captions. Writers
+generate into a hidden temporary folder beside `root` and rename it into place, so an
+interrupted run never looks complete.
 """
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
-from functools import lru_cache
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
 
-from facet.action_units import (PROTOTYPES, au_basis, au_vector,
-                                expression_aus, stack_basis)
-from facet.faceshape import Identity, face_grid, face_points, layout, sample_identity
-from facet.meshio import save_bnd
-from facet import layouts
-from facet.layouts import EMOTIONS, NEUTRAL
+from facet.expressions import (TALKING_TASKS, AUs, Style, blink_track, envelope, expression_aus,
+                               micro_aus, sample_style, scale_aus, spontaneous_aus, talking_track,
+                               with_au)
+from facet.face_model import Subject, sample_subject
+from facet.layouts import (BP4D_TASKS, BU3DFE_CODES, BU4DFE_FOLDERS, EMOTIONS, FOURDME_CLASSES,
+                           NEUTRAL)
 from facet.mesh import Mesh
-from facet.synth_landmarks import NOSE_TIP, landmark_indices
-from facet.meshio import save_wrl
+from facet.meshio import save_bnd, save_bnt, save_lm3, save_wrl, write_atomic
+from facet.scanner import Scan, range_grid, scan, scan_sequence
 
-__all__ = ["EMOTIONS", "NEUTRAL", "Identity", "sample_identity", "expression_aus", "face_mesh",
-           "demo_face", "write_bu3dfe", "write_bu4dfe", "write_4dme", "default_root",
-           "ensure_dataset"]
-
-# file-name codes, inverted from the readers' tables (facet.layouts is the one place for them)
-BU3DFE_CODES = {name: code for code, name in layouts.BU3DFE_CODES.items()}
-BU4DFE_FOLDERS = {name: folder for folder, name in layouts.BU4DFE_FOLDERS.items()}
-MICRO_CLASSES = layouts.FOURDME_CLASSES
-_MICRO_AUS = {"positive": [{12: 1.0}, {6: 0.6, 12: 1.0}], "surprise": [{1: 1.0, 2: 1.0, 5: 0.8}],
-              "negative": [{4: 1.0, 7: 0.6}, {9: 0.8, 10: 0.6}, {1: 0.8, 4: 0.6, 15: 0.8}],
-              "repression": [{17: 1.0, 24: 0.8}, {23: 0.8, 24: 0.8}],
-              "others": [{1: 0.8, 2: 0.8}, {7: 1.0}, {15: 0.7}, {4: 0.6}]}
-FPS = 25
+FPS = 25  # BU-4DFE, BP4D and 4DME record at 25 fps
+CODE_OF = {name: code for code, name in BU3DFE_CODES.items()}  # "happiness" -> "HA"
+FOLDER_OF = {name: folder for folder, name in BU4DFE_FOLDERS.items()}  # "happiness" -> "Happy"
 
 
-@dataclass(frozen=True)
-class _Subject:
-    """What expressing one identity needs, computed once: neutral face, AU basis, landmarks."""
+# --- writing files ----------------------------------------------------------------------------
 
-    neutral: np.ndarray  # (N, 3) float64 mm
-    basis: np.ndarray  # (A, N, 3) float64 mm per unit AU weight
-    landmarks: np.ndarray  # (83,) int64 vertex indices
+def _save(item: Scan, stem: Path, image_suffix: str = ".bmp") -> None:
+    """Write `<stem>.wrl` (0.01 mm, uv 1e-4), its texture `<stem><image_suffix>` when it has
+    one, and the 83 landmarks `<stem>.bnd`."""
+    from PIL import Image  # Pillow comes with matplotlib
 
-
-@lru_cache(maxsize=8)
-def _subject(identity: Identity) -> _Subject:
-    frame = layout(identity)
-    neutral = face_points(frame)
-    return _Subject(neutral, stack_basis(au_basis(frame, neutral)), landmark_indices(frame, neutral))
-
-
-def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    """(3, 3) rotation from angles in degrees: roll about z, then pitch about x, then yaw about y."""
-    a, b, c = np.radians([yaw, pitch, roll])
-    ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
-    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
-    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-    return ry @ rx @ rz
+    mesh, url = item.mesh, None
+    if mesh.texture is not None:
+        url = stem.name + image_suffix
+        buffer = io.BytesIO()
+        Image.fromarray(mesh.texture).save(buffer, format=image_suffix[1:].replace("jpg", "jpeg"))
+        write_atomic(stem.parent / url, buffer.getvalue())
+    rounded = Mesh(np.round(mesh.verts, 2), mesh.faces, uv=mesh.uv)
+    save_wrl(rounded, stem.with_suffix(".wrl"), texture_url=url)
+    save_bnd(item.landmarks, rounded.verts[item.landmarks], stem.with_suffix(".bnd"))
 
 
-def face_mesh(identity: Identity, aus: dict[int, float] | None = None,
-              rng: np.random.Generator | None = None, jitter: bool = True,
-              pose: tuple[float, float, float] | None = None,
-              scale: float | None = None) -> Mesh:
-    """One synthetic face scan.
-
-    Args:
-        identity: the subject (`sample_identity`).
-        aus: action unit -> weight (about 0..1; see `facet.action_units.AUS`); {} is neutral.
-        rng: source of the scan nuisance; None gives the exact, un-jittered face.
-        jitter: with an rng, add head pose (a few degrees), scale (~3%) and depth noise (~0.1 mm).
-        pose: (yaw, pitch, roll) degrees to use instead of a random pose (4D sequences).
-        scale: the scale factor to use instead of a random one (4D sequences: one scanner
-            calibration per sequence, or the scale jitter would swamp the expression's motion).
-    Returns:
-        a `Mesh` (N ~ 10k vertices, F ~ 20k triangles, mm) with landmarks "bnd" (83, 3) and
-        "nose_tip" (3,).
-    """
-    subject = _subject(identity)
-    weights = au_vector(aus or {}) * identity.expressiveness  # (A,)
-    verts = subject.neutral + np.einsum("a,anc->nc", weights, subject.basis)  # (N, 3)
-    if rng is not None and jitter:
-        tip = verts[subject.landmarks[NOSE_TIP]]
-        angles = pose if pose is not None else np.clip(rng.normal(0, [3.0, 3.0, 2.0]), -7, 7)
-        if scale is None:
-            scale = _scale_jitter(rng)
-        verts = scale * (verts - tip) @ _rotation(*angles).T + tip
-        verts[:, 2] += rng.normal(0, 0.1, len(verts))  # scanner noise along the view axis
-    verts = verts.astype(np.float32)
-    points = verts[subject.landmarks]  # (83, 3)
-    return Mesh(verts, face_grid().faces, landmarks={"bnd": points, "nose_tip": points[NOSE_TIP]})
-
-
-def _scale_jitter(rng: np.random.Generator) -> float:
-    """A scan's scale factor: ~3% calibration error, bounded at 8%."""
-    return 1.0 + float(np.clip(rng.normal(0, 0.03), -0.08, 0.08))
-
-
-def demo_face(emotion: str = "happiness", intensity: int = 4, seed: int = 0) -> Mesh:
-    """A ready-made face for demos and renders: subject `seed`, the prototype expression, no jitter."""
-    identity = sample_identity(np.random.default_rng(seed))
-    return face_mesh(identity, expression_aus(emotion, intensity if emotion != NEUTRAL else 0))
-
-
-def _save(mesh: Mesh, stem: Path, landmarks: np.ndarray) -> None:
-    """Write `<stem>.wrl` (0.01 mm precision keeps the file small) and `<stem>.bnd`."""
-    rounded = Mesh(np.round(mesh.verts, 2), mesh.faces)
-    save_wrl(rounded, stem.with_suffix(".wrl"))
-    save_bnd(landmarks, rounded.verts[landmarks], stem.with_suffix(".bnd"))
-
-
-def _atomic_dir(root: Path):
-    """A fresh temporary folder beside `root`; `_publish` renames it to `root` when complete."""
+def _atomic_dir(root: Path) -> Path:
+    """A fresh temporary folder beside `root`; renamed to `root` once complete."""
     if root.exists():
         raise FileExistsError(f"{root} already exists; remove it or choose another --out")
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -146,172 +83,323 @@ def _atomic_dir(root: Path):
     return tmp
 
 
-def _publish(tmp: Path, root: Path) -> Path:
+def person(seed: int, k: int) -> tuple[Subject, Style]:
+    """Subject k of a set: a function of (seed, k) only, whatever the set's size."""
+    rng = np.random.default_rng([seed, k])
+    return sample_subject(rng), sample_style(rng)
+
+
+def _subject_ids(count: int, seed: int, width: int) -> list[str]:
+    """BU/BP4D-style ids (F0001, M0001, ...): females and males numbered separately."""
+    if count < 1:
+        raise ValueError(f"subjects must be >= 1, got {count}")
+    numbers = {"F": 0, "M": 0}
+    ids = []
+    for k in range(count):
+        letter = person(seed, k)[0].sex[0].upper()
+        numbers[letter] += 1
+        ids.append(f"{letter}{numbers[letter]:0{width}d}")
+    return ids
+
+
+def _generate(root: str | Path, kind: str, ids: list[str], job: Callable, progress: bool,
+              workers: int, index: Callable | None = None, **options) -> Path:
+    """Run `job(folder, k, subject_id, **options) -> (subject row, truth rows)` for every
+    subject (in `workers` processes), write subjects.csv, ground_truth.jsonl and whatever
+    `index(folder, truth rows)` adds, and publish the folder."""
+    root = Path(root)
+    tmp = _atomic_dir(root)
+    people, truth = ["subject,sex,age_group,ethnicity"], []
+    try:
+        with tqdm(total=len(ids), desc=kind, unit="subject", disable=not progress) as bar:
+            args = [(tmp, k, sid) for k, sid in enumerate(ids)]
+            if workers > 1:
+                with ProcessPoolExecutor(workers) as pool:
+                    futures = [pool.submit(job, *a, **options) for a in args]
+                    results = (f.result() for f in futures)
+                    people, truth = _collect(results, people, truth, bar)
+            else:
+                people, truth = _collect((job(*a, **options) for a in args), people, truth, bar)
+        (tmp / "subjects.csv").write_text("\n".join(people) + "\n")
+        (tmp / "ground_truth.jsonl").write_text("".join(json.dumps(r) + "\n" for r in truth))
+        if index is not None:
+            index(tmp, truth)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     os.replace(tmp, root)
     return root
 
 
-def _subjects(count: int, seed: int, width: int) -> list[tuple[str, Identity]]:
-    """(subject id like F0001, identity) for `count` subjects; F and M numbered separately."""
-    if count < 1:
-        raise ValueError(f"subjects must be >= 1, got {count}")
-    numbers = {"female": 0, "male": 0}
-    out = []
-    for k in range(count):
-        identity = sample_identity(np.random.default_rng([seed, k]))
-        numbers[identity.sex] += 1
-        out.append((f"{identity.sex[0].upper()}{numbers[identity.sex]:0{width}d}", identity))
-    return out
+def _collect(results, people: list[str], truth: list[dict], bar) -> tuple[list[str], list[dict]]:
+    for person, rows in results:  # in subject order, so the files are deterministic
+        people.append(person)
+        truth += rows
+        bar.update()
+    return people, truth
 
 
-def _write_subjects_csv(folder: Path, people: list[tuple[str, Identity]]) -> None:
-    """`subjects.csv`: the metadata the file names do not carry (age group), for augmented prompts."""
-    rows = ["subject,sex,age_group,ethnicity"]
-    rows += [f"{sid},{p.sex},{p.age_group},{p.ethnicity}" for sid, p in people]
-    (folder / "subjects.csv").write_text("\n".join(rows) + "\n")
+def _person_row(sid: str, subject: Subject) -> str:
+    return f"{sid},{subject.sex},{subject.age_group},{subject.ethnicity}"
 
 
-def write_bu3dfe(root: str | Path, subjects: int = 60, seed: int = 0, progress: bool = False) -> Path:
+def _bu3dfe_subject(folder: Path, k: int, sid: str, seed: int, realism: bool,
+                    texture_size: int) -> tuple[str, list[dict]]:
+    subject, style = person(seed, k)
+    rng = np.random.default_rng([seed, k, 1])
+    (folder / sid).mkdir()
+    rows = []
+    for emotion, level in [(NEUTRAL, 0)] + [(e, i) for e in EMOTIONS for i in range(1, 5)]:
+        aus = expression_aus(emotion, level, rng, style) if realism else expression_aus(emotion,
+                                                                                        level)
+        item = scan(subject, aus, rng, realism, texture_size)
+        name = f"{sid}_{CODE_OF[emotion]}{level:02d}{subject.ethnicity}_F3D"
+        _save(item, folder / sid / name, ".bmp")
+        rows.append({"file": f"{sid}/{name}.wrl", "subject": sid, **subject.metadata(),
+                     "emotion": emotion, "intensity": level, **item.truth})
+    return _person_row(sid, subject), rows
+
+
+def write_bu3dfe(root: str | Path, subjects: int = 60, seed: int = 0, progress: bool = False,
+                 realism: bool = True, texture_size: int = 256, workers: int = 1) -> Path:
     """Write a BU-3DFE-like static set: per subject NE00 + 6 emotions x intensities 01-04.
 
     Args:
         root: the dataset folder to create (must not exist).
-        subjects: number of subjects (BU-3DFE has 100; its protocol uses 60).
+        subjects: number of people (BU-3DFE has 100; its protocol uses 60).
         seed: everything is a deterministic function of it.
         progress: show a tqdm bar.
+        realism: scanner effects and personal styles (False: the generator's ablation).
+        texture_size: side of each scan's `.bmp` texture (0: none).
+        workers: processes generating subjects in parallel.
     Returns:
         `root`.
     """
-    root = Path(root)
-    tmp = _atomic_dir(root)
-    people = _subjects(subjects, seed, width=4)
-    bar = tqdm(total=25 * len(people), desc="bu3dfe", unit="scan", disable=not progress)
-    for k, (sid, identity) in enumerate(people):
-        folder = tmp / sid
-        folder.mkdir()
-        rng = np.random.default_rng([seed, k, 1])
-        scans = [(NEUTRAL, 0)] + [(e, i) for e in EMOTIONS for i in range(1, 5)]
-        for emotion, level in scans:
-            mesh = face_mesh(identity, expression_aus(emotion, level, rng), rng)
-            name = f"{sid}_{BU3DFE_CODES[emotion]}{level:02d}{identity.ethnicity}_F3D"
-            _save(mesh, folder / name, _subject(identity).landmarks)
-            bar.update()
-    bar.close()
-    _write_subjects_csv(tmp, people)
-    return _publish(tmp, root)
+    return _generate(root, "bu3dfe", _subject_ids(subjects, seed, 4), _bu3dfe_subject, progress,
+                     workers, seed=seed, realism=realism, texture_size=texture_size)
 
 
-def _envelope(num_frames: int, rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """Activation (T,) in [0, 1]: neutral -> onset -> apex -> offset -> neutral, smooth ramps.
-
-    Returns the curve and the (onset, apex, offset) frame indices (start of rise, apex start,
-    end of fall), with timings drawn at random so apex position and duration vary.
-    """
-    t = np.arange(num_frames) / max(num_frames - 1, 1)
-    on, peak = rng.uniform(0.08, 0.2), rng.uniform(0.3, 0.45)
-    hold, off = rng.uniform(0.5, 0.65), rng.uniform(0.8, 0.95)
-    ramp = lambda a, b: np.clip((t - a) / (b - a), 0, 1)
-    curve = ramp(on, peak) - ramp(hold, off)
-    curve = curve * curve * (3 - 2 * curve)  # smoothstep: no kinks at onset and apex
-    frames = (int(on * (num_frames - 1)), int(peak * (num_frames - 1)), int(off * (num_frames - 1)))
-    return curve, frames
+def _sequence_row(sid: str, subject: Subject, folder: str, items: list[Scan], apex: AUs,
+                  timing: tuple[int, int, int], **labels) -> dict:
+    """The ground truth of one sequence: its apex AUs, timing and head poses."""
+    onset, peak, offset = timing
+    return {"folder": folder, "subject": sid, **subject.metadata(), **labels,
+            "num_frames": len(items), "onset": onset, "apex": peak, "offset": offset,
+            "aus": {str(au): [round(l, 3), round(r, 3)] for au, (l, r) in sorted(apex.items())},
+            "poses": [item.truth["pose"] for item in items]}
 
 
-def _sequence(identity: Identity, aus: dict[int, float], num_frames: int, rng: np.random.Generator,
-              stem_of, landmarks: np.ndarray) -> tuple[int, int, int]:
-    """Write one sequence's frames; the head drifts a little, noise is fresh every frame."""
-    curve, frames = _envelope(num_frames, rng)
-    start, drift = rng.normal(0, [3.0, 3.0, 2.0]), rng.normal(0, 1.0, 3)
-    scale = _scale_jitter(rng)  # one per sequence; the noise below is fresh every frame
-    for f, a in enumerate(curve):
-        pose = tuple(start + drift * f / max(num_frames - 1, 1))
-        mesh = face_mesh(identity, {au: w * a for au, w in aus.items()}, rng, pose=pose,
-                         scale=scale)
-        _save(mesh, stem_of(f), landmarks)
-    return frames
+def _write_frames(items: list[Scan], folder: Path, width: int) -> None:
+    folder.mkdir(parents=True)
+    for f, item in enumerate(items):
+        _save(item, folder / f"{f:0{width}d}", ".jpg")
 
 
-def write_bu4dfe(root: str | Path, subjects: int = 4, seed: int = 0,
-                 seconds: tuple[float, float] = (1.2, 2.0), progress: bool = False) -> Path:
-    """Write a BU-4DFE-like dynamic set: per subject 6 sequences at 25 fps (see module docstring).
+def _bu4dfe_subject(folder: Path, k: int, sid: str, seed: int, realism: bool, texture_size: int,
+                    seconds: tuple[float, float]) -> tuple[str, list[dict]]:
+    subject, style = person(seed, k)
+    rng = np.random.default_rng([seed, k, 2])
+    rows = []
+    for emotion in EMOTIONS:
+        num_frames = int(round(rng.uniform(*seconds) * FPS))
+        level = int(rng.integers(3, 5))  # BU-4DFE's sequences peak at a strong expression
+        apex = expression_aus(emotion, level, rng, style) if realism else expression_aus(emotion, 4)
+        curve, timing = envelope(num_frames, rng)
+        blinks = blink_track(num_frames, rng) if realism else np.zeros(num_frames)
+        frames = [with_au(scale_aus(apex, a), 45, b) for a, b in zip(curve, blinks)]
+        items = scan_sequence(subject, frames, rng, realism, texture_size, head_motion=2.0)
+        _write_frames(items, folder / sid / FOLDER_OF[emotion], 3)
+        rows.append(_sequence_row(sid, subject, f"{sid}/{FOLDER_OF[emotion]}", items, apex, timing,
+                                  emotion=emotion, intensity=level))
+    return _person_row(sid, subject), rows
+
+
+def write_bu4dfe(root: str | Path, subjects: int = 20, seed: int = 0, progress: bool = False,
+                 realism: bool = True, texture_size: int = 0, workers: int = 1,
+                 seconds: tuple[float, float] = (0.8, 1.4)) -> Path:
+    """Write a BU-4DFE-like set: per subject 6 sequences at 25 fps (module docstring).
 
     Args:
-        root: the dataset folder to create (must not exist).
-        subjects: number of subjects (BU-4DFE has 101; frames are many files, keep it small).
-        seed: everything is a deterministic function of it.
+        root, subjects, seed, progress, realism, workers: as `write_bu3dfe`.
+        texture_size: side of a `.jpg` texture per frame; 0 (default) writes none, which halves
+            the set's size (a frame's uv indices cost as much as its triangles).
         seconds: (min, max) sequence duration; the real ones last about 4 s.
-        progress: show a tqdm bar (one step per sequence).
     Returns:
         `root`.
     """
-    root = Path(root)
-    tmp = _atomic_dir(root)
-    people = _subjects(subjects, seed, width=3)
-    bar = tqdm(total=6 * len(people), desc="bu4dfe", unit="seq", disable=not progress)
-    for k, (sid, identity) in enumerate(people):
-        rng = np.random.default_rng([seed, k, 2])
-        for emotion in EMOTIONS:
-            folder = tmp / sid / BU4DFE_FOLDERS[emotion]
-            folder.mkdir(parents=True)
-            num_frames = int(round(rng.uniform(*seconds) * FPS))
-            aus = expression_aus(emotion, int(rng.integers(3, 5)), rng)
-            _sequence(identity, aus, num_frames, rng, lambda f: folder / f"{f:03d}",
-                      _subject(identity).landmarks)
-            bar.update()
-    bar.close()
-    _write_subjects_csv(tmp, people)
-    return _publish(tmp, root)
+    return _generate(root, "bu4dfe", _subject_ids(subjects, seed, 3), _bu4dfe_subject, progress,
+                     workers, seed=seed, realism=realism, texture_size=texture_size,
+                     seconds=seconds)
 
 
-def write_4dme(root: str | Path, subjects: int = 4, seed: int = 0, clips: int = 6,
-               micro_fraction: float = 0.6, progress: bool = False) -> Path:
-    """Write a 4DME-like set of micro- and macro-expression clips (layout in the module docstring).
+def _4dme_subject(folder: Path, k: int, sid: str, seed: int, realism: bool, texture_size: int,
+                  clips: int, micro_fraction: float) -> tuple[str, list[dict]]:
+    subject, _ = person(seed, k)
+    rng = np.random.default_rng([seed, k, 3])
+    first = int(rng.integers(len(FOURDME_CLASSES)))
+    rows = []
+    for c in range(clips):
+        label = FOURDME_CLASSES[(first + c) % len(FOURDME_CLASSES)]  # balanced classes
+        micro = bool(rng.random() < micro_fraction)
+        aus = micro_aus(label, micro, rng)
+        # Micro: 6-12 frames (0.25-0.5 s), a fast rise and almost no hold; macro: 0.6-1.2 s.
+        num_frames = int(rng.integers(6, 13) if micro else rng.integers(15, 31))
+        curve, timing = envelope(num_frames, rng, rise=(0.2, 0.3) if micro else (0.15, 0.3),
+                                 hold=(0.0, 0.1) if micro else (0.1, 0.3))
+        items = scan_sequence(subject, [scale_aus(aus, a) for a in curve], rng, realism,
+                              texture_size, head_motion=0.3 if micro else 1.0)
+        clip = f"{sid}_C{c + 1:02d}"
+        _write_frames(items, folder / sid / clip, 3)
+        rows.append(_sequence_row(sid, subject, f"{sid}/{clip}", items, aus, timing,
+                                  emotion=label, kind="micro" if micro else "macro"))
+    return _person_row(sid, subject), rows
+
+
+def _4dme_labels(folder: Path, rows: list[dict]) -> None:
+    """labels.csv: one line per clip (the columns in the module docstring)."""
+    lines = ["subject,clip,emotion,kind,sex,age_group,ethnicity,num_frames,onset,apex,offset,aus"]
+    for r in rows:
+        subject, clip = r["folder"].split("/")
+        aus = "+".join(au for au, sides in r["aus"].items() if max(sides) > 0)
+        lines.append(f"{subject},{clip},{r['emotion']},{r['kind']},{r['sex']},{r['age_group']},"
+                     f"{r['ethnicity']},{r['num_frames']},{r['onset']},{r['apex']},{r['offset']},"
+                     f"{aus}")
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+
+
+def write_4dme(root: str | Path, subjects: int = 12, seed: int = 0, progress: bool = False,
+               realism: bool = True, texture_size: int = 0, workers: int = 1, clips: int = 10,
+               micro_fraction: float = 0.7) -> Path:
+    """Write a 4DME-like set of micro- and macro-expression clips (module docstring).
 
     Args:
-        root: the dataset folder to create (must not exist).
-        subjects: number of subjects.
-        seed: everything is a deterministic function of it.
-        clips: clips per subject; classes cycle through `MICRO_CLASSES` from a random start.
+        root, subjects, seed, progress, realism, texture_size, workers: as `write_bu4dfe`.
+        clips: clips per subject; classes cycle through FOURDME_CLASSES from a random start.
         micro_fraction: probability that a clip is a micro-expression.
-        progress: show a tqdm bar (one step per clip).
     Returns:
         `root`.
     """
-    root = Path(root)
-    tmp = _atomic_dir(root)
-    rows = ["subject,clip,emotion,kind,sex,age_group,ethnicity,num_frames,onset,apex,offset,aus"]
-    bar = tqdm(total=clips * subjects, desc="4dme", unit="clip", disable=not progress)
-    for k in range(subjects):
-        identity, sid = sample_identity(np.random.default_rng([seed, k])), f"S{k + 1:02d}"
-        rng = np.random.default_rng([seed, k, 3])
-        first = int(rng.integers(len(MICRO_CLASSES)))
-        for c in range(clips):
-            label = MICRO_CLASSES[(first + c) % len(MICRO_CLASSES)]
-            micro = bool(rng.random() < micro_fraction)
-            options = _MICRO_AUS[label]
-            level = rng.uniform(0.2, 0.4) if micro else rng.uniform(0.6, 1.0)
-            aus = {au: w * level * float(np.exp(0.2 * rng.standard_normal()))
-                   for au, w in options[int(rng.integers(len(options)))].items()}
-            # Micro: 0.2-0.5 s of movement padded by neutral frames, so the clip still starts
-            # and ends neutral; the envelope puts about half the clip into the movement.
-            active = rng.uniform(0.2, 0.5) if micro else rng.uniform(0.8, 1.6)
-            num_frames = int(round(active * FPS * 1.8))
-            clip = f"{sid}_C{c + 1:02d}"
-            folder = tmp / sid / clip
-            folder.mkdir(parents=True)
-            onset, apex, offset = _sequence(identity, aus, num_frames, rng,
-                                            lambda f: folder / f"{f:03d}", _subject(identity).landmarks)
-            rows.append(f"{sid},{clip},{label},{'micro' if micro else 'macro'},{identity.sex},"
-                        f"{identity.age_group},{identity.ethnicity},{num_frames},{onset},{apex},"
-                        f"{offset},{'+'.join(str(au) for au in sorted(aus))}")
-            bar.update()
-    bar.close()
-    (tmp / "labels.csv").write_text("\n".join(rows) + "\n")
-    return _publish(tmp, root)
+    if subjects < 1:
+        raise ValueError(f"subjects must be >= 1, got {subjects}")
+    ids = [f"S{k + 1:02d}" for k in range(subjects)]
+    return _generate(root, "4dme", ids, _4dme_subject, progress, workers, index=_4dme_labels,
+                     seed=seed, realism=realism, texture_size=texture_size, clips=clips,
+                     micro_fraction=micro_fraction)
 
 
-WRITERS = {"bu3dfe": write_bu3dfe, "bu4dfe": write_bu4dfe, "4dme": write_4dme}
-DEFAULT_SUBJECTS = {"bu3dfe": 60, "bu4dfe": 4, "4dme": 4}
+def _bp4d_subject(folder: Path, k: int, sid: str, seed: int, realism: bool, texture_size: int,
+                  seconds: tuple[float, float]) -> tuple[str, list[dict]]:
+    subject, _ = person(seed, k)
+    rng = np.random.default_rng([seed, k, 4])
+    rows = []
+    for task in BP4D_TASKS:
+        num_frames = int(round(rng.uniform(*seconds) * FPS))
+        peak = spontaneous_aus(task, rng)
+        curve, timing = envelope(num_frames, rng, rise=(0.15, 0.35), hold=(0.2, 0.4))
+        talk = talking_track(num_frames, rng) if task in TALKING_TASKS else np.zeros(num_frames)
+        blinks = blink_track(num_frames, rng, per_second=0.4)
+        frames = [with_au(with_au(with_au(scale_aus(peak, a), 25, j), 26, j), 45, b)
+                  for a, j, b in zip(curve, talk, blinks)]
+        items = scan_sequence(subject, frames, rng, realism, texture_size, head_motion=4.0)
+        _write_frames(items, folder / sid / task, 4)
+        rows.append(_sequence_row(sid, subject, f"{sid}/{task}", items, peak, timing, task=task,
+                                  emotion=BP4D_TASKS[task][1]))
+    return _person_row(sid, subject), rows
+
+
+def write_bp4d(root: str | Path, subjects: int = 8, seed: int = 0, progress: bool = False,
+               realism: bool = True, texture_size: int = 0, workers: int = 1,
+               seconds: tuple[float, float] = (1.6, 2.4)) -> Path:
+    """Write a BP4D-Spontaneous-like set: per subject the 8 tasks T1-T8 (facet.protocols.
+    BP4D_TASKS), spontaneous -- weaker, mixed with another task's AUs, longer, with blinks, head
+    motion and, in T1, T2, T4 and T7, talking. For cross-dataset tests (train on BU-4DFE).
+
+    Args:
+        root, subjects, seed, progress, realism, texture_size, workers: as `write_bu4dfe`.
+        seconds: (min, max) excerpt duration; the real tasks last minutes.
+    Returns:
+        `root`.
+    """
+    return _generate(root, "bp4d", _subject_ids(subjects, seed, 3), _bp4d_subject, progress,
+                     workers, seed=seed, realism=realism, texture_size=texture_size,
+                     seconds=seconds)
+
+
+# Bosphorus's named landmarks (.lm3) as indices among our 83 ("left" = the subject's left).
+LM3_NAMES = {"Outer left eyebrow": 30, "Middle left eyebrow": 28, "Inner left eyebrow": 26,
+             "Inner right eyebrow": 16, "Middle right eyebrow": 18, "Outer right eyebrow": 20,
+             "Outer left eye corner": 12, "Inner left eye corner": 8,
+             "Inner right eye corner": 0, "Outer right eye corner": 4, "Nose saddle left": 41,
+             "Nose saddle right": 36, "Left nose peak": 44, "Nose tip": 46,
+             "Right nose peak": 39, "Left mouth corner": 54, "Upper lip outer middle": 51,
+             "Right mouth corner": 48, "Upper lip inner middle": 62,
+             "Lower lip inner middle": 66, "Lower lip outer middle": 57, "Chin middle": 75}
+# Bosphorus's single-AU scans (a subset): code -> AUs; "L"/"R" codes are one-sided.
+BOSPHORUS_AUS = {"LFAU_9": {9: (1.0, 1.0)}, "LFAU_10": {10: (1.0, 1.0)},
+                 "LFAU_12": {12: (1.0, 1.0)}, "LFAU_12L": {12: (1.0, 0.0)},
+                 "LFAU_12R": {12: (0.0, 1.0)}, "LFAU_15": {15: (1.0, 1.0)},
+                 "LFAU_17": {17: (1.0, 1.0)}, "LFAU_20": {20: (1.0, 1.0)},
+                 "LFAU_24": {24: (1.0, 1.0)}, "LFAU_26": {26: (1.0, 1.0)},
+                 "UFAU_1": {1: (1.0, 1.0)}, "UFAU_2": {2: (1.0, 1.0)},
+                 "UFAU_4": {4: (1.0, 1.0)}, "UFAU_43": {43: (1.0, 1.0)}}
+BOSPHORUS_CODES = {"anger": "ANGER", "disgust": "DISGUST", "fear": "FEAR", "happiness": "HAPPY",
+                   "sadness": "SADNESS", "surprise": "SURPRISE"}
+
+
+def _bosphorus_subject(folder: Path, k: int, sid: str, seed: int, realism: bool,
+                       texture_size: int, step: float) -> tuple[str, list[dict]]:
+    subject, style = person(seed, k)
+    rng = np.random.default_rng([seed, k, 5])
+    (folder / sid).mkdir()
+    takes = [(f"N_N_{i}", NEUTRAL, 0, None) for i in range(2)]
+    takes += [(f"E_{BOSPHORUS_CODES[e]}_0", e, int(rng.integers(3, 5)), None) for e in EMOTIONS]
+    takes += [(f"{code}_0", None, -1, aus) for code, aus in BOSPHORUS_AUS.items()]
+    rows = []
+    for code, emotion, level, aus in takes:
+        if aus is None:
+            aus = expression_aus(emotion, level, rng, style) if realism else expression_aus(
+                emotion, level)
+        item = scan(subject, aus, rng, realism, texture_size=0)
+        grid, zmin = range_grid(item.mesh, step), -1e9  # zmin marks pixels without a measurement
+        z = np.where(grid["covered"], grid["z"], zmin)
+        stem = folder / sid / f"{sid}_{code}"
+        save_bnt(stem.with_suffix(".bnt"), grid["x"], grid["y"], z, grid["u"], grid["v"],
+                 zmin=zmin, image_name=stem.name + ".png")
+        points = item.mesh.landmarks["bnd"]
+        save_lm3({name: points[i] for name, i in LM3_NAMES.items()}, stem.with_suffix(".lm3"))
+        rows.append({"file": f"{sid}/{stem.name}.bnt", "subject": sid, **subject.metadata(),
+                     "emotion": emotion, "intensity": level, **item.truth})
+    return _person_row(sid, subject), rows
+
+
+def write_bosphorus(root: str | Path, subjects: int = 60, seed: int = 0, progress: bool = False,
+                    realism: bool = True, texture_size: int = 0, workers: int = 1,
+                    step: float = 1.5) -> Path:
+    """Write a Bosphorus-like set of `.bnt` range scans with `.lm3` landmarks.
+
+    Per subject `bs000/`: two neutral scans (`bs000_N_N_0`), the six emotions at a strong
+    level (`bs000_E_HAPPY_0`) and the single-AU scans of `BOSPHORUS_AUS` (`bs000_LFAU_12_0`,
+    one-sided `LFAU_12L`). No 2D `.png` images (the range scans name them, as the real ones do).
+
+    Args:
+        root, subjects, seed, progress, realism, workers: as `write_bu3dfe`.
+        texture_size: unused (range scans carry no texture); kept for a uniform signature.
+        step: grid spacing of the range images, mm.
+    Returns:
+        `root`.
+    """
+    if subjects < 1:
+        raise ValueError(f"subjects must be >= 1, got {subjects}")
+    return _generate(root, "bosphorus", [f"bs{k:03d}" for k in range(subjects)],
+                     _bosphorus_subject, progress, workers, seed=seed, realism=realism,
+                     texture_size=texture_size, step=step)
+
+
+WRITERS = {"bu3dfe": write_bu3dfe, "bu4dfe": write_bu4dfe, "4dme": write_4dme,
+           "bp4d": write_bp4d, "bosphorus": write_bosphorus}
+
+
+DEFAULT_SUBJECTS = {"bu3dfe": 60, "bu4dfe": 20, "4dme": 12, "bp4d": 8, "bosphorus": 60}
 
 
 def default_root(kind: str = "bu3dfe", subjects: int | None = None) -> Path:
@@ -320,8 +408,7 @@ def default_root(kind: str = "bu3dfe", subjects: int | None = None) -> Path:
     find the same folder and a run asking for another size never reuses a stale set."""
     env = os.environ.get("FACET_DATA")
     base = Path(env) if env else Path(__file__).resolve().parents[1] / "data" / "synth"
-    subjects = DEFAULT_SUBJECTS[kind] if subjects is None else subjects
-    return base / f"{kind}-{subjects}subjects"
+    return base / f"{kind}-{DEFAULT_SUBJECTS[kind] if subjects is None else subjects}subjects"
 
 
 def ensure_dataset(kind: str = "bu3dfe", root: str | Path | None = None, **kw) -> Path:
@@ -329,9 +416,11 @@ def ensure_dataset(kind: str = "bu3dfe", root: str | Path | None = None, **kw) -
     it if absent.
 
     Args:
-        kind: "bu3dfe", "bu4dfe" or "4dme".
+        kind: a key of `WRITERS`.
         root: the dataset folder; it counts as present when it exists (writers publish atomically).
-        **kw: passed to the writer (subjects, seed, progress, ...).
+        **kw: passed to the writer (subjects, seed, progress, realism, ...).
+    Raises:
+        ValueError: unknown kind.
     """
     if kind not in WRITERS:
         raise ValueError(f"unknown synthetic dataset kind {kind!r}; expected one of {list(WRITERS)}")
@@ -342,19 +431,36 @@ def ensure_dataset(kind: str = "bu3dfe", root: str | Path | None = None, **kw) -
 
 
 def main(argv: list[str] | None = None) -> str:
-    """`python -m facet.synth ...`: generate a set; returns the summary line that `__main__` prints."""
-    parser = argparse.ArgumentParser(description="Generate a synthetic 3D/4D face dataset.")
+    """`python -m facet.synth ...`: generate a set; returns the summary line `__main__` prints."""
+    parser = argparse.ArgumentParser(description="Generate a built-in 3D/4D face dataset.")
     parser.add_argument("--kind", choices=sorted(WRITERS), default="bu3dfe")
-    parser.add_argument("--out", type=Path, default=None, help="default: default_root()/KIND")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: data/synth/KIND-Nsubjects (where train.py looks)")
     parser.add_argument("--subjects", type=int, default=None, help="default: the writer's")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2, help="processes (default: 2)")
+    parser.add_argument("--texture-size", type=int, default=None,
+                        help="texture side in pixels, 0 = none (default: the writer's)")
+    parser.add_argument("--no-realism", dest="realism", action="store_false",
+                        help="no scanner effects or personal styles (the generator's ablation)")
     args = parser.parse_args(argv)
+    for name in ("subjects", "workers"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.texture_size is not None and args.texture_size < 0:
+        parser.error(f"--texture-size must be >= 0, got {args.texture_size}")
     out = args.out or default_root(args.kind, args.subjects)
-    kw = {} if args.subjects is None else {"subjects": args.subjects}
+    if out.exists():
+        parser.error(f"--out {out} already exists; remove it or choose another folder")
+    kw = {name: getattr(args, name) for name in ("subjects", "texture_size")
+          if getattr(args, name) is not None}
     start = time.perf_counter()
-    WRITERS[args.kind](out, seed=args.seed, progress=True, **kw)
+    WRITERS[args.kind](out, seed=args.seed, progress=True, realism=args.realism,
+                       workers=args.workers, **kw)
     files = sum(1 for _ in out.rglob("*.wrl"))
-    return f"wrote {files} meshes to {out} in {time.perf_counter() - start:.1f} s"
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return (f"wrote {files} meshes ({size / 2**20:.0f} MiB) to {out} in "
+            f"{time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":

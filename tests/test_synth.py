@@ -1,123 +1,177 @@
-"""Synthetic faces: topology, landmarks, determinism, and the written dataset layouts."""
+"""Generated scans and datasets: scanner effects, determinism, and the written layouts."""
 from __future__ import annotations
 
 import csv
+import json
 import re
 
 import numpy as np
 import pytest
 
-from facet import synth
-from facet.faceshape import Identity, sample_identity
+from facet import scanner, synth
+from facet.layouts import EMOTIONS, FOURDME_CLASSES
+from facet.layouts import index_dataset
+from facet.expressions import envelope, expression_aus, sample_style, scale_aus, symmetric
+from facet.face_model import sample_subject
 from facet.meshio import load_mesh
 
 BU3DFE_NAME = re.compile(r"^([FM])(\d{4})_(NE|AN|DI|FE|HA|SA|SU)(\d{2})([A-Z]{2})_F3D\.wrl$")
 
 
-def test_same_topology_finite_and_face_sized():
+@pytest.fixture(scope="module")
+def person():
+    rng = np.random.default_rng(7)
+    return sample_subject(rng), sample_style(rng)
+
+
+def test_scans_are_face_sized_and_each_has_its_own_topology(person):
+    subject, style = person
     rng = np.random.default_rng(0)
-    meshes = [synth.face_mesh(sample_identity(rng), synth.expression_aus(e, 4, rng), rng)
-              for e in ("neutral", "surprise", "happiness")]
-    for mesh in meshes:
-        assert np.array_equal(mesh.faces, meshes[0].faces)
-        assert 10_000 <= mesh.num_faces <= 40_000 and np.isfinite(mesh.verts).all()
-        height = np.ptp(mesh.verts[:, 1])
-        assert 130 < height < 200  # mm, like a cropped BU-3DFE face
-        # Faces look down +z: the nose tip is (nearly) the frontmost point.
-        assert mesh.landmarks["nose_tip"][2] > np.quantile(mesh.verts[:, 2], 0.995)
+    scans = [scanner.scan(subject, expression_aus(e, 4, rng, style), rng, texture_size=32)
+             for e in ("happiness", "happiness", "surprise")]
+    sizes = {(s.mesh.num_verts, s.mesh.num_faces) for s in scans}
+    assert len(sizes) == 3  # crop, holes and splits differ from scan to scan
+    for item in scans:
+        mesh = item.mesh
+        assert 4_000 < mesh.num_verts < 10_000 and np.isfinite(mesh.verts).all()
+        assert 130 < np.ptp(mesh.verts[:, 1]) < 220  # mm, brow (or forehead) to chin
+        assert mesh.uv.shape == (mesh.num_verts, 2) and mesh.texture.shape == (32, 32, 3)
+        # every landmark is a vertex, and the nose tip is (nearly) the frontmost point
+        assert np.array_equal(mesh.verts[item.landmarks], mesh.landmarks["bnd"])
+        assert mesh.landmarks["nose_tip"][2] > np.quantile(mesh.verts[:, 2], 0.99)
+    # the vertex order is shuffled: the same model vertex sits at different scan indices
+    first = [s.landmarks[46] for s in scans]
+    assert len(set(first)) == 3
 
 
-def test_landmarks_are_vertices_and_follow_expressions():
-    identity, rng = Identity(), np.random.default_rng(1)
-    for aus in ({}, {12: 1.0}, {26: 1.0, 1: 1.0}):
-        mesh = synth.face_mesh(identity, aus, rng)
-        bnd = mesh.landmarks["bnd"]
-        assert bnd.shape == (83, 3)
-        gap = np.linalg.norm(mesh.verts[None] - bnd[:, None], axis=2).min(axis=1)  # (83,)
-        assert gap.max() < 1e-5  # every landmark sits on a vertex: it moves with the surface
-        assert np.allclose(mesh.landmarks["nose_tip"], bnd[46])
+def test_scan_is_deterministic_and_realism_off_is_clean(person):
+    subject, _ = person
+    aus = symmetric({12: 0.8, 6: 0.5})
+    a, b = (scanner.scan(subject, aus, np.random.default_rng(4), texture_size=0) for _ in range(2))
+    assert np.array_equal(a.mesh.verts, b.mesh.verts) and np.array_equal(a.mesh.faces, b.mesh.faces)
+    assert a.truth["aus"] == {"6": [0.5, 0.5], "12": [0.8, 0.8]}
+    clean = [scanner.scan(subject, aus, None, realism=False, texture_size=0) for _ in range(2)]
+    assert np.array_equal(clean[0].mesh.faces, clean[1].mesh.faces)
+    assert clean[0].truth["pose"] == [0.0, 0.0, 0.0]
+    assert np.array_equal(clean[0].mesh.verts, scanner.face_mesh(subject, aus, 0).verts)
+    with pytest.raises(ValueError, match="needs an rng"):
+        scanner.scan(subject, aus, None)
 
 
-def test_deterministic_given_seed():
-    a = synth.face_mesh(sample_identity(np.random.default_rng(3)), {12: 0.5}, np.random.default_rng(4))
-    b = synth.face_mesh(sample_identity(np.random.default_rng(3)), {12: 0.5}, np.random.default_rng(4))
-    assert np.array_equal(a.verts, b.verts)
-    assert not np.array_equal(a.verts, synth.demo_face("happiness", 4, seed=3).verts)
+def test_expressions_move_the_scan(person):
+    subject, _ = person
+    neutral, smile = (scanner.face_mesh(subject, expression_aus(e, level), 0)
+                      for e, level in (("neutral", 0), ("happiness", 4)))
+    corners = smile.landmarks["bnd"][[48, 54]] - neutral.landmarks["bnd"][[48, 54]]
+    assert (corners[:, 1] > 3).all()  # lip corners up
 
 
-def test_write_bu3dfe_layout_reads_back(tmp_path):
-    root = synth.write_bu3dfe(tmp_path / "bu3dfe", subjects=2, seed=5)
+def test_sequences_share_a_topology_and_move_smoothly(person):
+    subject, style = person
+    rng = np.random.default_rng(1)
+    apex = expression_aus("surprise", 4, rng, style)
+    curve, (onset, peak, offset) = envelope(40, rng)
+    items = scanner.scan_sequence(subject, [scale_aus(apex, a) for a in curve], rng)
+    verts = np.stack([s.mesh.verts for s in items])  # (T, N, 3): one triangulation
+    motion = np.linalg.norm(verts - verts[0], axis=-1).mean(-1)  # (T,) mm from the first frame
+    assert motion[peak] > 2.0 and motion.argmax() not in (0, len(items) - 1)
+    assert np.abs(np.diff(motion)).max() < motion.max() / 2  # no frame jumps
+
+
+def test_write_bu3dfe_layout_reindexes_exactly(tmp_path):
+    root = synth.write_bu3dfe(tmp_path / "bu3dfe", subjects=1, seed=5, texture_size=16)
     files = sorted(root.rglob("*.wrl"))
-    assert len(files) == 50 and len(list(root.rglob("*.bnd"))) == 50
+    assert len(files) == 25 and len(list(root.rglob("*.bnd"))) == len(list(root.rglob("*.bmp"))) == 25
     assert not list(tmp_path.glob(".*tmp*"))  # the temporary folder was renamed away
-    seen = set()
-    for path in files:
-        sex, number, code, level, ethnicity = BU3DFE_NAME.match(path.name).groups()
-        assert path.parent.name == f"{sex}{number}" and ethnicity in ("WH", "AE", "BL", "IN", "LA", "AM")
-        assert (code == "NE") == (level == "00") and int(level) <= 4
-        seen.add((code, level))
-    assert len(seen) == 25
-    mesh = load_mesh(files[0])
-    assert mesh.num_faces == synth.demo_face().num_faces and mesh.landmarks["bnd"].shape == (83, 3)
-    # subjects.csv carries what the names do not (age group), one row per subject folder.
+    codes = {BU3DFE_NAME.match(p.name).groups()[2:4] for p in files}
+    assert len(codes) == 25 and ("NE", "00") in codes
+    index = index_dataset(root)
+    assert (index.kind, len(index.samples), index.skipped) == ("bu3dfe", 25, [])
+    truth = [json.loads(line) for line in (root / "ground_truth.jsonl").read_text().splitlines()]
+    assert [t["file"] for t in truth] == sorted(t["file"] for t in truth) or len(truth) == 25
+    by_file = {str(root / t["file"]): t for t in truth}
+    for sample in index.samples:  # the names and the ground truth agree
+        assert (by_file[sample.path]["emotion"], by_file[sample.path]["intensity"]) == (
+            sample.label, sample.intensity)
+        assert by_file[sample.path]["sex"] == sample.sex
+    mesh = load_mesh(files[3])
+    assert mesh.landmarks["bnd"].shape == (83, 3) and mesh.texture.shape == (16, 16, 3)
     rows = (root / "subjects.csv").read_text().split()
-    assert rows[0] == "subject,sex,age_group,ethnicity" and len(rows) == 3
-    assert {r.split(",")[0] for r in rows[1:]} == {p.name for p in root.iterdir() if p.is_dir()}
-    # Determinism on disk, and an existing folder is never overwritten.
-    again = synth.write_bu3dfe(tmp_path / "again", subjects=2, seed=5)
-    assert (again / files[0].relative_to(root)).read_bytes() == files[0].read_bytes()
+    assert rows[0] == "subject,sex,age_group,ethnicity" and len(rows) == 2
     with pytest.raises(FileExistsError):
         synth.write_bu3dfe(root, subjects=1)
 
 
+def test_subject_k_does_not_depend_on_the_set_size(tmp_path):
+    assert synth._subject_ids(3, 0, 4)[:2] == synth._subject_ids(2, 0, 4)
+    small = synth.write_bu3dfe(tmp_path / "a", subjects=1, seed=2, texture_size=0)
+    again = synth.write_bu3dfe(tmp_path / "b", subjects=1, seed=2, texture_size=0)
+    name = next(small.rglob("*HA04*.wrl")).relative_to(small)
+    assert (small / name).read_bytes() == (again / name).read_bytes()
+
+
 def test_write_bu4dfe_sequences(tmp_path):
     root = synth.write_bu4dfe(tmp_path / "bu4dfe", subjects=1, seed=0, seconds=(0.4, 0.5))
-    folders = sorted(p for p in root.glob("*/*") if p.is_dir())
-    assert [p.name for p in folders] == sorted(synth.BU4DFE_FOLDERS.values())
-    frames = sorted(folders[0].glob("*.wrl"))
-    assert 10 <= len(frames) <= 13 and frames[0].name == "000.wrl"
-    first, apex = load_mesh(frames[0]), load_mesh(frames[len(frames) // 2])
-    assert np.array_equal(first.faces, apex.faces)
-    moved = np.linalg.norm(apex.verts - first.verts, axis=1)
-    assert moved.max() > 1.0  # the middle of the sequence is expressive
+    index = index_dataset(root)
+    assert (index.kind, len(index.samples), index.skipped) == ("bu4dfe", 6, [])
+    frames = index.samples[0].frames
+    assert 10 <= len(frames) <= 13 and frames[0].endswith("000.wrl")
+    first, last = load_mesh(frames[0]), load_mesh(frames[-1])
+    assert np.array_equal(first.faces, last.faces) and first.landmarks["bnd"].shape == (83, 3)
 
 
-def test_write_4dme_index(tmp_path):
+def test_write_4dme_labels(tmp_path):
     root = synth.write_4dme(tmp_path / "4dme", subjects=1, seed=0, clips=5)
     rows = list(csv.DictReader(open(root / "labels.csv")))
-    assert len(rows) == 5 and {r["emotion"] for r in rows} == set(synth.MICRO_CLASSES)
+    assert len(rows) == 5 and {r["emotion"] for r in rows} == set(FOURDME_CLASSES)
     for r in rows:
         frames = sorted((root / r["subject"] / r["clip"]).glob("*.wrl"))
         assert len(frames) == int(r["num_frames"])
         assert 0 <= int(r["onset"]) <= int(r["apex"]) <= int(r["offset"]) < len(frames)
-        if r["kind"] == "micro":
-            assert len(frames) <= 0.5 * synth.FPS * 1.8 + 1
+        assert len(frames) <= 12 if r["kind"] == "micro" else len(frames) >= 15
+    index = index_dataset(root)
+    assert (len(index.samples), index.skipped) == (5, [])
+
+
+def test_write_bp4d_tasks(tmp_path):
+    root = synth.write_bp4d(tmp_path / "bp4d", subjects=1, seed=0, seconds=(0.3, 0.4))
+    index = index_dataset(root)
+    assert (index.kind, len(index.samples), index.skipped) == ("bp4d", 6, [])  # T4, T6 ignored
+    assert {p.name for p in (root / index.samples[0].subject).iterdir()} == {
+        f"T{i}" for i in range(1, 9)}
 
 
 def test_ensure_dataset_generates_once(tmp_path, monkeypatch):
     monkeypatch.setenv("FACET_DATA", str(tmp_path))
-    assert synth.default_root("bu3dfe", 1) == tmp_path / "bu3dfe-1subjects"
-    root = synth.ensure_dataset("bu3dfe", subjects=1)
-    assert root == tmp_path / "bu3dfe-1subjects"
+    assert synth.default_root("bu3dfe") == tmp_path / "bu3dfe-60subjects"
+    root = synth.ensure_dataset("4dme", subjects=1, clips=1)
+    assert root == tmp_path / "4dme-1subjects"
     stamp = next(root.rglob("*.wrl")).stat().st_mtime_ns
-    assert synth.ensure_dataset("bu3dfe", subjects=1) == root
+    assert synth.ensure_dataset("4dme", subjects=1, clips=1) == root
     assert next(root.rglob("*.wrl")).stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="unknown synthetic dataset"):
-        synth.ensure_dataset("bosphorus")
+        synth.ensure_dataset("bosphorus5")
 
 
-def test_sequences_move_smoothly_and_return_to_neutral(tmp_path):
-    root = synth.write_bu4dfe(tmp_path / "bu4dfe", subjects=1, seed=2, seconds=(1.2, 1.2))
-    subject = next(p for p in sorted(root.iterdir()) if p.is_dir())
-    frames = sorted((subject / "Surprise").glob("*.wrl"))
-    verts = np.stack([load_mesh(f).verts for f in frames])  # (T, N, 3)
-    motion = np.linalg.norm(verts - verts[0], axis=-1).mean(-1)  # (T,) mm from the first frame
-    # smooth: no frame jumps by more than a third of the apex motion (a scale jitter drawn per
-    # frame, ~3% of a 150 mm face, would), and the apex lies inside the sequence
-    assert np.abs(np.diff(motion)).max() < motion.max() / 3
-    assert motion.argmax() not in (0, len(frames) - 1)
+def test_cli_reports_silently_and_rejects_bad_arguments(tmp_path, capsys):
+    line = synth.main(["--kind", "4dme", "--out", str(tmp_path / "s"), "--subjects", "1",
+                       "--workers", "1"])
+    assert line.startswith("wrote ") and str(tmp_path / "s") in line
+    assert capsys.readouterr().out == ""
+    for bad in (["--kind", "bu5dfe"], ["--subjects", "0"], ["--out", str(tmp_path / "s")]):
+        with pytest.raises(SystemExit):
+            synth.main(bad)
+        assert "error" in capsys.readouterr().err
 
 
-def test_cli_generates_and_reports_silently(tmp_path, capsys):
-    line = synth.main(["--kind", "bu3dfe", "--out", str(tmp_path / "s"), "--subjects", "1"])
-    assert line.startswith("wrote 25 meshes to") and capsys.readouterr().out == ""
+def test_write_bosphorus_range_scans(tmp_path):
+    root = synth.write_bosphorus(tmp_path / "bosphorus", subjects=1, seed=0, step=3.0)
+    index = index_dataset(root, include_au=True)
+    assert (index.kind, index.skipped) == ("bosphorus", [])
+    labels = [s.label for s in index.samples]
+    assert labels.count("neutral") == 2 and set(EMOTIONS) <= set(labels)
+    assert sum(s.aus == "LFAU_12L" for s in index.samples) == 1
+    mesh = load_mesh(root / "bs000" / "bs000_E_HAPPY_0.bnt")  # + its .lm3 landmarks
+    assert mesh.num_faces > 1_000 and mesh.landmarks["nose_tip"][2] > np.quantile(mesh.verts[:, 2], 0.98)
+    grid = scanner.range_grid(scanner.face_mesh(sample_subject(np.random.default_rng(0)), {}, 0), 2.0)
+    assert grid["covered"].mean() > 0.5 and np.ptp(grid["z"][grid["covered"]]) > 40  # mm of relief

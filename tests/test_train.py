@@ -14,6 +14,7 @@ import torch
 
 import evaluate
 import train
+from facet.layouts import EMOTIONS, FOURDME_CLASSES
 from facet import build, loop, synth
 from facet.checkpoint import load_checkpoint, save_checkpoint
 from facet.config import help_text, parse_args
@@ -51,7 +52,7 @@ def test_train_writes_a_checkpoint_that_evaluate_reloads(tiny_root, cache, tmp_p
     assert len(rows) == 1 + 12 and rows[0].startswith("file,subject,label,predicted,p_anger")
     ckpt = load_checkpoint(run / "ckpt.pt")  # weights_only=True
     assert ckpt["epoch"] == 1 and ckpt["step"] == 4  # 12 training scans / 6 = 2 steps x 2 epochs
-    assert ckpt["classes"] == list(synth.EMOTIONS)
+    assert ckpt["classes"] == list(EMOTIONS)
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
     assert [r["epoch"] for r in log if "epoch" in r] == [0, 1]
@@ -198,13 +199,13 @@ def test_grad_accum_matches_the_unaccumulated_step(tiny_root, cache):
                          "--no-center_images"])  # batch statistics would differ by design
     samples, _ = build.select_samples(tiny_root, config)
     store, kept, _ = build.fill_cache(samples, config)
-    dataset = build.make_dataset(kept[:12], store, config, tuple(synth.EMOTIONS), train=False)
+    dataset = build.make_dataset(kept[:12], store, config, tuple(EMOTIONS), train=False)
     tokenizer = build.build_tokenizer(config)
     weights = []
     for batch_size, accum in ((12, 1), (6, 2)):
         torch.manual_seed(0)
         model = build.build_model(config, tokenizer, 6)
-        objective = build.build_objective(config, model, tokenizer, tuple(synth.EMOTIONS),
+        objective = build.build_objective(config, model, tokenizer, tuple(EMOTIONS),
                                           torch.Generator().manual_seed(0))
         optimizer = torch.optim.SGD(objective.parameters(), lr=0.1)
         scheduler = loop.cosine_schedule(optimizer, 0, 1)
