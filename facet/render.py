@@ -222,7 +222,7 @@ def render_views(mesh: Mesh, views: Sequence[tuple[float, float]] | str = DEFAUL
     fragments = rasterize(cameras.transform(verts), faces, image_size, cull_backfaces)
 
     def as_tensor(array: np.ndarray | None) -> torch.Tensor | None:
-        return None if array is None else torch.from_numpy(np.ascontiguousarray(array)).to(device)
+        return None if array is None else torch.from_numpy(np.require(array, requirements="CW")).to(device)
 
     rgb = shade(fragments, verts, faces, cameras, mode, uv=as_tensor(mesh.uv),
                 texture=as_tensor(mesh.texture), colors=as_tensor(mesh.colors),
