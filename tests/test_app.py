@@ -51,6 +51,7 @@ def progress_texts(at: AppTest) -> str:
 
 @pytest.mark.slow
 def test_built_in_face_prediction_and_zero_shot(checkpoints):
+    files = sorted(checkpoints.rglob("*"))
     at = page(checkpoints)
     assert not at.exception and not at.error, texts(at.error)
     assert "built-in happiness 4, subject 0" in texts(at.subheader)
@@ -66,6 +67,7 @@ def test_built_in_face_prediction_and_zero_shot(checkpoints):
     assert not at.exception and not at.error
     bars = progress_texts(at)
     assert "a wide open mouth:" in bars and "anger" not in bars
+    assert sorted(checkpoints.rglob("*")) == files  # the page wrote nothing beside them
 
 
 @pytest.mark.slow
