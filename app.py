@@ -33,7 +33,8 @@ def load(path: str, mtime_ns: int) -> explain.Predictor:
 
 
 def sidebar():
-    """The inputs: (checkpoint or None, scan source, the built-in face, uploads, classes)."""
+    """The inputs: (checkpoint or None, built-in face (emotion, intensity, subject) or None,
+    uploaded files or None, the zero-shot classes as typed)."""
     root = st.text_input("checkpoints under", "out", key="root")
     found = explain.find_checkpoints(root)
     ckpt = st.selectbox("checkpoint", found, key="checkpoint") if found else None
@@ -56,8 +57,8 @@ def sidebar():
 def predict(ckpt: Path, face, uploads, classes: str) -> explain.Prediction | None:
     """Run facet.explain on the chosen face; None (with a note) when nothing is chosen yet.
 
-    A built-in face is written as a dataset scan (VRML, no landmarks beside it) and read back,
-    so it is centred and rendered exactly like the scans the model was trained on.
+    A built-in face is written as a VRML file and read back, so it is centred and rendered like
+    the dataset's scans (in memory it carries a nose-tip landmark that a file does not).
     """
     predictor = load(str(ckpt), ckpt.stat().st_mtime_ns)
     names = [c for c in classes.split(",") if c.strip()] or None
@@ -85,13 +86,14 @@ def zoom(image: np.ndarray) -> np.ndarray:
 
 
 def show(p: explain.Prediction) -> None:
+    """The views with saliency (a tab per frame), probabilities, view weights, the prompts."""
     st.subheader(f"{p.name}: {p.predicted} ({p.probabilities.max():.0%})")
     tiles = explain.overlay(p.views, p.saliency)  # (T, V, H, W, 3)
     frames = st.tabs([f"{f + 1}: {name}" for f, name in enumerate(p.frames)]) \
         if len(p.frames) > 1 else [st.container()]
     for f, tab in enumerate(frames):
         weight = "" if p.frame_weights is None else f"frame weight {p.frame_weights[f]:.2f}. "
-        tab.caption(f"{weight}Top: the views as the model sees them (normal maps). Bottom: "
+        tab.caption(f"{weight}Top: the views exactly as the model sees them. Bottom: "
                     f"saliency, red raises and blue lowers p({p.predicted}).")
         for j, column in enumerate(tab.columns(len(p.view_names))):
             alone = p.classes[int(p.view_probabilities[f, j].argmax())]
