@@ -3,6 +3,7 @@
     python evaluate.py --ckpt out/cpu/ckpt.pt                       # the fold it was tested on
     python evaluate.py --ckpt out/4d/ckpt.pt --data /data/BP4D --dataset bp4d      # cross-dataset
     python evaluate.py --ckpt out/cpu/ckpt.pt --zero-shot "happiness,surprise,a frown"
+    python evaluate.py --ckpt out/cpu/ckpt.pt face.wrl seq_folder/ --out pred/  # single scans
 
 The checkpoint is self-describing (facet/checkpoint.py): its config rebuilds the same data
 pipeline (views, image size, render mode, frames) and model, its BPE merges the tokenizer.
@@ -10,30 +11,27 @@ Writes metrics.json (accuracy, per_class, macro_f1, uar, uf1, confusion, per_int
 the dataset has intensities, view_weights), predictions.csv, confusion.png and view_weights.png
 into --out, by default a folder named after the evaluation beside the checkpoint (e.g.
 out/cpu/eval-test/): the training run's own report is never overwritten.
+
+With SCAN arguments (mesh files, or folders of frames for a 4D sequence) it predicts each scan
+instead (facet/explain.py): prediction.json (probabilities, per-view predictions, view and frame
+weights, saliency maps) and one PNG sheet per scan into --out (default: predict/ beside the
+checkpoint), and a table on the terminal.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
 import torch
 
-from facet import build, loop, reports, runtime
-from facet.camera import parse_views
-from facet.checkpoint import load_checkpoint, load_weights
-from facet.config import TrainConfig, from_dict, to_dict
-
-
-def load_model(ckpt: dict, source: str, device: torch.device):
-    """(config, classes, tokenizer, model) rebuilt from a checkpoint dict, in eval mode."""
-    config = dataclasses.replace(from_dict(ckpt["config"]), pretrained="")  # weights: ckpt's
-    classes = tuple(ckpt["classes"])
-    tokenizer = build.build_tokenizer(config, ckpt["merges"])
-    model = build.build_model(config, tokenizer, len(classes))
-    load_weights(model, ckpt["model"], source)
-    return config, classes, tokenizer, model.to(device).eval()
+from facet import build, explain, loop, reports, runtime
+from facet.camera import format_views, parse_views
+from facet.checkpoint import load_checkpoint
+from facet.config import TrainConfig, to_dict
+from facet.meshio import write_atomic
 
 
 def select(config: TrainConfig, split: str, classes: tuple[str, ...]):
@@ -61,13 +59,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, help="checkpoint written by train.py")
+    parser.add_argument("scans", nargs="*", metavar="SCAN",
+                        help="predict these scans instead: mesh files (.wrl, .bnt, .obj, .ply, "
+                             ".off, .stl, .glb) or folders of frames (4D sequences)")
     parser.add_argument("--data", default="", help="dataset root (default: the training data)")
     parser.add_argument("--dataset", default="auto", help="layout of --data (default: auto)")
     parser.add_argument("--split", choices=("test", "all"), default=None,
                         help="test: the checkpoint's held-out fold (default on its own data); "
                              "all: every sample (default on another dataset)")
     parser.add_argument("--out", default="", help="output folder (default: beside --ckpt, "
-                                                  "named after the evaluation)")
+                                                  "named after the evaluation; predict/ for "
+                                                  "SCANs)")
     parser.add_argument("--zero-shot", dest="zero_shot", default="",
                         help="comma-separated class names to classify with new prompts")
     parser.add_argument("--batch_size", type=int, default=64)
@@ -79,9 +81,13 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
 
     device = runtime.resolve_device(args.device)
-    ckpt = load_checkpoint(args.ckpt, map_location=device,
-                           required=("model", "config", "classes", "merges"))
-    config, classes, tokenizer, model = load_model(ckpt, args.ckpt, device)
+    if args.scans:
+        if args.data or args.split or args.cache is not None:
+            raise ValueError("SCAN arguments predict single scans; --data, --split and --cache "
+                             "evaluate a dataset: use one or the other")
+        return predict_scans(args.ckpt, args.scans, args.out, args.zero_shot, device)
+    ckpt = load_checkpoint(args.ckpt, map_location=device, required=explain.FACET_ENTRIES)
+    config, classes, tokenizer, model = explain.rebuild(ckpt, args.ckpt, device)
     same_data = not args.data or Path(args.data).resolve() == Path(config.data or "/").resolve()
     split = args.split or ("test" if same_data else "all")
     if split == "test" and (config.fold == "all" or not same_data):
@@ -123,6 +129,41 @@ def main(argv: list[str] | None = None) -> dict:
     print(reports.metrics_table(metrics))
     print(f"wrote {out}/: metrics.json, predictions.csv, confusion.png, view_weights.png")
     return metrics
+
+
+def predict_scans(ckpt: str, scans: list[str], out: str, zero_shot: str,
+                  device: torch.device) -> dict:
+    """Predict and explain each scan (facet.explain): prediction.json, a sheet per scan, a table.
+
+    Returns:
+        The contents of prediction.json.
+    """
+    folder = runtime.check_writable(Path(out) if out else Path(ckpt).parent / "predict", "--out")
+    missing = [s for s in scans if not Path(s).exists()]
+    if missing:  # before the checkpoint is loaded
+        raise FileNotFoundError(f"no such scan: {', '.join(missing)}")
+    predictor = explain.load_predictor(ckpt, device)
+    classes = [c for c in zero_shot.split(",") if c.strip()] if zero_shot else None
+    predictions = [explain.explain(predictor, scan, classes) for scan in scans]
+    names = {}
+    for p in predictions:  # one sheet per scan, even when two scans share a name
+        stem = Path(p.name).stem or "scan"
+        names[stem] = names.get(stem, 0) + 1
+        sheet = folder / (stem if names[stem] == 1 else f"{stem}-{names[stem]}")
+        explain.save_sheet(p, sheet.with_suffix(".png"))
+    settings = predictor.settings
+    report = {"checkpoint": str(ckpt), "kind": predictor.kind, "zero_shot": classes is not None,
+              "classes": list(predictions[0].classes),
+              "render": {"views": format_views(settings.views),
+                         "image_size": settings.image_size, "mode": settings.mode},
+              "frames": predictor.config.frames,
+              "frame_sampling": predictor.config.frame_sampling,
+              "predictions": [p.to_json() for p in predictions]}
+    write_atomic(folder / "prediction.json", json.dumps(report))
+    print(explain.prediction_table(predictions))
+    print(f"wrote {folder}/: prediction.json and {len(predictions)} sheet(s) "
+          f"({sum(p.seconds for p in predictions) / len(predictions):.2f} s per scan)")
+    return report
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ imports only modules above it):
       checkpoint.py   checkpoints with checksums; OpenAI-layout CLIP weights, read safely
       runtime.py      DDP, devices, threads, memory policy, run-folder lock
       reports.py      metrics, predictions.csv, figures
+      explain.py      one scan or sequence: prediction, per-view predictions, weights,
+                      saliency, a picture sheet; safe uploads (evaluate.py SCAN, app.py)
 
 Shapes, batch-first everywhere: B batch, T frames (1 for a static scan), V views, K classes,
 P prompts per class, L text tokens, N image tokens, C width, E joint embedding size, H x W

@@ -1,0 +1,543 @@
+"""Try a trained model on one scan or sequence: the prediction, and why (CLI and app).
+
+What `python evaluate.py --ckpt CKPT SCAN` and `streamlit run app.py` share. A `Predictor` is a
+checkpoint rebuilt as `evaluate.py` rebuilds it; `explain` runs it on one face:
+
+    scan (mesh file, folder of frames, or Mesh) -> T frames (the checkpoint's frames/sampling)
+      -> render_views at the training settings -> uint8 (as the view cache stores them) -> / 255
+      -> FacetVLM with the class-prompt ensemble encoded once (as `facet.loop.evaluate`)
+      -> probabilities (K,), per-view predictions (T, V, K), MTGF view weights (T, V),
+         temporal weights (T,), saliency (T, V, H, W), per-prompt similarities (K, P)
+
+so a scan from a dataset gets the probabilities evaluate.py reports for it (to float32
+rounding). A lone scan has no subject metadata: checkpoints trained with metadata prompts are
+scored with the plain prompt ensemble; the apex of a sequence comes from the displacement of its
+frames (no annotation).
+
+Saliency: integrated gradients (Sundararajan et al. 2017) of the predicted class's
+log-probability, from the model's own reference image -- the mean face per view slot that it
+subtracts from its inputs (`FacetVLM.pixel_mean`) -- to the views, summed over colour channels.
+Attributions add up to log p(class | views) - log p(class | mean face) (the JSON reports both
+sides of that sum), so red pixels are where this face departs from the average face in a way
+that raises the class, blue where it lowers it. Why not attention rollout: the `tiny` ViT cuts a
+64-px view into 4 x 4 patches, so rollout can only say "this sixteenth of the face", it is the
+same for every class, and it stops at the image tower, while MTGF and CVSA decide too. Gradients
+see the whole model, per class and at full resolution; integrating along the path (64 steps,
+batched) avoids the saturation of a single gradient x input at a confident prediction.
+
+Uploads (the app): `save_uploads` writes into a folder the caller makes temporary, refuses more
+than MAX_UPLOAD_MB, and unpacks zips member by member (no absolute paths or "..", at most
+MAX_UNPACKED_MB and MAX_MEMBERS: no zip bombs).
+
+Shapes: T frames, V views, K classes, P prompts per class, E embedding, H x W view pixels.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facet import build
+from facet.checkpoint import load_checkpoint, load_weights
+from facet.config import TrainConfig, from_dict
+from facet.datasets import sample_frames
+from facet.layouts import natural_key
+from facet.loop import autocast, predict
+from facet.mesh import Mesh
+from facet.meshio import MESH_SUFFIXES, atomic_file, load_mesh
+from facet.model import FacetVLM
+from facet.prompts import build_prompts, ensemble_embeddings, tokenize_grid
+from facet.render import RenderSettings, render_views
+from facet.runtime import amp_dtype
+from facet.tokenizer import Tokenizer
+from facet.view_cache import _displacement
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: must happen before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
+
+FACET_ENTRIES = ("model", "config", "classes", "merges")  # what train.py's ckpt.pt holds
+SALIENCY_STEPS = 64  # integrated-gradient steps (midpoint rule); the JSON shows how closely
+# the attributions sum to the log-probability rise (README: measured per step count)
+IMAGES_PER_PASS = 192  # views per forward/backward pass of the saliency path
+MAX_UPLOAD_MB = 50  # uploads together; a BU-3DFE scan with its texture is a few MB
+MAX_UNPACKED_MB = 500  # everything a zip unpacks to
+MAX_MEMBERS = 2000  # files in a zip (a BU-4DFE sequence has about 100 frames)
+
+Scan = str | Path | Mesh | Sequence[Mesh]  # a mesh file, a folder of frames, or meshes
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+@dataclass
+class Predictor:
+    """A checkpoint ready to classify faces."""
+
+    model: FacetVLM  # eval mode
+    tokenizer: Tokenizer
+    classes: tuple[str, ...]  # what it was trained on
+    config: TrainConfig  # the run's config: render settings, frames, frame sampling, amp
+    source: str  # the checkpoint file
+    kind: str = "facet"  # a train.py checkpoint
+
+    @property
+    def settings(self) -> RenderSettings:
+        return build.render_settings(self.config)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.pixel_mean.device
+
+
+def rebuild(ckpt: dict, source: str, device: torch.device | str = "cpu"
+            ) -> tuple[TrainConfig, tuple[str, ...], Tokenizer, FacetVLM]:
+    """(config, classes, tokenizer, model in eval mode) from a train.py checkpoint dict."""
+    config = dataclasses.replace(from_dict(ckpt["config"]), pretrained="")  # weights: ckpt's
+    classes = tuple(ckpt["classes"])
+    tokenizer = build.build_tokenizer(config, ckpt["merges"])
+    model = build.build_model(config, tokenizer, len(classes))
+    load_weights(model, ckpt["model"], source)
+    return config, classes, tokenizer, model.to(device).eval()
+
+
+def checkpoint_entries(path: str | Path) -> set[str]:
+    """The top-level entries of a torch checkpoint, read lazily (memory-mapped, no tensor data).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not a torch checkpoint dict (naming it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        entries = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # not a zip-format torch file, truncated, or code to unpickle
+        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:200]})") from None
+    if not isinstance(entries, dict):
+        raise ValueError(f"{path}: not a checkpoint (a {type(entries).__name__}, not a dict)")
+    return set(entries)
+
+
+def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> Predictor:
+    """Load a checkpoint for prediction; the kind is told by its entries.
+
+    Raises:
+        FileNotFoundError / ValueError naming the file: unreadable, corrupted, or a checkpoint
+        of another kind (e.g. CLIP weights in OpenAI's layout: "state_dict" and "merges").
+    """
+    entries = checkpoint_entries(path)
+    if not set(FACET_ENTRIES) <= entries:
+        what = "CLIP weights in OpenAI's layout" if {"state_dict", "merges"} <= entries \
+            else f"entries {sorted(entries)[:8]}"
+        raise ValueError(f"{path}: a checkpoint of another kind ({what}); prediction takes a "
+                         f"checkpoint written by train.py (ckpt.pt, with {list(FACET_ENTRIES)})")
+    ckpt = load_checkpoint(path, map_location=device, required=FACET_ENTRIES)
+    config, classes, tokenizer, model = rebuild(ckpt, str(path), device)
+    return Predictor(model, tokenizer, classes, config, str(path))
+
+
+def find_checkpoints(root: str | Path = "out") -> list[Path]:
+    """Every `*.pt` under `root`, newest first (training checkpoints and CLIP weights alike)."""
+    root = Path(root)
+    found = [p for p in root.rglob("*.pt") if p.is_file()] if root.is_dir() else []
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+# --- scans -> views ---------------------------------------------------------------------------
+
+def sequence_frames(folder: str | Path) -> list[Path]:
+    """The mesh files of a folder in natural order ("9.wrl" before "10.wrl").
+
+    Raises:
+        ValueError: the folder holds no mesh file (naming it and the formats read).
+    """
+    folder = Path(folder)
+    frames = sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                     and p.suffix.lower() in MESH_SUFFIXES), key=lambda p: natural_key(p.name))
+    if not frames:
+        raise ValueError(f"{folder}: a sequence with no frames (no {', '.join(MESH_SUFFIXES)} "
+                         "file in it)")
+    return frames
+
+
+def _frames_of(scan: Scan) -> list[Path | Mesh]:
+    if isinstance(scan, Mesh):
+        return [scan]
+    if isinstance(scan, (str, Path)):
+        path = Path(scan)
+        if path.is_dir():
+            return list(sequence_frames(path))
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or folder")
+        return [path]
+    if len(scan) == 0:
+        raise ValueError("a sequence with no frames")
+    return list(scan)
+
+
+def _load(frame: Path | Mesh) -> Mesh:
+    return frame if isinstance(frame, Mesh) else load_mesh(frame)
+
+
+def render_scan(scan: Scan, settings: RenderSettings, frames: int = 1,
+                sampling: str = "uniform") -> tuple[torch.Tensor, list[str]]:
+    """The views a model trained with these settings sees: uint8, exactly as the view cache.
+
+    Args:
+        scan: a mesh file, a folder of frames (a 4D sequence, natural order), a Mesh, or a list
+            of Meshes (frames). A Mesh is rendered as given: a "nose_tip" landmark centres it
+            (`facet.mesh.normalize`), which the same face read from a .wrl file has not.
+        settings: the run's render settings (`facet.build.render_settings`).
+        frames, sampling: T and "uniform" / "apex" (`facet.datasets.sample_frames`, evaluation
+            mode); a static scan is repeated T times, as in the dataset.
+    Returns:
+        (views (T, V, 3, H, W) uint8, the T frames' names).
+    Raises:
+        FileNotFoundError / ValueError naming the file (`facet.meshio.load_mesh`).
+    """
+    items = _frames_of(scan)
+    apex = 0
+    if sampling == "apex" and len(items) > 1:  # the frame that moved most from the first
+        first, moved = None, []
+        for item in items:
+            verts = _load(item).verts
+            first = verts if first is None else first
+            moved.append(_displacement(verts, first))
+        apex = int(np.argmax(moved))
+    picks = sample_frames(len(items), frames, sampling, apex).tolist()
+    rendered, threads = {}, torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensor ops: faster on one thread (see facet.view_cache)
+    try:
+        for i in dict.fromkeys(picks):  # each picked frame rendered once
+            views = render_views(_load(items[i]), settings.views, settings.image_size,
+                                 settings.mode, distance=settings.distance,
+                                 fov_y=settings.fov_y)  # (V, 3, H, W) float in [0, 1]
+            rendered[i] = (views.clamp(0, 1) * 255).round().to(torch.uint8)  # as the view cache
+    finally:
+        torch.set_num_threads(threads)
+    names = [item.name if isinstance(item, Path) else (item.source or f"frame {i}")
+             for i, item in enumerate(items)]
+    return torch.stack([rendered[i] for i in picks]), [names[i] for i in picks]
+
+
+# --- the prediction ---------------------------------------------------------------------------
+
+@dataclass
+class Prediction:
+    """One face through the model, with what explains the result (CPU tensors)."""
+
+    name: str  # the scan's file or folder name, or a description of an in-memory face
+    classes: tuple[str, ...]  # K
+    frames: list[str]  # the T frames used
+    view_names: list[str]  # V, e.g. "yaw -20"
+    views: torch.Tensor  # (T, V, 3, H, W) uint8: what the model saw (divided by 255)
+    probabilities: torch.Tensor  # (K,)
+    similarities: torch.Tensor  # (K,) cosine of the face embedding to each class embedding
+    view_probabilities: torch.Tensor  # (T, V, K) each view's own classification
+    view_weights: torch.Tensor  # (T, V) MTGF's (or CVSA's) weights, sum 1 per frame
+    frame_weights: torch.Tensor | None  # (T,) temporal fusion's weights; None for T = 1 models
+    saliency: torch.Tensor  # (T, V, H, W) attribution to log p(predicted class), per pixel
+    saliency_reference: float  # log p(predicted | mean face): attributions sum to the rise
+    prompts: list[list[str]] | None  # K x P prompt texts (None: learned head)
+    prompt_similarities: torch.Tensor | None  # (K, P) cosine of the face to every prompt
+    seconds: float  # wall time of `explain`
+
+    @property
+    def predicted(self) -> str:
+        return self.classes[int(self.probabilities.argmax())]
+
+    def to_json(self) -> dict:
+        """Every number, as plain JSON values (saliency maps rounded to 4 significant digits)."""
+        k = int(self.probabilities.argmax())
+        per_class = lambda values: {c: round(float(v), 6) for c, v in zip(self.classes, values)}
+        maps = self.saliency.numpy()
+        return {
+            "name": self.name, "frames": self.frames, "predicted": self.predicted,
+            "probabilities": per_class(self.probabilities),
+            "similarities": per_class(self.similarities),
+            "views": self.view_names,
+            "view_weights": self.view_weights.tolist(),
+            "view_predictions": [[{"predicted": self.classes[int(p.argmax())],
+                                   "probabilities": per_class(p)} for p in frame]
+                                  for frame in self.view_probabilities],
+            "frame_weights": None if self.frame_weights is None else self.frame_weights.tolist(),
+            "saliency": {
+                "method": "integrated gradients of log p(predicted class), from the model's "
+                          f"mean face to the views, {SALIENCY_STEPS} steps",
+                "target": self.predicted,
+                "log_prob": float(self.probabilities[k].log()),
+                "log_prob_mean_face": self.saliency_reference,
+                "sum": float(maps.sum()),
+                "per_view": maps.sum(axis=(2, 3)).tolist(),  # (T, V) each view's share of the sum
+                "maps": np.vectorize(lambda x: float(f"{x:.4g}"))(maps).tolist()},  # (T, V, H, W)
+            "prompts": None if self.prompts is None else {
+                c: [{"prompt": text, "similarity": round(float(s), 6)}
+                    for text, s in zip(texts, sims)]
+                for c, texts, sims in zip(self.classes, self.prompts, self.prompt_similarities)},
+            "seconds": round(self.seconds, 3)}
+
+
+def encode_prompts(predictor: Predictor, classes: Sequence[str]
+                   ) -> tuple[list[list[str]], torch.Tensor]:
+    """Every prompt of every class and its unit-norm embedding: (K x P texts, (K, P, E)).
+
+    `facet.prompts.ensemble_embeddings` of the result is `FacetVLM.encode_classes` of the
+    same prompts (the class embeddings evaluation uses); keeping the single prompts as well
+    shows which phrasing the face matches.
+    """
+    model = predictor.model
+    texts = build_prompts(classes)  # K x P
+    tokens = tokenize_grid(predictor.tokenizer, texts, model.clip.config.context_length)
+    with torch.no_grad(), autocast(predictor.device, amp_dtype(predictor.config.amp,
+                                                                 predictor.device)):
+        each = model.clip.encode_text(tokens.flatten(0, 1).to(predictor.device))  # (K*P, E)
+    return texts, F.normalize(each.float(), dim=-1).view(*tokens.shape[:2], -1)  # (K, P, E)
+
+
+def integrated_gradients(model: FacetVLM, views: torch.Tensor, target: int,
+                         prompts: torch.Tensor | None, steps: int = SALIENCY_STEPS
+                         ) -> tuple[torch.Tensor, float]:
+    """Attribution of log p(target) to every pixel, from the model's mean face (module docstring).
+
+    Args:
+        model: the FacetVLM (eval mode). views: (1, T, V, 3, H, W) float in [0, 1].
+        target: the class index. prompts: class embeddings (K, E), or None (learned head).
+        steps: points on the straight path from the mean face to the views (midpoint rule).
+    Returns:
+        (attributions (T, V, H, W) summed over colour channels, log p(target | mean face)).
+    """
+    _, t, v, c, h, w = views.shape
+    reference = model.pixel_mean[:v].float()  # (V, 3, S, S): what the model subtracts
+    if reference.shape[-2:] != (h, w):
+        reference = F.interpolate(reference, size=(h, w), mode="bilinear", align_corners=False,
+                                  antialias=True)
+    reference = reference.expand(1, t, v, c, h, w)  # (1, T, V, 3, H, W)
+    alphas = ((torch.arange(steps) + 0.5) / steps).view(-1, 1, 1, 1, 1, 1).to(views)
+    grad = torch.zeros_like(views[0])  # (T, V, 3, H, W), summed over the path
+    for chunk in alphas.split(max(1, IMAGES_PER_PASS // (t * v))):  # bounded memory
+        path = (reference + chunk * (views - reference)).requires_grad_(True)  # (n, T, V, 3, H, W)
+        with torch.enable_grad():
+            logits = model(path, class_embeddings=prompts).logits.float()  # (n, K)
+            grad += torch.autograd.grad(logits.log_softmax(-1)[:, target].sum(), path)[0].sum(0)
+    with torch.no_grad():
+        base = model(reference, class_embeddings=prompts).logits.float().log_softmax(-1)
+    attribution = (views - reference)[0] * grad / steps  # (T, V, 3, H, W)
+    return attribution.sum(dim=2), float(base[0, target])  # (T, V, H, W)
+
+
+def explain(predictor: Predictor, scan: Scan, classes: Sequence[str] | None = None,
+            name: str | None = None) -> Prediction:
+    """Classify one scan or sequence and explain the result (module docstring).
+
+    Args:
+        predictor: from `load_predictor`.
+        scan: a mesh file, a folder of frames, a Mesh or a list of Meshes.
+        classes: class names or descriptions to score instead of the checkpoint's (zero-shot;
+            they also guide MTGF). None: the checkpoint's classes.
+        name: how to call the scan in reports; default: its file or folder name.
+    Returns:
+        Prediction.
+    Raises:
+        FileNotFoundError / ValueError naming the file; ValueError for zero-shot classes with a
+        learned-head checkpoint.
+    """
+    start = time.perf_counter()
+    model, config, device = predictor.model.eval(), predictor.config, predictor.device
+    classes = tuple(c.strip() for c in classes if c.strip()) if classes else predictor.classes
+    if not classes:
+        raise ValueError("no class names given")
+    if model.class_head is not None and classes != predictor.classes:
+        raise ValueError(f"{predictor.source}: a linear-head model (text_head=False) cannot "
+                         "classify new class names; zero-shot needs the prompt head")
+    pixels, frames = render_scan(scan, predictor.settings, config.frames, config.frame_sampling)
+    views = pixels.to(device).float().div(255)[None]  # (1, T, V, 3, H, W) in [0, 1]
+    texts = each = prompts = None
+    if model.class_head is None:
+        texts, each = encode_prompts(predictor, classes)  # K x P, (K, P, E)
+        prompts = ensemble_embeddings(each)  # (K, E), as evaluation encodes the classes
+    with autocast(device, amp_dtype(config.amp, device)):
+        output = predict(model, views, class_embeddings=prompts)
+    probabilities = output.logits.float().softmax(-1)[0]  # (K,)
+    target = int(probabilities.argmax())
+    saliency, reference = integrated_gradients(model, views, target, prompts)
+    face = output.embedding.float()[0]  # (E,) unit norm
+    similarity = None if each is None else each @ face  # (K, P)
+    if isinstance(scan, (str, Path)):
+        name = name or Path(scan).name
+    view_names = [f"yaw {yaw:+g}" + (f" pitch {pitch:+g}" if pitch else "")
+                  for yaw, pitch in predictor.settings.views]
+    return Prediction(
+        name=name or "face", classes=classes, frames=frames, view_names=view_names,
+        views=pixels.cpu(), probabilities=probabilities.cpu(),
+        similarities=(output.logits.float()[0] / output.logit_scale.float()).cpu(),
+        view_probabilities=output.view_logits.float()[0].softmax(-1).cpu(),
+        view_weights=output.view_weights.float()[0].cpu(),
+        frame_weights=None if output.frame_weights is None
+        else output.frame_weights.float()[0].cpu(),
+        saliency=saliency.cpu(), saliency_reference=reference, prompts=texts,
+        prompt_similarities=None if similarity is None else similarity.cpu(),
+        seconds=time.perf_counter() - start)
+
+
+# --- pictures and tables ----------------------------------------------------------------------
+
+def overlay(views: torch.Tensor, saliency: torch.Tensor) -> np.ndarray:
+    """Saliency over the renders: red = raises the class, blue = lowers it, on grey.
+
+    Args:
+        views: (..., 3, H, W) uint8 renders. saliency: (..., H, W) attributions.
+    Returns:
+        (..., H, W, 3) uint8 images. One scale for all views (the 99th percentile of |saliency|
+        saturates), so views compare.
+    """
+    grey = views.float().mean(dim=-3, keepdim=True).div(255).movedim(-3, -1)  # (..., H, W, 1)
+    scale = saliency.abs().flatten().quantile(0.99).clamp_min(1e-12)
+    strength = (saliency / scale).clamp(-1, 1).unsqueeze(-1)  # (..., H, W, 1)
+    red, blue = torch.tensor([1.0, 0.1, 0.0]), torch.tensor([0.0, 0.3, 1.0])
+    colour = torch.where(strength > 0, red, blue)
+    alpha = strength.abs() * 0.85
+    image = (0.35 + 0.5 * grey) * (1 - alpha) + colour * alpha
+    return (image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def save_sheet(prediction: Prediction, path: str | Path) -> Path:
+    """One PNG: per frame, the V views as the model saw them and with saliency; then the class
+    probabilities and the view weights (MTGF), each view titled with its own prediction."""
+    p = prediction
+    t, v = p.view_weights.shape
+    tiles = overlay(p.views, p.saliency)  # (T, V, H, W, 3)
+    fig = plt.figure(figsize=(4.6 * v, 2.5 * t + 2.4))
+    grid = fig.add_gridspec(t + 1, 2 * v, height_ratios=[2.5] * t + [2.0], hspace=0.3)
+    for f in range(t):
+        for j in range(v):
+            for k, image in enumerate((p.views[f, j].permute(1, 2, 0).numpy(), tiles[f, j])):
+                ax = fig.add_subplot(grid[f, j + k * v])
+                ax.imshow(image, interpolation="nearest")
+                ax.set_xticks([]), ax.set_yticks([])
+                alone = p.classes[int(p.view_probabilities[f, j].argmax())]
+                ax.set_title(f"{p.view_names[j]}: weight {p.view_weights[f, j]:.2f}\nalone: "
+                             f"{alone[:20]}" if k == 0 else f"{p.view_names[j]}: saliency",
+                             fontsize=8)
+                if j == 0 and k == 0 and t > 1:
+                    weight = "" if p.frame_weights is None else f"\nweight {p.frame_weights[f]:.2f}"
+                    ax.set_ylabel(f"{p.frames[f]}{weight}", fontsize=8)
+    order = np.arange(len(p.classes))
+    bars = fig.add_subplot(grid[t, :v])
+    bars.barh(order, p.probabilities.numpy(), color=["C3" if c == p.predicted else "C0"
+                                                     for c in p.classes])
+    for i, q in enumerate(p.probabilities.tolist()):
+        bars.text(min(q, 0.8) + 0.01, i, f"{q:.1%}", va="center", fontsize=7)
+    bars.set_yticks(order, [c[:24] for c in p.classes], fontsize=8)
+    bars.invert_yaxis()
+    bars.set_xlim(0, 1)
+    bars.set_title("class probabilities", fontsize=9)
+    weights = fig.add_subplot(grid[t, v:])
+    mean = p.view_weights.mean(dim=0)  # (V,) over frames
+    weights.bar(range(v), mean.numpy(), color="C2")
+    weights.axhline(1 / v, color="grey", linestyle="--", linewidth=0.8)  # uniform weighting
+    weights.set_xticks(range(v), p.view_names, fontsize=8)
+    weights.set_title("view weights (dashed: uniform)", fontsize=9)
+    fig.suptitle(f"{p.name}: {p.predicted} ({p.probabilities.max():.0%}). Saliency: red raises, "
+                 f"blue lowers log p({p.predicted}), relative to the model's mean face",
+                 fontsize=10)
+    with atomic_file(path) as out:
+        fig.savefig(out, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def prediction_table(predictions: Sequence[Prediction]) -> str:
+    """One line per prediction: the scan, the predicted class, every probability in %."""
+    classes = predictions[0].classes
+    width = max(12, *(len(p.name) for p in predictions))
+    head = f"{'scan':<{width}}  {'predicted':<12}" + "".join(f" {c[:9]:>9}" for c in classes)
+    rows = [f"{p.name:<{width}}  {p.predicted[:12]:<12}"
+            + "".join(f" {100 * float(q):>8.1f}%" for q in p.probabilities) for p in predictions]
+    return "\n".join([head, *rows])
+
+
+# --- uploads (the app) ------------------------------------------------------------------------
+
+def _unzip(name: str, data: bytes, folder: Path, max_mb: float) -> None:
+    """Unpack a zip into `folder`, member by member, refusing what could escape or explode."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise ValueError(f"{name}: not a readable zip file") from None
+    members = [m for m in archive.infolist() if not m.is_dir()]
+    if len(members) > MAX_MEMBERS:
+        raise ValueError(f"{name}: {len(members)} files, more than the {MAX_MEMBERS} allowed")
+    if sum(m.file_size for m in members) > max_mb * 2**20:
+        raise ValueError(f"{name}: unpacks to more than {max_mb:g} MB")
+    root = folder.resolve()
+    for member in members:
+        parts = Path(member.filename.replace("\\", "/")).parts
+        if member.filename.startswith(("/", "\\")) or ".." in parts or ":" in member.filename:
+            raise ValueError(f"{name}: refused member {member.filename!r} (a path outside the "
+                             "archive's folder)")
+        if any(p.startswith(".") or p == "__MACOSX" for p in parts):
+            continue  # hidden files and macOS resource forks ("._000.wrl" is not a mesh)
+        target = folder.joinpath(*parts)
+        if not target.resolve().is_relative_to(root):
+            raise ValueError(f"{name}: refused member {member.filename!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with archive.open(member) as src:  # reads at most the declared size
+                target.write_bytes(src.read(member.file_size + 1)[:member.file_size])
+        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as err:
+            raise ValueError(f"{name}: cannot unpack {member.filename!r} ({err})") from None
+
+
+def save_uploads(files: Sequence[tuple[str, bytes]], folder: str | Path,
+                 max_mb: float = MAX_UPLOAD_MB, max_unpacked_mb: float = MAX_UNPACKED_MB) -> Path:
+    """Write uploaded files into `folder` and return the scan they make.
+
+    Args:
+        files: (file name, content) pairs: one mesh (with companion files: landmarks, texture),
+            several mesh files (the frames of a sequence), or a zip of either.
+        folder: where to write; the caller makes it temporary (`tempfile.TemporaryDirectory`).
+        max_mb: the most the uploads may weigh together; max_unpacked_mb: the most a zip may
+            unpack to.
+    Returns:
+        The mesh file, or the folder holding the frames of a sequence.
+    Raises:
+        ValueError: nothing uploaded, over max_mb, an unsafe or unreadable zip, no mesh,
+            or meshes in several folders.
+    """
+    folder = Path(folder)
+    if not files:
+        raise ValueError("nothing uploaded")
+    total = sum(len(data) for _, data in files)
+    if total > max_mb * 2**20:
+        raise ValueError(f"the upload is {total / 2**20:.1f} MB, more than the {max_mb:g} MB "
+                         "allowed")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files:
+        base = Path(name.replace("\\", "/")).name  # a name, never a path
+        if not base or base.startswith("."):
+            raise ValueError(f"{name!r}: not a usable file name")
+        if base.lower().endswith(".zip"):
+            _unzip(base, data, folder / Path(base).stem, max_unpacked_mb)
+        else:
+            (folder / base).write_bytes(data)
+    meshes = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in MESH_SUFFIXES]
+    if not meshes:
+        raise ValueError(f"no mesh among the uploads ({', '.join(n for n, _ in files)}); "
+                         f"formats read: {', '.join(MESH_SUFFIXES)}")
+    if len(meshes) == 1:
+        return meshes[0]
+    places = sorted({str(p.parent.relative_to(folder)) for p in meshes})
+    if len(places) > 1:
+        raise ValueError(f"meshes in several folders ({', '.join(places[:4])}): upload one scan, "
+                         "or the frames of one sequence")
+    return meshes[0].parent

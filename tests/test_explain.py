@@ -1,0 +1,215 @@
+"""Prediction on one scan (facet.explain, `evaluate.py --ckpt CKPT SCAN`): the same pixels and
+probabilities as evaluate.py, saliency that adds up, and every bad input named."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import evaluate
+import train
+from facet import build, explain, synth
+from facet.checkpoint import save_checkpoint
+from facet.meshio import save_wrl
+from facet.model import FacetConfig, FacetVLM
+from facet.view_cache import ViewCache
+
+# 2 subjects, 2 folds, 16-px views (one ViT patch), 2 epochs: a real checkpoint in seconds
+TINY = ["--folds=2", "--fold=0", "--image_size=16", "--batch_size=6", "--epochs=2",
+        "--threads=1", "--render_workers=1", "--eval_batch_size=8"]
+
+
+def tiny_run(root: Path, cache: Path, out: Path, *extra: str) -> Path:
+    """Train a tiny run on `root`; returns its checkpoint."""
+    train.main([f"--data={root}", f"--cache={cache}", f"--out={out}", "--name=t", *TINY, *extra])
+    return out / "t" / "ckpt.pt"
+
+
+@pytest.fixture(scope="module")
+def static(tmp_path_factory):
+    """(checkpoint, view cache folder) of a tiny BU-3DFE run."""
+    base = tmp_path_factory.mktemp("static")
+    root = synth.write_bu3dfe(base / "bu3dfe", subjects=2, seed=0)
+    return tiny_run(root, base / "cache", base / "out"), base / "cache"
+
+
+@pytest.fixture(scope="module")
+def sequences(tmp_path_factory):
+    """(checkpoint, view cache folder) of a tiny BU-4DFE run: 3 frames around the apex."""
+    base = tmp_path_factory.mktemp("4d")
+    root = synth.write_bu4dfe(base / "bu4dfe", subjects=2, seed=0, seconds=(0.24, 0.32))
+    return tiny_run(root, base / "cache", base / "out", "--frames=3",
+                    "--frame_sampling=apex"), base / "cache"
+
+
+def evaluated(ckpt: Path, cache: Path, out: Path) -> dict[str, list[float]]:
+    """evaluate.py's probabilities per sample path, on the checkpoint's held-out fold."""
+    metrics = evaluate.main(["--ckpt", str(ckpt), "--cache", str(cache), "--out", str(out)])
+    return {p["path"]: p["probabilities"] for p in metrics["predictions"]}
+
+
+@pytest.mark.slow
+def test_a_scan_gets_the_probabilities_evaluate_reports(static, tmp_path):
+    ckpt, cache = static
+    reported = evaluated(ckpt, cache, tmp_path / "eval")
+    predictor = explain.load_predictor(ckpt)
+    for path in list(reported)[:3]:
+        prediction = explain.explain(predictor, path)
+        torch.testing.assert_close(prediction.probabilities, torch.tensor(reported[path]))
+    # the pixels are the view cache's, bit for bit
+    samples, _ = build.select_samples(Path(predictor.config.data), predictor.config)
+    sample = next(s for s in samples if s.path == path)
+    stored = torch.from_numpy(ViewCache(cache, predictor.settings).load(sample))  # (1, V, C, H, W)
+    views, frames = explain.render_scan(path, predictor.settings)
+    assert frames == [Path(path).name]
+    assert torch.equal(views, stored.expand(-1, -1, 3, -1, -1))
+
+
+@pytest.mark.slow
+def test_a_sequence_gets_the_probabilities_evaluate_reports(sequences, tmp_path):
+    ckpt, cache = sequences
+    reported = evaluated(ckpt, cache, tmp_path / "eval")
+    predictor = explain.load_predictor(ckpt)
+    folder = Path(next(iter(reported)))  # a sequence is a folder of frames
+    assert folder.is_dir()
+    prediction = explain.explain(predictor, folder)
+    torch.testing.assert_close(prediction.probabilities, torch.tensor(reported[str(folder)]))
+    t, v = 3, 3
+    assert prediction.views.shape[:2] == (t, v) and prediction.saliency.shape[:2] == (t, v)
+    assert prediction.frame_weights.shape == (t,)
+    assert prediction.frame_weights.sum().item() == pytest.approx(1, abs=1e-5)
+    frames = sorted(p.name for p in folder.glob("*.wrl"))
+    assert all(name in frames for name in prediction.frames)
+    assert prediction.frames == sorted(prediction.frames)  # apex window, in order
+    # frames listed in natural order, whatever order the folder gives
+    assert [p.name for p in explain.sequence_frames(folder)] == frames
+
+
+@pytest.mark.slow
+def test_cli_writes_json_sheets_and_a_table(static, tmp_path, capsys):
+    ckpt, _ = static
+    scan = tmp_path / "face.wrl"
+    save_wrl(synth.demo_face("surprise", 4, seed=3), scan)
+    frames = tmp_path / "seq"
+    frames.mkdir()
+    for i in (10, 9):  # "9" comes before "10"
+        save_wrl(synth.demo_face("happiness", 2 + i % 2, seed=1), frames / f"{i}.wrl")
+    report = evaluate.main(["--ckpt", str(ckpt), str(scan), str(frames),
+                            "--out", str(tmp_path / "pred")])
+    saved = json.loads((tmp_path / "pred" / "prediction.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    assert [p["name"] for p in saved["predictions"]] == ["face.wrl", "seq"]
+    first = saved["predictions"][0]
+    assert sum(first["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+    assert np.asarray(first["saliency"]["maps"]).shape == (1, 3, 16, 16)
+    assert len(first["view_predictions"][0]) == 3 and len(first["view_weights"][0]) == 3
+    assert saved["predictions"][1]["frames"] == ["9.wrl"]  # T = 1: the first in natural order
+    for name in ("face.png", "seq.png"):
+        assert (tmp_path / "pred" / name).read_bytes()[:4] == b"\x89PNG"
+    out = capsys.readouterr().out
+    assert "face.wrl" in out and "predicted" in out and "prediction.json" in out
+
+    zero = evaluate.main(["--ckpt", str(ckpt), str(scan), "--out", str(tmp_path / "zs"),
+                          "--zero-shot", "happiness, a wide open mouth"])
+    assert zero["zero_shot"] and zero["classes"] == ["happiness", "a wide open mouth"]
+    prompts = zero["predictions"][0]["prompts"]["a wide open mouth"]
+    assert "a 3D scan of a face showing a wide open mouth." in [p["prompt"] for p in prompts]
+
+
+@pytest.mark.slow
+def test_saliency_adds_up_to_the_rise_in_log_probability(static):
+    """Integrated gradients' completeness: the attributions sum to log p(x) - log p(mean face)."""
+    predictor = explain.load_predictor(static[0])
+    prediction = explain.explain(predictor, synth.demo_face("happiness", 4, seed=2))
+    rise = prediction.probabilities.max().log().item() - prediction.saliency_reference
+    assert prediction.saliency.sum().item() == pytest.approx(rise, rel=0.05, abs=1e-3)
+    # pixels that equal the mean face (the background every view shares) get nothing
+    reference = predictor.model.pixel_mean[:3]
+    same = (prediction.views[0].float() / 255 - reference).abs().amax(dim=1) < 1e-6  # (V, H, W)
+    assert prediction.saliency[0][same].abs().max().item() < 1e-6 if same.any() else True
+
+
+@pytest.mark.slow
+def test_errors_name_the_file_and_the_reason(static, tmp_path):
+    ckpt, _ = static
+    predictor = explain.load_predictor(ckpt)
+    bad = tmp_path / "broken.obj"
+    bad.write_text("v 1 2\nf 1 2 3\n")
+    with pytest.raises(ValueError, match="broken.obj"):
+        explain.explain(predictor, bad)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="a sequence with no frames"):
+        explain.explain(predictor, tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="nowhere.wrl"):
+        explain.explain(predictor, tmp_path / "nowhere.wrl")
+    head = FacetVLM(FacetConfig(image_size=16, vocab_size=predictor.tokenizer.vocab_size,
+                                text_head=False, num_classes=6))
+    linear = dataclasses.replace(predictor, model=head)
+    with pytest.raises(ValueError, match="cannot classify new class names"):
+        explain.explain(linear, synth.demo_face(), classes=["a frown"])
+    # checkpoints of another kind, unreadable files, a missing one
+    clip = tmp_path / "clip.pt"
+    torch.save({"state_dict": {"logit_scale": torch.zeros(())}, "merges": []}, clip)
+    with pytest.raises(ValueError, match="clip.pt: a checkpoint of another kind .CLIP weights"):
+        explain.load_predictor(clip)
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, {"model": {}})
+    with pytest.raises(ValueError, match="other.pt: a checkpoint of another kind"):
+        explain.load_predictor(other)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt: not a readable checkpoint"):
+        explain.load_predictor(junk)
+    with pytest.raises(FileNotFoundError, match="none.pt"):
+        explain.load_predictor(tmp_path / "none.pt")
+    # the CLI: scans and dataset options do not mix; a missing scan is named before loading
+    with pytest.raises(ValueError, match="use one or the other"):
+        evaluate.main(["--ckpt", str(ckpt), str(bad), "--split", "all"])
+    with pytest.raises(FileNotFoundError, match="nowhere.wrl"):
+        evaluate.main(["--ckpt", str(ckpt), str(tmp_path / "nowhere.wrl"),
+                       "--out", str(tmp_path / "o")])
+
+
+def zipped(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_uploads_become_a_scan_or_a_sequence(tmp_path):
+    mesh = b"#VRML V2.0 utf8\n"
+    one = explain.save_uploads([("face.wrl", mesh), ("face.bnd", b"1 2 3")], tmp_path / "a")
+    assert one == tmp_path / "a" / "face.wrl"
+    seq = explain.save_uploads([("2.wrl", mesh), ("10.wrl", mesh)], tmp_path / "b")
+    assert seq == tmp_path / "b"
+    archive = zipped({"clip/000.wrl": mesh, "clip/001.wrl": mesh, "__MACOSX/clip/._000.wrl": b"x",
+                      "clip/.hidden.wrl": b"x"})
+    folder = explain.save_uploads([("clip.zip", archive)], tmp_path / "c")
+    assert folder == tmp_path / "c" / "clip" / "clip"
+    assert [p.name for p in explain.sequence_frames(folder)] == ["000.wrl", "001.wrl"]
+    # an uploaded name is a name, never a path
+    assert explain.save_uploads([("../../x.wrl", mesh)], tmp_path / "d") == tmp_path / "d" / "x.wrl"
+
+
+@pytest.mark.parametrize("files, message", [
+    ([], "nothing uploaded"),
+    ([("notes.txt", b"hello")], r"no mesh among the uploads \(notes.txt\)"),
+    ([("big.wrl", b"x" * (2**20 + 1))], "the upload is 1.0 MB, more than the 1 MB allowed"),
+    ([("bad.zip", b"PK not really")], "bad.zip: not a readable zip file"),
+    ([("evil.zip", zipped({"../../evil.wrl": b"x"}))], "refused member '../../evil.wrl'"),
+    ([("abs.zip", zipped({"/etc/evil.wrl": b"x"}))], "refused member '/etc/evil.wrl'"),
+    ([("bomb.zip", zipped({"a.wrl": bytes(3 * 2**20)}))], "bomb.zip: unpacks to more than 2 MB"),
+    ([("a.zip", zipped({"x/1.wrl": b"x", "y/1.wrl": b"x"}))], "meshes in several folders"),
+])
+def test_bad_uploads_are_refused_with_the_reason(files, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        explain.save_uploads(files, tmp_path, max_mb=1, max_unpacked_mb=2)
+    assert not (tmp_path.parent / "evil.wrl").exists() and not Path("/etc/evil.wrl").exists()
