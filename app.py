@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from facet import explain, synth
+from facet import explain, scanner
 from facet.layouts import EMOTIONS, NEUTRAL
 from facet.meshio import MESH_SUFFIXES, save_wrl
 
@@ -70,7 +70,7 @@ def predict(ckpt: Path, face, uploads, classes: str) -> explain.Prediction | Non
             if face is not None:
                 emotion, intensity, subject = face
                 scan = Path(folder) / f"{emotion}-{intensity}-subject{subject}.wrl"
-                save_wrl(synth.demo_face(emotion, intensity, int(subject)), scan)
+                save_wrl(scanner.demo_face(emotion, intensity, int(subject)), scan)
                 name = f"built-in {emotion} {intensity}, subject {subject}"
             else:
                 scan = explain.save_uploads([(f.name, f.getvalue()) for f in uploads], folder)

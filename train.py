@@ -39,7 +39,7 @@ from facet.checkpoint import (capture_rng, load_checkpoint, load_weights, restor
 from facet.config import RESUMABLE, TrainConfig, for_fold, help_text, parse_args, to_dict
 from facet.datasets import CaptionedViews, collate, collate_captions
 from facet.meshio import write_atomic
-from facet.protocols import class_names
+from facet.datasets import class_names
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

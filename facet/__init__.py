@@ -6,38 +6,42 @@ under the guidance of emotion prompts (MTGF), and the face is classified by its 
 the prompts. The modules, in the order data flows through them (read them in this order; each
 imports only modules above it):
 
-    faces and files
+    meshes and files
       mesh.py         Mesh (vertices, triangles, uv, texture, landmarks) and `normalize`
       vrml.py         VRML 2.0 text <-> Mesh (BU-3DFE, BU-4DFE scans)
       meshio.py       load_mesh for every format, .bnt range scans, .bnd/.lm3 landmarks, and
                       the atomic writer every file of facet goes through
-      synth.py        the built-in synthetic faces, written in the benchmarks' layouts
     rendering
       camera.py       look-at cameras, projections, (yaw, pitch) view lists
       raster.py       the z-buffer rasterizer: triangles -> Fragments (face, depth, barycentrics)
       render.py       shading, render_views (mesh -> V images), render settings, contact sheets
     data
       layouts.py      the benchmark layouts and label tables; index_dataset -> Samples
-      protocols.py    which samples count; subject-independent splits (k-fold, LOSO)
       view_cache.py   every scan rendered once, stored as uint8 on disk
-      datasets.py     the torch Dataset: T frames x V views per sample, 4D frame sampling
+      datasets.py     protocols and subject-independent splits; the torch Datasets
+    built-in faces (ICT-FaceKit)
+      face_model.py   the morphable face: people, their metadata, landmarks, skin
+      expressions.py  FACS action units -> blendshapes, emotion prototypes, styles, timing
+      scanner.py      a face -> a scan: crop, pose, noise, holes, its own triangulation
+      synth.py        built-in datasets, written in the benchmarks' layouts
     CLIP
       tokenizer.py    CLIP's byte-level BPE
       transformer.py  pre-LN attention blocks
       clip.py         the ViT image tower, the causal text tower, CLIP
     FACET-VLM
       prompts.py      class words, templates, metadata prompts, prompt ensembles
+      captions.py     sentences about scans from their ground truth (CLIP pretraining)
       fusion.py       CVSA, MTGF, temporal fusion, and their composition ViewFusion
-      model.py        FacetVLM: encode views and classes, fuse, score
-      losses.py       classification, multiview consistency, AffectVLM contrastive + triplet
+      model.py        FacetVLM: encode views and classes, fuse, score; ZeroShotCLIP
+      losses.py       classification, consistency, AffectVLM's loss, CLIP's InfoNCE
       augment.py      mixed view augmentation
     running
       config.py       TrainConfig, presets, the --key=value parser, checks
-      build.py        data, tokenizer, model and objective from a config
-      loop.py         the training step (Objective), train / evaluate epochs, LR schedule
-      checkpoint.py   checkpoints with checksums; OpenAI-layout CLIP weights, read safely
       runtime.py      DDP, devices, threads, memory policy, run-folder lock
+      checkpoint.py   checkpoints with checksums; OpenAI-layout CLIP weights, read safely
       reports.py      metrics, predictions.csv, figures
+      loop.py         the training steps (FACET-VLM, CLIP), train / evaluate epochs, schedules
+      build.py        data, tokenizer, model and objective from a config; the pretraining set
       explain.py      one scan or sequence: prediction, per-view predictions, weights,
                       saliency, a picture sheet; safe uploads (evaluate.py SCAN, app.py)
 

@@ -28,12 +28,12 @@ from facet.checkpoint import load_openai, openai_merges
 from facet.clip import CLIP
 from facet.clip import PRESETS as CLIP_PRESETS
 from facet.config import TrainConfig
-from facet.datasets import CaptionedViews, FaceViewsDataset, view_statistics
 from facet.layouts import EMOTIONS, Sample, index_dataset
 from facet.loop import Objective
 from facet.losses import LossConfig
 from facet.model import FacetConfig, FacetVLM, ZeroShotCLIP
-from facet.protocols import PROTOCOLS, filter_samples, leave_one_subject_out, subject_kfold
+from facet.datasets import (PROTOCOLS, CaptionedViews, FaceViewsDataset, filter_samples,
+                            leave_one_subject_out, subject_kfold, view_statistics)
 from facet.meshio import atomic_file, write_atomic
 from facet.render import RenderSettings, render_views
 from facet.runtime import DistInfo, barrier

@@ -1,34 +1,142 @@
-"""The torch Dataset: cached views of a sample, T frames of it, as floats in [0, 1].
+"""The samples of a run: the evaluation protocols, subject-independent splits, torch Datasets.
 
-The last data stage before the model: `FaceViewsDataset[i]` reads one entry of the view cache (`facet.view_cache`) and returns
-`(views (T, V, 3, H, W) float32 in [0, 1], label index, meta)`. A static scan has one frame and
-repeats it T times; a sequence contributes T of its frames:
+The last data stage before the model.
 
+Protocols. The literature evaluates 3D/4D expression recognition *subject-independently* -- no
+person appears in both the training and the test set, so a model cannot score by recognising
+faces. `PROTOCOLS` holds the common setting per dataset (BU-3DFE: 60 subjects, the two highest
+intensities, 10-fold; BU-4DFE: 10-fold; Bosphorus: 60 subjects, 10-fold; BP4D: a cross-dataset
+test set; 4DME: leave-one-subject-out); `filter_samples` applies one, `subject_kfold` and
+`leave_one_subject_out` split (lists in the input order, so a fixed index gives fixed folds).
+
+Datasets. `FaceViewsDataset[i]` reads one entry of the view cache (`facet.view_cache`) and
+returns `(views (T, V, 3, H, W) float32 in [0, 1], label index, meta)`. A static scan repeats
+its one frame T times; a sequence contributes T of its frames:
 - "uniform": T frames spread over the whole sequence. Evaluation takes evenly spaced frames;
   training draws one frame at random inside each of T equal segments (TSN-style), so each epoch
   sees other frames of the same expression.
 - "apex": T consecutive frames centred on the apex: the annotated one where the dataset has it
   (`Sample.apex`, 4DME), else the frame of largest mean displacement from the first frame
-  (computed from the meshes at cache time). Training shifts the window start by up to T // 2
-  frames either way.
-
+  (computed from the meshes at cache time). Training shifts the window by up to T // 2 frames.
 Random choices come from a generator seeded by (seed, epoch, index), not from global state, so
-the batches do not depend on the number of DataLoader workers and a resumed run draws the same
-frames; each item also carries such a seed for its view augmentation (`facet.augment`). Call `set_epoch` each epoch, as with DistributedSampler (non-persistent workers get the
-updated copy). The dataset holds only paths, samples and small per-entry metadata: no open file
-or memory map survives `__getitem__`, so it pickles into worker processes.
+batches do not depend on the number of DataLoader workers and a resumed run draws the same
+frames; each item also carries such a seed for its view augmentation (`facet.augment`). Call
+`set_epoch` each epoch, as with DistributedSampler. Items hold no open file or memory map, so
+the datasets pickle into worker processes. `CaptionedViews` serves CLIP pretraining pairs.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from facet.layouts import Sample
-from facet.protocols import class_names
+from facet.layouts import EMOTIONS, FOURDME_CLASSES, NEUTRAL, Sample, natural_key
 from facet.view_cache import ViewCache
+
+@dataclass(frozen=True)
+class Protocol:
+    """The usual evaluation setting of one dataset."""
+
+    expressions: tuple[str, ...] | None  # labels kept (None = all labelled samples)
+    intensities: tuple[int, ...] | None  # intensity levels kept (None = no filter)
+    subjects: int | None  # first n subjects in natural order (None = all)
+    folds: int | None  # k of subject k-fold; None = leave-one-subject-out or test-only
+    split: str  # "kfold", "loso" or "test" (a cross-dataset test set)
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    # 60 subjects and the two highest of four intensities: the setting most BU-3DFE papers report
+    "bu3dfe": Protocol(EMOTIONS, (3, 4), 60, 10, "kfold"),
+    "bu4dfe": Protocol(EMOTIONS, None, None, 10, "kfold"),
+    "bosphorus": Protocol(EMOTIONS, None, 60, 10, "kfold"),
+    "bp4d": Protocol(EMOTIONS, None, None, None, "test"),  # train on BU-4DFE, test here
+    "4dme": Protocol(FOURDME_CLASSES, None, None, None, "loso"),
+    "folder": Protocol(None, None, None, 10, "kfold"),
+}
+
+
+def class_names(samples: Sequence[Sample]) -> tuple[str, ...]:
+    """The labels present, in a fixed order: the six emotions, neutral, then others sorted.
+
+    Use the same tuple for training and testing (e.g. computed on the whole index) so that a
+    label index means the same class in every split.
+    """
+    present = {s.label for s in samples if s.label is not None}
+    fixed = [c for c in (*EMOTIONS, NEUTRAL, *FOURDME_CLASSES) if c in present]
+    return tuple(dict.fromkeys(fixed + sorted(present - set(fixed))))
+
+
+def first_subjects(samples: Sequence[Sample], n: int) -> list[Sample]:
+    """Keep the samples of the first `n` subjects in natural order (e.g. the common 60).
+
+    Raises:
+        ValueError: if fewer than `n` subjects are present.
+    """
+    subjects = sorted({s.subject for s in samples}, key=natural_key)
+    if n > len(subjects):
+        raise ValueError(f"asked for {n} subjects but the samples hold only {len(subjects)}")
+    keep = set(subjects[:n])
+    return [s for s in samples if s.subject in keep]
+
+
+def filter_samples(samples: Sequence[Sample], expressions: Sequence[str] | None = None,
+                   intensities: Sequence[int] | None = None,
+                   subjects: int | None = None) -> list[Sample]:
+    """Keep labelled samples of the given expressions, intensity levels and first n subjects.
+
+    Args:
+        samples: indexed samples.
+        expressions: labels to keep (canonical names); None keeps every labelled sample.
+        intensities: levels to keep (BU-3DFE: 0 neutral, 1-4); samples without an intensity
+            (-1) are dropped when this is given. None: no intensity filter.
+        subjects: keep only the first n subjects (natural order), applied after the other filters.
+    Returns:
+        the kept samples, in input order. Samples without a label (AU-only scans) never pass.
+    """
+    kept = [s for s in samples if s.label is not None
+            and (expressions is None or s.label in expressions)
+            and (intensities is None or s.intensity in intensities)]
+    return first_subjects(kept, subjects) if subjects is not None else kept
+
+
+def subject_kfold(samples: Sequence[Sample], k: int,
+                  seed: int = 0) -> list[tuple[list[Sample], list[Sample]]]:
+    """Subject-independent k-fold: each subject's samples all land in one test fold.
+
+    Subjects (natural order) are shuffled with `seed` and dealt into k groups whose sizes differ
+    by at most one subject; fold i tests on group i and trains on the rest.
+
+    Args:
+        samples: the samples to split.
+        k: number of folds, 2 <= k <= number of subjects.
+        seed: shuffling seed; the same samples and seed give the same folds.
+    Returns:
+        k pairs (train, test); every sample is in exactly one test list, no subject in both
+        lists of a pair.
+    """
+    subjects = sorted({s.subject for s in samples}, key=natural_key)
+    if not 2 <= k <= len(subjects):
+        raise ValueError(f"k-fold needs 2 <= k <= number of subjects ({len(subjects)}), got k={k}")
+    order = np.random.default_rng(seed).permutation(len(subjects))
+    groups = np.array_split(order, k)  # k groups of subject indices
+    fold_of = {subjects[j]: i for i, group in enumerate(groups) for j in group}
+    return [([s for s in samples if fold_of[s.subject] != i],
+             [s for s in samples if fold_of[s.subject] == i]) for i in range(k)]
+
+
+def leave_one_subject_out(samples: Sequence[Sample]) -> list[tuple[list[Sample], list[Sample]]]:
+    """One fold per subject (natural order): test on that subject, train on all others."""
+    subjects = sorted({s.subject for s in samples}, key=natural_key)
+    if len(subjects) < 2:
+        raise ValueError(f"leave-one-subject-out needs >= 2 subjects, got {len(subjects)}")
+    return [([s for s in samples if s.subject != subject],
+             [s for s in samples if s.subject == subject]) for subject in subjects]
+
+
+# --- the torch Datasets ---------------------------------------------------------------------
 
 SAMPLING = ("uniform", "apex")
 
@@ -97,7 +205,7 @@ class FaceViewsDataset(Dataset):
         unknown = {str(s.label) for s in self.samples} - set(self.classes)
         if unknown:
             raise ValueError(f"labels {sorted(unknown)} are not in classes {self.classes}; "
-                             "filter the samples (facet.protocols.filter_samples) first")
+                             "filter the samples (filter_samples) first")
         metadata = [cache.metadata(s) for s in self.samples]  # raises naming a missing sample
         self.lengths = [m["shape"][0] for m in metadata]
         # an annotated apex (4DME labels.csv) wins over the displacement estimate of the cache

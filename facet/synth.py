@@ -310,7 +310,7 @@ def _bp4d_subject(folder: Path, k: int, sid: str, seed: int, realism: bool, text
 def write_bp4d(root: str | Path, subjects: int = 8, seed: int = 0, progress: bool = False,
                realism: bool = True, texture_size: int = 0, workers: int = 1,
                seconds: tuple[float, float] = (1.6, 2.4)) -> Path:
-    """Write a BP4D-Spontaneous-like set: per subject the 8 tasks T1-T8 (facet.protocols.
+    """Write a BP4D-Spontaneous-like set: per subject the 8 tasks T1-T8 (facet.layouts.
     BP4D_TASKS), spontaneous -- weaker, mixed with another task's AUs, longer, with blinks, head
     motion and, in T1, T2, T4 and T7, talking. For cross-dataset tests (train on BU-4DFE).
 

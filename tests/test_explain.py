@@ -14,7 +14,7 @@ import torch
 
 import evaluate
 import train
-from facet import build, explain, synth
+from facet import build, explain, scanner, synth
 from facet.checkpoint import save_checkpoint
 from facet.meshio import save_wrl
 from facet.model import FacetConfig, FacetVLM
@@ -95,11 +95,11 @@ def test_a_sequence_gets_the_probabilities_evaluate_reports(sequences, tmp_path)
 def test_cli_writes_json_sheets_and_a_table(static, tmp_path, capsys):
     ckpt, _ = static
     scan = tmp_path / "face.wrl"
-    save_wrl(synth.demo_face("surprise", 4, seed=3), scan)
+    save_wrl(scanner.demo_face("surprise", 4, seed=3), scan)
     frames = tmp_path / "seq"
     frames.mkdir()
     for i in (10, 9):  # "9" comes before "10"
-        save_wrl(synth.demo_face("happiness", 2 + i % 2, seed=1), frames / f"{i}.wrl")
+        save_wrl(scanner.demo_face("happiness", 2 + i % 2, seed=1), frames / f"{i}.wrl")
     report = evaluate.main(["--ckpt", str(ckpt), str(scan), str(frames),
                             "--out", str(tmp_path / "pred")])
     saved = json.loads((tmp_path / "pred" / "prediction.json").read_text())
@@ -126,7 +126,7 @@ def test_cli_writes_json_sheets_and_a_table(static, tmp_path, capsys):
 def test_saliency_adds_up_to_the_rise_in_log_probability(static):
     """Integrated gradients' completeness: the attributions sum to log p(x) - log p(mean face)."""
     predictor = explain.load_predictor(static[0])
-    prediction = explain.explain(predictor, synth.demo_face("happiness", 4, seed=2))
+    prediction = explain.explain(predictor, scanner.demo_face("happiness", 4, seed=2))
     rise = prediction.probabilities.max().log().item() - prediction.saliency_reference
     assert prediction.saliency.sum().item() == pytest.approx(rise, rel=0.05, abs=1e-3)
     # pixels that equal the mean face (the background every view shares) get nothing
@@ -152,7 +152,7 @@ def test_errors_name_the_file_and_the_reason(static, tmp_path):
                                 text_head=False, num_classes=6))
     linear = dataclasses.replace(predictor, model=head)
     with pytest.raises(ValueError, match="cannot classify new class names"):
-        explain.explain(linear, synth.demo_face(), classes=["a frown"])
+        explain.explain(linear, scanner.demo_face(), classes=["a frown"])
     # checkpoints of another kind, unreadable files, a missing one
     clip = tmp_path / "clip.pt"
     torch.save({"state_dict": {"logit_scale": torch.zeros(())}, "merges": []}, clip)

@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from facet.layouts import EMOTIONS, Sample
-from facet.protocols import (PROTOCOLS, class_names, filter_samples, first_subjects,
+from facet.datasets import (PROTOCOLS, class_names, filter_samples, first_subjects,
                              leave_one_subject_out, subject_kfold)
 
 
