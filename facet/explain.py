@@ -52,13 +52,13 @@ from facet.datasets import sample_frames
 from facet.layouts import natural_key
 from facet.loop import autocast, predict
 from facet.mesh import Mesh
-from facet.meshio import MESH_SUFFIXES, atomic_file, load_mesh
+from facet.meshio import MESH_SUFFIXES, atomic_file
 from facet.model import FacetVLM
 from facet.prompts import build_prompts, ensemble_embeddings, tokenize_grid
-from facet.render import RenderSettings, render_views
+from facet.render import RenderSettings
 from facet.runtime import amp_dtype
 from facet.tokenizer import Tokenizer
-from facet.view_cache import _displacement
+from facet.view_cache import render_frames
 
 import matplotlib
 
@@ -185,13 +185,10 @@ def _frames_of(scan: Scan) -> list[Path | Mesh]:
     return list(scan)
 
 
-def _load(frame: Path | Mesh) -> Mesh:
-    return frame if isinstance(frame, Mesh) else load_mesh(frame)
-
-
 def render_scan(scan: Scan, settings: RenderSettings, frames: int = 1,
                 sampling: str = "uniform") -> tuple[torch.Tensor, list[str]]:
-    """The views a model trained with these settings sees: uint8, exactly as the view cache.
+    """The views a model trained with these settings sees, exactly as the view cache stores
+    them (`facet.view_cache.render_frames`: uint8, the same renderer and settings).
 
     Args:
         scan: a mesh file, a folder of frames (a 4D sequence, natural order), a Mesh, or a list
@@ -206,28 +203,17 @@ def render_scan(scan: Scan, settings: RenderSettings, frames: int = 1,
         FileNotFoundError / ValueError naming the file (`facet.meshio.load_mesh`).
     """
     items = _frames_of(scan)
-    apex = 0
-    if sampling == "apex" and len(items) > 1:  # the frame that moved most from the first
-        first, moved = None, []
-        for item in items:
-            verts = _load(item).verts
-            first = verts if first is None else first
-            moved.append(_displacement(verts, first))
-        apex = int(np.argmax(moved))
-    picks = sample_frames(len(items), frames, sampling, apex).tolist()
-    rendered, threads = {}, torch.get_num_threads()
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensor ops: faster on one thread (see facet.view_cache)
     try:
-        for i in dict.fromkeys(picks):  # each picked frame rendered once
-            views = render_views(_load(items[i]), settings.views, settings.image_size,
-                                 settings.mode, distance=settings.distance,
-                                 fov_y=settings.fov_y)  # (V, 3, H, W) float in [0, 1]
-            rendered[i] = (views.clamp(0, 1) * 255).round().to(torch.uint8)  # as the view cache
+        pixels, displacement = render_frames(items, settings)  # (T_all, V, C, H, W)
     finally:
         torch.set_num_threads(threads)
+    picks = sample_frames(len(items), frames, sampling, int(displacement.argmax())).tolist()
+    views = torch.from_numpy(pixels[picks]).expand(-1, -1, 3, -1, -1)  # grey keeps 1 channel
     names = [item.name if isinstance(item, Path) else (item.source or f"frame {i}")
              for i, item in enumerate(items)]
-    return torch.stack([rendered[i] for i in picks]), [names[i] for i in picks]
+    return views.contiguous(), [names[i] for i in picks]
 
 
 # --- the prediction ---------------------------------------------------------------------------

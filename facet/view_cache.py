@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from facet.runtime import exit_with_parent, keep_freed_memory
 from facet.layouts import Sample, index_dataset
+from facet.mesh import Mesh
 from facet.meshio import load_mesh, write_atomic
 from facet.render import TRAINING_RENDER, RenderSettings, render_views
 
@@ -93,15 +94,18 @@ def _displacement(verts: np.ndarray, first: np.ndarray) -> float:
     return float(torch.cdist(pick(verts), pick(first)).min(dim=1).values.mean())
 
 
-def _render_sample(frames: Sequence[str], settings: RenderSettings) -> tuple[np.ndarray, np.ndarray]:
-    """Load and render every frame: uint8 (T_all, V, C, H, W) and (T_all,) float32 displacement.
+def render_frames(frames: Sequence[str | Path | Mesh], settings: RenderSettings
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Load and render every frame as the cache stores it: uint8 (T, V, C, H, W) views and the
+    (T,) float32 displacement of each frame from the first (the apex is its argmax).
 
-    Frames are loaded one at a time (a BU-4DFE sequence holds ~100 scans of ~35k vertices);
-    only the first frame's vertices are kept, as the reference of the displacement.
+    Frames (files, or meshes already loaded) are loaded one at a time (a BU-4DFE sequence
+    holds ~100 scans of ~35k vertices); only the first frame's vertices are kept, as the
+    reference of the displacement. Raises what `facet.meshio.load_mesh` raises.
     """
     images, displacement, first = [], [], None
-    for path in frames:
-        mesh = load_mesh(path)
+    for frame in frames:
+        mesh = frame if isinstance(frame, Mesh) else load_mesh(frame)
         first = mesh.verts if first is None else first
         displacement.append(_displacement(mesh.verts, first))
         views = render_views(mesh, settings.views, settings.image_size, settings.mode,
@@ -129,7 +133,7 @@ def _write_entry(npy: Path, meta: dict, pixels: np.ndarray) -> None:
 def _fill_one(frames: tuple[str, ...], settings: RenderSettings, npy: str, stats: list) -> str | None:
     """Render one sample into its entry; returns None or the reason it failed."""
     try:
-        pixels, displacement = _render_sample(frames, settings)
+        pixels, displacement = render_frames(frames, settings)
     except Exception as err:  # any unreadable or malformed mesh is reported, never fatal to a fill
         return f"{type(err).__name__}: {err}"
     meta = {"frames": [os.path.abspath(f) for f in frames], "stats": stats,
