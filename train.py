@@ -22,6 +22,7 @@ import contextlib
 import json
 import math
 import random
+import shlex
 import subprocess
 import sys
 import time
@@ -34,12 +35,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from facet import build, loop, reports, runtime
 from facet.camera import parse_views
-from facet.checkpoint import (capture_rng, load_checkpoint, load_weights, restore_rng,
-                              save_checkpoint, save_openai)
+from facet.checkpoint import (capture_rng, load_checkpoint, load_openai, load_weights,
+                              restore_rng, save_checkpoint, save_openai)
 from facet.config import RESUMABLE, TrainConfig, for_fold, help_text, parse_args, to_dict
-from facet.datasets import CaptionedViews, collate, collate_captions
+from facet.datasets import CaptionedViews, class_names, collate, collate_captions
 from facet.meshio import write_atomic
-from facet.datasets import class_names
+from facet.model import CentredCLIP
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     try:
         with runtime.distributed(config.device) as dist:
             torch.set_num_threads(config.threads or runtime.default_threads(dist.device))
-            return pretrain(config, dist) if config.task == "pretrain" else run(config, dist)
+            return pretrain(config, dist, argv) if config.task == "pretrain" else run(config, dist)
     finally:
         torch.set_num_threads(threads)  # main() is also called in-process (tests, notebooks)
 
@@ -213,7 +214,7 @@ def evaluate(objective, test_set, config: TrainConfig, dist: runtime.DistInfo, a
     return metrics
 
 
-def pretrain(config: TrainConfig, dist: runtime.DistInfo) -> list[dict]:
+def pretrain(config: TrainConfig, dist: runtime.DistInfo, argv: list[str]) -> list[dict]:
     """Pretrain facet's CLIP the way OpenAI trained theirs, on captioned built-in faces: images
     of scans of new people paired with sentences written from their ground truth, the towers
     trained from scratch with the symmetric InfoNCE loss. Each epoch ends with zero-shot
@@ -234,15 +235,20 @@ def pretrain(config: TrainConfig, dist: runtime.DistInfo) -> list[dict]:
         print(f"pretraining on {len(train_set)} captioned scans of {people} people; zero-shot "
               f"test: {len(test_set)} scans of {root.name}")
 
-    # --- model: CLIP from scratch, its BPE learned on the captions and the class prompts ---
+    # --- model: CLIP from scratch, its BPE learned on the captions and the class prompts; or
+    # continued from CLIP weights in OpenAI's layout (--pretrained), read as train.py reads them
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    tokenizer = build.caption_tokenizer(config, train_set)
-    clip = build.build_clip(config, tokenizer).to(dist.device)
+    if config.pretrained:
+        tokenizer = build.build_tokenizer(config)  # the weights' own BPE (or --vocab)
+        clip = CentredCLIP.identity(load_openai(build.pretrained_path(config)).train())
+    else:
+        tokenizer = build.caption_tokenizer(config, train_set)
+        clip = CentredCLIP(build.build_clip(config, tokenizer), *build.image_statistics(views))
+    clip = clip.to(dist.device)
     objective = loop.ContrastiveObjective(clip, tokenizer, config.augment, config.mode)
-    zero_shot = build.zero_shot_objective(config, clip, tokenizer, classes, generator)
 
     # --- optimizer and schedule, as for FACET-VLM ---
     sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank,
@@ -282,6 +288,8 @@ def pretrain(config: TrainConfig, dist: runtime.DistInfo) -> list[dict]:
                                             grad_clip=config.grad_clip, log_every=config.log_every,
                                             show_progress=dist.is_main and sys.stderr.isatty())
             step += steps_per_epoch
+            zero_shot = build.zero_shot_objective(config, clip.folded(), tokenizer, classes,
+                                                  generator)
             metrics = loop.evaluate_split(zero_shot, test_set, config, dist)
             record = {"epoch": epoch, "step": step, "train_loss": train["loss"],
                       "train_acc": train["acc"], "test_acc": metrics["accuracy"],
@@ -295,12 +303,15 @@ def pretrain(config: TrainConfig, dist: runtime.DistInfo) -> list[dict]:
                     "epoch": epoch, "step": step, "rng": capture_rng(generator)})
                 print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                   for k, v in record.items()}), flush=True)
-        if metrics is None:
+        if metrics is None:  # resumed after the last epoch
+            zero_shot = build.zero_shot_objective(config, clip.folded(), tokenizer, classes,
+                                                  generator)
             metrics = loop.evaluate_split(zero_shot, test_set, config, dist)
 
         # --- the result, in OpenAI's layout; reports ---
         if dist.is_main:
-            save_openai(run_dir / "clip.pt", clip, tokenizer.merges, made_by=made_by(config))
+            save_openai(run_dir / "clip.pt", clip.folded(), tokenizer.merges,
+                        made_by=made_by(config, argv))
             reports.write_report(run_dir, metrics, classes, parse_views(config.views),
                                  config=to_dict(config), log=read_log(log_path))
             print(f"zero-shot on {len(test_set)} unseen scans: accuracy "
@@ -309,14 +320,14 @@ def pretrain(config: TrainConfig, dist: runtime.DistInfo) -> list[dict]:
     return [metrics]
 
 
-def made_by(config: TrainConfig) -> dict:
-    """How a result was made: the command, the seed and the code's git commit."""
+def made_by(config: TrainConfig, argv: list[str]) -> dict:
+    """How a result was made: the command (`argv`, its options), the seed, the git commit."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent, timeout=10).stdout.strip()
     except OSError:
         commit = ""
-    return {"command": "python train.py " + " ".join(sys.argv[1:]), "seed": config.seed,
+    return {"command": shlex.join(["python", "train.py", *argv]), "seed": config.seed,
             "commit": commit or "unknown"}
 
 

@@ -338,3 +338,12 @@ def pretraining_set(config: TrainConfig, dist: DistInfo = DistInfo(),
     barrier()
     return np.load(folder / "views.npy", mmap_mode="r"), json.loads(
         (folder / "truths.json").read_text())
+
+
+def image_statistics(views: np.ndarray, most: int = 1000) -> tuple[torch.Tensor, float]:
+    """The mean image (3, H, W) and the pixel std of up to `most` evenly spaced scans of
+    (N, V, 3, H, W) uint8 views, all views pooled (a pretraining image may be any view)."""
+    step = max(1, len(views) // most)
+    pixels = torch.from_numpy(np.asarray(views[::step], np.float32) / 255)  # (n, V, 3, H, W)
+    return pixels.mean(dim=(0, 1)), pixels.std().item()
+

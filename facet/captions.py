@@ -61,6 +61,10 @@ AU_PHRASES: dict[int, tuple[str, ...]] = {
     64: ("eyes looking down", "gaze lowered"),
 }
 
+# A sentence names at most this many parts, the strongest, as a person describing a face would;
+# it also keeps every caption within the text tower's context (tests/test_captions.py).
+MAX_PARTS = 4
+
 # How strongly, by BU-3DFE intensity level (1 subtle .. 4 strongest).
 INTENSITY_WORDS = {1: ("a slight", "a faint", "a weak"), 2: ("a mild", "a light"),
                    3: ("a clear", "a marked"), 4: ("a strong", "an intense", "a full")}
@@ -98,13 +102,13 @@ def describe_aus(aus: Mapping[int, tuple[float, float]], rng: np.random.Generato
     Args:
         aus: {au: (left, right)} strengths in [0, 1].
         rng: draws the phrasing, the order and which AUs are mentioned.
-        detail: the share of the visible AUs mentioned (at least one).
+        detail: the share of the visible AUs mentioned (at least one, at most MAX_PARTS).
     Returns:
         e.g. ["cheeks strongly raised", "lip corners pulled up on the left side"].
     """
     visible = sorted(((max(s), au, s) for au, s in aus.items()
                       if au in AU_PHRASES and max(s) >= 0.15), reverse=True)
-    keep = visible[:max(1, round(detail * len(visible)))] if visible else []
+    keep = visible[:min(MAX_PARTS, max(1, round(detail * len(visible))))] if visible else []
     phrases = []
     for strength, au, (left, right) in keep:
         adverb = "slightly " if strength < 0.35 else \

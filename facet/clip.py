@@ -50,7 +50,7 @@ class CLIPConfig:
     vision_width: int = 192  # C of the image tower
     vision_layers: int = 4  # blocks in the image tower
     vision_heads: int = 3  # attention heads in the image tower (head dim 64)
-    context_length: int = 48  # L, maximum text tokens including start/end
+    context_length: int = 64  # L, maximum text tokens including start/end
     vocab_size: int = 1024  # BPE ids; the last one is <|endoftext|> (take it from the tokenizer)
     text_width: int = 128  # C of the text tower
     text_heads: int = 2  # attention heads in the text tower (head dim 64)
@@ -62,7 +62,7 @@ class CLIPConfig:
 PRESETS: dict[str, CLIPConfig] = {
     # columns: embed_dim, image_size, patch_size, vision width/layers/heads,
     #          context_length, vocab_size, text width/heads/layers
-    "tiny":     CLIPConfig(128,  64, 16,  192,  4,  3, 48,  1024, 128,  2,  3, quick_gelu=False),
+    "tiny":     CLIPConfig(128,  64, 16,  192,  4,  3, 64,  1024, 128,  2,  3, quick_gelu=False),
     "vit-b-32": CLIPConfig(512, 224, 32,  768, 12, 12, 77, 49408, 512,  8, 12, quick_gelu=True),
     "vit-b-16": CLIPConfig(512, 224, 16,  768, 12, 12, 77, 49408, 512,  8, 12, quick_gelu=True),
     "vit-l-14": CLIPConfig(768, 224, 14, 1024, 24, 16, 77, 49408, 768, 12, 12, quick_gelu=True),

@@ -308,7 +308,8 @@ class CaptionedViews(Dataset):
 
         rng = np.random.default_rng((self.seed, self.epoch if self.train else 0, i))
         v = int(rng.integers(len(self.yaws))) if self.train else len(self.yaws) // 2
-        image = torch.from_numpy(self.views[i, v]).float().div(255)  # (C, H, W)
+        image = torch.from_numpy(np.array(self.views[i, v])).float().div(255)  # (C, H, W), a
+        # copy: the views may be a read-only memory map
         truth = self.truths[i]
         aus = {int(au): tuple(sides) for au, sides in truth["aus"].items()}
         text = caption(aus, rng, truth.get("emotion"), truth.get("intensity"),

@@ -31,9 +31,8 @@ from tqdm import tqdm
 from facet.augment import mix_view_augment
 from facet.camera import parse_views
 from facet.datasets import collate
-from facet.clip import CLIP, normalize_images
 from facet.losses import LearnedMargin, LossConfig, clip_loss, total_loss
-from facet.model import FacetVLM
+from facet.model import CentredCLIP, FacetVLM
 from facet.prompts import prompt_tokens
 from facet.reports import confusion_matrix, intensity_counts, summarize
 from facet.runtime import DistInfo, all_gather_objects, all_reduce_sum
@@ -108,13 +107,14 @@ class ContrastiveObjective(nn.Module):
     simple way to more negatives here).
 
     Args:
-        clip: the CLIP being trained. tokenizer: its tokenizer.
+        clip: the CLIP being trained, wrapped with its pixel statistics and embedding centring
+            (`facet.model.CentredCLIP`). tokenizer: its tokenizer.
         augment: mixed view augmentation of every image; mode: the render mode of the images.
     """
 
     margin = None  # no learned loss parameters
 
-    def __init__(self, clip: CLIP, tokenizer, augment: bool = True, mode: str = "normals"):
+    def __init__(self, clip: CentredCLIP, tokenizer, augment: bool = True, mode: str = "normals"):
         super().__init__()
         self.model, self.tokenizer, self.augment, self.mode = clip, tokenizer, augment, mode
 
@@ -126,7 +126,7 @@ class ContrastiveObjective(nn.Module):
             views = mix_view_augment(views, batch["seed"], self.mode)
         tokens = self.tokenizer.tokenize(batch["captions"], self.model.config.context_length)
         used = int((tokens != 0).any(dim=0).nonzero().max()) + 1  # drop padding-only columns
-        images = normalize_images(views[:, 0, 0])  # (B, 3, H, W)
+        images = views[:, 0, 0]  # (B, 3, H, W) in [0, 1]
         logits_per_image, _ = self.model(images, tokens[:, :used].to(images.device))
         return clip_loss(logits_per_image), logits_per_image, {"scale": self.model.scale().item()}
 

@@ -36,6 +36,7 @@ Shapes: B batch, T frames, V views, K classes, P prompts per class, L tokens, E 
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 
 import torch
@@ -237,7 +238,6 @@ class FacetVLM(nn.Module):
         return p
 
 
-
 class ZeroShotCLIP(nn.Module):
     """A CLIP alone as an expression classifier, with FacetVLM's interface (no fusion): the face
     embedding is the normalised mean of its views' normalised image embeddings, the logits its
@@ -283,3 +283,81 @@ class ZeroShotCLIP(nn.Module):
                            view_weights=weights, view_mask=torch.ones(b, v, dtype=torch.bool),
                            frame_weights=None, view_attention=None, prompt_attention=None,
                            logit_scale=scale)
+
+
+class CentredCLIP(nn.Module):
+    """A CLIP wrapped for pretraining from scratch on renders of faces, with FacetVLM's two
+    from-scratch aids -- and `folded()`, a plain CLIP that computes the same thing.
+
+    Renders of faces are nearly identical images, and a fresh ViT maps them all to nearly one
+    embedding, so InfoNCE has almost nothing to pull apart (measured: the loss stalled near
+    ln B). As in FacetVLM, images are standardised by the pretraining set's mean image and std,
+    and the image embeddings are centred by a BatchNorm without affine parameters. Both are
+    affine maps next to linear layers, so `folded()` moves them into the weights: the result
+    reads CLIP-normalised images (`normalize_images`) like any OpenAI CLIP and can be saved in
+    OpenAI's layout, with nothing extra to carry.
+
+    Args:
+        clip: the towers to train.
+        pixel_mean: (3, S, S) mean image in [0, 1] of the pretraining set, S the CLIP input side.
+        pixel_std: (3, 1, 1) or scalar std of its pixels.
+    """
+
+    def __init__(self, clip: CLIP, pixel_mean: torch.Tensor, pixel_std: torch.Tensor | float):
+        super().__init__()
+        self.clip, self.config = clip, clip.config
+        self.register_buffer("pixel_mean", pixel_mean.float().reshape(3, *pixel_mean.shape[-2:]))
+        self.register_buffer("pixel_std", torch.as_tensor(pixel_std, dtype=torch.float32)
+                             .reshape(-1, 1, 1).expand(3, 1, 1).clone())
+        self.centre = nn.BatchNorm1d(clip.config.embed_dim, affine=False)
+
+    @classmethod
+    def identity(cls, clip: CLIP) -> CentredCLIP:
+        """The wrapper that changes nothing yet (CLIP's own statistics): continued pretraining."""
+        side = clip.config.image_size
+        mean = torch.tensor(CLIP_MEAN).view(3, 1, 1).expand(3, side, side)
+        return cls(clip, mean, torch.tensor(CLIP_STD))
+
+    def scale(self) -> torch.Tensor:
+        return self.clip.scale()
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) images in [0, 1] -> (B, E) centred image embeddings."""
+        return self.centre(self.clip.encode_image((images - self.pixel_mean) / self.pixel_std))
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As `CLIP.forward`, for images in [0, 1]: (logits_per_image, logits_per_text)."""
+        image = F.normalize(self.encode_image(images), dim=-1)  # (B, E)
+        text = F.normalize(self.clip.encode_text(tokens), dim=-1)  # (B', E)
+        logits = self.scale() * (image @ text.t())  # (B, B')
+        return logits, logits.t()
+
+    @torch.no_grad()
+    def folded(self) -> CLIP:
+        """A copy of the CLIP whose image tower, on CLIP-normalised images, gives this wrapper's
+        eval-mode embeddings (up to float rounding; tests/test_captions.py checks it).
+
+        Pixels: the tower should see (x - M) / s where it is given x_c = (x - m_c) / s_c, and
+        (x - M) / s = x_c * (s_c / s) + (m_c - M) / s: scale conv1's input channels by s_c / s and
+        add conv1((m_c - M) / s) -- one vector per patch position -- to the patch positions.
+        Embeddings: BN(y) = (y - mu) / sigma with y = LN_post(cls) @ P = (g n + b) @ P; divide
+        P's columns by sigma and move b by the delta with delta @ P' = -mu / sigma (P' has full
+        column rank, E <= C, so least squares solves it exactly). Changing ln_post's bias also
+        shifts the patch tokens of `return_tokens` (unused by facet's models).
+        """
+        clip = copy.deepcopy(self.clip).eval()
+        visual = clip.visual
+        clip_mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
+        clip_std = torch.tensor(CLIP_STD).view(3, 1, 1)
+        weight = visual.conv1.weight  # (C, 3, P, P)
+        offset = F.conv2d(((clip_mean - self.pixel_mean) / self.pixel_std)[None], weight,
+                          stride=visual.patch_size)  # (1, C, G, G)
+        visual.conv1.weight.mul_((clip_std / self.pixel_std).view(1, 3, 1, 1))
+        visual.positional_embedding[1:] += offset.flatten(2)[0].T  # (G*G, C)
+        sigma = (self.centre.running_var + self.centre.eps).sqrt()  # (E,)
+        visual.proj.div_(sigma)  # (C, E) / (E,)
+        target = -(self.centre.running_mean / sigma)[:, None]  # (E, 1)
+        delta = torch.linalg.lstsq(visual.proj.T.double(), target.double()).solution  # (C, 1)
+        visual.ln_post.bias += delta[:, 0].float()
+        return clip

@@ -1,0 +1,209 @@
+"""CLIP pretraining: captions written from ground truth, the pretraining run end to end, and
+its weights read back through the same path as OpenAI's (`--pretrained`)."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import train
+from facet import build, synth
+from facet.captions import AU_PHRASES, MAX_PARTS, caption, describe_aus
+from facet.checkpoint import load_openai, save_openai
+from facet.clip import CLIP, PRESETS, normalize_images
+from facet.config import parse_args
+from facet.datasets import CaptionedViews, collate_captions
+from facet.expressions import expression_aus
+from facet.layouts import EMOTIONS
+from facet.losses import clip_loss
+from facet.model import CentredCLIP
+from facet.prompts import CLASS_WORDS
+
+SMILE = {6: (0.8, 0.8), 12: (0.9, 0.9)}  # cheeks raised, lip corners pulled up
+
+
+def test_a_caption_names_the_action_units_in_words_never_numbers():
+    for seed in range(50):
+        text = caption(SMILE, np.random.default_rng(seed), "happiness", 4,
+                       {"sex": "female", "age_group": "young"}, view=-20.0)
+        assert not re.search(r"\d", text.replace("3D", "")), text  # "3D scan" is the one number
+        assert text == text.lower().replace("3d", "3D") and not text.endswith(".")
+
+
+def test_the_same_random_state_writes_the_same_sentence():
+    texts = [caption(SMILE, np.random.default_rng(7), "happiness", 3) for _ in range(2)]
+    assert texts[0] == texts[1]
+
+
+def test_captions_vary_and_a_share_of_them_leaves_the_emotion_out():
+    """Over many draws: many different sentences, the emotion's words in most but not all of
+    them (the model must also learn the parts alone), and the parts in most."""
+    words = CLASS_WORDS["happiness"]
+    emotion_words = tuple(words.nouns) + tuple(words.adjectives)
+    texts = [caption(SMILE, np.random.default_rng(seed), "happiness", 4) for seed in range(400)]
+    named = np.mean([any(w in t for w in emotion_words) for t in texts])
+    parts = np.mean([any(p.split("{}")[-1].split()[-1] in t for p in AU_PHRASES[6] + AU_PHRASES[12])
+                     for t in texts])
+    assert len(set(texts)) > 200
+    assert 0.5 < named < 0.95, named  # 75 % of emotional captions use an emotion template
+    assert parts > 0.5, parts
+
+
+def test_strength_side_and_order_follow_the_ground_truth():
+    rng = np.random.default_rng(0)
+    weak = describe_aus({12: (0.2, 0.2)}, rng)
+    assert weak[0].startswith(("lip corners slightly", "mouth corners slightly"))
+    one_sided = describe_aus({12: (0.9, 0.1)}, rng)
+    assert one_sided[0].endswith("on the left side")
+    invisible = describe_aus({12: (0.05, 0.05)}, rng)  # below what a scan shows
+    assert invisible == []
+
+
+def test_a_sentence_names_at_most_max_parts_the_strongest_ones():
+    aus = {au: (s, s) for au, s in zip((1, 2, 4, 5, 7, 20, 26), np.linspace(0.9, 0.3, 7))}
+    for seed in range(30):
+        phrases = describe_aus(aus, np.random.default_rng(seed))
+        assert len(phrases) <= MAX_PARTS
+        assert not any("lips" in p and "stretched" in p for p in phrases)  # AU20 is 6th strongest
+
+
+def test_every_caption_fits_the_tiny_text_tower(tmp_path):
+    """The longest captions facet writes (every emotion at its strongest, the most AUs, a
+    person and a side) through a BPE learned the way pretraining learns it: they fit the
+    `tiny` context with room to spare, so a caption is never cut (the tokenizer would raise)."""
+    rng = np.random.default_rng(0)
+    truths = [{"aus": {str(a): list(s) for a, s in expression_aus(e, 4, rng).items()},
+               "emotion": e, "intensity": 4, "person": {"sex": "male", "age_group": "middle-aged"}}
+              for e in EMOTIONS for _ in range(30)]
+    truths += [{"aus": {str(a): [0.9, 0.2] for a in (1, 2, 4, 5, 7, 9, 10, 12, 15, 20, 23, 26)},
+                "emotion": None, "intensity": None, "person": None}] * 30
+    views = np.zeros((len(truths), 3, 3, 8, 8), np.uint8)
+    captions = CaptionedViews(views, truths, yaws=[-20, 0, 20])
+    config = parse_args(["--preset=pretrain"])
+    tokenizer = build.caption_tokenizer(config, captions)
+    context = PRESETS["tiny"].context_length
+    longest = 0
+    for epoch in range(8):
+        captions.set_epoch(epoch)
+        for i in range(len(captions)):
+            longest = max(longest, len(tokenizer.encode(captions[i][1])) + 2)  # + sot, eot
+    assert longest <= context - 8, f"{longest} tokens with start/end; context {context}"
+
+
+def test_clip_loss_is_log_batch_for_random_pairs_and_falls_for_matched_ones():
+    """InfoNCE against its definition: uniform logits give ln B; a diagonal that stands out
+    gives ~0; both directions count (a row-only argmax is not enough)."""
+    assert clip_loss(torch.zeros(8, 8)).item() == pytest.approx(np.log(8), rel=1e-6)
+    assert clip_loss(20 * torch.eye(8)).item() < 1e-6
+    by_hand = torch.randn(5, 5, generator=torch.Generator().manual_seed(0))
+    rows = -torch.log_softmax(by_hand, 1).diag().mean()
+    cols = -torch.log_softmax(by_hand, 0).diag().mean()
+    assert clip_loss(by_hand).item() == pytest.approx(((rows + cols) / 2).item(), rel=1e-6)
+
+
+def test_collate_pairs_image_i_with_caption_i():
+    views = np.arange(4 * 3 * 3 * 2 * 2, dtype=np.uint8).reshape(4, 3, 3, 2, 2)
+    truths = [{"aus": {"12": [0.9, 0.9]}, "emotion": "happiness", "intensity": 4,
+               "person": None}] * 4
+    data = CaptionedViews(views, truths, yaws=[-20, 0, 20], train=False)
+    batch = collate_captions([data[i] for i in range(4)])
+    assert batch["views"].shape == (4, 1, 1, 3, 2, 2)
+    assert torch.equal(batch["label"], torch.arange(4))
+    assert torch.equal(batch["views"][2, 0, 0], torch.from_numpy(views[2, 1]).float() / 255)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A tiny pretraining run: 96 captioned scans, zero-shot on a 2-subject BU-3DFE set."""
+    root = synth.write_bu3dfe(tmp_path_factory.mktemp("data") / "bu3dfe", subjects=2, seed=0)
+    out = tmp_path_factory.mktemp("out")
+    argv = [f"--data={root}", f"--cache={tmp_path_factory.mktemp('cache')}", f"--out={out}",
+            "--preset=pretrain", "--name=p", "--pretrain_scans=96", "--batch_size=32",
+            "--epochs=6", "--image_size=32", "--threads=1", "--render_workers=1",
+            "--log_every=1", "--eval_batch_size=32", "--lr=2e-3"]
+    [metrics] = train.main(argv)
+    return out / "p", metrics, argv
+
+
+def test_pretraining_loss_falls_and_writes_openai_layout_weights(pretrained):
+    run, metrics, _ = pretrained
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    epochs = [r for r in log if "epoch" in r]
+    assert len(epochs) == 6
+    # 96 scans in batches of 32: chance is ln 32 = 3.47; the pairs are learned within 6 epochs
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"] - 0.3, epochs
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["n"] == 24
+    stored = torch.load(run / "clip.pt", weights_only=True)
+    assert set(stored) >= {"state_dict", "merges", "quick_gelu", "made_by"}
+    assert stored["made_by"]["seed"] == 0 and "--preset=pretrain" in stored["made_by"]["command"]
+
+
+def test_pretrained_weights_load_strictly_both_ways(pretrained, tmp_path):
+    """facet's file -> load_openai (strict, OpenAI's names); an OpenAI-layout state dict ->
+    the pretraining code again (continued pretraining, --pretrained)."""
+    run, _, argv = pretrained
+    clip = load_openai(run / "clip.pt")  # strict=True inside; architecture from the shapes
+    stored = torch.load(run / "clip.pt", weights_only=True)
+    assert set(clip.state_dict()) == set(stored["state_dict"])
+    reference = CLIP(clip.config)  # OpenAI's names are facet's names
+    reference.load_state_dict({k: v.float() for k, v in stored["state_dict"].items()}, strict=True)
+    save_openai(tmp_path / "again.pt", clip, stored["merges"])
+    again = load_openai(tmp_path / "again.pt")
+    for name, value in clip.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[name], value.half().float())  # fp16 file
+    more = [a for a in argv if not a.startswith(("--name", "--epochs"))]
+    [metrics] = train.main(more + ["--name=continued", "--epochs=1", f"--pretrained={run / 'clip.pt'}"])
+    assert (run.parent / "continued" / "clip.pt").is_file() and metrics["n"] == 24
+
+
+def test_fine_tuning_starts_from_the_pretrained_towers(pretrained, tmp_path):
+    """`train.py --pretrained=clip.pt` builds FACET-VLM on exactly those towers and their BPE."""
+    run, _, _ = pretrained
+    config = parse_args([f"--pretrained={run / 'clip.pt'}", "--image_size=32",
+                         "--no-center_images"])
+    tokenizer = build.build_tokenizer(config)
+    model = build.build_model(config, tokenizer, num_classes=6)
+    clip = load_openai(run / "clip.pt")
+    assert tokenizer.merges == [tuple(m) for m in torch.load(
+        run / "clip.pt", weights_only=True)["merges"]]
+    for name, value in clip.state_dict().items():
+        assert torch.equal(model.clip.state_dict()[name], value), name
+
+
+def test_folded_clip_computes_what_the_centred_wrapper_computes():
+    """CentredCLIP standardises pixels by a mean image and centres embeddings by BatchNorm;
+    `folded()` moves both into conv1, the patch positions, ln_post and proj. Oracle: the
+    wrapper itself in eval mode, on the same images (CLIP-normalised for the folded CLIP)."""
+    config = replace(PRESETS["tiny"], image_size=32, vocab_size=300)
+    clip = CLIP(config)
+    g = torch.Generator().manual_seed(0)
+    mean = torch.rand(3, 32, 32, generator=g)
+    centred = CentredCLIP(clip, mean, 0.2)
+    centred.train()
+    for _ in range(20):  # give the BatchNorm running statistics far from (0, 1)
+        centred.encode_image(torch.rand(16, 3, 32, 32, generator=g) * 0.5 + 0.3)
+    centred.eval()
+    images = torch.rand(8, 3, 32, 32, generator=g)
+    with torch.no_grad():
+        want = F.normalize(centred.encode_image(images), dim=-1)
+        got = F.normalize(centred.folded().encode_image(normalize_images(images)), dim=-1)
+    # float32 through 4 blocks; the fold changes the order of the sums, not the maths
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=0)
+    assert not torch.allclose(want, F.normalize(clip.eval().encode_image(
+        normalize_images(images)), dim=-1), atol=1e-2)  # the fold is not a no-op
+
+
+def test_identity_wrapper_is_the_plain_clip():
+    clip = CLIP(replace(PRESETS["tiny"], image_size=32, vocab_size=300)).eval()
+    centred = CentredCLIP.identity(clip).eval()
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # a fresh BN (running stats 0, 1) only scales by 1/sqrt(1 + eps)
+        torch.testing.assert_close(
+            F.normalize(centred.folded().encode_image(normalize_images(images)), dim=-1),
+            F.normalize(clip.encode_image(normalize_images(images)), dim=-1),
+            atol=1e-6, rtol=0)  # float32 rounding of unit vectors
