@@ -4,6 +4,7 @@
     python evaluate.py --ckpt out/4d/ckpt.pt --data /data/BP4D --dataset bp4d      # cross-dataset
     python evaluate.py --ckpt out/cpu/ckpt.pt --zero-shot "happiness,surprise,a frown"
     python evaluate.py --ckpt out/cpu/ckpt.pt face.wrl seq_folder/ --out pred/  # single scans
+    python evaluate.py --ckpt facet/assets/facet_clip_tiny.pt      # the pretrained CLIP, zero-shot
 
 The checkpoint is self-describing (facet/checkpoint.py): its config rebuilds the same data
 pipeline (views, image size, render mode, frames) and model, its BPE merges the tokenizer.
@@ -29,7 +30,6 @@ import torch
 
 from facet import build, explain, loop, reports, runtime
 from facet.camera import format_views, parse_views
-from facet.checkpoint import load_checkpoint
 from facet.config import TrainConfig, to_dict
 from facet.meshio import write_atomic
 
@@ -58,7 +58,8 @@ def select(config: TrainConfig, split: str, classes: tuple[str, ...]):
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by train.py")
+    parser.add_argument("--ckpt", required=True, help="checkpoint written by train.py, or CLIP "
+                                                      "weights with their merges (clip.pt)")
     parser.add_argument("scans", nargs="*", metavar="SCAN",
                         help="predict these scans instead: mesh files (.wrl, .bnt, .obj, .ply, "
                              ".off, .stl, .glb) or folders of frames (4D sequences)")
@@ -86,13 +87,15 @@ def main(argv: list[str] | None = None) -> dict:
             raise ValueError("SCAN arguments predict single scans; --data, --split and --cache "
                              "evaluate a dataset: use one or the other")
         return predict_scans(args.ckpt, args.scans, args.out, args.zero_shot, device)
-    ckpt = load_checkpoint(args.ckpt, map_location=device, required=explain.FACET_ENTRIES)
-    config, classes, tokenizer, model = explain.rebuild(ckpt, args.ckpt, device)
+    predictor = explain.load_predictor(args.ckpt, device)
+    config, classes, tokenizer, model = (predictor.config, predictor.classes,
+                                         predictor.tokenizer, predictor.model)
+    pretrained_clip = predictor.kind == "clip"  # it saw none of the built-in datasets' people
     same_data = not args.data or Path(args.data).resolve() == Path(config.data or "/").resolve()
-    split = args.split or ("test" if same_data else "all")
-    if split == "test" and (config.fold == "all" or not same_data):
+    split = args.split or ("test" if same_data and not pretrained_clip else "all")
+    if split == "test" and (config.fold == "all" or not same_data or pretrained_clip):
         raise ValueError("--split=test needs the checkpoint's own dataset and fold; "
-                         "use --split=all for another dataset")
+                         "use --split=all for another dataset or a pretrained CLIP")
     if args.zero_shot:
         if not config.text_head:
             raise ValueError(f"{args.ckpt}: a linear-head model (text_head=False) cannot "
@@ -103,6 +106,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"eval-{split}" if same_data else f"eval-{data_name}-{split}")
     if args.zero_shot and not args.out:
         out = out.with_name(out.name + "-zero-shot")
+    shipped = build.FACET_CLIP.parent in Path(args.ckpt).resolve().parents
+    if shipped and not args.out:  # facet's own weights: never write into the package
+        out = Path("out") / f"{Path(args.ckpt).stem}-{out.name}"
     runtime.check_writable(out, "--out")  # before the (slow) rendering, not after
 
     changes = {"eval_batch_size": args.batch_size, "workers": 0}
@@ -118,7 +124,9 @@ def main(argv: list[str] | None = None) -> dict:
     for path, reason in failed:
         print(f"render failed {path}: {reason}", file=sys.stderr)
     dataset = build.make_dataset(samples, cache, config, classes, train=False)
-    objective = build.build_objective(config, model, tokenizer, classes, torch.Generator())
+    objective = (build.zero_shot_objective(config, model.clip, tokenizer, classes,
+                                           torch.Generator()) if pretrained_clip else
+                 build.build_objective(config, model, tokenizer, classes, torch.Generator()))
     metrics = loop.evaluate_split(objective.to(device), dataset, config,
                                   runtime.DistInfo(device=device),
                                   runtime.amp_dtype(config.amp, device))

@@ -311,7 +311,9 @@ def pretrain(config: TrainConfig, dist: runtime.DistInfo, argv: list[str]) -> li
         # --- the result, in OpenAI's layout; reports ---
         if dist.is_main:
             save_openai(run_dir / "clip.pt", clip.folded(), tokenizer.merges,
-                        made_by=made_by(config, argv))
+                        made_by=made_by(config, argv),
+                        render={"views": config.views, "image_size": config.image_size,
+                                "mode": config.mode})  # how its images were drawn
             reports.write_report(run_dir, metrics, classes, parse_views(config.views),
                                  config=to_dict(config), log=read_log(log_path))
             print(f"zero-shot on {len(test_set)} unseen scans: accuracy "

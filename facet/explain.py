@@ -46,14 +46,14 @@ import torch
 import torch.nn.functional as F
 
 from facet import build
-from facet.checkpoint import load_checkpoint, load_weights
+from facet.checkpoint import load_checkpoint, load_openai, load_weights
 from facet.config import TrainConfig, from_dict
 from facet.datasets import sample_frames
-from facet.layouts import natural_key
+from facet.layouts import EMOTIONS, natural_key
 from facet.loop import autocast, predict
 from facet.mesh import Mesh
 from facet.meshio import MESH_SUFFIXES, atomic_file
-from facet.model import FacetVLM
+from facet.model import FacetVLM, ZeroShotCLIP
 from facet.prompts import build_prompts, ensemble_embeddings, tokenize_grid
 from facet.render import RenderSettings
 from facet.runtime import amp_dtype
@@ -82,12 +82,12 @@ Scan = str | Path | Mesh | Sequence[Mesh]  # a mesh file, a folder of frames, or
 class Predictor:
     """A checkpoint ready to classify faces."""
 
-    model: FacetVLM  # eval mode
+    model: FacetVLM | ZeroShotCLIP  # eval mode
     tokenizer: Tokenizer
-    classes: tuple[str, ...]  # what it was trained on
+    classes: tuple[str, ...]  # what it was trained on (a CLIP: the six emotions)
     config: TrainConfig  # the run's config: render settings, frames, frame sampling, amp
     source: str  # the checkpoint file
-    kind: str = "facet"  # a train.py checkpoint
+    kind: str = "facet"  # "facet": a train.py checkpoint; "clip": CLIP weights (clip.pt)
 
     @property
     def settings(self) -> RenderSettings:
@@ -129,18 +129,30 @@ def checkpoint_entries(path: str | Path) -> set[str]:
 
 
 def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> Predictor:
-    """Load a checkpoint for prediction; the kind is told by its entries.
+    """Load a checkpoint for prediction; the kind is told by its entries: a train.py checkpoint
+    (FACET-VLM), or CLIP weights in OpenAI's layout with their BPE merges (kind "clip": the
+    pretrained CLIP alone, zero-shot by its prompt ensembles, `ZeroShotCLIP`; the six emotions
+    unless other classes are asked for; rendered as it was pretrained when the file says how).
 
     Raises:
-        FileNotFoundError / ValueError naming the file: unreadable, corrupted, or a checkpoint
-        of another kind (e.g. CLIP weights in OpenAI's layout: "state_dict" and "merges").
+        FileNotFoundError / ValueError naming the file: unreadable, corrupted, a checkpoint of
+        another kind, or CLIP weights without the vocabulary they were trained with.
     """
     entries = checkpoint_entries(path)
+    if {"state_dict", "merges"} <= entries:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        clip = load_openai(path)
+        render = stored.get("render", {})
+        config = TrainConfig(image_size=render.get("image_size", clip.config.image_size),
+                             views=render.get("views", TrainConfig.views),
+                             mode=render.get("mode", TrainConfig.mode), model="tiny")
+        tokenizer = Tokenizer.from_merges(stored["merges"])
+        return Predictor(ZeroShotCLIP(clip).to(device).eval(), tokenizer, EMOTIONS, config,
+                         str(path), kind="clip")
     if not set(FACET_ENTRIES) <= entries:
-        what = "CLIP weights in OpenAI's layout" if {"state_dict", "merges"} <= entries \
-            else f"entries {sorted(entries)[:8]}"
-        raise ValueError(f"{path}: a checkpoint of another kind ({what}); prediction takes a "
-                         f"checkpoint written by train.py (ckpt.pt, with {list(FACET_ENTRIES)})")
+        raise ValueError(f"{path}: a checkpoint of another kind (entries {sorted(entries)[:8]}); "
+                         f"prediction takes a checkpoint written by train.py (ckpt.pt, with "
+                         f"{list(FACET_ENTRIES)}) or CLIP weights with their merges (clip.pt)")
     ckpt = load_checkpoint(path, map_location=device, required=FACET_ENTRIES)
     config, classes, tokenizer, model = rebuild(ckpt, str(path), device)
     return Predictor(model, tokenizer, classes, config, str(path))

@@ -153,9 +153,18 @@ def with_articles(text: str) -> str:
     return re.sub(r"\b([Aa]) (?=[aeiouAEIOU])", r"\1n ", text)
 
 
+def is_description(name: str) -> bool:
+    """A class given as a description ("a face with the lip corners pulled up", 3+ words) rather
+    than a name: it is its own prompt, not a word to put into templates."""
+    return len(name.split()) >= 3
+
+
 def _grid(classes: Sequence[str], templates: Sequence[str], subject: str | None) -> list[list[str]]:
     grid = []
     for name in classes:
+        if is_description(name):  # the same P prompts as a named class, so the grid stacks
+            grid.append([name.strip()] * (len(templates) * SYNONYMS))
+            continue
         words = class_words(name)
         grid.append([with_articles(t.format(noun=words.nouns[j], adjective=words.adjectives[j],
                                              subject=subject))

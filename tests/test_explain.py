@@ -15,7 +15,8 @@ import torch
 import evaluate
 import train
 from facet import build, explain, scanner, synth
-from facet.checkpoint import save_checkpoint
+from facet.checkpoint import save_checkpoint, save_openai
+from facet.layouts import EMOTIONS
 from facet.meshio import save_wrl
 from facet.model import FacetConfig, FacetVLM
 from facet.view_cache import ViewCache
@@ -119,7 +120,9 @@ def test_cli_writes_json_sheets_and_a_table(static, tmp_path, capsys):
                           "--zero-shot", "happiness, a wide open mouth"])
     assert zero["zero_shot"] and zero["classes"] == ["happiness", "a wide open mouth"]
     prompts = zero["predictions"][0]["prompts"]["a wide open mouth"]
-    assert "a 3D scan of a face showing a wide open mouth." in [p["prompt"] for p in prompts]
+    assert {p["prompt"] for p in prompts} == {"a wide open mouth"}  # a description: its own prompt
+    assert "a 3D scan of a face showing happiness." in [
+        p["prompt"] for p in zero["predictions"][0]["prompts"]["happiness"]]
 
 
 @pytest.mark.slow
@@ -156,7 +159,7 @@ def test_errors_name_the_file_and_the_reason(static, tmp_path):
     # checkpoints of another kind, unreadable files, a missing one
     clip = tmp_path / "clip.pt"
     torch.save({"state_dict": {"logit_scale": torch.zeros(())}, "merges": []}, clip)
-    with pytest.raises(ValueError, match="clip.pt: a checkpoint of another kind .CLIP weights"):
+    with pytest.raises(ValueError, match="clip.pt: not a loadable CLIP ViT checkpoint"):
         explain.load_predictor(clip)
     other = tmp_path / "other.pt"
     save_checkpoint(other, {"model": {}})
@@ -213,3 +216,28 @@ def test_bad_uploads_are_refused_with_the_reason(files, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         explain.save_uploads(files, tmp_path, max_mb=1, max_unpacked_mb=2)
     assert not (tmp_path.parent / "evil.wrl").exists() and not Path("/etc/evil.wrl").exists()
+
+
+@pytest.mark.slow
+def test_a_pretrained_clip_classifies_zero_shot_like_evaluate(static, tmp_path):
+    """CLIP weights in OpenAI's layout (clip.pt, with merges and how they were rendered) are a
+    predictor of their own kind: evaluate.py scores every sample of a dataset with the prompt
+    ensembles (a pretrained CLIP saw none of its people), and one scan gets the same numbers."""
+    ckpt, cache = static
+    trained = explain.load_predictor(ckpt)  # borrow a tiny CLIP and its BPE
+    weights = tmp_path / "clip.pt"
+    save_openai(weights, trained.model.clip, trained.tokenizer.merges,
+                render={"views": trained.config.views, "image_size": 16, "mode": "normals"})
+    predictor = explain.load_predictor(weights)
+    assert predictor.kind == "clip" and predictor.classes == tuple(EMOTIONS)
+    assert predictor.settings == trained.settings
+    metrics = evaluate.main(["--ckpt", str(weights), "--data", trained.config.data,
+                             "--cache", str(cache), "--out", str(tmp_path / "zs")])
+    assert metrics["n"] == 24  # --split=all: both subjects
+    reported = {p["path"]: p["probabilities"] for p in metrics["predictions"]}
+    path = sorted(reported)[0]
+    torch.testing.assert_close(explain.explain(predictor, path).probabilities,
+                               torch.tensor(reported[path]))
+    with pytest.raises(ValueError, match="--split=test needs"):
+        evaluate.main(["--ckpt", str(weights), "--split", "test", "--out", str(tmp_path / "x")])
+

@@ -100,3 +100,15 @@ def test_no_prompt_facet_builds_is_cut():
     assert (ends == 1).all()
     with pytest.raises(ValueError, match="does not fit the text tower.*shorten"):
         prompt_tokens(tokenizer, ["a very " * 40 + "long class"], length)
+
+
+def test_a_description_is_its_own_prompt():
+    """Zero-shot by description: a sentence is not put into templates ("a photo of a a face
+    with ... face"), it is every prompt of its class; names still fill the templates."""
+    from facet.prompts import build_prompts, is_description
+
+    grid = build_prompts(["happiness", "a face with the lip corners pulled up"])
+    assert len(grid[0]) == len(grid[1])  # the same P: the grid stacks into (K, P, L)
+    assert set(grid[1]) == {"a face with the lip corners pulled up"}
+    assert any("happy" in p for p in grid[0])
+    assert is_description("brows drawn together and lowered") and not is_description("a frown")
