@@ -100,12 +100,13 @@ class Predictor:
 
 def rebuild(ckpt: dict, source: str, device: torch.device | str = "cpu"
             ) -> tuple[TrainConfig, tuple[str, ...], Tokenizer, FacetVLM]:
-    """(config, classes, tokenizer, model in eval mode) from a train.py checkpoint dict."""
+    """(config, classes, tokenizer, model in eval mode) from a train.py checkpoint dict; the
+    averaged weights where the run kept an EMA (`--ema_decay`: they are its reported result)."""
     config = dataclasses.replace(from_dict(ckpt["config"]), pretrained="")  # weights: ckpt's
     classes = tuple(ckpt["classes"])
     tokenizer = build.build_tokenizer(config, ckpt["merges"])
     model = build.build_model(config, tokenizer, len(classes))
-    load_weights(model, ckpt["model"], source)
+    load_weights(model, ckpt.get("ema") or ckpt["model"], source)
     return config, classes, tokenizer, model.to(device).eval()
 
 

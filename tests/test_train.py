@@ -259,3 +259,22 @@ def test_a_checkpoint_without_classes_is_named(tmp_path):
     save_checkpoint(tmp_path / "ckpt.pt", {"model": {}, "config": {}})
     with pytest.raises(ValueError, match=r"ckpt.pt: .*no \['classes', 'merges'\] entry"):
         evaluate.main(["--ckpt", str(tmp_path / "ckpt.pt")])
+
+
+def test_an_ema_run_reports_and_keeps_the_averaged_weights(tiny_root, cache, tmp_path):
+    """--ema_decay: the log shows both accuracies, the checkpoint keeps the average, and
+    evaluate.py scores the average -- the numbers the run reported, not the raw weights'."""
+    [metrics] = train.main(args(tiny_root, cache, tmp_path, "--ema_decay=0.5"))
+    run = tmp_path / "t"
+    epochs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()
+              if '"epoch"' in line]
+    assert all("test_acc_ema" in r and "test_acc" in r for r in epochs)
+    ckpt = load_checkpoint(run / "ckpt.pt")
+    assert ckpt["ema"] is not None
+    assert any(not torch.equal(ckpt["ema"][k], ckpt["model"][k]) for k in ckpt["model"]
+               if ckpt["model"][k].is_floating_point())
+    again = evaluate.main(["--ckpt", str(run / "ckpt.pt"), "--cache", str(cache),
+                           "--out", str(tmp_path / "eval")])
+    assert again["accuracy"] == metrics["accuracy"] == epochs[-1]["test_acc_ema"]
+    for mine, theirs in zip(again["predictions"], metrics["predictions"]):
+        assert mine["probabilities"] == pytest.approx(theirs["probabilities"], abs=1e-6)
