@@ -252,11 +252,19 @@ def save_openai(path: str | Path, clip: CLIP, merges: list, **extra) -> None:
                     "quick_gelu": clip.config.quick_gelu, **extra}, f)
 
 
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive (OpenAI's release format): a zip with a code/ folder."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name for name in archive.namelist())
+
+
 def openai_merges(path: str | Path) -> list | None:
     """The BPE merges stored with CLIP weights by `save_openai`, or None (OpenAI's files keep
     their vocabulary apart, in bpe_simple_vocab_16e6.txt.gz)."""
     path = Path(path)
-    if zipfile.is_zipfile(path) and any("/code/" in n for n in zipfile.ZipFile(path).namelist()):
+    if _is_torchscript(path):
         return None  # a TorchScript archive: OpenAI's
     try:
         stored = torch.load(path, map_location="cpu", weights_only=True)
@@ -282,7 +290,7 @@ def load_openai(path: str | Path, quick_gelu: bool | None = None) -> CLIP:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: CLIP checkpoint not found")
     try:
-        if zipfile.is_zipfile(path) and any("/code/" in n for n in zipfile.ZipFile(path).namelist()):
+        if _is_torchscript(path):
             with zipfile.ZipFile(path) as archive:
                 state_dict = _torchscript_weights(archive)
         else:

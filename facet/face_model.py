@@ -18,18 +18,22 @@ This module holds what belongs to a person, not to a scan:
 The 83 landmarks (BU-3DFE's group boundaries; the order inside a group is ours). "Right" is the
 subject's right (x < 0). They are derived from ICT's 68 iBUG landmarks on the generic face:
 
-| indices | points | from iBUG 68 |
+| indices | points (in -> out: from the face's middle outwards)             | from iBUG 68 |
 |---|---|---|
-| 0-7   | right eye: inner corner, 3 upper lid (inner->outer), outer corner, 3 lower lid (outer->inner) | 36-41, on the eye opening |
-| 8-15  | left eye, same order | 42-47 |
-| 16-25 | right brow: 5 upper contour (inner->outer), 5 lower contour (outer->inner) | 17-21 +- 4 mm |
-| 26-35 | left brow, same order | 22-26 |
-| 36-40 | right side of the nose, top -> bottom: bridge, side, ala top, ala outer, nostril base | 28, 29, 31 |
-| 41-45 | left side of the nose, same order | 28, 29, 35 |
-| 46-47 | nose tip, subnasale | 30, 33 |
-| 48-59 | outer lips: right corner, 5 upper (right->left), left corner, 5 lower (left->right) | 48-59 |
-| 60-67 | inner lips: right corner, 3 upper (right->left), left corner, 3 lower (left->right) | 60-67 |
-| 68-82 | face contour, right temple -> chin -> left temple, evenly spaced | 0-16 |
+| 0-7   | right eye: inner corner, 3 upper lid in -> out, outer corner,       | 36-41, on the |
+|       | 3 lower lid out -> in                                                | eye opening   |
+| 8-15  | left eye, same order                                                 | 42-47         |
+| 16-25 | right brow: 5 upper contour in -> out, 5 lower contour out -> in     | 17-21 +- 4 mm |
+| 26-35 | left brow, same order                                                | 22-26         |
+| 36-40 | right side of the nose, top -> bottom: bridge, side, ala top,        | 28, 29, 31    |
+|       | ala outer, nostril base                                              |               |
+| 41-45 | left side of the nose, same order                                    | 28, 29, 35    |
+| 46-47 | nose tip, subnasale                                                  | 30, 33        |
+| 48-59 | outer lips: right corner, 5 upper (right -> left), left corner,      | 48-59         |
+|       | 5 lower (left -> right)                                              |               |
+| 60-67 | inner lips: right corner, 3 upper (right -> left), left corner,      | 60-67         |
+|       | 3 lower (left -> right)                                              |               |
+| 68-82 | face contour, right temple -> chin -> left temple, evenly spaced     | 0-16          |
 
 Shapes: V model vertices, F model triangles, I identity modes, B blendshapes, S texture side.
 """
@@ -76,13 +80,16 @@ class FaceModel:
     narrow_face: int  # vertices [0, narrow_face) are ICT's "narrow face area"
 
     def identity(self, weights: np.ndarray, scale: float = 1.0) -> np.ndarray:
-        """A person's neutral face (V, 3) float32 mm from identity weights (I,) and a size factor."""
+        """A person's neutral face (V, 3) float32 mm from identity weights (I,) and a size
+        factor."""
         return (scale * (self.neutral + np.einsum("i,ivc->vc", weights, self.id_basis))
                 ).astype(np.float32)
 
     def express(self, identity: np.ndarray, blend: np.ndarray, scale: float = 1.0) -> np.ndarray:
-        """That face (V, 3) with blendshape weights (B,) applied (the deltas scale with the face)."""
-        return (identity + scale * np.einsum("b,bvc->vc", blend, self.expr_basis)).astype(np.float32)
+        """That face (V, 3) with blendshape weights (B,) applied (the deltas scale with the
+        face)."""
+        deltas = np.einsum("b,bvc->vc", blend, self.expr_basis)  # (V, 3)
+        return (identity + scale * deltas).astype(np.float32)
 
     def blendshape(self, name: str) -> int:
         """Index of a blendshape by its ARKit name; ValueError naming the known ones otherwise."""

@@ -1,8 +1,9 @@
 """Fusion of view and frame embeddings: CVSA, MTGF and the temporal fusion for 4D.
 
 The fusion stage of facet's pipeline (view embeddings -> face embedding); our reconstruction
-of FACET-VLM's fusion (the papers' equations are not public). All modules work in the joint CLIP space of width E, on unit-norm image
-embeddings z and prompt embeddings p, so fused embeddings compare directly with the prompts.
+of FACET-VLM's fusion (the papers' equations are not public). All modules work in the joint
+CLIP space of width E, on unit-norm image embeddings z and prompt embeddings p, so fused
+embeddings compare directly with the prompts.
 The frame dimension is folded into the batch: N = B * T rows of V view tokens.
 
 - `CVSA` (Cross-View Semantic Aggregation): tokens [a; z_1 + e_1; ...; z_V + e_V] -- a learned
@@ -26,8 +27,9 @@ The frame dimension is folded into the batch: N = B * T rows of V view tokens.
   `cvsa=False` -> h = LN(z) and g = LN(mean of the kept views' z), the same final LayerNorm
   CVSA ends with, so that switching CVSA off removes the cross-view attention only (without
   it, unit-norm z would enter MTGF, whose residual adds terms of norm ~3 and buries them);
-  `mtgf=False` -> f_t = LN(g) and the per-view embeddings are h. Its `view_weights` are MTGF's beta; without MTGF the CVSA
-  aggregation token's attention over the views (renormalised); without either, uniform.
+  `mtgf=False` -> f_t = LN(g) and the per-view embeddings are h. Its `view_weights` are MTGF's
+  beta; without MTGF the CVSA aggregation token's attention over the views (renormalised);
+  without either, uniform.
 
 Shapes: N rows (= B * T), V views, K classes, T frames, E width (= CLIP embed_dim).
 """

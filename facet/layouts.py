@@ -133,6 +133,11 @@ def natural_key(text: str) -> tuple:
                  for part in re.split(r"(\d+)", str(text)))
 
 
+def files_in(root: Path) -> list[Path]:
+    """Every file under `root`, in natural order (F0002 before F0010, 2.wrl before 10.wrl)."""
+    return sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: natural_key(str(p)))
+
+
 def _read_csv(path: Path, required: set[str]) -> list[dict[str, str]]:
     """The rows of a small metadata CSV; ValueError naming the file for text that is not UTF-8,
     a missing column, or a row with more or fewer fields than the header."""
@@ -195,7 +200,7 @@ def _dirs(folder: Path, index: Index) -> list[Path]:
 
 
 def _index_bu3dfe(root: Path, index: Index, include_au: bool) -> None:
-    for path in sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: natural_key(str(p))):
+    for path in files_in(root):
         match = BU3DFE_NAME.match(path.name)
         if match is None:
             index.ignore(path, "name does not follow the BU-3DFE pattern")
@@ -229,10 +234,11 @@ def _index_bu4dfe(root: Path, index: Index, include_au: bool) -> None:
 
 
 def _index_bosphorus(root: Path, index: Index, include_au: bool) -> None:
-    for path in sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: natural_key(str(p))):
+    for path in files_in(root):
         match = BOSPHORUS_NAME.match(path.name)
         if match is None:
-            index.ignore(path, "name does not follow the Bosphorus pattern bs<id>_<class>_<code>_<n>")
+            index.ignore(path, "name does not follow the Bosphorus pattern "
+                               "bs<id>_<class>_<code>_<n>")
             continue
         subject, group, code, _, ext = match.groups()
         if ext.lower() != "bnt":

@@ -83,7 +83,8 @@ class Mesh:
             if self.colors.shape != (len(self.verts), 3):
                 raise ValueError(f"{where}: colors must be (N, 3), got {self.colors.shape}")
         if self.texture is not None:
-            if self.texture.ndim != 3 or self.texture.shape[2] != 3 or self.texture.dtype != np.uint8:
+            texture = self.texture
+            if texture.ndim != 3 or texture.shape[2] != 3 or texture.dtype != np.uint8:
                 raise ValueError(f"{where}: texture must be (H, W, 3) uint8, got "
                                  f"{self.texture.shape} {self.texture.dtype}")
 
@@ -139,7 +140,8 @@ def facing_rotation(verts: np.ndarray) -> np.ndarray:
     return _rotation_taking(depth_axis, np.array([0.0, 0.0, 1.0]))
 
 
-def normalize(mesh: Mesh, align: bool = False, nose_tip: str = "nose_tip") -> tuple[Mesh, Similarity]:
+def normalize(mesh: Mesh, align: bool = False, nose_tip: str = "nose_tip"
+              ) -> tuple[Mesh, Similarity]:
     """Centre a face and scale it to unit size, optionally turning it to look down +z.
 
     The centre is the landmark named `nose_tip` when the mesh has one, else the bounding-box

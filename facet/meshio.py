@@ -364,7 +364,8 @@ def read_bnd(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 def save_bnd(indices: np.ndarray, points: np.ndarray, path: str | Path) -> None:
     """Write BU-3DFE landmarks: one line `idx x y z` per point (idx = vertex index)."""
     indices, points = np.asarray(indices), np.asarray(points, dtype=np.float64)
-    text = "".join(f"{int(i)}\t{p[0]:.6f}\t{p[1]:.6f}\t{p[2]:.6f}\n" for i, p in zip(indices, points))
+    text = "".join(f"{int(i)}\t{x:.6f}\t{y:.6f}\t{z:.6f}\n"
+                   for i, (x, y, z) in zip(indices, points))
     write_atomic(path, text)
 
 

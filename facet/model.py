@@ -132,7 +132,8 @@ class FacetVLM(nn.Module):
         unit = torch.ones(config.max_views, 3, 1, 1)
         self.register_buffer("pixel_mean", (unit * torch.tensor(CLIP_MEAN).view(3, 1, 1)).expand(
             -1, -1, side, side).clone())  # (max_views, 3, S, S)
-        self.register_buffer("pixel_std", unit * torch.tensor(CLIP_STD).view(3, 1, 1))  # (max_views, 3, 1, 1)
+        self.register_buffer("pixel_std",  # (max_views, 3, 1, 1)
+                             unit * torch.tensor(CLIP_STD).view(3, 1, 1))
         self.class_head = None if config.text_head else \
             nn.Parameter(torch.randn(config.num_classes, width) * width ** -0.5)
         frozen_text = config.freeze_text or not config.text_head

@@ -1,7 +1,7 @@
 """Emotion text prompts: class words, templates, metadata-augmented prompts, prompt ensembles.
 
-The text side of facet's pipeline: FACET-VLM classifies a face by the cosine similarity of its embedding to the text embedding of
-each class. A class is described by several nouns and adjectives
+The text side of facet's pipeline: FACET-VLM classifies a face by the cosine similarity of its
+embedding to the text embedding of each class. A class is described by several nouns and adjectives
 (happiness: "happiness", "joy", "a smile" / "happy", "joyful", "smiling") and each description is
 put into several templates ("a 3D scan of a face showing {noun}"). Our interpretation of the
 papers' prompt design (their exact templates are not public):

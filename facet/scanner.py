@@ -107,7 +107,8 @@ def scan_topology(model: FaceModel, rng: np.random.Generator | None,
     wanted = bnd_landmarks(model)
     landmarks = index[wanted]
     for i in np.flatnonzero(landmarks < 0):  # in a hole: take the nearest measured vertex
-        landmarks[i] = np.linalg.norm(model.neutral[used] - model.neutral[wanted[i]], axis=1).argmin()
+        distance = np.linalg.norm(model.neutral[used] - model.neutral[wanted[i]], axis=1)
+        landmarks[i] = distance.argmin()
     if rng is not None:  # shuffle: vertex n becomes order_inv[n]; corners rotate, winding kept
         order = rng.permutation(len(sources))
         sources, weights = sources[order], weights[order]

@@ -423,7 +423,8 @@ def ensure_dataset(kind: str = "bu3dfe", root: str | Path | None = None, **kw) -
         ValueError: unknown kind.
     """
     if kind not in WRITERS:
-        raise ValueError(f"unknown synthetic dataset kind {kind!r}; expected one of {list(WRITERS)}")
+        raise ValueError(f"unknown synthetic dataset kind {kind!r}; expected one of "
+                         f"{list(WRITERS)}")
     root = Path(root) if root is not None else default_root(kind, kw.get("subjects"))
     if root.is_dir():
         return root

@@ -293,7 +293,8 @@ def explain(text: str, tokenizer: Tokenizer) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> str:
-    """`python -m facet.tokenizer "A happy face!"`: every BPE stage, as the text `__main__` prints."""
+    """`python -m facet.tokenizer "A happy face!"`: every BPE stage, as the text `__main__`
+    prints."""
     import argparse
 
     parser = argparse.ArgumentParser(description="Show every stage of CLIP's BPE tokenizer.")

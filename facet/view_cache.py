@@ -68,7 +68,8 @@ class FillReport:
 
 def default_cache_root() -> Path:
     """`$FACET_CACHE`, else the git-ignored `cache/views` folder of the repository."""
-    return Path(os.environ.get("FACET_CACHE", Path(__file__).resolve().parents[1] / "cache" / "views"))
+    default = Path(__file__).resolve().parents[1] / "cache" / "views"
+    return Path(os.environ.get("FACET_CACHE", default))
 
 
 def _abs_frames(sample: Sample) -> list[str]:
@@ -130,7 +131,8 @@ def _write_entry(npy: Path, meta: dict, pixels: np.ndarray) -> None:
     write_atomic(npy.with_suffix(".json"), json.dumps(meta))  # last: marks the entry complete
 
 
-def _fill_one(frames: tuple[str, ...], settings: RenderSettings, npy: str, stats: list) -> str | None:
+def _fill_one(frames: tuple[str, ...], settings: RenderSettings, npy: str, stats: list
+              ) -> str | None:
     """Render one sample into its entry; returns None or the reason it failed."""
     try:
         pixels, displacement = render_frames(frames, settings)

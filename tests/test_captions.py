@@ -157,7 +157,8 @@ def test_pretrained_weights_load_strictly_both_ways(pretrained, tmp_path):
     for name, value in clip.state_dict().items():
         torch.testing.assert_close(again.state_dict()[name], value.half().float())  # fp16 file
     more = [a for a in argv if not a.startswith(("--name", "--epochs"))]
-    [metrics] = train.main(more + ["--name=continued", "--epochs=1", f"--pretrained={run / 'clip.pt'}"])
+    [metrics] = train.main(more + ["--name=continued", "--epochs=1",
+                                   f"--pretrained={run / 'clip.pt'}"])
     assert (run.parent / "continued" / "clip.pt").is_file() and metrics["n"] == 24
 
 
