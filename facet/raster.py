@@ -3,8 +3,9 @@
 This is the step that turns a 3D face into the 2D views FACET-VLM looks at (the paper renders
 views of each scan; the renderer is ours). It is organised like PyTorch3D: `rasterize` produces
 `Fragments` (which face covers each pixel, its depth, its barycentric coordinates), and shading
-(`facet.shading`) works on fragments only. It computes what tinyrenderer computes -- edge
-functions, a z-buffer, perspective-correct barycentrics -- for all views and triangles at once.
+(`facet.render`) works on fragments only. `rasterize_reference` computes them as tinyrenderer
+does -- edge functions, a z-buffer, perspective-correct barycentrics -- one triangle at a time:
+read it first. `rasterize` computes the same for all views and triangles at once, as follows.
 
 Conventions (used by all of facet's rendering):
 - Right-handed world; the camera looks down -z (`facet.camera`). Clip space is OpenGL's: a point
@@ -36,8 +37,8 @@ Algorithm:
 
 Memory layout, for speed on CPU: per-face quantities are rows of (C, K) tables, per-pixel ones
 are stored channel-major, (C, V, H, W), and handed out as (V, H, W, C) views (`bary`,
-`interpolate`). Every elementwise kernel then runs along a long contiguous row; with C = 3
-innermost, each would loop over rows of three numbers and run several times slower.
+`facet.render.interpolate`). Every elementwise kernel then runs along a long contiguous row;
+with C = 3 innermost, each would loop over rows of three numbers and run several times slower.
 
 Culling (never produces NaN or inf): a triangle is drawn only if all three vertices have w > 0
 and lie between the near and far planes (-w <= z <= w) and inside a guard band |x|, |y| <=
@@ -51,6 +52,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 SUBPIXEL = 16  # fixed-point steps per pixel (4 bits): exact integer edge functions in float32
@@ -118,6 +120,72 @@ def _project_vertices(verts_clip: torch.Tensor, h: int, w: int) -> torch.Tensor:
                         z, inv_w, inside.float()], dim=1)
 
 
+def rasterize_reference(verts_clip: torch.Tensor, faces: torch.Tensor,
+                        image_size: int | tuple[int, int],
+                        cull_backfaces: bool = False) -> Fragments:
+    """What `rasterize` computes, the tinyrenderer way: for each view, for each triangle, test
+    the pixels of its bounding box and keep the nearest in a z-buffer.
+
+    For reading and as the tests' oracle, not for speed (numpy float64 over one box at a time).
+    Arguments, result and errors as `rasterize`. Corners are snapped and culled by the same
+    `_project_vertices`, so both cover the same pixels (for triangles under ~180 pixels, where
+    `rasterize`'s float32 edge functions are exact), with depths and barycentrics equal up to
+    float32 rounding.
+    """
+    h, w = _image_hw(image_size)
+    _check_inputs(verts_clip, faces)
+    n_views, n_verts = verts_clip.shape[:2]
+    records = _project_vertices(verts_clip.float(), h, w).double().cpu().numpy()
+    records = records.reshape(n_views, n_verts, 5)  # (V, N, 5): sx, sy, z_ndc, 1/w, inside
+    pix_to_face = np.full((n_views, h, w), -1, dtype=np.int64)
+    zbuf, bary = np.full((n_views, h, w), np.inf), np.zeros((n_views, h, w, 3))
+    half = SUBPIXEL // 2
+    for v in range(n_views):
+        for f, corners in enumerate(faces.long().cpu().numpy()):
+            sx, sy, z, inv_w, inside = records[v, corners].T  # (3,) each
+
+            def edge(i: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+                """E_i: twice the signed area of (v_{i+1}, v_{i+2}, (x, y)); 0 on edge i."""
+                a, b = (i + 1) % 3, (i + 2) % 3
+                return (sx[b] - sx[a]) * (y - sy[a]) - (sy[b] - sy[a]) * (x - sx[a])
+
+            area = edge(0, sx[0], sy[0])  # 2A; < 0 for a front face (screen y points down)
+            # Culled: a corner with w <= 0 or beyond the near plane, the far plane or the guard
+            # band; a zero-area triangle (it covers nothing); a back face if asked.
+            if not inside.all() or area == 0 or (cull_backfaces and area > 0):
+                continue
+            # The pixels whose centres (j S + S/2 on the snapped grid) lie in the triangle's box.
+            col0, row0 = (max(math.ceil((c.min() - half) / SUBPIXEL), 0) for c in (sx, sy))
+            col1, row1 = (min(math.floor((c.max() - half) / SUBPIXEL), n - 1)
+                          for c, n in ((sx, w), (sy, h)))
+            x = np.arange(col0, col1 + 1) * SUBPIXEL + half  # (bw,)
+            y = np.arange(row0, row1 + 1)[:, None] * SUBPIXEL + half  # (bh, 1)
+            # Integer coordinates: every E_i is an exact integer, so a centre on an edge shared
+            # by two triangles is on it for both, and the top-left rule gives it to one.
+            e = np.stack([edge(i, x, y) for i in range(3)], axis=-1)  # (bh, bw, 3)
+            sign = np.sign(area)  # orients every E_i so that the inside is positive
+            owned = np.ones((len(y), len(x)), dtype=bool)  # (bh, bw)
+            for i in range(3):
+                # An edge owns the centres on it if it is a left edge (the oriented E_i grows to
+                # the right) or a top edge (horizontal, the oriented E_i grows downward).
+                grows_x, grows_y = edge(i, 1, 0) - edge(i, 0, 0), edge(i, 0, 1) - edge(i, 0, 0)
+                top_left = sign * grows_x > 0 or (grows_x == 0 and sign * grows_y > 0)
+                owned &= (sign * e[..., i] >= 0) if top_left else (sign * e[..., i] > 0)
+            b = e / area  # (bh, bw, 3) screen barycentrics b_i = E_i / 2A
+            # z_ndc is affine on the screen: z = sum_i b_i z_i. Summing the products E_i z_i
+            # (exact in float64) before dividing gives a triangle, in practice, the same depth
+            # whichever corner comes first, so that equal depths compare equal.
+            depth = (e @ z) / area  # (bh, bw)
+            box = (v, slice(row0, row1 + 1), slice(col0, col1 + 1))  # views of the buffers
+            nearer = owned & (depth < zbuf[box])  # strict: on equal depths the lower face stays
+            zbuf[box][nearer], pix_to_face[box][nearer] = depth[nearer], f
+            b_over_w = b * inv_w  # (bh, bw, 3) perspective-correct: b_i / w_i, renormalised
+            bary[box][nearer] = (b_over_w / b_over_w.sum(-1, keepdims=True))[nearer]
+    zbuf = np.where(pix_to_face >= 0, zbuf, 1.0)  # the far plane where nothing is drawn
+    return Fragments(*(torch.from_numpy(t).to(verts_clip.device)
+                       for t in (pix_to_face, zbuf.astype(np.float32), bary.astype(np.float32))))
+
+
 def _pixel_span(corners: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """First pixel and number of pixels (<= 0: none) whose centres j*S + S/2 lie between the
     smallest and largest of (3, E) snapped corner coordinates, within [0, size)."""
@@ -150,6 +218,12 @@ def _size_class(box: torch.Tensor, drawn: torch.Tensor, h: int, w: int) -> torch
 def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | tuple[int, int],
               cull_backfaces: bool = False) -> Fragments:
     """Rasterize one triangle mesh seen by V cameras (conventions in the module docstring).
+
+    Computes what `rasterize_reference` computes, without its Python loops: each triangle's
+    set-up (culling, box, orientation, top-left rule, depth and barycentric planes) runs on all
+    (view, face) pairs at once; boxes sorted by size are enumerated as equal grids, a chunk of
+    triangles at a time; the z-test is one scatter-min of (depth, face) keys, ties to the lower
+    face like the reference's strict <; barycentrics come from float32 planes, for winners only.
 
     Args:
         verts_clip: (V, N, 4) float32 clip-space vertices, e.g. `Cameras.transform(verts)`.
@@ -323,33 +397,3 @@ def _scatter_bucket(keys: torch.Tensor, scan: list[torch.Tensor], entry: torch.T
     pixel = base + offset  # (gh, gw, Fb)
     keys.scatter_reduce_(0, pixel.view(-1), key.view(-1), reduce="amin")
 
-
-def interpolate(fragments: Fragments, face_attrs: torch.Tensor) -> torch.Tensor:
-    """Interpolate per-corner attributes at every pixel with the fragments' barycentrics.
-
-    Args:
-        fragments: output of `rasterize`.
-        face_attrs: (F, 3, D) attributes per face corner (e.g. `vertex_attrs[faces]`), or
-            (V, F, 3, D) with one set per view (e.g. normals in each camera's frame).
-    Returns:
-        (V, H, W, D) float32, stored channel-major like `Fragments.bary`; 0 where no face
-        covers the pixel (the barycentrics are 0 there).
-    """
-    n_views, h, w = fragments.pix_to_face.shape
-    per_view = face_attrs.ndim == 4
-    if face_attrs.shape[-2:-1] != (3,) or face_attrs.ndim not in (3, 4) or (
-            per_view and face_attrs.shape[0] != n_views):
-        raise ValueError(f"interpolate: face_attrs must be (F, 3, D) or ({n_views}, F, 3, D), "
-                         f"got {tuple(face_attrs.shape)}")
-    n_faces, dim = face_attrs.shape[-3], face_attrs.shape[-1]
-    rows = fragments.pix_to_face.clamp(min=0)  # (V, H, W)
-    if per_view:  # row of (view, face) in the flattened (V*F) list
-        rows = rows + torch.arange(n_views, device=rows.device)[:, None, None] * n_faces
-    table = face_attrs.reshape(-1, 3, dim).float()  # (F or V*F, 3, D): one record per face
-    corners = table.index_select(0, rows.view(-1))  # (V*H*W, 3, D)
-    bary = fragments.bary.permute(3, 0, 1, 2).reshape(3, -1)  # (3, V*H*W), no copy
-    values = torch.empty(dim, len(corners), device=corners.device)  # (D, V*H*W)
-    for d in range(dim):  # sum_i bary_i * corner_i, straight into channel-major rows
-        torch.mul(bary[0], corners[:, 0, d], out=values[d])
-        values[d].addcmul_(bary[1], corners[:, 1, d]).addcmul_(bary[2], corners[:, 2, d])
-    return values.view(dim, n_views, h, w).permute(1, 2, 3, 0)

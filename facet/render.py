@@ -2,7 +2,8 @@
 
 The second stage of facet's pipeline: FACET-VLM looks at a 3D scan through V rendered 2D views
 (the author's lineage: yaw -20 / 0 / +20). `render_views` normalises the mesh (`facet.mesh`),
-places the cameras (`facet.camera`), rasterizes (`facet.raster`) and shades the fragments:
+places the cameras (`facet.camera`), rasterizes (`facet.raster`) and shades the fragments, with
+per-corner attributes (normals, uv, colours, depths) carried to the pixels by `interpolate`:
 
 - `shaded`: grey albedo lit by a headlight (a directional light from the camera): Lambert diffuse
   plus a weak Blinn-Phong highlight; with the light at the eye the half vector equals the light
@@ -37,13 +38,44 @@ from facet.camera import DEFAULT_DISTANCE, DEFAULT_FOV, DEFAULT_VIEWS, Cameras, 
     view_cameras
 from facet.mesh import Mesh
 from facet.mesh import normalize as normalize_face
-from facet.raster import Fragments, interpolate, rasterize
+from facet.raster import Fragments, rasterize
 
 MODES = ("shaded", "texture", "colors", "depth", "normals")
 ALBEDO = 0.75  # grey of the skin in `shaded`
 AMBIENT = 0.12  # light that reaches surfaces facing away from the headlight
 SPECULAR = 0.12  # weight of the highlight: weak, scans are matte
 SHININESS = 24.0  # Blinn-Phong exponent
+
+
+def interpolate(fragments: Fragments, face_attrs: torch.Tensor) -> torch.Tensor:
+    """Interpolate per-corner attributes at every pixel with the fragments' barycentrics.
+
+    Args:
+        fragments: output of `rasterize`.
+        face_attrs: (F, 3, D) attributes per face corner (e.g. `vertex_attrs[faces]`), or
+            (V, F, 3, D) with one set per view (e.g. normals in each camera's frame).
+    Returns:
+        (V, H, W, D) float32, stored channel-major like `Fragments.bary` (`facet.raster`); 0
+        where no face covers the pixel (the barycentrics are 0 there).
+    """
+    n_views, h, w = fragments.pix_to_face.shape
+    per_view = face_attrs.ndim == 4
+    if face_attrs.shape[-2:-1] != (3,) or face_attrs.ndim not in (3, 4) or (
+            per_view and face_attrs.shape[0] != n_views):
+        raise ValueError(f"interpolate: face_attrs must be (F, 3, D) or ({n_views}, F, 3, D), "
+                         f"got {tuple(face_attrs.shape)}")
+    n_faces, dim = face_attrs.shape[-3], face_attrs.shape[-1]
+    rows = fragments.pix_to_face.clamp(min=0)  # (V, H, W)
+    if per_view:  # row of (view, face) in the flattened (V*F) list
+        rows = rows + torch.arange(n_views, device=rows.device)[:, None, None] * n_faces
+    table = face_attrs.reshape(-1, 3, dim).float()  # (F or V*F, 3, D): one record per face
+    corners = table.index_select(0, rows.view(-1))  # (V*H*W, 3, D)
+    bary = fragments.bary.permute(3, 0, 1, 2).reshape(3, -1)  # (3, V*H*W), no copy
+    values = torch.empty(dim, len(corners), device=corners.device)  # (D, V*H*W)
+    for d in range(dim):  # sum_i bary_i * corner_i, straight into channel-major rows
+        torch.mul(bary[0], corners[:, 0, d], out=values[d])
+        values[d].addcmul_(bary[1], corners[:, 1, d]).addcmul_(bary[2], corners[:, 2, d])
+    return values.view(dim, n_views, h, w).permute(1, 2, 3, 0)
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -106,9 +138,9 @@ def shade(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor, camera
           background: float | tuple[float, float, float] = 1.0) -> torch.Tensor:
     """Colour every pixel of every view.
 
-    Per-pixel quantities are handled as lists of (V, H, W) channels: the rasterizer stores them
-    channel-major (`facet.raster.interpolate`), and a sum over a channel list runs over long
-    contiguous rows, where a reduction over a last dimension of size 3 would not vectorise.
+    Per-pixel quantities are handled as lists of (V, H, W) channels: `interpolate` returns them
+    channel-major, and a sum over a channel list runs over long contiguous rows, where a
+    reduction over a last dimension of size 3 would not vectorise.
 
     Args:
         fragments: `rasterize` output for these cameras.
@@ -222,7 +254,8 @@ def render_views(mesh: Mesh, views: Sequence[tuple[float, float]] | str = DEFAUL
     fragments = rasterize(cameras.transform(verts), faces, image_size, cull_backfaces)
 
     def as_tensor(array: np.ndarray | None) -> torch.Tensor | None:
-        return None if array is None else torch.from_numpy(np.require(array, requirements="CW")).to(device)
+        return None if array is None else torch.from_numpy(
+            np.require(array, requirements="CW")).to(device)
 
     rgb = shade(fragments, verts, faces, cameras, mode, uv=as_tensor(mesh.uv),
                 texture=as_tensor(mesh.texture), colors=as_tensor(mesh.colors),

@@ -27,8 +27,8 @@ from facet.face_model import (NOSE_TIP, FaceModel, Subject, albedo, bnd_landmark
                               load_face_model, sample_subject, texture_image, uv_layout)
 from facet.layouts import NEUTRAL
 from facet.mesh import Mesh
-from facet.raster import interpolate, rasterize
-from facet.render import vertex_normals
+from facet.raster import rasterize
+from facet.render import interpolate, vertex_normals
 
 
 

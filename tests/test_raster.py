@@ -1,4 +1,5 @@
-"""facet.raster: a naive reference rasterizer as the oracle, analytic cases, hostile input."""
+"""facet.raster: the reference rasterizer checked by hand, then as the fast one's oracle;
+analytic cases and hostile input for both."""
 from __future__ import annotations
 
 import math
@@ -10,58 +11,12 @@ import torch
 import facet.raster as raster
 from facet.camera import Cameras, look_at, orthographic, parse_views, perspective, view_cameras
 from facet.mesh import Mesh
-from facet.raster import interpolate, rasterize
-from facet.render import render_batch, render_views
+from facet.raster import rasterize, rasterize_reference
+from facet.render import interpolate, render_batch, render_views
 
 S = raster.SUBPIXEL
-
-
-def reference_rasterize(verts_clip: np.ndarray, faces: np.ndarray, h: int, w: int):
-    """Tinyrenderer style: for each view, each face, each pixel -- edge functions, z-test.
-
-    Same rules as facet.raster (1/16-pixel snapping, top-left, culling), in float64. Also
-    returns the second-best depth per pixel, to excuse pixels where two faces tie.
-    """
-    n_views = len(verts_clip)
-    pix = np.full((n_views, h, w), -1)
-    zbuf, second = np.full((n_views, h, w), np.inf), np.full((n_views, h, w), np.inf)
-    bary = np.zeros((n_views, h, w, 3))
-    for v in range(n_views):
-        for f, corners in enumerate(faces):
-            x, y, z, cw = verts_clip[v, corners].astype(np.float64).T  # each (3,)
-            if not ((cw > 0) & (abs(z) <= cw) & (abs(x) <= 64 * cw) & (abs(y) <= 64 * cw)).all():
-                continue
-            sx = np.round((x / cw + 1) * w * S / 2)
-            sy = np.round((1 - y / cw) * h * S / 2)
-            for i in range(h):
-                for j in range(w):
-                    px, py = j * S + S / 2, i * S + S / 2
-                    edges, gradients = [], []  # E_k(P) and its gradient (dE/dx, dE/dy)
-                    for k in range(3):
-                        a, b = (k + 1) % 3, (k + 2) % 3  # edge k runs from v_a to v_b
-                        dx, dy = sx[b] - sx[a], sy[b] - sy[a]
-                        edges.append(dx * (py - sy[a]) - dy * (px - sx[a]))
-                        gradients.append((-dy, dx))
-                    area = sum(edges)
-                    if area == 0:
-                        continue
-                    sign = np.sign(area)  # orient so that the inside is positive
-
-                    def owns(e, gx, gy):  # inside, or on a top/left edge
-                        gx, gy = gx * sign, gy * sign
-                        return e * sign > 0 or (e == 0 and (gx > 0 or (gx == 0 and gy > 0)))
-
-                    if not all(owns(e, *g) for e, g in zip(edges, gradients)):
-                        continue
-                    b = np.array(edges) / area
-                    depth = float(b @ (z / cw))
-                    if depth < zbuf[v, i, j]:
-                        second[v, i, j] = zbuf[v, i, j]
-                        pix[v, i, j], zbuf[v, i, j] = f, depth
-                        bary[v, i, j] = b / cw / (b / cw).sum()
-                    else:
-                        second[v, i, j] = min(second[v, i, j], depth)
-    return pix, zbuf, second, bary
+RASTERIZERS = pytest.mark.parametrize("rasterizer", [rasterize, rasterize_reference],
+                                     ids=["fast", "reference"])
 
 
 def pixel_to_clip(points_px: list[tuple[float, float, float]], h: int, w: int) -> torch.Tensor:
@@ -71,25 +26,76 @@ def pixel_to_clip(points_px: list[tuple[float, float, float]], h: int, w: int) -
     return torch.stack([ndc_x, ndc_y, p[:, 2], torch.ones(len(p))], 1)[None]  # (1, N, 4)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_agrees_with_reference_on_random_meshes(seed):
+def test_reference_by_hand():
+    # A front-facing right triangle on an 8 x 8 image, corners at pixel positions (1, 1) top
+    # left, (1, 7) bottom left, (7, 1) top right, with z_ndc = 0, 0.6, -0.6 and w = 1, 2, 4.
+    # At the centre (x, y) = (j + 1/2, i + 1/2) of pixel (row i, column j) the screen
+    # barycentrics are b1 = (y - 1) / 6, b2 = (x - 1) / 6, b0 = 1 - b1 - b2.
+    verts = pixel_to_clip([(1, 1, 0.0), (1, 7, 0.6), (7, 1, -0.6)], 8, 8)
+    frags = rasterize_reference(verts * torch.tensor([1.0, 2.0, 4.0])[:, None],
+                                torch.tensor([[0, 1, 2]]), 8)
+    assert frags.pix_to_face.dtype == torch.int64 and frags.bary.shape == (1, 8, 8, 3)
+    # Inside: i, j >= 1 and i + j <= 6 (5 + 4 + 3 + 2 + 1 pixels); the centres with i + j = 7
+    # lie on the hypotenuse, a bottom-right edge, which does not own them.
+    i, j = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    inside = (i >= 1) & (j >= 1) & (i + j <= 6)
+    assert torch.equal(frags.pix_to_face[0], torch.where(inside, 0, -1))
+    assert (frags.zbuf[0][~inside] == 1).all() and (frags.bary[0][~inside] == 0).all()
+    # Pixel (2, 1), centre (1.5, 2.5): b = (2/3, 1/4, 1/12), so z = 0.15 - 0.05 = 0.1, and
+    # b_i / w_i = (2/3, 1/8, 1/48) = (32, 6, 1) / 48 -> perspective-correct (32, 6, 1) / 39.
+    # Pixel (5, 1), centre (1.5, 5.5): b = (1/6, 3/4, 1/12), z = 0.45 - 0.05 = 0.4, and
+    # b_i / w_i = (1/6, 3/8, 1/48) = (8, 18, 1) / 48 -> (8, 18, 1) / 27.
+    assert frags.zbuf[0, 2, 1].item() == pytest.approx(0.1, abs=1e-6)
+    assert frags.zbuf[0, 5, 1].item() == pytest.approx(0.4, abs=1e-6)
+    torch.testing.assert_close(frags.bary[0, 2, 1], torch.tensor([32.0, 6.0, 1.0]) / 39)
+    torch.testing.assert_close(frags.bary[0, 5, 1], torch.tensor([8.0, 18.0, 1.0]) / 27)
+
+
+def _random_clip_mesh(seed: int, n_views: int = 2, n_verts: int = 24, n_faces: int = 20):
+    """Random triangles in (V, N, 4) clip space with w in [0.5, 2], some crossing the border."""
     g = torch.Generator().manual_seed(seed)
-    n_views, n_verts, h, w = 2, 24, 12, 15
     cw = 0.5 + 1.5 * torch.rand(n_views, n_verts, 1, generator=g)
     xyz = torch.cat([2.4 * torch.rand(n_views, n_verts, 2, generator=g) - 1.2,
                      1.8 * torch.rand(n_views, n_verts, 1, generator=g) - 0.9], -1)
-    verts_clip = torch.cat([xyz * cw, cw], -1)  # (V, N, 4)
-    faces = torch.randint(0, n_verts, (20, 3), generator=g)
-    frags = rasterize(verts_clip, faces, (h, w))
-    pix, zbuf, second, bary = reference_rasterize(verts_clip.numpy(), faces.numpy(), h, w)
-    # Where two faces lie at (almost) the same depth either may win.
-    tie = np.where(np.isfinite(second), second, 9) - np.where(np.isfinite(zbuf), zbuf, 0) < 1e-5
-    assert (frags.pix_to_face.numpy() == pix)[~tie].all()
-    assert (pix >= 0).sum() > 50  # the test looks at a well-covered image
-    same = (frags.pix_to_face.numpy() == pix) & (pix >= 0)
-    np.testing.assert_allclose(frags.zbuf.numpy()[same], zbuf[same], atol=1e-5)
-    np.testing.assert_allclose(frags.bary.numpy()[same], bary[same], atol=1e-4)
-    assert (frags.zbuf.numpy()[pix < 0] == 1).all() and (frags.bary.numpy()[pix < 0] == 0).all()
+    return torch.cat([xyz * cw, cw], -1), torch.randint(0, n_verts, (n_faces, 3), generator=g)
+
+
+def _assert_agree(verts_clip: torch.Tensor, faces: torch.Tensor, size,
+                  cull: bool) -> raster.Fragments:
+    """The fast rasterizer against the reference: same coverage, winners, depths, barycentrics."""
+    fast = rasterize(verts_clip, faces, size, cull)
+    ref = rasterize_reference(verts_clip, faces, size, cull)
+    pix, ref_pix = fast.pix_to_face.numpy(), ref.pix_to_face.numpy()
+    assert ((pix >= 0) == (ref_pix >= 0)).all()  # integer edge functions: the same pixels
+    # Where two faces lie at (almost) the same depth either may win: the fast path's winner
+    # must cover the pixel, at the nearest depth.
+    for v, i, j in np.argwhere(pix != ref_pix):
+        alone = rasterize_reference(verts_clip[v: v + 1], faces[pix[v, i, j]][None], size)
+        assert alone.pix_to_face[0, i, j] == 0
+        assert abs(alone.zbuf[0, i, j] - ref.zbuf[v, i, j]) < 1e-5
+    np.testing.assert_allclose(fast.zbuf.numpy(), ref.zbuf.numpy(), atol=1e-5)
+    same = pix == ref_pix  # background included: zbuf 1 and bary 0 in both
+    np.testing.assert_allclose(fast.bary.numpy()[same], ref.bary.numpy()[same], atol=1e-4)
+    assert (fast.zbuf.numpy()[pix < 0] == 1).all() and (fast.bary.numpy()[pix < 0] == 0).all()
+    return ref
+
+
+@pytest.mark.parametrize("cull", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_agrees_with_reference_on_random_meshes(seed, cull):
+    ref = _assert_agree(*_random_clip_mesh(seed), (12, 15), cull)
+    assert (ref.pix_to_face >= 0).sum() > 50  # the test looks at a well-covered image
+
+
+def test_agrees_with_reference_on_a_closed_mesh():
+    # Many small triangles sharing edges, boxes of several size classes, three views.
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.5)
+    verts, faces = torch.tensor(sphere.vertices, dtype=torch.float32), torch.tensor(sphere.faces)
+    cameras = view_cameras([(-20, 0), (0, 0), (20, 10)])
+    ref = _assert_agree(cameras.transform(verts), faces, (40, 48), cull=False)
+    assert (ref.pix_to_face >= 0).sum() > 1500
 
 
 def test_small_bucket_budget_gives_the_same_result(monkeypatch):
@@ -103,10 +109,11 @@ def test_small_bucket_budget_gives_the_same_result(monkeypatch):
     assert torch.equal(full.bary, chunked.bary)
 
 
-def test_top_left_rule_splits_a_shared_diagonal():
+@RASTERIZERS
+def test_top_left_rule_splits_a_shared_diagonal(rasterizer):
     # Square [2, 6]^2 in pixels split along the diagonal through pixel centres (i+.5, i+.5).
     verts = pixel_to_clip([(2, 2, 0), (6, 2, 0), (6, 6, 0), (2, 6, 0)], 8, 8)
-    halves = [rasterize(verts, torch.tensor([tri]), 8).pix_to_face[0] >= 0
+    halves = [rasterizer(verts, torch.tensor([tri]), 8).pix_to_face[0] >= 0
               for tri in ([0, 2, 1], [0, 3, 2])]
     expected = torch.zeros(8, 8, dtype=torch.bool)
     expected[2:6, 2:6] = True
@@ -115,7 +122,8 @@ def test_top_left_rule_splits_a_shared_diagonal():
     assert halves[0].sum() + halves[1].sum() == 16
 
 
-def test_jittered_grid_is_watertight():
+@RASTERIZERS
+def test_jittered_grid_is_watertight(rasterizer):
     g = torch.Generator().manual_seed(0)
     n = 5  # 5 x 5 vertices over the whole screen, inner ones jittered
     u = torch.linspace(-1, 1, n)
@@ -126,26 +134,28 @@ def test_jittered_grid_is_watertight():
     a = (torch.arange(n - 1)[:, None] * n + torch.arange(n - 1)).reshape(-1)
     faces = torch.cat([torch.stack([a, a + 1, a + n + 1], 1),
                        torch.stack([a, a + n + 1, a + n], 1)])
-    count = sum((rasterize(verts, faces[i: i + 1], 21).pix_to_face >= 0).int()
+    count = sum((rasterizer(verts, faces[i: i + 1], 21).pix_to_face >= 0).int()
                 for i in range(len(faces)))  # how many faces cover each pixel
     assert (count == 1).all()
 
 
-def test_nearer_triangle_wins_whatever_the_order():
+@RASTERIZERS
+def test_nearer_triangle_wins_whatever_the_order(rasterizer):
     near = [(1, 1, -0.5), (7, 1, -0.5), (1, 7, -0.5)]
     far = [(1, 1, 0.5), (7, 1, 0.5), (1, 7, 0.5)]
     for first, second, near_id in ((near, far, 0), (far, near, 1)):
         faces = torch.tensor([[0, 2, 1], [3, 5, 4]])
-        frags = rasterize(pixel_to_clip(first + second, 8, 8), faces, 8)
+        frags = rasterizer(pixel_to_clip(first + second, 8, 8), faces, 8)
         covered = frags.pix_to_face >= 0
         assert covered.sum() > 10 and (frags.pix_to_face[covered] == near_id).all()
         assert torch.allclose(frags.zbuf[covered], torch.tensor(-0.5))
 
 
-def test_barycentrics_reproduce_pixel_positions():
+@RASTERIZERS
+def test_barycentrics_reproduce_pixel_positions(rasterizer):
     cameras = Cameras(look_at(torch.tensor([[0.3, 0.2, 3.0]])), perspective(40.0)[None])
     verts = torch.tensor([[-1.0, -0.8, 0.2], [1.1, -0.5, -0.6], [0.1, 1.0, 0.4]])
-    frags = rasterize(cameras.transform(verts), torch.tensor([[0, 1, 2]]), 32)
+    frags = rasterizer(cameras.transform(verts), torch.tensor([[0, 1, 2]]), 32)
     covered = frags.pix_to_face[0] >= 0
     assert covered.sum() > 100
     world = interpolate(frags, verts[None])  # (1, H, W, 3): perspective-correct positions
@@ -173,7 +183,8 @@ def test_sphere_silhouette_matches_the_analytic_disc():
     assert abs(area / (math.pi * radius_px ** 2) - 1) < 0.01
 
 
-def test_perspective_correct_interpolation_on_a_slanted_quad():
+@RASTERIZERS
+def test_perspective_correct_interpolation_on_a_slanted_quad(rasterizer):
     # Camera at the origin looking down -z; a quad leaning back from z = -2 (bottom) to -4 (top).
     size, fov = 48, 60.0
     quad = torch.tensor([[-1.0, -1.0, -2.0], [1.0, -1.0, -2.0],
@@ -181,7 +192,7 @@ def test_perspective_correct_interpolation_on_a_slanted_quad():
     t = torch.tensor([0.0, 0.0, 1.0, 1.0])  # 0 at the bottom edge, 1 at the top
     cameras = Cameras(torch.eye(4)[None], perspective(fov, near=0.5, far=10.0)[None])
     faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
-    frags = rasterize(cameras.transform(quad), faces, size)
+    frags = rasterizer(cameras.transform(quad), faces, size)
     got = interpolate(frags, t[faces][..., None])[0, ..., 0]
     # Closed form: the ray through the pixel centre meets the plane z = -3 - y (through the quad).
     f = 1 / math.tan(math.radians(fov / 2))
@@ -207,48 +218,52 @@ def _screen_bary(frags, verts, cameras, faces):
     return (b / b.sum(-1, keepdim=True).clamp(min=1e-12))[None]
 
 
-def test_degenerate_and_hostile_input():
+@RASTERIZERS
+def test_degenerate_and_hostile_input(rasterizer):
     tri = torch.tensor([[0, 1, 2]])
     zero_area = pixel_to_clip([(1, 1, 0), (3, 3, 0), (5, 5, 0)], 8, 8)  # collinear
-    assert (rasterize(zero_area, tri, 8).pix_to_face < 0).all()
+    assert (rasterizer(zero_area, tri, 8).pix_to_face < 0).all()
     behind = torch.tensor([[[0.0, 0.0, 0.5, -1.0], [1.0, 0.0, 0.5, -1.0], [0.0, 1.0, 0.5, -1.0]]])
-    assert (rasterize(behind, tri, 8).pix_to_face < 0).all()
+    assert (rasterizer(behind, tri, 8).pix_to_face < 0).all()
     crossing = torch.tensor([[[-1.0, -1.0, -2.0, 1e-3], [1.0, -1.0, 0.5, 1.0],
                               [0.0, 1.0, 0.5, 1.0]]])  # first corner before the near plane
-    frags = rasterize(crossing, tri, 8)
+    frags = rasterizer(crossing, tri, 8)
     assert (frags.pix_to_face < 0).all()
     assert all(torch.isfinite(t).all() for t in (frags.zbuf, frags.bary))
     with pytest.raises(ValueError, match="NaN"):
-        rasterize(torch.full((1, 3, 4), float("nan")), tri, 8)
+        rasterizer(torch.full((1, 3, 4), float("nan")), tri, 8)
     with pytest.raises(ValueError, match="out of range"):
-        rasterize(zero_area, torch.tensor([[0, 1, 7]]), 8)
-    empty = rasterize(torch.zeros(2, 0, 4), torch.zeros(0, 3, dtype=torch.long), (3, 5))
+        rasterizer(zero_area, torch.tensor([[0, 1, 7]]), 8)
+    empty = rasterizer(torch.zeros(2, 0, 4), torch.zeros(0, 3, dtype=torch.long), (3, 5))
     assert empty.pix_to_face.shape == (2, 3, 5) and (empty.pix_to_face == -1).all()
     big = torch.tensor([[[-3.0, -3.0, 0.0, 1.0], [3.0, -3.0, 0.0, 1.0], [0.0, 3.0, 0.0, 1.0]]])
-    one = rasterize(big, tri, 1)
+    one = rasterizer(big, tri, 1)
     assert one.pix_to_face.tolist() == [[[0]]] and torch.allclose(one.bary.sum(-1), torch.ones(1))
     for bad_size in (0, (4, raster.MAX_IMAGE_SIDE + 1)):
         with pytest.raises(ValueError, match="image_size"):
-            rasterize(big, tri, bad_size)
+            rasterizer(big, tri, bad_size)
 
 
-def test_equal_depths_go_to_the_lower_face_id():
-    # Two identical triangles in each of two views: the same depth everywhere, so the packed
-    # (depth, entry) key decides, and it must pick face 0 in every view, whatever the order.
+@RASTERIZERS
+def test_equal_depths_go_to_the_lower_face_id(rasterizer):
+    # Two identical triangles in each of two views: the same depth everywhere, so the tie rule
+    # decides (the packed (depth, entry) key; the reference's strict <), and it must pick face 0
+    # in every view, whatever the order.
     verts = pixel_to_clip([(1, 1, 0.2), (1, 7, 0.2), (7, 1, 0.2)], 8, 8).expand(2, -1, -1)
     for faces in ([[0, 1, 2], [0, 1, 2]], [[1, 2, 0], [2, 0, 1]]):
-        pix = rasterize(verts, torch.tensor(faces), 8).pix_to_face
+        pix = rasterizer(verts, torch.tensor(faces), 8).pix_to_face
         assert (pix >= 0).sum() > 0 and set(pix[pix >= 0].tolist()) == {0}
 
 
-def test_backface_culling_is_optional():
+@RASTERIZERS
+def test_backface_culling_is_optional(rasterizer):
     # Top-left, bottom-left, top-right in pixels: counter-clockwise with y up = a front face.
     verts = pixel_to_clip([(1, 1, 0), (1, 7, 0), (7, 1, 0)], 8, 8)
     front, back = torch.tensor([[0, 1, 2]]), torch.tensor([[0, 2, 1]])
     # 15 = 5 + 4 + ... + 1: centres on the hypotenuse (a bottom-right edge) are left out.
-    assert (rasterize(verts, front, 8, cull_backfaces=True).pix_to_face == 0).sum() == 15
-    assert (rasterize(verts, back, 8, cull_backfaces=True).pix_to_face < 0).all()
-    assert (rasterize(verts, back, 8).pix_to_face == 0).sum() == 15  # two-sided by default
+    assert (rasterizer(verts, front, 8, cull_backfaces=True).pix_to_face == 0).sum() == 15
+    assert (rasterizer(verts, back, 8, cull_backfaces=True).pix_to_face < 0).all()
+    assert (rasterizer(verts, back, 8).pix_to_face == 0).sum() == 15  # two-sided by default
 
 
 def test_cameras_follow_the_conventions():
