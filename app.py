@@ -5,9 +5,11 @@
 A thin page over `facet.explain`, the functions `python evaluate.py --ckpt CKPT SCAN` uses:
 pick a checkpoint found under a folder (default out/), a built-in face (subject, emotion,
 intensity) or an upload (a mesh, the frames of a sequence, or a zip of either), and optionally
-your own class names or descriptions (zero-shot). Uploads and built-in faces are written to a
-temporary folder that is removed when the prediction is done; the page writes nothing else. Every error is shown on
-the page with the file and the reason.
+your own class names or descriptions (zero-shot). A checkpoint may also be CLIP weights with
+their merges (facet's pretrained CLIP, `clip.pt`): the CLIP alone classifies by its prompts.
+Uploads and built-in faces are written to a temporary folder that is removed when the
+prediction is done; the page writes nothing else. Every error is shown on the page with the
+file and the reason.
 """
 from __future__ import annotations
 

@@ -109,7 +109,8 @@ def bench_cache(args) -> None:
             base = base or seconds
             rows.append([workers, report.rendered, seconds, seconds / len(samples), base / seconds])
             reuse = time.perf_counter()
-            cache.fill(samples, workers=workers, progress=False)  # all entries valid: CRC checks only
+            # all entries valid: CRC checks only
+            cache.fill(samples, workers=workers, progress=False)
             rows[-1].append((time.perf_counter() - reuse) / len(samples) * 1e3)
     print_table("view cache fill (synthetic BU-3DFE scans, 3 views, 112 px, shaded)",
                 ["workers", "scans", "seconds", "s/scan", "speed-up", "reuse ms/scan"], rows)
@@ -385,7 +386,8 @@ SECTIONS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--only", choices=sorted(SECTIONS), action="append",
                         help="run only these sections (repeatable)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes")

@@ -114,11 +114,11 @@ PRESETS: dict[str, TrainConfig] = {
                             lr=1e-4, weight_decay=0.1, epochs=30, amp=True, workers=4,
                             warmup=2.0),
     # 4D: synthetic BU-4DFE sequences, 8 frames spread over each sequence
-    "4d": TrainConfig(preset="4d", synth_kind="bu4dfe", frames=8, frame_sampling="uniform",
-                      batch_size=16, epochs=12),
+    "4d": TrainConfig(preset="4d", synth_kind="bu4dfe", synth_subjects=20, frames=8,
+                      frame_sampling="uniform", batch_size=16, epochs=12),
     # micro-expressions: synthetic 4DME-like clips, leave-one-subject-out, apex window
-    "micro": TrainConfig(preset="micro", synth_kind="4dme", split="loso", frames=4,
-                         frame_sampling="apex", batch_size=16, epochs=10),
+    "micro": TrainConfig(preset="micro", synth_kind="4dme", synth_subjects=12, split="loso",
+                         frames=4, frame_sampling="apex", batch_size=16, epochs=10),
     # facet's own CLIP: contrastive pretraining on captioned scans of new people; zero-shot
     # accuracy on the built-in BU-3DFE-like set (all of whose people it never sees) each epoch
     "pretrain": TrainConfig(preset="pretrain", task="pretrain", batch_size=128, epochs=20,

@@ -154,9 +154,11 @@ def with_articles(text: str) -> str:
 
 
 def is_description(name: str) -> bool:
-    """A class given as a description ("a face with the lip corners pulled up", 3+ words) rather
-    than a name: it is its own prompt, not a word to put into templates."""
-    return len(name.split()) >= 3
+    """A class given as a description ("a face with the lip corners pulled up": 3+ words, or a
+    phrase with an article, "a frown") rather than a name: it is its own prompt, not a word to
+    put into templates ("a rendered face with an a frown expression")."""
+    words = name.lower().split()
+    return len(words) >= 3 or (len(words) == 2 and words[0] in ("a", "an", "the"))
 
 
 def _grid(classes: Sequence[str], templates: Sequence[str], subject: str | None) -> list[list[str]]:

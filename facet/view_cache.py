@@ -8,8 +8,9 @@ renders all frames with `facet.render.render_views`, and stores per sample
   picks from them later), C = 1 when the three colour channels are identical (grey shaded, depth:
   a third of the disk) else 3;
 - `<entry>.json`: the key it was made from, the array shape, a CRC-32 of the array bytes, and the
-  per-frame displacement from the first frame with the apex (its argmax) -- renders alone do not
-  know how far the face moved, so this is computed from the meshes while they are loaded.
+  per-frame displacement from the first frame (the head's rigid motion taken out) with the apex
+  (its argmax) -- renders alone do not know how far the face moved, so this is computed from
+  the meshes while they are loaded.
 
 Keys. The folder `<root>/<mode>-<size>px-<V>v-<hash>` is named by a hash of the render settings
 (with `settings.json` beside the entries), so changing a setting starts a fresh folder and never
@@ -45,7 +46,8 @@ from facet.mesh import Mesh
 from facet.meshio import load_mesh, write_atomic
 from facet.render import TRAINING_RENDER, RenderSettings, render_views
 
-CACHE_FORMAT = 1  # bump when the entry layout changes: old folders are then ignored
+CACHE_FORMAT = 2  # bump when an entry's contents change: old folders are then ignored
+# (2: displacement without the head's rigid motion)
 
 
 def settings_key(settings: RenderSettings) -> str:
@@ -82,17 +84,37 @@ def _stats(sample: Sample) -> list[list[int]]:
     return [[st.st_size, st.st_mtime_ns] for st in map(os.stat, sample.frames)]
 
 
-def _displacement(verts: np.ndarray, first: np.ndarray) -> float:
-    """Mean distance of a frame's surface from the first frame's, in file units.
+def _rigid_fit(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """`source` (N, 3) moved by the rotation and translation that best fit it to the
+    corresponding `target` points in the least-squares sense (Kabsch 1976; no scaling)."""
+    mu_s, mu_t = source.mean(0), target.mean(0)
+    u, _, vt = torch.linalg.svd((source - mu_s).T @ (target - mu_t))  # (3, 3) covariance
+    d = torch.sign(torch.linalg.det(u @ vt))  # -1: the best orthogonal map is a reflection
+    rotation = u @ torch.diag(torch.stack([torch.ones_like(d), torch.ones_like(d), d])) @ vt
+    return (source - mu_s) @ rotation + mu_t
 
-    With vertex correspondence (same vertex count: synthetic data, registered scans) it is the
-    mean per-vertex displacement; otherwise (raw scans of varying topology) the mean distance
-    from up to 2,000 evenly picked vertices of this frame to the nearest of 2,000 of the first.
+
+def _displacement(verts: np.ndarray, first: np.ndarray, icp_steps: int = 8) -> float:
+    """Mean distance of a frame's surface from the first frame's, in file units, after the
+    head's rigid motion between them is taken out: the face moving, not the head.
+
+    Without the rigid fit a sequence in which the head drifts (every BU-4DFE subject does)
+    moves "most" at its last frame, not at its apex. With vertex correspondence (same vertex
+    count: synthetic data, registered scans) the fit is one Kabsch step and the distance the
+    mean per-vertex displacement; otherwise (raw scans of varying topology) up to 2,000
+    evenly picked vertices of each are matched to their nearest neighbours and refitted
+    (`icp_steps` of ICP, Besl & McKay 1992), and the distance is that to the nearest neighbour.
     """
     if len(verts) == len(first):
-        return float(np.linalg.norm(verts - first, axis=1).mean())
-    pick = lambda v: torch.from_numpy(v[np.linspace(0, len(v) - 1, min(len(v), 2000)).astype(int)])
-    return float(torch.cdist(pick(verts), pick(first)).min(dim=1).values.mean())
+        source, target = torch.from_numpy(verts).double(), torch.from_numpy(first).double()
+        return float((_rigid_fit(source, target) - target).norm(dim=1).mean())
+    pick = lambda v: torch.from_numpy(v[np.linspace(0, len(v) - 1, min(len(v), 2000))
+                                        .astype(int)]).double()  # (<= 2000, 3)
+    source, target = pick(verts), pick(first)
+    for _ in range(icp_steps):
+        nearest = target[torch.cdist(source, target).argmin(dim=1)]  # (n, 3) current matches
+        source = _rigid_fit(source, nearest)
+    return float(torch.cdist(source, target).min(dim=1).values.mean())
 
 
 def render_frames(frames: Sequence[str | Path | Mesh], settings: RenderSettings

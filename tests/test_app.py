@@ -13,7 +13,7 @@ pytest.importorskip("streamlit", reason="the app's dependencies are optional: "
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from facet import build  # noqa: E402
-from facet.checkpoint import save_checkpoint  # noqa: E402
+from facet.checkpoint import save_checkpoint, save_openai  # noqa: E402
 from facet.config import parse_args, to_dict  # noqa: E402
 from facet.layouts import EMOTIONS  # noqa: E402
 
@@ -85,7 +85,8 @@ def test_bad_inputs_are_shown_not_raised(checkpoints, tmp_path):
     assert error.startswith("broken.wrl:") and "facet-app-" not in error, error
     assert set(Path(tempfile.gettempdir()).glob("facet-app-*")) == leftovers  # removed again
 
-    at.sidebar.get("file_uploader")[0].set_value(("frames.zip", b"PK\x03\x04 cut", "application/zip"))
+    cut_zip = ("frames.zip", b"PK\x03\x04 cut", "application/zip")
+    at.sidebar.get("file_uploader")[0].set_value(cut_zip)
     at.run()
     assert not at.exception and "frames.zip: not a readable zip file" in texts(at.error)
 
@@ -94,7 +95,16 @@ def test_bad_inputs_are_shown_not_raised(checkpoints, tmp_path):
         at = page(checkpoints)
         at.sidebar.selectbox(key="checkpoint").set_value(checkpoints / "clip.pt")
         at.run()
-        assert not at.exception and "a checkpoint of another kind" in texts(at.error)
+        assert not at.exception and "not a loadable CLIP ViT checkpoint" in texts(at.error)
+        # real CLIP weights with their merges: the CLIP alone, zero-shot by its prompts
+        config = parse_args(["--image_size=16"])
+        tokenizer = build.build_tokenizer(config)
+        clip = build.build_clip(config, tokenizer)
+        save_openai(checkpoints / "clip.pt", clip, tokenizer.merges,
+                    render={"views": config.views, "image_size": 16, "mode": config.mode})
+        at.run()
+        assert not at.exception and not at.error, texts(at.error)
+        assert all(name in progress_texts(at) for name in EMOTIONS)
     finally:
         (checkpoints / "clip.pt").unlink()
 

@@ -130,7 +130,8 @@ def test_folder_layout_aliases_scans_and_sequences(tmp_path):
     touch(tmp_path / "happy" / "bob_02.png")
     index = index_dataset(tmp_path, kind="folder")
     assert sorted((s.subject, s.label, len(s.frames)) for s in index.samples) == [
-        ("ann", "happiness", 1), ("ann", "sadness", 1), ("bob", "happiness", 1), ("bob", "smirk", 2)]
+        ("ann", "happiness", 1), ("ann", "sadness", 1), ("bob", "happiness", 1),
+        ("bob", "smirk", 2)]
     assert names(index.ignored) == {"nosubject.wrl", "bob_02.png"}
 
 

@@ -32,7 +32,8 @@ def _outward(d: np.ndarray, idx: list[int]) -> np.ndarray:
 
 
 @pytest.mark.parametrize("au, check", [
-    (1, lambda d: d[INNER_BROWS, 1].min() > 2 and d[INNER_BROWS, 1].mean() > d[OUTER_BROWS, 1].mean()),
+    (1, lambda d: d[INNER_BROWS, 1].min() > 2
+     and d[INNER_BROWS, 1].mean() > d[OUTER_BROWS, 1].mean()),
     (2, lambda d: d[OUTER_BROWS, 1].min() > 2),
     (4, lambda d: d[INNER_BROWS, 1].max() < -1.5 and _outward(d, INNER_BROWS).mean() < -0.5),
     (5, lambda d: d[UPPER_LIDS, 1].mean() > 0.8),
@@ -41,7 +42,8 @@ def _outward(d: np.ndarray, idx: list[int]) -> np.ndarray:
     (12, lambda d: d[CORNERS, 1].min() > 3 and _outward(d, CORNERS).min() > 3),
     (15, lambda d: d[CORNERS, 1].max() < -2),
     (20, lambda d: _outward(d, CORNERS).min() > 3),
-    (26, lambda d: d[LOWER_LIP, 1].max() < -5 and d[CHIN, 1] < -5 and abs(d[UPPER_LIDS, 1]).max() < 0.5),
+    (26, lambda d: d[LOWER_LIP, 1].max() < -5 and d[CHIN, 1] < -5
+     and abs(d[UPPER_LIDS, 1]).max() < 0.5),
     (27, lambda d: d[CHIN, 1] < -15),
     (17, lambda d: d[LOWER_LIP, 1].mean() > 0.5),
 ])
@@ -69,7 +71,8 @@ def test_table_names_only_model_blendshapes_and_sides_map_to_sides():
 def test_every_emotion_differs_from_neutral_and_grows_with_intensity():
     neutral = _landmarks({})
     for emotion in EMOTIONS:
-        moved = [np.linalg.norm(_landmarks(ex.expression_aus(emotion, level)) - neutral, axis=1).max()
+        moved = [np.linalg.norm(_landmarks(ex.expression_aus(emotion, level)) - neutral,
+                                axis=1).max()
                  for level in (1, 2, 3, 4)]
         assert moved[0] > 1.0 and moved[3] > 4.0, emotion  # mm
         assert moved == sorted(moved), emotion

@@ -75,7 +75,8 @@ def test_skin_texture_is_lit_atlas(model):
     covered = texel_faces(64, model) >= 0
     assert 0.3 < covered.mean() < 0.95
     skin = albedo(person, 64, model)
-    assert skin.shape == (64, 64, 3) and skin.dtype == np.float32 and 0 <= skin.min() <= skin.max() <= 1
+    assert skin.shape == (64, 64, 3) and skin.dtype == np.float32
+    assert 0 <= skin.min() <= skin.max() <= 1
     face = model.identity(person.id_weights, person.scale)
     front, side = (texture_image(skin, face, np.array(d, float), model)
                    for d in ([0, 0, 1], [1, 0, 0]))

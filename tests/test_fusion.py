@@ -114,7 +114,8 @@ def test_temporal_fusion_sees_every_frame_and_their_order_only_through_its_posit
         assert not torch.allclose(temporal(changed)[0], out, atol=1e-4)
         # permuting the frames together with their position embeddings leaves it unchanged
         order = torch.tensor([3, 0, 2, 1])
-        shuffled = f[:, order] + temporal.temporal_embedding[order] - temporal.temporal_embedding[:4]
+        positions = temporal.temporal_embedding
+        shuffled = f[:, order] + positions[order] - positions[:4]
         torch.testing.assert_close(temporal(shuffled)[0], out, atol=1e-5, rtol=0)
         # without the matching position embeddings the order matters
         assert not torch.allclose(temporal(f[:, order])[0], out, atol=1e-4)

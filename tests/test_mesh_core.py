@@ -36,7 +36,8 @@ def test_normalize_centres_on_nose_tip_landmark():
 def test_align_turns_a_tilted_face_to_look_down_plus_z():
     mesh = _bump()
     angle = np.deg2rad(35)
-    rot = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
+    c, s = np.cos(angle), np.sin(angle)
+    rot = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
     tilted = Mesh(verts=mesh.verts @ rot.T, faces=mesh.faces)
     out, _ = normalize(tilted, align=True)
     ref, _ = normalize(mesh)

@@ -186,7 +186,8 @@ def test_pixel_statistics_start_as_clip_normalisation_and_centre_the_mean_face()
 
     model = FacetVLM(FacetConfig(center_images=False)).eval()
     views = torch.rand(4, 1, 3, 3, 64, 64)  # (B, T, V, 3, H, W)
-    plain = F.normalize(model.clip.encode_image(normalize_images(views.view(-1, 3, 64, 64))), dim=-1)
+    images = normalize_images(views.view(-1, 3, 64, 64))  # (B*T*V, 3, 64, 64)
+    plain = F.normalize(model.clip.encode_image(images), dim=-1)
     torch.testing.assert_close(model.encode_views(views).view(-1, plain.shape[-1]), plain)
 
     mean_face = views.mean(dim=0, keepdim=True)  # (1, 1, V, 3, H, W)

@@ -111,4 +111,5 @@ def test_a_description_is_its_own_prompt():
     assert len(grid[0]) == len(grid[1])  # the same P: the grid stacks into (K, P, L)
     assert set(grid[1]) == {"a face with the lip corners pulled up"}
     assert any("happy" in p for p in grid[0])
-    assert is_description("brows drawn together and lowered") and not is_description("a frown")
+    assert is_description("brows drawn together and lowered") and is_description("a frown")
+    assert not is_description("deep sadness") and not is_description("joy")

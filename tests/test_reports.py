@@ -106,7 +106,8 @@ def _size(path) -> tuple[int, int]:
 
 def test_figures_are_written_and_curves_show_the_loss_parts(tmp_path):
     names = ["anger", "joy", "fear"]
-    assert _size(reports.plot_confusion(np.eye(3, dtype=int) * 4, names, tmp_path / "c.png"))[0] > 100
+    confusion = np.eye(3, dtype=int) * 4
+    assert _size(reports.plot_confusion(confusion, names, tmp_path / "c.png"))[0] > 100
     records = [{"step": s, "loss": 2.0 / s, "ce": 1.8 / s, "cons": 0.2, "lr": 1e-3}
                for s in range(1, 5)]
     records.append({"epoch": 0, "step": 4, "train_acc": 0.5, "test_acc": 0.4})

@@ -81,7 +81,8 @@ def test_sequences_share_a_topology_and_move_smoothly(person):
 def test_write_bu3dfe_layout_reindexes_exactly(tmp_path):
     root = synth.write_bu3dfe(tmp_path / "bu3dfe", subjects=1, seed=5, texture_size=16)
     files = sorted(root.rglob("*.wrl"))
-    assert len(files) == 25 and len(list(root.rglob("*.bnd"))) == len(list(root.rglob("*.bmp"))) == 25
+    assert len(files) == 25
+    assert len(list(root.rglob("*.bnd"))) == len(list(root.rglob("*.bmp"))) == 25
     assert not list(tmp_path.glob(".*tmp*"))  # the temporary folder was renamed away
     codes = {BU3DFE_NAME.match(p.name).groups()[2:4] for p in files}
     assert len(codes) == 25 and ("NE", "00") in codes
@@ -172,6 +173,8 @@ def test_write_bosphorus_range_scans(tmp_path):
     assert labels.count("neutral") == 2 and set(EMOTIONS) <= set(labels)
     assert sum(s.aus == "LFAU_12L" for s in index.samples) == 1
     mesh = load_mesh(root / "bs000" / "bs000_E_HAPPY_0.bnt")  # + its .lm3 landmarks
-    assert mesh.num_faces > 1_000 and mesh.landmarks["nose_tip"][2] > np.quantile(mesh.verts[:, 2], 0.98)
-    grid = scanner.range_grid(scanner.face_mesh(sample_subject(np.random.default_rng(0)), {}, 0), 2.0)
+    assert mesh.num_faces > 1_000
+    assert mesh.landmarks["nose_tip"][2] > np.quantile(mesh.verts[:, 2], 0.98)
+    person = sample_subject(np.random.default_rng(0))
+    grid = scanner.range_grid(scanner.face_mesh(person, {}, 0), 2.0)
     assert grid["covered"].mean() > 0.5 and np.ptp(grid["z"][grid["covered"]]) > 40  # mm of relief

@@ -46,7 +46,8 @@ def test_second_fill_renders_nothing(tmp_path):
 
 
 def test_relative_and_absolute_roots_share_entries(tmp_path, monkeypatch):
-    """`render_views.py data --cache` (relative) must fill the cache that training (absolute) reads."""
+    """`render_views.py data --cache` (relative) must fill the cache that training (absolute)
+    reads."""
     bu4dfe_tree(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
     relative = index_dataset("data").samples
@@ -82,7 +83,8 @@ def test_changed_setting_corrupt_entry_or_touched_mesh_rerender(tmp_path):
 
 def test_corrupt_mesh_is_reported_not_fatal_and_strict_raises(tmp_path):
     write_wrl(tmp_path / "data" / "happy" / "ann_1.wrl")
-    touch(tmp_path / "data" / "happy" / "bob_1.wrl", "#VRML V2.0 utf8\nShape { geometry IndexedFaceSet {")
+    touch(tmp_path / "data" / "happy" / "bob_1.wrl",
+          "#VRML V2.0 utf8\nShape { geometry IndexedFaceSet {")
     samples = index_dataset(tmp_path / "data", kind="folder").samples
     assert len(samples) == 2  # the header looks fine: only loading can tell
     cache = ViewCache(tmp_path / "cache", SMALL)
@@ -214,3 +216,46 @@ def test_a_corrupt_sidecar_makes_its_entry_render_again(tmp_path, damage):
     report = cache.fill(samples, workers=1, progress=False)
     assert (report.rendered, report.reused, report.failed) == (1, 2, [])
     assert cache.is_valid(samples[0])
+
+
+def test_displacement_ignores_the_heads_rigid_motion():
+    """A face turned and shifted but not deformed has not moved, with or without vertex
+    correspondence (raw scans: another sampling of the surface); a deformation still counts."""
+    from facet.view_cache import _displacement
+
+    y, x = np.mgrid[-60:60:60j, -50:50:50j]  # mm, a face-sized height field
+    first = np.stack([x, y, 40 * np.exp(-(x / 45) ** 2 - (y / 55) ** 2)], -1).reshape(-1, 3)
+    angle = np.radians(8.0)
+    turn = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0],
+                     [-np.sin(angle), 0, np.cos(angle)]])
+    moved = first @ turn.T + [3.0, -2.0, 5.0]  # the head turned by 8 degrees and shifted
+    assert np.linalg.norm(moved - first, axis=1).mean() > 5  # what the old measure reported
+    assert _displacement(moved, first) < 1e-9
+    resampled = moved[::2]  # another vertex count: ICP on nearest neighbours
+    still = _displacement(first[::2], first)  # the same sampling without motion: 0.9 mm
+    unfitted = _displacement(resampled, first, icp_steps=0)  # nearest neighbours alone: 4.6 mm
+    # ICP leaves ~0.5 mm: the turned surface's rim has no counterpart (partial overlap)
+    assert _displacement(resampled, first) < min(still + 0.6, unfitted / 3)
+    bumped = first.copy()
+    bumped[1200:1500, 2] += 10.0  # a tenth of the surface pushed out by 10 mm
+    assert _displacement(bumped, first) > 0.5
+    assert _displacement(bumped @ turn.T + [3.0, -2.0, 5.0], first) > 0.5
+
+
+def test_apex_of_built_in_sequences_lies_in_their_annotated_peak(tmp_path):
+    """Built-in BU-4DFE sequences move the head; the estimated apex (argmax of displacement)
+    must still fall between the annotated onset and offset of the expression."""
+    import json
+
+    from facet import synth
+
+    root = synth.write_bu4dfe(tmp_path / "bu4dfe", subjects=1, seed=0, seconds=(0.8, 1.0))
+    truth = {row["folder"]: row for row in map(json.loads, (root / "ground_truth.jsonl")
+                                               .read_text().splitlines())}
+    samples = index_dataset(root).samples
+    cache = ViewCache(tmp_path / "cache", replace(SMALL, image_size=8))
+    cache.fill(samples, workers=1, progress=False)
+    for sample in samples:
+        row = truth[str(Path(sample.path).relative_to(root))]
+        apex = cache.metadata(sample)["apex"]
+        assert row["onset"] <= apex <= row["offset"], (row["folder"], apex, row)
