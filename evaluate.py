@@ -55,6 +55,28 @@ def select(config: TrainConfig, split: str, classes: tuple[str, ...]):
     return kept, note
 
 
+def zero_shot_classes(text: str) -> tuple[tuple[str, ...], list[str]]:
+    """`--zero-shot` -> (class labels, what each is prompted with). Entries are separated by
+    commas; "name" is prompted by the templates, "label=description" scores the dataset's
+    label with a description of its own ("happiness=a face with the lip corners pulled up").
+
+    Raises:
+        ValueError: an empty entry, label or description, or a label given twice.
+    """
+    labels, prompts = [], []
+    for entry in text.split(","):
+        label, _, description = entry.partition("=")
+        label, description = label.strip(), description.strip()
+        if not label or ("=" in entry and not description):
+            raise ValueError(f"--zero-shot: empty class in {text!r} (classes are separated by "
+                             "commas; label=description gives a class a description)")
+        labels.append(label)
+        prompts.append(description or label)
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"--zero-shot: a class is given twice in {text!r}")
+    return tuple(labels), prompts
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,7 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
                                                   "named after the evaluation; predict/ for "
                                                   "SCANs)")
     parser.add_argument("--zero-shot", dest="zero_shot", default="",
-                        help="comma-separated class names to classify with new prompts")
+                        help="comma-separated class names to classify with new prompts; "
+                             "label=description prompts a label with a description")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--cache", default=None, help="view cache folder (default: as trained)")
@@ -100,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not config.text_head:
             raise ValueError(f"{args.ckpt}: a linear-head model (text_head=False) cannot "
                              "classify new class names; zero-shot needs the prompt head")
-        classes = tuple(c.strip() for c in args.zero_shot.split(",") if c.strip())
+        classes, class_prompts = zero_shot_classes(args.zero_shot)
     data_name = Path(args.data).name if args.data else Path(config.data).name or "synthetic"
     out = Path(args.out) if args.out else Path(args.ckpt).parent / (
         f"eval-{split}" if same_data else f"eval-{data_name}-{split}")
@@ -124,15 +147,18 @@ def main(argv: list[str] | None = None) -> dict:
     for path, reason in failed:
         print(f"render failed {path}: {reason}", file=sys.stderr)
     dataset = build.make_dataset(samples, cache, config, classes, train=False)
+    prompts = class_prompts if args.zero_shot else None
     objective = (build.zero_shot_objective(config, model.clip, tokenizer, classes,
-                                           torch.Generator()) if pretrained_clip else
-                 build.build_objective(config, model, tokenizer, classes, torch.Generator()))
+                                           torch.Generator(), prompts) if pretrained_clip else
+                 build.build_objective(config, model, tokenizer, classes, torch.Generator(),
+                                       prompts))
     metrics = loop.evaluate_split(objective.to(device), dataset, config,
                                   runtime.DistInfo(device=device),
                                   runtime.amp_dtype(config.amp, device))
     reports.write_report(out, metrics, classes, parse_views(config.views),
                          checkpoint=str(args.ckpt), split=split,
                          data=config.data or "synthetic", zero_shot=bool(args.zero_shot),
+                         class_prompts=prompts,
                          left_out=note, config=to_dict(config))
     print(reports.metrics_table(metrics))
     print(f"wrote {out}/: metrics.json, predictions.csv, confusion.png, view_weights.png")
@@ -151,7 +177,8 @@ def predict_scans(ckpt: str, scans: list[str], out: str, zero_shot: str,
     if missing:  # before the checkpoint is loaded
         raise FileNotFoundError(f"no such scan: {', '.join(missing)}")
     predictor = explain.load_predictor(ckpt, device)
-    classes = [c for c in zero_shot.split(",") if c.strip()] if zero_shot else None
+    # a single scan has no label to keep: a "label=description" class is shown by its prompt
+    classes = zero_shot_classes(zero_shot)[1] if zero_shot else None
     predictions = [explain.explain(predictor, scan, classes) for scan in scans]
     names = {}
     for p in predictions:  # one sheet per scan, even when two scans share a name

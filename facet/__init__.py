@@ -13,8 +13,10 @@ imports only modules above it):
                       the atomic writer every file of facet goes through
     rendering
       camera.py       look-at cameras, projections, (yaw, pitch) view lists
-      raster.py       the z-buffer rasterizer: triangles -> Fragments (face, depth, barycentrics)
-      render.py       shading, render_views (mesh -> V images), render settings, contact sheets
+      raster.py       the z-buffer rasterizer: triangles -> Fragments (face, depth, barycentrics);
+                      rasterize_reference, the same in a per-triangle loop (read it first)
+      render.py       interpolation, shading, render_views (mesh -> V images), render settings,
+                      contact sheets
     data
       layouts.py      the benchmark layouts and label tables; index_dataset -> Samples
       view_cache.py   every scan rendered once, stored as uint8 on disk
@@ -32,7 +34,8 @@ imports only modules above it):
       prompts.py      class words, templates, metadata prompts, prompt ensembles
       captions.py     sentences about scans from their ground truth (CLIP pretraining)
       fusion.py       CVSA, MTGF, temporal fusion, and their composition ViewFusion
-      model.py        FacetVLM: encode views and classes, fuse, score; ZeroShotCLIP
+      model.py        FacetVLM: encode views and classes, fuse, score; ZeroShotCLIP; CentredCLIP
+                      (pretraining from scratch, folded into plain CLIP weights)
       losses.py       classification, consistency, AffectVLM's loss, CLIP's InfoNCE
       augment.py      mixed view augmentation
     running

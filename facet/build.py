@@ -209,11 +209,12 @@ def build_clip(config: TrainConfig, tokenizer: Tokenizer) -> CLIP:
 
 
 def zero_shot_objective(config: TrainConfig, clip: CLIP, tokenizer: Tokenizer,
-                        classes: tuple[str, ...], generator: torch.Generator) -> Objective:
+                        classes: tuple[str, ...], generator: torch.Generator,
+                        class_prompts: list[str] | None = None) -> Objective:
     """CLIP alone as a classifier of `classes` by the prompt ensemble (`ZeroShotCLIP`), wrapped
     like a FACET-VLM objective so that the same evaluation runs on it."""
     return Objective(ZeroShotCLIP(clip), tokenizer, classes, LossConfig(), generator,
-                     augment=False, mode=config.mode)
+                     augment=False, mode=config.mode, class_prompts=class_prompts)
 
 
 def build_model(config: TrainConfig, tokenizer: Tokenizer, num_classes: int,
@@ -248,13 +249,16 @@ def build_model(config: TrainConfig, tokenizer: Tokenizer, num_classes: int,
 
 
 def build_objective(config: TrainConfig, model: FacetVLM, tokenizer: Tokenizer,
-                    classes: tuple[str, ...], generator: torch.Generator) -> Objective:
-    """The training step of the config around `model` (augmentation, prompts, loss weights)."""
+                    classes: tuple[str, ...], generator: torch.Generator,
+                    class_prompts: list[str] | None = None) -> Objective:
+    """The training step of the config around `model` (augmentation, prompts, loss weights);
+    `class_prompts`: what each class is prompted with, if not its name (zero-shot)."""
     loss = LossConfig(config.label_smoothing, config.lambda_cons, config.lambda_aff,
                       config.consistency)
     return Objective(model, tokenizer if config.text_head else None, classes, loss, generator,
                      augment=config.augment, mix_prob=config.mix_prob, mode=config.mode,
-                     prompts=config.train_prompts, metadata_prompts=config.metadata_prompts)
+                     prompts=config.train_prompts, metadata_prompts=config.metadata_prompts,
+                     class_prompts=class_prompts)
 
 
 # --- CLIP pretraining data ----------------------------------------------------------------

@@ -51,14 +51,21 @@ class Objective(nn.Module):
         mode: the render mode of the views (how they may be augmented).
         prompts: "ensemble" (every prompt each step, as at inference) or "sample" (one drawn).
         metadata_prompts: AffectVLM's per-sample prompts from each sample's metadata.
+        class_prompts: what to prompt with per class, in label order (zero-shot by description:
+            label "happiness", prompt "a face with the lip corners pulled up"); default: the
+            class names.
     """
 
     def __init__(self, model: FacetVLM, tokenizer, classes: Sequence[str], loss: LossConfig,
                  generator: torch.Generator, augment: bool = True, mix_prob: float = 0.0,
                  mode: str = "normals", prompts: str = "ensemble",
-                 metadata_prompts: bool = False):
+                 metadata_prompts: bool = False, class_prompts: Sequence[str] | None = None):
         super().__init__()
         self.model, self.tokenizer, self.classes = model, tokenizer, list(classes)
+        self.class_prompts = list(class_prompts or classes)
+        if len(self.class_prompts) != len(self.classes):
+            raise ValueError(f"{len(self.class_prompts)} class prompts for {len(self.classes)} "
+                             "classes")
         self.loss_config, self.generator = loss, generator
         self.margin = LearnedMargin() if loss.lambda_aff > 0 else None
         self.augment, self.mix_prob, self.mode = augment, mix_prob, mode
@@ -76,7 +83,7 @@ class Objective(nn.Module):
             return self.ensemble_tokens
         meta = batch["meta"] if self.metadata_prompts and batch is not None else None
         draw = self.generator if self.sample_prompts else None  # None: all prompts
-        tokens = prompt_tokens(self.tokenizer, self.classes,
+        tokens = prompt_tokens(self.tokenizer, self.class_prompts,
                                self.model.clip.config.context_length, meta, draw)
         return tokens.to(self.model.pixel_mean.device)
 

@@ -31,7 +31,6 @@ from facet.raster import rasterize
 from facet.render import interpolate, vertex_normals
 
 
-
 @dataclass(frozen=True)
 class Topology:
     """How a scan's mesh is made from the model's vertices: scan vertex n is the weighted sum

@@ -240,4 +240,16 @@ def test_a_pretrained_clip_classifies_zero_shot_like_evaluate(static, tmp_path):
                                torch.tensor(reported[path]))
     with pytest.raises(ValueError, match="--split=test needs"):
         evaluate.main(["--ckpt", str(weights), "--split", "test", "--out", str(tmp_path / "x")])
+    # zero-shot by description: the dataset's labels, each prompted by a sentence of its own
+    described = evaluate.main(["--ckpt", str(weights), "--data", trained.config.data,
+                               "--cache", str(cache), "--out", str(tmp_path / "described"),
+                               "--zero-shot", "happiness=a face with the lip corners pulled up,"
+                               " surprise=a face with the jaw dropped and brows raised"])
+    assert described["n"] == 8 and set(described["per_class"]) == {"happiness", "surprise"}
+    stored = json.loads((tmp_path / "described" / "metrics.json").read_text())
+    assert stored["class_prompts"] == ["a face with the lip corners pulled up",
+                                       "a face with the jaw dropped and brows raised"]
+    for bad in ("happiness=,sadness", "happiness,,sadness", "joy,joy"):
+        with pytest.raises(ValueError, match="--zero-shot"):
+            evaluate.zero_shot_classes(bad)
 
