@@ -58,7 +58,7 @@ class TrainConfig:
     frame_sampling: Literal["uniform", "apex"] = "uniform"  # how T frames are picked (4D)
     # --- model ---
     model: str = "tiny"  # CLIP architecture (facet.clip.PRESETS)
-    pretrained: str = ""  # CLIP weights in OpenAI's layout to start from; "" = from scratch
+    pretrained: str = "facet-clip"  # CLIP weights (OpenAI's layout) to fine-tune; "" = scratch
     vocab: str = ""  # the BPE vocabulary of --pretrained (OpenAI: bpe_simple_vocab_16e6.txt.gz)
     fusion_depth: int = 1  # CVSA transformer blocks
     temporal_depth: int = 1  # temporal-fusion transformer blocks (4D)
@@ -69,7 +69,7 @@ class TrainConfig:
     text_head: bool = True  # ablation: False = learned cosine head instead of prompts
     freeze_text: bool = False  # keep the text tower fixed (class embeddings computed once)
     freeze_image: bool = False  # keep the image tower fixed (a linear probe of the fusion)
-    center_images: bool = True  # BatchNorm-centre image embeddings (from-scratch aid)
+    center_images: Optional[bool] = None  # BatchNorm-centre image embeddings; none = from scratch
     center_inputs: bool = True  # standardise pixels by the training set's mean face per view
     metadata_prompts: bool = False  # AffectVLM prompts with sex / age / ethnicity per sample
     train_prompts: Literal["ensemble", "sample"] = "ensemble"  # all prompts per step, or 1 drawn
@@ -107,12 +107,13 @@ class TrainConfig:
 
 
 PRESETS: dict[str, TrainConfig] = {
-    # CPU default: synthetic BU-3DFE (60 subjects, intensities 3-4), 3 views at 64 px, tiny CLIP
+    # CPU default: synthetic BU-3DFE (60 subjects, intensities 3-4), 3 views at 64 px, facet's
+    # own pretrained tiny CLIP fine-tuned
     "cpu": TrainConfig(),
     # GPU: ViT-B/16 at 224 px, bf16 autocast, smaller LR for the wide model
-    "vit-b-16": TrainConfig(preset="vit-b-16", model="vit-b-16", image_size=224, batch_size=64,
-                            lr=1e-4, weight_decay=0.1, epochs=30, amp=True, workers=4,
-                            warmup=2.0),
+    "vit-b-16": TrainConfig(preset="vit-b-16", model="vit-b-16", pretrained="", image_size=224,
+                            batch_size=64, lr=1e-4, weight_decay=0.1, epochs=30, amp=True,
+                            workers=4, warmup=2.0),
     # 4D: synthetic BU-4DFE sequences, 8 frames spread over each sequence
     "4d": TrainConfig(preset="4d", synth_kind="bu4dfe", synth_subjects=20, frames=8,
                       frame_sampling="uniform", batch_size=16, epochs=12),
@@ -121,8 +122,8 @@ PRESETS: dict[str, TrainConfig] = {
                          frames=4, frame_sampling="apex", batch_size=16, epochs=10),
     # facet's own CLIP: contrastive pretraining on captioned scans of new people; zero-shot
     # accuracy on the built-in BU-3DFE-like set (all of whose people it never sees) each epoch
-    "pretrain": TrainConfig(preset="pretrain", task="pretrain", batch_size=128, epochs=20,
-                            lr=1e-3, weight_decay=0.1, warmup=1.0, fold="all"),
+    "pretrain": TrainConfig(preset="pretrain", task="pretrain", pretrained="", batch_size=128,
+                            epochs=40, lr=1e-3, weight_decay=0.1, warmup=1.0, fold="all"),
 }
 
 # fields that may differ between a run and its --resume (they do not change the computation)
@@ -198,7 +199,7 @@ def parse_args(argv: list[str]) -> TrainConfig:
             parse as the option's type, or one that `validate` refuses.
     """
     types_ = typing.get_type_hints(TrainConfig)
-    flags = {k for k, t in types_.items() if t is bool}
+    flags = {k for k, t in types_.items() if t in (bool, Optional[bool])}
     changes = dict(_split(argv, flags))
     name = changes.pop("preset", "cpu")
     if name not in PRESETS:
@@ -208,7 +209,10 @@ def parse_args(argv: list[str]) -> TrainConfig:
         if key not in types_:
             raise ValueError(f"unknown option --{key}{_close(key, types_)} (see --help)")
         changes[key] = _parse(text, types_[key], key)
-    return validate(replace(PRESETS[name], preset=name, **changes))
+    config = replace(PRESETS[name], preset=name, **changes)
+    if config.center_images is None:  # a from-scratch aid; pretrained features stay as they are
+        config = replace(config, center_images=not config.pretrained)
+    return validate(config)
 
 
 def _split(argv: list[str], flags: set[str]) -> list[tuple[str, str]]:

@@ -310,6 +310,7 @@ def save_contact_sheet(images: torch.Tensor | np.ndarray | Sequence, path: str |
     picture.save(path)
     return path
 
+
 def main(argv: list[str]) -> str:
     """`python -m facet.render MESH OUT.png`: one mesh from 5 yaws, shaded and as normal maps.
 

@@ -25,7 +25,7 @@ def checkpoints(tmp_path_factory) -> Path:
     """A folder with one untrained 16-px checkpoint in train.py's format (the page, not the
     accuracy, is under test here)."""
     root = tmp_path_factory.mktemp("out")
-    config = parse_args(["--image_size=16"])
+    config = parse_args(["--image_size=16", "--pretrained="])
     tokenizer = build.build_tokenizer(config)
     model = build.build_model(config, tokenizer, len(EMOTIONS))
     save_checkpoint(root / "tiny" / "ckpt.pt", {
@@ -97,7 +97,7 @@ def test_bad_inputs_are_shown_not_raised(checkpoints, tmp_path):
         at.run()
         assert not at.exception and "not a loadable CLIP ViT checkpoint" in texts(at.error)
         # real CLIP weights with their merges: the CLIP alone, zero-shot by its prompts
-        config = parse_args(["--image_size=16"])
+        config = parse_args(["--image_size=16", "--pretrained="])
         tokenizer = build.build_tokenizer(config)
         clip = build.build_clip(config, tokenizer)
         save_openai(checkpoints / "clip.pt", clip, tokenizer.merges,

@@ -208,3 +208,21 @@ def test_identity_wrapper_is_the_plain_clip():
             F.normalize(centred.folded().encode_image(normalize_images(images)), dim=-1),
             F.normalize(clip.encode_image(normalize_images(images)), dim=-1),
             atol=1e-6, rtol=0)  # float32 rounding of unit vectors
+
+
+def test_the_default_run_fine_tunes_the_shipped_clip():
+    """`python train.py` starts from facet/assets/facet_clip_tiny.pt: its towers, its BPE, no
+    from-scratch embedding centring; the file says how it was made and rendered."""
+    config = parse_args([])
+    assert config.pretrained == "facet-clip" and config.center_images is False
+    assert build.pretrained_path(config) == build.FACET_CLIP
+    stored = torch.load(build.FACET_CLIP, weights_only=True)
+    assert "--preset=pretrain" in stored["made_by"]["command"]
+    assert stored["render"] == {"views": config.views, "image_size": config.image_size,
+                                "mode": config.mode}
+    tokenizer = build.build_tokenizer(config)
+    model = build.build_model(config, tokenizer, num_classes=6)
+    assert model.image_norm is None  # center_images off
+    clip = load_openai(build.FACET_CLIP)
+    for name, value in clip.state_dict().items():
+        assert torch.equal(model.clip.state_dict()[name], value), name

@@ -1,6 +1,8 @@
 """facet.config: --key=value overrides parsed as the fields' types, presets, checks, help."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from facet.config import PRESETS, TrainConfig, from_dict, help_text, parse_args, to_dict
@@ -50,7 +52,11 @@ def test_presets_and_roundtrip():
     config = parse_args(["--preset=4d", "--lr=0.1"])
     assert (config.preset, config.frames, config.lr) == ("4d", PRESETS["4d"].frames, 0.1)
     assert parse_args(["--preset", "micro"]).split == "loso"
-    assert parse_args([]) == TrainConfig()
+    default = parse_args([])  # fine-tunes facet's CLIP, so no from-scratch embedding centring
+    assert default == replace(TrainConfig(), center_images=False)
+    assert parse_args(["--pretrained="]).center_images is True  # from scratch: centred
+    assert parse_args(["--pretrained=", "--no-center_images"]).center_images is False
+    assert parse_args(["--center_images"]).center_images is True  # an explicit choice wins
     # to_dict holds only primitives (checkpoint/JSON-safe); from_dict restores tuples
     d = to_dict(parse_args(["--intensities=3,4"]))
     assert d["intensities"] == [3, 4] and from_dict(d).intensities == (3, 4)

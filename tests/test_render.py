@@ -38,8 +38,8 @@ def test_a_tilted_plane_turns_its_normal_and_darkens():
     plane = _plane()
     plane.verts[:, 2] = plane.verts[:, 0] * np.tan(tilt)  # turned toward +x (the right)
     normal = _centre(render_views(plane, FRONT, 32, "normals", normalize=False)) * 2 - 1
-    torch.testing.assert_close(normal, torch.tensor([-np.sin(tilt), 0.0, np.cos(tilt)], dtype=torch.float32),
-                               atol=1e-3, rtol=0)
+    expected = torch.tensor([-np.sin(tilt), 0.0, np.cos(tilt)], dtype=torch.float32)
+    torch.testing.assert_close(normal, expected, atol=1e-3, rtol=0)
     grey = _centre(render_views(plane, FRONT, 32, "shaded", normalize=False))[0]
     lit = ALBEDO * (AMBIENT + (1 - AMBIENT) * np.cos(tilt)) + SPECULAR * np.cos(tilt) ** 24
     assert grey.item() == pytest.approx(lit, abs=1e-3)
