@@ -40,6 +40,25 @@ def print_table(title: str, header: list[str], rows: list[list]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
+def cpu_model() -> str:
+    """The processor's name as the kernel reports it (lscpu's "Model name")."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
+def torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
 # --- sections (one function each; register below) ---
 
 
@@ -269,7 +288,8 @@ def _llvmpipe_renderer(mesh, views, size: int):
 
 
 def bench_raster(args) -> None:
-    """facet.raster.render_views (9 views, shaded) vs Mesa llvmpipe, 5k/30k/70k faces, 112/224 px.
+    """render_views (9 views, shaded) vs Mesa llvmpipe: 5k/30k/70k-face domes and a real face
+    (ICT-FaceKit, 13k triangles), 112/224 px.
 
     Both draw the same, already normalised mesh (render_views(normalize=False)) from the same
     cameras, with smooth normals and headlight shading, and return pixels. views/s = 9 / (best
@@ -284,11 +304,13 @@ def bench_raster(args) -> None:
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     views = [(yaw, pitch) for yaw in (-30, 0, 30) for pitch in (-15, 0, 15)]
     _bench_allocator(views)
-    grids = {"5k": 52, "30k": 123, "70k": 188}
+    from facet.scanner import demo_face
+
+    meshes = [normalize(_dome_face(n))[0] for n in (52, 123, 188)]  # 5k, 30k, 70k faces
+    meshes.append(normalize(demo_face())[0])  # a real face: ICT-FaceKit, 13k triangles
     sizes = (112,) if args.quick else (112, 224)
     rows = []
-    for name, n in grids.items():
-        mesh, _ = normalize(_dome_face(n))
+    for mesh in meshes:
         for size in sizes:
             def facet() -> torch.Tensor:
                 return render_views(mesh, views, image_size=size, normalize=False)
@@ -311,9 +333,6 @@ def bench_raster(args) -> None:
     if load > cores / 2:
         print(f"  note: load average {load:.1f} on {cores} cores -- other processes share the CPU; "
               "multi-threaded torch suffers most, so these figures understate facet")
-    print("  quoted from issue 3 (reference machine, 30k faces, 9 views, 224 px, 2 cores; not "
-          "measured here): llvmpipe 285 views/s, pyrender/OSMesa 53, Open3D ray casting 120, "
-          "plain eager torch z-buffer 190, same with torch.compile 316")
 
 
 def _bench_allocator(views) -> None:
@@ -394,6 +413,7 @@ def main() -> None:
     args = parser.parse_args()
     from facet.runtime import keep_freed_memory
 
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; torch {torch_version()}")
     # The raster section first: it measures glibc's default malloc before switching to
     # facet.runtime's memory policy, which every other section runs with, as facet's commands do.
     for name in sorted(args.only or SECTIONS, key=lambda name: name != "raster"):
