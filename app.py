@@ -22,6 +22,7 @@ import streamlit as st
 from facet import explain, scanner
 from facet.layouts import EMOTIONS, NEUTRAL
 from facet.meshio import MESH_SUFFIXES, save_wrl
+from facet.uploads import MAX_UPLOAD_MB, save_uploads
 
 UPLOAD_TYPES = [s.lstrip(".") for s in MESH_SUFFIXES] + ["zip", "bnd", "lm3", "bmp", "png",
                                                           "jpg", "jpeg"]  # + landmarks, textures
@@ -48,9 +49,9 @@ def sidebar():
                 st.number_input("subject", 0, 9999, 0, key="subject"))
     else:
         uploads = st.file_uploader(
-            f"a scan, the frames of a sequence, or a zip (at most {explain.MAX_UPLOAD_MB} MB)",
+            f"a scan, the frames of a sequence, or a zip (at most {MAX_UPLOAD_MB} MB)",
             type=UPLOAD_TYPES, accept_multiple_files=True, key="uploads",
-            max_upload_size=explain.MAX_UPLOAD_MB)
+            max_upload_size=MAX_UPLOAD_MB)
     classes = st.text_input("your own classes, comma-separated (empty: the checkpoint's)",
                             key="classes")
     return ckpt, face, uploads, classes
@@ -75,7 +76,7 @@ def predict(ckpt: Path, face, uploads, classes: str) -> explain.Prediction | Non
                 save_wrl(scanner.demo_face(emotion, intensity, int(subject)), scan)
                 name = f"built-in {emotion} {intensity}, subject {subject}"
             else:
-                scan = explain.save_uploads([(f.name, f.getvalue()) for f in uploads], folder)
+                scan = save_uploads([(f.name, f.getvalue()) for f in uploads], folder)
                 name = ", ".join(f.name for f in uploads)
             return explain.explain(predictor, scan, names, name=name)
         except (ValueError, FileNotFoundError) as err:  # name the file, not the temporary folder

@@ -46,7 +46,8 @@ imports only modules above it):
       loop.py         the training steps (FACET-VLM, CLIP), train / evaluate epochs, schedules
       build.py        data, tokenizer, model and objective from a config; the pretraining set
       explain.py      one scan or sequence: prediction, per-view predictions, weights,
-                      saliency, a picture sheet; safe uploads (evaluate.py SCAN, app.py)
+                      saliency, a picture sheet (evaluate.py SCAN, app.py)
+      uploads.py      files sent to the app, written safely (zips unpacked with limits)
 
 Shapes, batch-first everywhere: B batch, T frames (1 for a static scan), V views, K classes,
 P prompts per class, L text tokens, N image tokens, C width, E joint embedding size, H x W

@@ -25,18 +25,12 @@ same for every class, and it stops at the image tower, while MTGF and CVSA decid
 see the whole model, per class and at full resolution; integrating along the path (64 steps,
 batched) avoids the saturation of a single gradient x input at a confident prediction.
 
-Uploads (the app): `save_uploads` writes into a folder the caller makes temporary, refuses more
-than MAX_UPLOAD_MB, and unpacks zips member by member (no absolute paths or "..", at most
-MAX_UNPACKED_MB and MAX_MEMBERS: no zip bombs).
-
 Shapes: T frames, V views, K classes, P prompts per class, E embedding, H x W view pixels.
 """
 from __future__ import annotations
 
 import dataclasses
-import io
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -69,9 +63,6 @@ FACET_ENTRIES = ("model", "config", "classes", "merges")  # what train.py's ckpt
 SALIENCY_STEPS = 64  # integrated-gradient steps (midpoint rule); the JSON shows how closely
 # the attributions sum to the log-probability rise (README: measured per step count)
 IMAGES_PER_PASS = 192  # views per forward/backward pass of the saliency path
-MAX_UPLOAD_MB = 50  # uploads together; a BU-3DFE scan with its texture is a few MB
-MAX_UNPACKED_MB = 500  # everything a zip unpacks to
-MAX_MEMBERS = 2000  # files in a zip (a BU-4DFE sequence has about 100 frames)
 
 Scan = str | Path | Mesh | Sequence[Mesh]  # a mesh file, a folder of frames, or meshes
 
@@ -463,80 +454,3 @@ def prediction_table(predictions: Sequence[Prediction]) -> str:
     rows = [f"{p.name:<{width}}  {p.predicted[:12]:<12}"
             + "".join(f" {100 * float(q):>8.1f}%" for q in p.probabilities) for p in predictions]
     return "\n".join([head, *rows])
-
-
-# --- uploads (the app) ------------------------------------------------------------------------
-
-def _unzip(name: str, data: bytes, folder: Path, max_mb: float) -> None:
-    """Unpack a zip into `folder`, member by member, refusing what could escape or explode."""
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        raise ValueError(f"{name}: not a readable zip file") from None
-    members = [m for m in archive.infolist() if not m.is_dir()]
-    if len(members) > MAX_MEMBERS:
-        raise ValueError(f"{name}: {len(members)} files, more than the {MAX_MEMBERS} allowed")
-    if sum(m.file_size for m in members) > max_mb * 2**20:
-        raise ValueError(f"{name}: unpacks to more than {max_mb:g} MB")
-    root = folder.resolve()
-    for member in members:
-        parts = Path(member.filename.replace("\\", "/")).parts
-        if member.filename.startswith(("/", "\\")) or ".." in parts or ":" in member.filename:
-            raise ValueError(f"{name}: refused member {member.filename!r} (a path outside the "
-                             "archive's folder)")
-        if any(p.startswith(".") or p == "__MACOSX" for p in parts):
-            continue  # hidden files and macOS resource forks ("._000.wrl" is not a mesh)
-        target = folder.joinpath(*parts)
-        if not target.resolve().is_relative_to(root):
-            raise ValueError(f"{name}: refused member {member.filename!r}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with archive.open(member) as src:  # reads at most the declared size
-                target.write_bytes(src.read(member.file_size + 1)[:member.file_size])
-        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as err:
-            raise ValueError(f"{name}: cannot unpack {member.filename!r} ({err})") from None
-
-
-def save_uploads(files: Sequence[tuple[str, bytes]], folder: str | Path,
-                 max_mb: float = MAX_UPLOAD_MB, max_unpacked_mb: float = MAX_UNPACKED_MB) -> Path:
-    """Write uploaded files into `folder` and return the scan they make.
-
-    Args:
-        files: (file name, content) pairs: one mesh (with companion files: landmarks, texture),
-            several mesh files (the frames of a sequence), or a zip of either.
-        folder: where to write; the caller makes it temporary (`tempfile.TemporaryDirectory`).
-        max_mb: the most the uploads may weigh together; max_unpacked_mb: the most a zip may
-            unpack to.
-    Returns:
-        The mesh file, or the folder holding the frames of a sequence.
-    Raises:
-        ValueError: nothing uploaded, over max_mb, an unsafe or unreadable zip, no mesh,
-            or meshes in several folders.
-    """
-    folder = Path(folder)
-    if not files:
-        raise ValueError("nothing uploaded")
-    total = sum(len(data) for _, data in files)
-    if total > max_mb * 2**20:
-        raise ValueError(f"the upload is {total / 2**20:.1f} MB, more than the {max_mb:g} MB "
-                         "allowed")
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, data in files:
-        base = Path(name.replace("\\", "/")).name  # a name, never a path
-        if not base or base.startswith("."):
-            raise ValueError(f"{name!r}: not a usable file name")
-        if base.lower().endswith(".zip"):
-            _unzip(base, data, folder / Path(base).stem, max_unpacked_mb)
-        else:
-            (folder / base).write_bytes(data)
-    meshes = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in MESH_SUFFIXES]
-    if not meshes:
-        raise ValueError(f"no mesh among the uploads ({', '.join(n for n, _ in files)}); "
-                         f"formats read: {', '.join(MESH_SUFFIXES)}")
-    if len(meshes) == 1:
-        return meshes[0]
-    places = sorted({str(p.parent.relative_to(folder)) for p in meshes})
-    if len(places) > 1:
-        raise ValueError(f"meshes in several folders ({', '.join(places[:4])}): upload one scan, "
-                         "or the frames of one sequence")
-    return meshes[0].parent

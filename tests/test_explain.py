@@ -14,7 +14,7 @@ import torch
 
 import evaluate
 import train
-from facet import build, explain, scanner, synth
+from facet import build, explain, scanner, synth, uploads
 from facet.checkpoint import save_checkpoint, save_openai
 from facet.layouts import EMOTIONS
 from facet.meshio import save_wrl
@@ -190,17 +190,17 @@ def zipped(members: dict[str, bytes]) -> bytes:
 
 def test_uploads_become_a_scan_or_a_sequence(tmp_path):
     mesh = b"#VRML V2.0 utf8\n"
-    one = explain.save_uploads([("face.wrl", mesh), ("face.bnd", b"1 2 3")], tmp_path / "a")
+    one = uploads.save_uploads([("face.wrl", mesh), ("face.bnd", b"1 2 3")], tmp_path / "a")
     assert one == tmp_path / "a" / "face.wrl"
-    seq = explain.save_uploads([("2.wrl", mesh), ("10.wrl", mesh)], tmp_path / "b")
+    seq = uploads.save_uploads([("2.wrl", mesh), ("10.wrl", mesh)], tmp_path / "b")
     assert seq == tmp_path / "b"
     archive = zipped({"clip/000.wrl": mesh, "clip/001.wrl": mesh, "__MACOSX/clip/._000.wrl": b"x",
                       "clip/.hidden.wrl": b"x"})
-    folder = explain.save_uploads([("clip.zip", archive)], tmp_path / "c")
+    folder = uploads.save_uploads([("clip.zip", archive)], tmp_path / "c")
     assert folder == tmp_path / "c" / "clip" / "clip"
     assert [p.name for p in explain.sequence_frames(folder)] == ["000.wrl", "001.wrl"]
     # an uploaded name is a name, never a path
-    assert explain.save_uploads([("../../x.wrl", mesh)], tmp_path / "d") == tmp_path / "d" / "x.wrl"
+    assert uploads.save_uploads([("../../x.wrl", mesh)], tmp_path / "d") == tmp_path / "d" / "x.wrl"
 
 
 @pytest.mark.parametrize("files, message", [
@@ -215,7 +215,7 @@ def test_uploads_become_a_scan_or_a_sequence(tmp_path):
 ])
 def test_bad_uploads_are_refused_with_the_reason(files, message, tmp_path):
     with pytest.raises(ValueError, match=message):
-        explain.save_uploads(files, tmp_path, max_mb=1, max_unpacked_mb=2)
+        uploads.save_uploads(files, tmp_path, max_mb=1, max_unpacked_mb=2)
     assert not (tmp_path.parent / "evil.wrl").exists() and not Path("/etc/evil.wrl").exists()
 
 
