@@ -55,6 +55,18 @@ def select(config: TrainConfig, split: str, classes: tuple[str, ...]):
     return kept, note
 
 
+def parse_intensities(text: str) -> tuple[int, ...]:
+    """`--intensities 1,2,3,4` -> (1, 2, 3, 4). Raises ValueError naming a bad level."""
+    try:
+        levels = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise ValueError(f"--intensities={text!r}: expected comma-separated levels, "
+                         "e.g. 1,2,3,4") from None
+    if not levels or any(level < 0 for level in levels):
+        raise ValueError(f"--intensities={text!r}: expected levels >= 0, e.g. 1,2,3,4")
+    return levels
+
+
 def zero_shot_classes(text: str) -> tuple[tuple[str, ...], list[str]]:
     """`--zero-shot` -> (class labels, what each is prompted with). Entries are separated by
     commas; "name" is prompted by the templates, "label=description" scores the dataset's
@@ -96,6 +108,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--zero-shot", dest="zero_shot", default="",
                         help="comma-separated class names to classify with new prompts; "
                              "label=description prompts a label with a description")
+    parser.add_argument("--intensities", default=None,
+                        help="comma-separated intensity levels to evaluate, e.g. 1,2,3,4 (the "
+                             "held-out subjects at levels the protocol did not train on)")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--cache", default=None, help="view cache folder (default: as trained)")
@@ -129,6 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"eval-{split}" if same_data else f"eval-{data_name}-{split}")
     if args.zero_shot and not args.out:
         out = out.with_name(out.name + "-zero-shot")
+    if args.intensities and not args.out:
+        out = out.with_name(out.name + "-levels" + args.intensities.replace(",", ""))
     shipped = build.FACET_CLIP.parent in Path(args.ckpt).resolve().parents
     if shipped and not args.out:  # facet's own weights: never write into the package
         out = Path("out") / f"{Path(args.ckpt).stem}-{out.name}"
@@ -139,6 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
         changes.update(data=args.data, dataset=args.dataset, intensities=None, subjects=None)
     if args.cache is not None:
         changes["cache"] = args.cache
+    if args.intensities is not None:  # the folds stay the same: they split subjects
+        changes["intensities"] = parse_intensities(args.intensities)
     config = dataclasses.replace(config, **changes)
     samples, note = select(config, split, classes)
     if note:

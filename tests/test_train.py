@@ -279,3 +279,21 @@ def test_an_ema_run_reports_and_keeps_the_averaged_weights(tiny_root, cache, tmp
     assert again["accuracy"] == metrics["accuracy"] == epochs[-1]["test_acc_ema"]
     for mine, theirs in zip(again["predictions"], metrics["predictions"]):
         assert mine["probabilities"] == pytest.approx(theirs["probabilities"], abs=1e-6)
+
+
+def test_evaluate_held_out_subjects_at_every_intensity(tiny_root, cache, tmp_path):
+    """--intensities: the same held-out subjects (folds split subjects), at levels the protocol
+    did not train on; the levels it did train on get the numbers of the default evaluation."""
+    train.main(args(tiny_root, cache, tmp_path))
+    ckpt = str(tmp_path / "t" / "ckpt.pt")
+    default = evaluate.main(["--ckpt", ckpt, "--cache", str(cache)])
+    every = evaluate.main(["--ckpt", ckpt, "--cache", str(cache), "--intensities", "1,2,3,4"])
+    assert (tmp_path / "t" / "eval-test-levels1234" / "metrics.json").is_file()
+    assert every["n"] == 24 and set(every["per_intensity"]) == {"1", "2", "3", "4"}
+    assert {p["subject"] for p in every["predictions"]} == {p["subject"]
+                                                            for p in default["predictions"]}
+    again = {p["path"]: p["probabilities"] for p in every["predictions"]}
+    for p in default["predictions"]:
+        assert again[p["path"]] == pytest.approx(p["probabilities"], abs=1e-6)
+    with pytest.raises(ValueError, match="--intensities='x'"):
+        evaluate.main(["--ckpt", ckpt, "--intensities", "x"])
