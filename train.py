@@ -188,6 +188,7 @@ def train_fold(config: TrainConfig, dist: runtime.DistInfo, tokenizer, train_set
                 "ema": None if ema is None else ema.state_dict(),
                 "scheduler": scheduler.state_dict(), "config": to_dict(config),
                 "merges": [list(m) for m in tokenizer.merges], "classes": list(classes),
+                "quick_gelu": model.clip.config.quick_gelu,  # the towers' activation
                 "epoch": epoch, "step": step, "rng": capture_rng(generator),
                 "world_size": dist.world_size})  # read back by resume() and evaluate.py
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v

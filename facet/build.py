@@ -218,15 +218,15 @@ def zero_shot_objective(config: TrainConfig, clip: CLIP, tokenizer: Tokenizer,
 
 
 def build_model(config: TrainConfig, tokenizer: Tokenizer, num_classes: int,
-                train_set: FaceViewsDataset | None = None) -> FacetVLM:
-    """FacetVLM for the config: pretrained CLIP towers when `config.pretrained` is set, and the
-    training set's pixel statistics (from scratch, `center_inputs`) when `train_set` is given.
+                train_set: FaceViewsDataset | None = None, clip: CLIP | None = None) -> FacetVLM:
+    """FacetVLM for the config: on `clip` when given (a checkpoint's own towers), else on the
+    pretrained CLIP when `config.pretrained` is set, else on fresh towers; with the training
+    set's pixel statistics (from scratch, `center_inputs`) when `train_set` is given.
 
     Raises:
         ValueError: pretrained weights whose width or vocabulary do not fit (naming the file).
     """
-    clip = None
-    if config.pretrained:
+    if clip is None and config.pretrained:
         path = pretrained_path(config)
         clip = load_openai(path)
         if clip.config.vocab_size != tokenizer.vocab_size:

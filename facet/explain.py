@@ -41,6 +41,8 @@ import torch.nn.functional as F
 
 from facet import build
 from facet.checkpoint import load_checkpoint, load_openai, load_weights
+from facet.clip import PRESETS as CLIP_PRESETS
+from facet.clip import build_from_state_dict
 from facet.config import TrainConfig, from_dict
 from facet.datasets import sample_frames
 from facet.layouts import EMOTIONS, natural_key
@@ -92,11 +94,22 @@ class Predictor:
 def rebuild(ckpt: dict, source: str, device: torch.device | str = "cpu"
             ) -> tuple[TrainConfig, tuple[str, ...], Tokenizer, FacetVLM]:
     """(config, classes, tokenizer, model in eval mode) from a train.py checkpoint dict; the
-    averaged weights where the run kept an EMA (`--ema_decay`: they are its reported result)."""
+    averaged weights where the run kept an EMA (`--ema_decay`: they are its reported result).
+
+    The CLIP towers are rebuilt from the checkpoint's own weights (their shapes give the
+    architecture, as for OpenAI's files), not from the config: a run that fine-tuned
+    pretrained towers has their input side and width, whatever --image_size it rendered at.
+    """
     config = dataclasses.replace(from_dict(ckpt["config"]), pretrained="")  # weights: ckpt's
     classes = tuple(ckpt["classes"])
     tokenizer = build.build_tokenizer(config, ckpt["merges"])
-    model = build.build_model(config, tokenizer, len(classes))
+    towers = {k[len("clip."):]: v for k, v in ckpt["model"].items() if k.startswith("clip.")}
+    try:
+        clip = build_from_state_dict(towers, ckpt.get("quick_gelu",  # older: the preset's
+                                                      CLIP_PRESETS[config.model].quick_gelu))
+    except (ValueError, RuntimeError, KeyError) as err:
+        raise ValueError(f"{source}: its CLIP weights do not form a CLIP ({err})") from None
+    model = build.build_model(config, tokenizer, len(classes), clip=clip)
     load_weights(model, ckpt.get("ema") or ckpt["model"], source)
     return config, classes, tokenizer, model.to(device).eval()
 

@@ -226,3 +226,22 @@ def test_the_default_run_fine_tunes_the_shipped_clip():
     clip = load_openai(build.FACET_CLIP)
     for name, value in clip.state_dict().items():
         assert torch.equal(model.clip.state_dict()[name], value), name
+
+
+def test_a_run_rendered_smaller_than_its_pretrained_clip_reloads(pretrained, tmp_path):
+    """Fine-tuning 32-px pretrained towers on 16-px renders (the views are resized to the
+    towers' side): evaluate.py rebuilds the towers from the checkpoint's weights, not from
+    --image_size, and reports the run's own numbers."""
+    import evaluate
+
+    run, _, argv = pretrained
+    data = next(a for a in argv if a.startswith("--data="))
+    cache = next(a for a in argv if a.startswith("--cache="))
+    [metrics] = train.main([data, cache, f"--out={tmp_path}", "--name=ft", "--folds=2",
+                            "--image_size=16", "--batch_size=6", "--epochs=1", "--threads=1",
+                            "--render_workers=1", f"--pretrained={run / 'clip.pt'}"])
+    again = evaluate.main(["--ckpt", str(tmp_path / "ft" / "ckpt.pt"),
+                           "--cache", cache.split("=", 1)[1], "--out", str(tmp_path / "e")])
+    assert again["accuracy"] == metrics["accuracy"]
+    for mine, theirs in zip(again["predictions"], metrics["predictions"]):
+        assert mine["probabilities"] == pytest.approx(theirs["probabilities"], abs=1e-6)
