@@ -71,9 +71,11 @@ class Objective(nn.Module):
         self.augment, self.mix_prob, self.mode = augment, mix_prob, mode
         self.sample_prompts, self.metadata_prompts = prompts == "sample", metadata_prompts
         constant = model.class_head is None and not metadata_prompts and prompts == "ensemble"
-        # the prompt ensemble does not change from step to step: tokenise it once
+        # the prompt ensemble does not change from step to step: tokenise it once; with a frozen
+        # text tower its embeddings do not change either (`frozen_class_embeddings`)
         self.register_buffer("ensemble_tokens", self.class_tokens() if constant else None,
                              persistent=False)
+        self.text_frozen = constant and getattr(model.config, "freeze_text", False)
 
     def class_tokens(self, batch: dict | None = None) -> torch.Tensor | None:
         """This step's prompt tokens: (K, P, L), (B, K, P, L) with metadata, None for the head."""
@@ -102,9 +104,20 @@ class Objective(nn.Module):
         if self.augment:
             views = mix_view_augment(views, batch["seed"], self.mode, self.mean_face(views),
                                      labels=batch["label"], mix_prob=self.mix_prob)
-        output = self.model(views, class_tokens=self.class_tokens(batch))
+        if self.text_frozen:
+            output = self.model(views, class_embeddings=self.frozen_class_embeddings())
+        else:
+            output = self.model(views, class_tokens=self.class_tokens(batch))
         loss, parts = total_loss(output, batch["label"], self.loss_config, self.margin)
         return loss, output.logits, parts
+
+    @torch.no_grad()
+    def frozen_class_embeddings(self) -> torch.Tensor:
+        """(K, E) class embeddings of a frozen text tower, encoded on the first step only: no
+        text-tower work per step (the text tower has no dropout or batch statistics)."""
+        if getattr(self, "_frozen_embeddings", None) is None:
+            self._frozen_embeddings = self.model.encode_classes(self.ensemble_tokens)
+        return self._frozen_embeddings
 
 
 class ContrastiveObjective(nn.Module):

@@ -297,3 +297,31 @@ def test_evaluate_held_out_subjects_at_every_intensity(tiny_root, cache, tmp_pat
         assert again[p["path"]] == pytest.approx(p["probabilities"], abs=1e-6)
     with pytest.raises(ValueError, match="--intensities='x'"):
         evaluate.main(["--ckpt", ckpt, "--intensities", "x"])
+
+
+def test_a_frozen_text_tower_is_encoded_once_with_the_same_result(tiny_root, cache):
+    """--freeze_text: the class embeddings are computed on the first step and reused; the
+    loss and its gradients are those of encoding the prompts every step."""
+    config = parse_args([f"--data={tiny_root}", f"--cache={cache}", *TINY, "--no-augment",
+                         "--freeze_text"])
+    samples, _ = build.select_samples(tiny_root, config)
+    store, kept, _ = build.fill_cache(samples, config)
+    dataset = build.make_dataset(kept[:6], store, config, tuple(EMOTIONS), train=False)
+    batch = collate([dataset[i] for i in range(6)])
+    tokenizer = build.build_tokenizer(config)
+    model = build.build_model(config, tokenizer, 6).eval()
+    objective = build.build_objective(config, model, tokenizer, tuple(EMOTIONS),
+                                      torch.Generator().manual_seed(0))
+    assert objective.text_frozen
+    calls = []
+    model.clip.encode_text = (lambda original: lambda *a: calls.append(1) or original(*a))(
+        model.clip.encode_text)
+    cached = [objective(batch)[0] for _ in range(3)]
+    assert len(calls) == 1  # one encoding for three steps
+    objective.text_frozen = False
+    fresh = objective(batch)[0]
+    assert len(calls) == 2
+    for loss in cached:
+        torch.testing.assert_close(loss, fresh, rtol=0, atol=1e-6)
+    grads = torch.autograd.grad(cached[0], [model.clip.logit_scale], allow_unused=True)
+    assert grads[0] is not None  # the temperature still learns through cached embeddings
