@@ -75,7 +75,7 @@ class Objective(nn.Module):
         # text tower its embeddings do not change either (`frozen_class_embeddings`)
         self.register_buffer("ensemble_tokens", self.class_tokens() if constant else None,
                              persistent=False)
-        self.text_frozen = constant and getattr(model.config, "freeze_text", False)
+        self.text_frozen = constant and isinstance(model, FacetVLM) and model.config.freeze_text
 
     def class_tokens(self, batch: dict | None = None) -> torch.Tensor | None:
         """This step's prompt tokens: (K, P, L), (B, K, P, L) with metadata, None for the head."""
