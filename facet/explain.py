@@ -15,11 +15,12 @@ scored with the plain prompt ensemble; the apex of a sequence comes from the dis
 frames (no annotation).
 
 Saliency: integrated gradients (Sundararajan et al. 2017) of the predicted class's
-log-probability, from the model's own reference image -- the mean face per view slot that it
-subtracts from its inputs (`FacetVLM.pixel_mean`) -- to the views, summed over colour channels.
-Attributions add up to log p(class | views) - log p(class | mean face) (the JSON reports both
-sides of that sum), so red pixels are where this face departs from the average face in a way
-that raises the class, blue where it lowers it. Why not attention rollout: the `tiny` ViT cuts a
+log-probability, from the model's own reference image -- the image it subtracts from its
+inputs (`FacetVLM.pixel_mean`: the training set's mean face per view slot from scratch, CLIP's
+mean colour with pretrained towers) -- to the views, summed over colour channels. Attributions
+add up to log p(class | views) - log p(class | reference) (the JSON reports both sides of that
+sum), so red pixels are where this face departs from the reference in a way that raises the
+class, blue where it lowers it. Why not attention rollout: the `tiny` ViT cuts a
 64-px view into 4 x 4 patches, so rollout can only say "this sixteenth of the face", it is the
 same for every class, and it stops at the image tower, while MTGF and CVSA decide too. Gradients
 see the whole model, per class and at full resolution; integrating along the path (64 steps,
@@ -250,7 +251,7 @@ class Prediction:
     view_weights: torch.Tensor  # (T, V) MTGF's (or CVSA's) weights, sum 1 per frame
     frame_weights: torch.Tensor | None  # (T,) temporal fusion's weights; None for T = 1 models
     saliency: torch.Tensor  # (T, V, H, W) attribution to log p(predicted class), per pixel
-    saliency_reference: float  # log p(predicted | mean face): attributions sum to the rise
+    saliency_reference: float  # log p(predicted | reference): attributions sum to the rise
     prompts: list[list[str]] | None  # K x P prompt texts (None: learned head)
     prompt_similarities: torch.Tensor | None  # (K, P) cosine of the face to every prompt
     seconds: float  # wall time of `explain`
@@ -276,7 +277,7 @@ class Prediction:
             "frame_weights": None if self.frame_weights is None else self.frame_weights.tolist(),
             "saliency": {
                 "method": "integrated gradients of log p(predicted class), from the model's "
-                          f"mean face to the views, {SALIENCY_STEPS} steps",
+                          f"reference image to the views, {SALIENCY_STEPS} steps",
                 "target": self.predicted,
                 "log_prob": float(self.probabilities[k].log()),
                 "log_prob_mean_face": self.saliency_reference,
@@ -310,14 +311,15 @@ def encode_prompts(predictor: Predictor, classes: Sequence[str]
 def integrated_gradients(model: FacetVLM, views: torch.Tensor, target: int,
                          prompts: torch.Tensor | None, steps: int = SALIENCY_STEPS
                          ) -> tuple[torch.Tensor, float]:
-    """Attribution of log p(target) to every pixel, from the model's mean face (module docstring).
+    """Attribution of log p(target) to every pixel, from the model's reference image (module
+    docstring).
 
     Args:
         model: the FacetVLM (eval mode). views: (1, T, V, 3, H, W) float in [0, 1].
         target: the class index. prompts: class embeddings (K, E), or None (learned head).
-        steps: points on the straight path from the mean face to the views (midpoint rule).
+        steps: points on the straight path from the reference to the views (midpoint rule).
     Returns:
-        (attributions (T, V, H, W) summed over colour channels, log p(target | mean face)).
+        (attributions (T, V, H, W) summed over colour channels, log p(target | reference)).
     """
     _, t, v, c, h, w = views.shape
     reference = model.pixel_mean[:v].float()  # (V, 3, S, S): what the model subtracts
@@ -451,7 +453,7 @@ def save_sheet(prediction: Prediction, path: str | Path) -> Path:
     weights.set_xticks(range(v), p.view_names, fontsize=8)
     weights.set_title("view weights (dashed: uniform)", fontsize=9)
     fig.suptitle(f"{p.name}: {p.predicted} ({p.probabilities.max():.0%}). Saliency: red raises, "
-                 f"blue lowers log p({p.predicted}), relative to the model's mean face",
+                 f"blue lowers log p({p.predicted}), relative to the model's reference image",
                  fontsize=10)
     with atomic_file(path) as out:
         fig.savefig(out, format="png", dpi=100, bbox_inches="tight")
