@@ -156,9 +156,11 @@ def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> Pred
         return Predictor(ZeroShotCLIP(clip).to(device).eval(), tokenizer, EMOTIONS, config,
                          str(path), kind="clip")
     if not set(FACET_ENTRIES) <= entries:
-        raise ValueError(f"{path}: a checkpoint of another kind (entries {sorted(entries)[:8]}); "
-                         f"prediction takes a checkpoint written by train.py (ckpt.pt, with "
-                         f"{list(FACET_ENTRIES)}) or CLIP weights with their merges (clip.pt)")
+        missing = [e for e in FACET_ENTRIES if e not in entries]
+        raise ValueError(f"{path}: not a facet checkpoint of this version: no {missing} entry "
+                         f"(a checkpoint of another kind, with {sorted(entries)[:8]}); it takes "
+                         "a checkpoint written by train.py (ckpt.pt) or CLIP weights with their "
+                         "merges (clip.pt)")
     ckpt = load_checkpoint(path, map_location=device, required=FACET_ENTRIES)
     config, classes, tokenizer, model = rebuild(ckpt, str(path), device)
     return Predictor(model, tokenizer, classes, config, str(path))
