@@ -179,25 +179,24 @@ def build_tokenizer(config: TrainConfig, merges: list | None = None) -> Tokenize
                              "bpe_simple_vocab_16e6.txt.gz comes with OpenAI's CLIP code: "
                              "github.com/openai/CLIP, folder clip/)")
         return Tokenizer.from_merges(stored)
+    return train_bpe(_class_prompts(), CLIP_PRESETS[config.model].vocab_size)
+
+
+def _class_prompts() -> list[str]:
+    """Every prompt of every known class, plain and with metadata: a BPE's corpus."""
     names = list(prompt_lib.CLASS_WORDS)
-    corpus = [p for grid in (prompt_lib.build_prompts(names),
-                             prompt_lib.build_prompts(names, {"sex": "female", "age_group": "young",
-                                                              "ethnicity": "WH"}))
-              for row in grid for p in row]
-    return train_bpe(corpus, CLIP_PRESETS[config.model].vocab_size)
+    metadata = {"sex": "female", "age_group": "young", "ethnicity": "WH"}
+    return [p for grid in (prompt_lib.build_prompts(names),
+                           prompt_lib.build_prompts(names, metadata)) for row in grid for p in row]
 
 
 def caption_tokenizer(config: TrainConfig, captions: CaptionedViews) -> Tokenizer:
     """A BPE learned on what the pretrained text tower will read: two captions of every scan
     (drawn as the first epochs draw them) and every class prompt, plain and with metadata."""
-    names = list(prompt_lib.CLASS_WORDS)
-    corpus = [p for grid in (prompt_lib.build_prompts(names),
-                             prompt_lib.build_prompts(names, {"sex": "female", "age_group": "young",
-                                                              "ethnicity": "WH"}))
-              for row in grid for p in row]
+    corpus = _class_prompts()
     for epoch in (0, 1):
         captions.set_epoch(epoch)
-        corpus += [captions[i][1] for i in range(len(captions))]
+        corpus += [captions.caption(i) for i in range(len(captions))]
     captions.set_epoch(0)
     return train_bpe(corpus, CLIP_PRESETS[config.model].vocab_size)
 

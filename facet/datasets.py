@@ -303,17 +303,26 @@ class CaptionedViews(Dataset):
     def __len__(self) -> int:
         return len(self.truths)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, str, dict]:
+    def _draw(self, i: int) -> tuple[int, str, np.random.Generator]:
+        """Item i's view index and caption this epoch, and the generator that drew them."""
         from facet.captions import caption
 
         rng = np.random.default_rng((self.seed, self.epoch if self.train else 0, i))
         v = int(rng.integers(len(self.yaws))) if self.train else len(self.yaws) // 2
-        image = torch.from_numpy(np.array(self.views[i, v])).float().div(255)  # (C, H, W), a
-        # copy: the views may be a read-only memory map
         truth = self.truths[i]
         aus = {int(au): tuple(sides) for au, sides in truth["aus"].items()}
         text = caption(aus, rng, truth.get("emotion"), truth.get("intensity"),
                        truth.get("person"), self.yaws[v])
+        return v, text, rng
+
+    def caption(self, i: int) -> str:
+        """Item i's caption this epoch, without reading its image."""
+        return self._draw(i)[1]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str, dict]:
+        v, text, rng = self._draw(i)
+        # a copy: the views may be a read-only memory map
+        image = torch.from_numpy(np.array(self.views[i, v])).float().div(255)  # (C, H, W)
         return image.expand(3, -1, -1), text, {"seed": int(rng.integers(2 ** 62))}
 
 

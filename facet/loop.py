@@ -6,8 +6,7 @@ The optimisation stage of facet's pipeline, shared by train.py and evaluate.py:
   a parameter of the loss, so it must live inside the wrapped module to get averaged).
 - `train_epoch` runs `grad_accum` micro-batches per optimizer step; under DDP the gradient
   all-reduce runs only on the last micro-batch of a step (`no_sync` on the others). A loss that
-  stops being finite stops the run at that step (the last checkpoint, from the previous epoch,
-  stays as it was).
+  stops being finite stops the run at that step (the last good checkpoint stays).
 - `evaluate` shards the samples by hand (rank r takes r, r + W, ...), so no sample is padded or
   counted twice, and reduces *counts* (confusion matrix, per-intensity hits, view-weight sums)
   across ranks; the per-sample predictions are gathered for predictions.csv.
@@ -76,6 +75,7 @@ class Objective(nn.Module):
         self.register_buffer("ensemble_tokens", self.class_tokens() if constant else None,
                              persistent=False)
         self.text_frozen = constant and isinstance(model, FacetVLM) and model.config.freeze_text
+        self._frozen_embeddings = None
 
     def class_tokens(self, batch: dict | None = None) -> torch.Tensor | None:
         """This step's prompt tokens: (K, P, L), (B, K, P, L) with metadata, None for the head."""
@@ -104,18 +104,16 @@ class Objective(nn.Module):
         if self.augment:
             views = mix_view_augment(views, batch["seed"], self.mode, self.mean_face(views),
                                      labels=batch["label"], mix_prob=self.mix_prob)
-        if self.text_frozen:
-            output = self.model(views, class_embeddings=self.frozen_class_embeddings())
-        else:
-            output = self.model(views, class_tokens=self.class_tokens(batch))
+        output = (self.model(views, class_embeddings=self.frozen_class_embeddings())
+                  if self.text_frozen else self.model(views, class_tokens=self.class_tokens(batch)))
         loss, parts = total_loss(output, batch["label"], self.loss_config, self.margin)
         return loss, output.logits, parts
 
     @torch.no_grad()
     def frozen_class_embeddings(self) -> torch.Tensor:
-        """(K, E) class embeddings of a frozen text tower, encoded on the first step only: no
-        text-tower work per step (the text tower has no dropout or batch statistics)."""
-        if getattr(self, "_frozen_embeddings", None) is None:
+        """(K, E) class embeddings of a frozen text tower (no dropout, no batch statistics),
+        encoded on the first step only."""
+        if self._frozen_embeddings is None:
             self._frozen_embeddings = self.model.encode_classes(self.ensemble_tokens)
         return self._frozen_embeddings
 
@@ -123,12 +121,9 @@ class Objective(nn.Module):
 class ContrastiveObjective(nn.Module):
     """One CLIP pretraining step: augment each image, CLIP's symmetric InfoNCE between the
     images and their captions (`facet.losses.clip_loss`). Under DDP each rank contrasts its own
-    share of the batch (OpenAI gathers features over all ranks; a larger batch per rank is the
-    simple way to more negatives here).
+    share of the batch (OpenAI gathers features over all ranks).
 
-    Args:
-        clip: the CLIP being trained, wrapped with its pixel statistics and embedding centring
-            (`facet.model.CentredCLIP`). tokenizer: its tokenizer.
+    Args: clip: the CLIP being trained, in its `facet.model.CentredCLIP` wrapper; tokenizer;
         augment: mixed view augmentation of every image; mode: the render mode of the images.
     """
 
@@ -338,8 +333,7 @@ def evaluate(model: FacetVLM, loader: Iterable[dict], objective_like: Objective,
         objective_like: gives the class prompts (`class_tokens`), so evaluation uses the same
             classes and prompt ensemble as training.
         num_views: V (every rank reduces view-weight sums of the same shape, even an empty one).
-        device, amp_dtype: where and how to run. num_levels: intensity slots.
-        show_progress: a tqdm bar.
+        device, amp_dtype: where and how to run. num_levels: intensity slots. show_progress.
     Returns:
         {"confusion": (K, K) int64, "intensity": (num_levels, 2) int64 [correct, total],
          "view_weight_sum": (K, V) float64, "count": (K,) int64 samples per true class,
@@ -381,11 +375,9 @@ def evaluate_split(objective: Objective, dataset, config, dist: DistInfo,
     """`facet.reports.summarize` metrics of the objective's model on `dataset` (each rank
     evaluates its shard), plus the mean view weights per true class and every prediction.
 
-    Args:
-        objective: gives the model and the class prompts. dataset: a FaceViewsDataset.
-        model: evaluate this model instead of the objective's (e.g. the EMA weights).
-        config: the run's TrainConfig (views, eval batch size, workers).
-        dist: this process's place in the run. amp_dtype: bf16 or None.
+    Args: objective: gives the model and the class prompts; dataset: a FaceViewsDataset;
+        config: the run's TrainConfig; dist: this process's place in the run; amp_dtype: bf16
+        or None; model: evaluate this model instead of the objective's (e.g. the EMA weights).
     """
     shard = Subset(dataset, shard_indices(len(dataset), dist.rank, dist.world_size))
     loader = DataLoader(shard, batch_size=config.eval_batch_size, collate_fn=collate,

@@ -82,12 +82,7 @@ def load_mesh(path: str | Path) -> Mesh:
                          f"supported: {', '.join(MESH_SUFFIXES)}")
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: empty file")
-    if suffix == ".wrl":
-        mesh = read_wrl(path)
-    elif suffix == ".bnt":
-        mesh = read_bnt(path)
-    else:
-        mesh = _read_with_trimesh(path)
+    mesh = {".wrl": read_wrl, ".bnt": read_bnt}.get(suffix, _read_with_trimesh)(path)
     mesh.landmarks.update(_landmarks_beside(path, mesh))
     return mesh
 
