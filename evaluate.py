@@ -166,11 +166,9 @@ def main(argv: list[str] | None = None) -> dict:
     for path, reason in failed:
         print(f"render failed {path}: {reason}", file=sys.stderr)
     dataset = build.make_dataset(samples, cache, config, classes, train=False)
-    prompts = class_prompts if args.zero_shot else None
-    objective = (build.zero_shot_objective(config, model.clip, tokenizer, classes,
-                                           torch.Generator(), prompts) if pretrained_clip else
-                 build.build_objective(config, model, tokenizer, classes, torch.Generator(),
-                                       prompts))
+    prompts = class_prompts if args.zero_shot else None  # a ZeroShotCLIP is scored the same way
+    objective = build.build_objective(config, model, tokenizer, classes, torch.Generator(),
+                                      prompts)
     metrics = loop.evaluate_split(objective.to(device), dataset, config,
                                   runtime.DistInfo(device=device),
                                   runtime.amp_dtype(config.amp, device))

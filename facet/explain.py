@@ -146,7 +146,8 @@ def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> Pred
     """
     entries = checkpoint_entries(path)
     if {"state_dict", "merges"} <= entries:
-        stored = torch.load(path, map_location="cpu", weights_only=True)
+        # the merges and render settings; mmap: the tensors are read once, by load_openai
+        stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         clip = load_openai(path)
         render = stored.get("render", {})
         config = TrainConfig(image_size=render.get("image_size", clip.config.image_size),
