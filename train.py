@@ -249,6 +249,12 @@ def pretrain(config: TrainConfig, dist: runtime.DistInfo, argv: list[str]) -> li
         tokenizer = build.caption_tokenizer(config, train_set)
         clip = CentredCLIP(build.build_clip(config, tokenizer), *build.image_statistics(views))
     clip = clip.to(dist.device)
+
+    def zero_shot() -> dict:
+        """The CLIP as it would be saved now, classifying the built-in set by its prompts."""
+        objective = build.zero_shot_objective(config, clip.folded(), tokenizer, classes,
+                                              generator)
+        return loop.evaluate_split(objective, test_set, config, dist)
     objective = loop.ContrastiveObjective(clip, tokenizer, config.augment, config.mode)
 
     # --- optimizer and schedule, as for FACET-VLM ---
@@ -289,9 +295,7 @@ def pretrain(config: TrainConfig, dist: runtime.DistInfo, argv: list[str]) -> li
                                             grad_clip=config.grad_clip, log_every=config.log_every,
                                             show_progress=dist.is_main and sys.stderr.isatty())
             step += steps_per_epoch
-            zero_shot = build.zero_shot_objective(config, clip.folded(), tokenizer, classes,
-                                                  generator)
-            metrics = loop.evaluate_split(zero_shot, test_set, config, dist)
+            metrics = zero_shot()
             record = {"epoch": epoch, "step": step, "train_loss": train["loss"],
                       "train_acc": train["acc"], "test_acc": metrics["accuracy"],
                       "epoch_s": time.perf_counter() - tic}
@@ -305,9 +309,7 @@ def pretrain(config: TrainConfig, dist: runtime.DistInfo, argv: list[str]) -> li
                 print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                   for k, v in record.items()}), flush=True)
         if metrics is None:  # resumed after the last epoch
-            zero_shot = build.zero_shot_objective(config, clip.folded(), tokenizer, classes,
-                                                  generator)
-            metrics = loop.evaluate_split(zero_shot, test_set, config, dist)
+            metrics = zero_shot()
 
         # --- the result, in OpenAI's layout; reports ---
         if dist.is_main:
