@@ -142,11 +142,18 @@ def train_fold(config: TrainConfig, dist: runtime.DistInfo, tokenizer, train_set
                                      steps_per_epoch * config.epochs, config.min_lr_ratio)
     ckpt_path, log_path = run_dir / "ckpt.pt", run_dir / "log.jsonl"
     start_epoch, step = 0, 0
+    # checked again here, under the run lock: another run with this --name may have finished
+    # while this one was rendering, after run()'s early check
+    if ckpt_path.is_file() and not config.resume:
+        raise ValueError(f"{ckpt_path} exists: pass --resume to continue that run, or "
+                         "--name=NEW for a new one (runs are never overwritten)")
     if config.resume and ckpt_path.is_file():
         start_epoch, step = resume(ckpt_path, config, objective, optimizer, scheduler, generator,
                                    ema)
         if dist.is_main:
             print(f"resumed {ckpt_path} at epoch {start_epoch} (step {step})")
+    elif config.resume and dist.is_main:
+        print(f"--resume: {ckpt_path} does not exist yet; starting that run from epoch 0")
     if dist.is_main:  # the log keeps exactly the steps of the checkpoint it continues
         log_path.write_text("".join(json.dumps(r) + "\n" for r in read_log(log_path)
                                     if r.get("step", 0) <= step))
@@ -277,6 +284,8 @@ def pretrain(config: TrainConfig, dist: runtime.DistInfo, argv: list[str]) -> li
         if config.resume and ckpt_path.is_file():
             start_epoch, step = resume(ckpt_path, config, objective, optimizer, scheduler,
                                        generator, None)
+        elif config.resume and dist.is_main:
+            print(f"--resume: {ckpt_path} does not exist yet; starting that run from epoch 0")
         if dist.is_main:
             log_path.write_text("".join(json.dumps(r) + "\n" for r in read_log(log_path)
                                         if r.get("step", 0) <= step))

@@ -325,3 +325,27 @@ def test_a_frozen_text_tower_is_encoded_once_with_the_same_result(tiny_root, cac
         torch.testing.assert_close(loss, fresh, rtol=0, atol=1e-6)
     grads = torch.autograd.grad(cached[0], [model.clip.logit_scale], allow_unused=True)
     assert grads[0] is not None  # the temperature still learns through cached embeddings
+
+
+def test_a_run_that_finished_while_this_one_rendered_is_not_overwritten(tiny_root, cache,
+                                                                         tmp_path, monkeypatch):
+    # the race: a second run with the same --name passes run()'s early check, and the first
+    # finishes (writes ckpt.pt) while the second is still rendering its view cache
+    finished = b"the first run's checkpoint"
+    fill_cache = build.fill_cache
+
+    def fill_cache_while_the_other_run_finishes(*a, **k):
+        result = fill_cache(*a, **k)
+        (tmp_path / "t").mkdir(exist_ok=True)
+        (tmp_path / "t" / "ckpt.pt").write_bytes(finished)
+        return result
+
+    monkeypatch.setattr(build, "fill_cache", fill_cache_while_the_other_run_finishes)
+    with pytest.raises(ValueError, match=r"ckpt.pt exists: pass --resume"):
+        train.main(args(tiny_root, cache, tmp_path))
+    assert (tmp_path / "t" / "ckpt.pt").read_bytes() == finished
+
+
+def test_resume_without_a_checkpoint_says_it_starts_fresh(tiny_root, cache, tmp_path, capsys):
+    train.main(args(tiny_root, cache, tmp_path, "--epochs=1", "--resume"))
+    assert "does not exist yet; starting that run from epoch 0" in capsys.readouterr().out
