@@ -16,6 +16,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import facet  # first: sets OpenMP's passive wait before torch loads (facet/__init__.py)
+
 import numpy as np
 import streamlit as st
 

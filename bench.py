@@ -395,12 +395,70 @@ def _bench_compiled(views) -> None:
                 ["variant", "views/s", "compile"], rows)
 
 
+# A child process: views/s of render_views (demo face, 9 views, 224 px, 2 threads) over SECONDS.
+_RENDER_CHILD = """
+import sys, time
+import torch
+from facet.mesh import normalize
+from facet.render import render_views
+from facet.scanner import demo_face
+torch.set_num_threads(2)
+mesh, views = normalize(demo_face())[0], [(y, p) for y in (-40, 0, 40) for p in (-20, 0, 20)]
+render_views(mesh, views)
+n, tic = 0, time.perf_counter()
+while time.perf_counter() - tic < float(sys.argv[1]):
+    render_views(mesh, views)
+    n += len(views)
+print(n / (time.perf_counter() - tic))
+"""
+# The neighbour: a one-thread torch job (matrix products) that keeps one core busy.
+_BUSY_NEIGHBOUR = """
+import time, torch
+torch.set_num_threads(1)
+a = torch.randn(512, 512)
+while True:
+    a @ a
+"""
+
+
+def bench_shared_cpu(args) -> None:
+    """render_views idle and beside a busy one-thread torch job, OpenMP spinning or sleeping.
+
+    OMP_WAIT_POLICY is read when torch loads, so each case is a fresh process; the children
+    run `import torch` before facet, so the variable set here is the one in force.
+    """
+    import subprocess
+    import sys
+
+    seconds = "4" if args.quick else "10"
+    rows, idle_active = [], None
+    for neighbour in (False, True):
+        busy = subprocess.Popen([sys.executable, "-c", _BUSY_NEIGHBOUR]) if neighbour else None
+        try:
+            time.sleep(1 if neighbour else 0)  # let the neighbour start spinning
+            for policy in ("ACTIVE", "PASSIVE"):
+                env = {**os.environ, "OMP_WAIT_POLICY": policy}
+                out = subprocess.run([sys.executable, "-c", _RENDER_CHILD, seconds], env=env,
+                                     capture_output=True, text=True, check=True).stdout
+                speed = float(out.split()[-1])
+                idle_active = idle_active or speed
+                rows.append(["beside a 1-thread job" if neighbour else "idle", policy,
+                             f"{speed:.1f}", f"{speed / idle_active:.2f}"])
+        finally:
+            if busy:
+                busy.kill()
+                busy.wait()
+    print_table("render_views on a shared CPU (demo face, 9 views, 224 px, 2 threads)",
+                ["machine", "OMP_WAIT_POLICY", "views/s", "x idle ACTIVE"], rows)
+
+
 SECTIONS = {
     "raster": bench_raster,
     "clip": bench_clip,
     "mesh": bench_mesh,
     "cache": bench_cache,
     "train": bench_train,
+    "shared_cpu": bench_shared_cpu,
 }
 
 

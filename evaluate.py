@@ -26,6 +26,8 @@ import json
 import sys
 from pathlib import Path
 
+import facet  # first: sets OpenMP's passive wait before torch loads (facet/__init__.py)
+
 import torch
 
 from facet import build, explain, loop, reports, runtime

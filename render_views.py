@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import facet  # first: sets OpenMP's passive wait before torch loads (facet/__init__.py)
+
 from tqdm import tqdm
 
 from facet.camera import format_views, parse_views

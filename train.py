@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+import facet  # first: sets OpenMP's passive wait before torch loads (facet/__init__.py)
+
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel

@@ -142,7 +142,8 @@ def validate(config: TrainConfig) -> TrainConfig:
                  for f in dataclasses.fields(c) if isinstance(getattr(c, f.name), float)
                  and not math.isfinite(getattr(c, f.name))]
     positive = ("epochs", "batch_size", "grad_accum", "image_size", "frames", "eval_batch_size",
-                "log_every", "eval_every", "fusion_heads", "synth_subjects", "pretrain_scans")
+                "log_every", "eval_every", "fusion_heads", "synth_subjects", "pretrain_scans",
+                "render_workers")
     problems += [f"--{k} must be >= 1 (got {getattr(c, k)})" for k in positive
                  if getattr(c, k) < 1]
     nonneg = ("weight_decay", "warmup", "min_lr_ratio", "grad_clip", "lambda_cons", "lambda_aff",
@@ -152,6 +153,10 @@ def validate(config: TrainConfig) -> TrainConfig:
               "adam_beta2": (0, 1, "in (0, 1)"), "label_smoothing": (-1e-30, 1, "in [0, 1)")}
     problems += [f"--{k} must be {words} (got {getattr(c, k)})"
                  for k, (low, high, words) in ranges.items() if not low < getattr(c, k) < high]
+    if c.subjects is not None and c.subjects < 1:  # a negative count would slice from the end
+        problems.append(f"--subjects must be >= 1 (got {c.subjects}); leave it out for all")
+    if not 0 <= c.seed < 2**32:  # numpy's seeds; a negative one failed with numpy's message
+        problems.append(f"--seed must be in 0..2**32-1 (got {c.seed})")
     if not 0 <= c.mix_prob <= 1:
         problems.append(f"--mix_prob must be in [0, 1] (got {c.mix_prob})")
     if not 0 <= c.ema_decay < 1:
@@ -176,9 +181,13 @@ def validate(config: TrainConfig) -> TrainConfig:
     if c.name in (".", "..") or re.search(r"[/\\]", c.name):
         problems.append(f"--name={c.name!r} must be one folder name (no '/', not '..')")
     try:
-        parse_views(c.views)
+        views = parse_views(c.views)
     except ValueError as err:
         problems.append(f"--{err}")
+    else:  # a yaw past 180 repeats a view; a pitch past 90 turns the camera over the head
+        problems += [f"--views={c.views!r}: view {yaw:g},{pitch:g} is outside yaw -180..180, "
+                     f"pitch -90..90 (degrees)" for yaw, pitch in views
+                     if not (-180 <= yaw <= 180 and -90 <= pitch <= 90)]
     if problems:
         raise ValueError("invalid configuration:\n  " + "\n  ".join(problems))
     return config

@@ -9,10 +9,13 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
 from facet.runtime import check_writable, run_lock
+
+REPO = Path(__file__).resolve().parents[1]
 
 # In a fresh process: malloc 16 MiB once and report the bytes glibc serves from fresh mmap'd
 # pages (mallinfo2().hblkhd) -- without the policy a block that large is mapped (glibc's
@@ -86,3 +89,25 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path):
         time.sleep(0.1)
     os.kill(child, signal.SIGKILL)
     pytest.fail("the worker outlived its killed parent")
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_importing_facet_makes_openmp_sleep_unless_the_user_chose(preset, expected):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset:
+        env["OMP_WAIT_POLICY"] = preset
+    out = subprocess.run([sys.executable, "-c", "import facet, os; "
+                          "print(os.environ['OMP_WAIT_POLICY'])"], env=env, cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == expected
+
+
+@pytest.mark.parametrize("entry_point", ["train.py", "evaluate.py", "render_views.py", "app.py"])
+def test_entry_points_import_facet_before_torch(entry_point):
+    # the wait policy only counts if it is set before torch's OpenMP runtime loads
+    lines = [line.split()[:2] for line in (REPO / entry_point).read_text().splitlines()
+             if line.startswith(("import ", "from "))]
+    first_facet = next(i for i, words in enumerate(lines) if words[1].startswith("facet"))
+    torch_lines = [i for i, words in enumerate(lines)
+                   if words[1].split(".")[0] in ("torch", "numpy", "streamlit", "tqdm")]
+    assert not torch_lines or first_facet < min(torch_lines), entry_point
