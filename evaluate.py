@@ -38,13 +38,13 @@ from facet.meshio import write_atomic
 
 def select(config: TrainConfig, split: str, classes: tuple[str, ...]):
     """The samples of `split` ("test": the checkpoint's held-out fold; "all") whose labels are
-    among `classes`, and a note on what was left out.
+    among `classes`, a note on what was left out, and the files the index skipped (file, why).
 
     Raises:
         ValueError: no sample is left (naming the labels found and the classes asked for).
     """
     root = build.dataset_root(config)
-    samples, _ = build.select_samples(root, config)
+    samples, index = build.select_samples(root, config)
     if split == "test":
         samples = build.make_splits(samples, config)[config.fold][1]
     kept = [s for s in samples if s.label in classes]
@@ -54,7 +54,7 @@ def select(config: TrainConfig, split: str, classes: tuple[str, ...]):
                          f"{list(classes)} (labels there: {sorted({s.label for s in samples})})")
     note = (f"left out {len(samples) - len(kept)} of {len(samples)} samples whose labels "
             f"{dropped} the model does not know" if dropped else "")
-    return kept, note
+    return kept, note, index.skipped
 
 
 def parse_intensities(text: str) -> tuple[int, ...]:
@@ -161,12 +161,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.intensities is not None:  # the folds stay the same: they split subjects
         changes["intensities"] = parse_intensities(args.intensities)
     config = dataclasses.replace(config, **changes)
-    samples, note = select(config, split, classes)
+    samples, note, skipped = select(config, split, classes)
     if note:
         print(note, file=sys.stderr)
     cache, samples, failed = build.fill_cache(samples, config)
-    for path, reason in failed:
-        print(f"render failed {path}: {reason}", file=sys.stderr)
+    reports.write_skipped(out / "skipped.csv", skipped, failed)  # out: checked writable above
+    print(reports.dropped_summary(skipped, failed, out / "skipped.csv"), file=sys.stderr)
     dataset = build.make_dataset(samples, cache, config, classes, train=False)
     prompts = class_prompts if args.zero_shot else None  # a ZeroShotCLIP is scored the same way
     objective = build.build_objective(config, model, tokenizer, classes, torch.Generator(),
@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> dict:
                          class_prompts=prompts,
                          left_out=note, config=to_dict(config))
     print(reports.metrics_table(metrics))
-    print(f"wrote {out}/: metrics.json, predictions.csv, confusion.png, view_weights.png")
+    print(f"wrote {out}/: metrics.json, predictions.csv, confusion.png, view_weights.png, "
+          "skipped.csv")
     return metrics
 
 
@@ -223,6 +224,6 @@ def predict_scans(ckpt: str, scans: list[str], out: str, zero_shot: str,
 if __name__ == "__main__":
     try:
         main()
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # configuration, data, disk: no traceback
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -70,7 +70,7 @@ def run(config: TrainConfig, dist: runtime.DistInfo) -> list[dict]:
     name = config.name or config.preset
     out = runtime.check_writable(Path(config.out) / name, "--out")  # creates nothing yet
     root = build.dataset_root(config, dist)
-    samples, kind = build.select_samples(root, config)
+    samples, index = build.select_samples(root, config)
     classes = class_names(samples)
     splits = build.make_splits(samples, config)
     if config.split == "loso" and config.fold != "all" and not 0 <= config.fold < len(splits):
@@ -79,19 +79,17 @@ def run(config: TrainConfig, dist: runtime.DistInfo) -> list[dict]:
     run_dirs = {i: out / (f"fold{i}" if config.fold == "all" else "") for i in folds}
     for i in folds:
         build.check_split(*splits[i], classes, f"fold {i} of {root}")
-        if (run_dirs[i] / "ckpt.pt").is_file() and not config.resume:
-            raise ValueError(f"{run_dirs[i] / 'ckpt.pt'} exists: pass --resume to continue "
-                             "that run, or --name=NEW for a new one (runs are never overwritten)")
+        refuse_overwrite(run_dirs[i], config)
     tokenizer = build.build_tokenizer(config)  # e.g. --pretrained without --vocab: now
     cache, kept, failed = build.fill_cache(samples, config, dist)
     if failed and not kept:
         raise ValueError(f"{root}: no sample could be rendered ({len(failed)} failures; first: "
                          f"{failed[0][0]}: {failed[0][1]})")
     if dist.is_main:
-        print(f"{kind} at {root}: {len(kept)} samples, {len({s.subject for s in kept})} "
-              f"subjects, classes {list(classes)}; {len(failed)} failed to render")
-        for path, reason in failed[:5]:
-            print(f"  render failed {path}: {reason}")
+        print(f"{index.kind} at {root}: {len(kept)} samples, {len({s.subject for s in kept})} "
+              f"subjects, classes {list(classes)}")
+        print(reports.dropped_summary(index.skipped, failed, run_dirs[folds[0]] / "skipped.csv"
+                                      if len(folds) == 1 else out / "fold*" / "skipped.csv"))
     keep = {s.path for s in kept}
 
     results = []
@@ -105,6 +103,11 @@ def run(config: TrainConfig, dist: runtime.DistInfo) -> list[dict]:
             print(f"fold {i}: {len(train_set)} train / {len(test_set)} test samples -> "
                   f"{run_dirs[i]}")
         with runtime.run_lock(run_dirs[i]) if dist.is_main else contextlib.nullcontext():
+            # again, under the lock: a run of this --name may have finished while this one
+            # was rendering, after the check above
+            refuse_overwrite(run_dirs[i], config)
+            if dist.is_main:
+                reports.write_skipped(run_dirs[i] / "skipped.csv", index.skipped, failed)
             results.append(train_fold(fold_config, dist, tokenizer, train_set, test_set,
                                       classes, run_dirs[i]))
         if dist.is_main:
@@ -114,6 +117,17 @@ def run(config: TrainConfig, dist: runtime.DistInfo) -> list[dict]:
     if config.fold == "all" and dist.is_main:
         write_fold_table(out, results)
     return results
+
+
+def refuse_overwrite(run_dir: Path, config: TrainConfig) -> None:
+    """Runs are never overwritten: a folder with a checkpoint continues only with --resume.
+
+    Raises:
+        ValueError: naming the checkpoint and the two ways on.
+    """
+    if (run_dir / "ckpt.pt").is_file() and not config.resume:
+        raise ValueError(f"{run_dir / 'ckpt.pt'} exists: pass --resume to continue that run, or "
+                         "--name=NEW for a new one (runs are never overwritten)")
 
 
 def train_fold(config: TrainConfig, dist: runtime.DistInfo, tokenizer, train_set, test_set,
@@ -144,11 +158,6 @@ def train_fold(config: TrainConfig, dist: runtime.DistInfo, tokenizer, train_set
                                      steps_per_epoch * config.epochs, config.min_lr_ratio)
     ckpt_path, log_path = run_dir / "ckpt.pt", run_dir / "log.jsonl"
     start_epoch, step = 0, 0
-    # checked again here, under the run lock: another run with this --name may have finished
-    # while this one was rendering, after run()'s early check
-    if ckpt_path.is_file() and not config.resume:
-        raise ValueError(f"{ckpt_path} exists: pass --resume to continue that run, or "
-                         "--name=NEW for a new one (runs are never overwritten)")
     if config.resume and ckpt_path.is_file():
         start_epoch, step = resume(ckpt_path, config, objective, optimizer, scheduler, generator,
                                    ema)
@@ -232,6 +241,9 @@ def pretrain(config: TrainConfig, dist: runtime.DistInfo, argv: list[str]) -> li
     out/<name>/clip.pt in OpenAI's layout (+ the BPE merges): `--pretrained=<that file>`."""
     # --- data: the pretraining set, and the built-in faces to test zero-shot on ---
     run_dir = runtime.check_writable(Path(config.out) / (config.name or config.preset), "--out")
+    if config.pretrained:  # the weights and their BPE (or --vocab) are read before the rendering
+        tokenizer = build.build_tokenizer(config)
+        pretrained = load_openai(build.pretrained_path(config))
     views, truths = build.pretraining_set(config, dist, progress=dist.is_main)
     yaws = [yaw for yaw, _ in parse_views(config.views)]
     train_set = CaptionedViews(views, truths, yaws, train=True, seed=config.seed)
@@ -252,8 +264,7 @@ def pretrain(config: TrainConfig, dist: runtime.DistInfo, argv: list[str]) -> li
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     if config.pretrained:
-        tokenizer = build.build_tokenizer(config)  # the weights' own BPE (or --vocab)
-        clip = CentredCLIP.identity(load_openai(build.pretrained_path(config)).train())
+        clip = CentredCLIP.identity(pretrained.train())
     else:
         tokenizer = build.caption_tokenizer(config, train_set)
         clip = CentredCLIP(build.build_clip(config, tokenizer), *build.image_statistics(views))
@@ -402,6 +413,6 @@ def read_log(path: Path) -> list[dict]:
 if __name__ == "__main__":
     try:
         main()
-    except (ValueError, FileNotFoundError) as err:  # configuration / data problems: no traceback
+    except (ValueError, OSError) as err:  # configuration, data, disk: no traceback
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

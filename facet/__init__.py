@@ -41,7 +41,7 @@ imports only modules above it):
     running
       config.py       TrainConfig, presets, the --key=value parser, checks
       runtime.py      DDP, devices, threads, memory policy, run-folder lock
-      checkpoint.py   checkpoints with checksums; OpenAI-layout CLIP weights, read safely
+      checkpoint.py   checkpoints, every record checked; OpenAI-layout CLIP weights, read safely
       reports.py      metrics, predictions.csv, figures
       loop.py         the training steps (FACET-VLM, CLIP), train / evaluate epochs, schedules
       build.py        data, tokenizer, model and objective from a config; the pretraining set

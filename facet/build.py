@@ -28,7 +28,7 @@ from facet.checkpoint import load_openai, openai_merges
 from facet.clip import CLIP
 from facet.clip import PRESETS as CLIP_PRESETS
 from facet.config import TrainConfig
-from facet.layouts import EMOTIONS, Sample, index_dataset
+from facet.layouts import EMOTIONS, Index, Sample, index_dataset
 from facet.loop import Objective
 from facet.losses import LossConfig
 from facet.model import FacetConfig, FacetVLM, ZeroShotCLIP
@@ -81,11 +81,11 @@ def dataset_root(config: TrainConfig, dist: DistInfo = DistInfo()) -> Path:
     return root
 
 
-def select_samples(root: Path, config: TrainConfig) -> tuple[list[Sample], str]:
+def select_samples(root: Path, config: TrainConfig) -> tuple[list[Sample], Index]:
     """Index the root and keep the samples of the protocol (with the config's overrides).
 
     Returns:
-        (samples, dataset kind).
+        (samples, the index: its kind, and the files it skipped with the reason).
     Raises:
         ValueError: no usable sample (naming the root and what was filtered).
     """
@@ -102,7 +102,7 @@ def select_samples(root: Path, config: TrainConfig) -> tuple[list[Sample], str]:
     if not samples:
         raise ValueError(f"{root}: no usable sample ({index.summary()}; kept expressions "
                          f"{protocol.expressions}, intensities {intensities})")
-    return samples, index.kind
+    return samples, index
 
 
 def make_splits(samples: list[Sample], config: TrainConfig
@@ -165,14 +165,15 @@ def build_tokenizer(config: TrainConfig, merges: list | None = None) -> Tokenize
     sized to the CLIP preset's vocabulary; unseen words still encode, byte by byte.
 
     Raises:
-        ValueError: --pretrained without --vocab (naming where OpenAI's vocabulary comes from).
+        ValueError: --pretrained corrupted or unreadable, or without --vocab when it carries no
+            merges (naming where OpenAI's vocabulary comes from); --vocab not a CLIP vocabulary.
     """
     if merges is not None:
         return Tokenizer.from_merges(merges)
     if config.pretrained:
+        stored = openai_merges(pretrained_path(config))  # checks the file's records too: now
         if config.vocab:
             return Tokenizer.from_clip_vocab(config.vocab)
-        stored = openai_merges(pretrained_path(config))
         if stored is None:
             raise ValueError(f"--pretrained={config.pretrained} carries no BPE vocabulary: pass "
                              "--vocab, the one its text tower was trained with (OpenAI's "

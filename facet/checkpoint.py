@@ -6,13 +6,14 @@ training exactly (optimizer, scheduler, step, epoch and every random state):
 
     {"model": state_dict, "optimizer": ..., "scheduler": ..., "config": dict,
      "merges": [[a, b], ...], "classes": [...], "step": int, "epoch": int,
-     "rng": {"python": [...], "numpy": {...}, "torch": uint8 tensor, "generator": ...},
-     "checksums": {"model/visual.conv1.weight": crc32, ...}}
+     "rng": {"python": [...], "numpy": {...}, "torch": uint8 tensor, "generator": ...}}
 
 It holds only tensors and plain containers, written through `facet.meshio.atomic_file` (a crash
 leaves the previous checkpoint intact) and read with `torch.load(weights_only=True)`: a
-checkpoint is data, never code to unpickle. `checksums` holds a CRC-32 of every tensor's bytes,
-checked on load, so a file whose bytes flipped on disk is refused instead of silently evaluated.
+checkpoint is data, never code to unpickle. Every file facet reads weights from passes
+`read_torch_file` first: torch's zip format stores a CRC-32 of every record (the pickled config,
+classes, merges and step as well as each tensor) that `torch.load` never checks, so we check
+them all, and a file whose bytes changed on disk is refused instead of silently evaluated.
 
 OpenAI's CLIP checkpoints are TorchScript archives (`ViT-B-16.pt`) or state dicts.
 `torch.jit.load` would run the archive's code, so `load_openai` never calls it: the weights
@@ -56,35 +57,85 @@ def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 # --- facet's checkpoints ----------------------------------------------------------------------
 
-def _tensors(value: Any, path: str = "") -> dict[str, torch.Tensor]:
-    """Every tensor inside nested dicts / lists / tuples, keyed by its path ("model/x.weight")."""
-    if torch.is_tensor(value):
-        return {path: value}
-    items = value.items() if isinstance(value, dict) else \
-        enumerate(value) if isinstance(value, (list, tuple)) else ()
-    out = {}
-    for key, item in items:
-        out.update(_tensors(item, f"{path}/{key}" if path else str(key)))
-    return out
-
-
-def _crc(tensor: torch.Tensor) -> int:
-    """CRC-32 of a tensor's bytes (any dtype)."""
-    flat = tensor.detach().cpu().contiguous().reshape(-1)
-    return zlib.crc32(flat.view(torch.uint8).numpy().tobytes())
-
-
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
-    """Write `checkpoint` (tensors and plain containers) atomically, with a CRC-32 per tensor."""
-    checksums = {name: _crc(t) for name, t in _tensors(checkpoint).items()}
+    """Write `checkpoint` (tensors and plain containers) atomically, in torch's zip format (a
+    CRC-32 per record)."""
     with atomic_file(path) as f:
-        torch.save({**checkpoint, "checksums": checksums}, f)  # streamed: no in-memory copy
+        torch.save(checkpoint, f)  # streamed: no in-memory copy
+
+
+def _load_failure(err: Exception, zipped: bool) -> str:
+    """Why torch.load refused a file, in one line: torch's own reason, without the advice
+    around it (which ends in "re-run with weights_only=False", the one thing not to do)."""
+    advice = ("Weights only load failed", "(1)", "(2)", "Please file", "Check the doc")
+    lines = [line.strip().replace("WeightsUnpickler error:", "").strip()
+             for line in str(err).splitlines() if not line.strip().startswith(advice)]
+    reason = next((line for line in lines if line), type(err).__name__)
+    reason = reason.split(" Please use")[0][:300]  # torch's advice: allowlist the global
+    if isinstance(err, pickle.UnpicklingError) and zipped:
+        return f"it holds Python objects other than tensors, which facet never unpickles ({reason})"
+    if isinstance(err, pickle.UnpicklingError):  # a legacy pickle, or not a pickle at all
+        return f"not a torch file of tensors ({reason})"
+    return f"{type(err).__name__}: {reason}"
+
+
+def read_torch_file(path: str | Path, what: str, map_location: str | torch.device = "cpu",
+                    mmap: bool = False, legacy: bool = True) -> Any:
+    """`torch.load(path, weights_only=True)` after checking the CRC-32 of every zip record.
+
+    Args:
+        path: a file written by `torch.save`.
+        what: what the file should be, for the messages ("facet checkpoint", "CLIP weights").
+        legacy: read torch's pre-zip format too (it has no checksums: read unchecked); facet
+            itself has only ever written zip files.
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: naming the file: a record that fails its CRC-32 (the file is corrupted),
+            or unreadable (truncated, foreign, or code to unpickle).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    if not legacy and not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a {what} (not a zip-format torch file)")
+    check_records(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as err:  # truncated, foreign, or a pickle that asks to run code
+        raise ValueError(f"{path}: not readable as {what}: "
+                         f"{_load_failure(err, zipfile.is_zipfile(path))}") from None
+
+
+def check_records(path: Path) -> None:
+    """Refuse a zip-format torch file (or TorchScript archive) whose records do not match the
+    CRC-32 stored with each; anything else is left to the reader (a legacy file has none).
+
+    Raises:
+        ValueError: naming the file and its first corrupted record.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()  # reads every record, compares its stored CRC-32
+    except zipfile.BadZipFile:  # not a zip, or a broken one: torch.load names it
+        return
+    except (OSError, EOFError, zlib.error) as err:
+        raise ValueError(f"{path}: corrupted: {err}") from None
+    if bad is not None:
+        raise ValueError(f"{path}: corrupted: record {bad} does not match the CRC-32 written "
+                         "with it; use an earlier copy")
+
+
+# The entries every facet checkpoint may hold, with the type they must have: a file whose CRCs
+# are valid can still be crafted, and a list where a dict belongs must not become a traceback.
+_ENTRY_TYPES = {"model": dict, "config": dict, "classes": (list, tuple), "merges": (list, tuple),
+                "step": int, "epoch": int, "optimizer": dict, "scheduler": dict, "rng": dict}
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
                     required: tuple[str, ...] = ("model",)) -> dict[str, Any]:
-    """Load a checkpoint written by `save_checkpoint`: safely (weights_only), checksums verified,
-    `module.` / `_orig_mod.` prefixes removed from the model's names.
+    """Load a checkpoint written by `save_checkpoint`: safely (weights_only), every record's
+    checksum verified, the entries' types checked, `module.` / `_orig_mod.` prefixes removed
+    from the model's names.
 
     Args:
         path: the checkpoint file.
@@ -93,29 +144,28 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: naming the file: unreadable or foreign (code to unpickle included), an entry
-            missing, or a tensor that fails its checksum (the file is corrupted).
+            missing or of the wrong type, or a checksum that fails (the file is corrupted).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated, foreign, or a pickle that asks to run code
-        raise ValueError(f"{path}: not a readable facet checkpoint "
-                         f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    checkpoint = read_torch_file(path, "facet checkpoint", map_location, legacy=False)
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{path}: not a facet checkpoint (expected a dict)")
-    missing = [k for k in (*required, "checksums") if k not in checkpoint]
+    missing = [k for k in required if k not in checkpoint]
     if missing:
         raise ValueError(f"{path}: not a facet checkpoint of this version: no {missing} entry "
                          f"(written by train.py it holds model, config, classes, merges, ...)")
-    checksums = checkpoint.pop("checksums")
-    tensors = _tensors(checkpoint)
-    bad = sorted(set(checksums) ^ set(tensors)) or \
-        [name for name, t in tensors.items() if _crc(t) != checksums[name]]
-    if bad:
-        raise ValueError(f"{path}: corrupted: {len(bad)} tensor(s) do not match the checksums "
-                         f"written with them (first: {bad[0]}); use an earlier copy")
+    wrong = [f"{k} is a {type(checkpoint[k]).__name__}" for k, kind in _ENTRY_TYPES.items()
+             if k in checkpoint and not isinstance(checkpoint[k], kind)]
+    for key in ("classes", "merges"):
+        if key in checkpoint and isinstance(checkpoint[key], (list, tuple)) and not all(
+                isinstance(x, str) if key == "classes" else
+                isinstance(x, (list, tuple)) and len(x) == 2 and all(isinstance(y, str) for y in x)
+                for x in checkpoint[key]):
+            wrong.append(f"{key} holds an entry that is not a " +
+                         ("class name" if key == "classes" else "pair of strings"))
+    if wrong:
+        raise ValueError(f"{path}: not a valid facet checkpoint: {'; '.join(wrong)}")
+    checkpoint.pop("checksums", None)  # per-tensor CRCs of older versions: the records' cover them
     checkpoint["model"] = clean_state_dict(checkpoint["model"]) \
         if isinstance(checkpoint.get("model"), dict) else checkpoint.get("model")
     return checkpoint
@@ -254,22 +304,25 @@ def save_openai(path: str | Path, clip: CLIP, merges: list, **extra) -> None:
 
 def _is_torchscript(path: Path) -> bool:
     """A TorchScript archive (OpenAI's release format): a zip with a code/ folder."""
-    if not zipfile.is_zipfile(path):
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name for name in archive.namelist())
+    except zipfile.BadZipFile:  # not a zip (a legacy torch file), or a broken one
         return False
-    with zipfile.ZipFile(path) as archive:
-        return any("/code/" in name for name in archive.namelist())
 
 
 def openai_merges(path: str | Path) -> list | None:
     """The BPE merges stored with CLIP weights by `save_openai`, or None (OpenAI's files keep
-    their vocabulary apart, in bpe_simple_vocab_16e6.txt.gz)."""
+    their vocabulary apart, in bpe_simple_vocab_16e6.txt.gz).
+
+    Raises:
+        FileNotFoundError / ValueError naming the file: missing, corrupted or unreadable.
+    """
     path = Path(path)
-    if _is_torchscript(path):
-        return None  # a TorchScript archive: OpenAI's
-    try:
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # unreadable: load_openai names the problem
+    if path.is_file() and _is_torchscript(path):  # OpenAI's: the vocabulary is elsewhere
+        check_records(path)
         return None
+    stored = read_torch_file(path, "CLIP weights", mmap=True)
     return stored.get("merges") if isinstance(stored, dict) else None
 
 
@@ -288,16 +341,16 @@ def load_openai(path: str | Path, quick_gelu: bool | None = None) -> CLIP:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: CLIP checkpoint not found")
-    try:
-        if _is_torchscript(path):
+        raise FileNotFoundError(f"CLIP weights {path} do not exist")
+    if _is_torchscript(path):
+        try:  # ZipFile.read checks each record's CRC-32 as it reads it
             with zipfile.ZipFile(path) as archive:
                 state_dict = _torchscript_weights(archive)
-        else:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated, foreign, or a pickle that asks to run code
-        raise ValueError(f"{path}: cannot read CLIP weights from it ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:200]})") from None
+        except Exception as err:  # corrupted, or a pickle that asks for more than weights
+            raise ValueError(f"{path}: not readable as CLIP weights: "
+                             f"{_load_failure(err, zipped=True)}") from None
+    else:
+        state_dict = read_torch_file(path, "CLIP weights")
     if quick_gelu is None:
         stored = state_dict.get("quick_gelu") if isinstance(state_dict, dict) else None
         quick_gelu = stored if isinstance(stored, bool) else True

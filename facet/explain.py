@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from facet import build
-from facet.checkpoint import load_checkpoint, load_openai, load_weights
+from facet.checkpoint import load_checkpoint, load_openai, load_weights, read_torch_file
 from facet.clip import PRESETS as CLIP_PRESETS
 from facet.clip import build_from_state_dict
 from facet.config import TrainConfig, from_dict
@@ -115,25 +115,6 @@ def rebuild(ckpt: dict, source: str, device: torch.device | str = "cpu"
     return config, classes, tokenizer, model.to(device).eval()
 
 
-def checkpoint_entries(path: str | Path) -> set[str]:
-    """The top-level entries of a torch checkpoint, read lazily (memory-mapped, no tensor data).
-
-    Raises:
-        FileNotFoundError: no such file. ValueError: not a torch checkpoint dict (naming it).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        entries = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # not a zip-format torch file, truncated, or code to unpickle
-        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:200]})") from None
-    if not isinstance(entries, dict):
-        raise ValueError(f"{path}: not a checkpoint (a {type(entries).__name__}, not a dict)")
-    return set(entries)
-
-
 def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> Predictor:
     """Load a checkpoint for prediction; the kind is told by its entries: a train.py checkpoint
     (FACET-VLM), or CLIP weights in OpenAI's layout with their BPE merges (kind "clip": the
@@ -144,10 +125,11 @@ def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> Pred
         FileNotFoundError / ValueError naming the file: unreadable, corrupted, a checkpoint of
         another kind, or CLIP weights without the vocabulary they were trained with.
     """
-    entries = checkpoint_entries(path)
-    if {"state_dict", "merges"} <= entries:
-        # the merges and render settings; mmap: the tensors are read once, by load_openai
-        stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    stored = read_torch_file(path, "checkpoint", mmap=True)  # mmap: tensors read when used
+    if not isinstance(stored, dict):
+        raise ValueError(f"{path}: not a checkpoint (a {type(stored).__name__}, not a dict)")
+    entries = set(stored)
+    if {"state_dict", "merges"} <= entries:  # the merges and render settings
         clip = load_openai(path)
         render = stored.get("render", {})
         config = TrainConfig(image_size=render.get("image_size", clip.config.image_size),

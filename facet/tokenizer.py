@@ -143,7 +143,12 @@ class Tokenizer:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: CLIP BPE vocabulary not found")
-        lines = gzip.open(path, "rt", encoding="utf-8").read().split("\n")[1:num_merges + 1]
+        try:
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                lines = f.read().split("\n")[1:num_merges + 1]
+        except (OSError, EOFError, UnicodeDecodeError) as err:  # not gzip, truncated, not text
+            raise ValueError(f"{path}: not a CLIP BPE vocabulary (a gzipped text file of merges "
+                             f"like bpe_simple_vocab_16e6.txt.gz): {err}") from None
         merges = [tuple(line.split()) for line in lines]
         bad = [i for i, m in enumerate(merges) if len(m) != 2]
         if bad or len(merges) != num_merges:

@@ -1,11 +1,17 @@
-"""facet.checkpoint: atomic writes, weights_only loading, checksums, exact RNG restore, and
+"""facet.checkpoint: atomic writes, weights_only loading, every record's CRC-32 checked, exact
+RNG restore, and
 OpenAI-layout CLIP weights (state dicts and TorchScript archives read without running code)."""
 from __future__ import annotations
 
 import pickle
 import random
+import shutil
+import signal
+import subprocess
+import sys
 import zipfile
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +19,11 @@ import torch
 from torch import nn
 
 from facet.checkpoint import (capture_rng, clean_state_dict, load_checkpoint, load_openai,
-                              load_weights, restore_rng, save_checkpoint)
+                              load_weights, openai_merges, restore_rng, save_checkpoint,
+                              save_openai)
 from facet.clip import CLIP, CLIPConfig, build_from_state_dict
+
+REPO = Path(__file__).resolve().parents[1]
 
 # head dim 64 so that the architecture can be rebuilt from weight shapes
 SMALL = CLIPConfig(embed_dim=32, image_size=32, patch_size=8, vision_width=64, vision_layers=2,
@@ -86,6 +95,22 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]  # no temp file left behind
 
 
+def test_the_temp_file_of_a_writer_killed_mid_write_is_removed_by_the_next_write(tmp_path):
+    path = tmp_path / "c.pt"
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from facet.meshio import atomic_file\n"
+        "with atomic_file(sys.argv[1]) as f:\n"
+        "    f.write(b'half a checkpoint'); f.flush(); print('writing', flush=True)\n"
+        "    time.sleep(60)\n"), str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline() == "writing\n"
+    writer.send_signal(signal.SIGKILL)  # mid-write: its temp file stays behind
+    writer.wait()
+    orphan = tmp_path / f".c.pt.{writer.pid}.tmp"
+    assert orphan.is_file() and not path.exists()
+    save_checkpoint(path, {"model": {"w": torch.ones(1)}})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
+
+
 def test_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_checkpoint(tmp_path / "missing.pt")
@@ -93,7 +118,7 @@ def test_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="junk.pt"):
         load_checkpoint(tmp_path / "junk.pt")
     torch.save({"x": 1}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match=r"other.pt: .*no \['model', 'checksums'\] entry"):
+    with pytest.raises(ValueError, match=r"other.pt: .*no \['model'\] entry"):
         load_checkpoint(tmp_path / "other.pt")
     save_checkpoint(tmp_path / "c.pt", {"model": {"w": torch.ones(1)}})
     with pytest.raises(ValueError, match=r"c.pt: .*no \['config', 'classes'\] entry"):
@@ -108,8 +133,69 @@ def test_flipped_bytes_in_a_tensor_are_refused(tmp_path):
     at = data.find(weight.numpy().tobytes()[400:416])  # inside the tensor's storage record
     data[at] ^= 0x01
     path.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match=r"c.pt: corrupted.*model/w"):
+    with pytest.raises(ValueError, match=r"c.pt: corrupted: record .*data/0 does not match"):
         load_checkpoint(path)
+
+
+def _edit_in_place(path: Path, old: bytes, new: bytes) -> None:
+    """Replace bytes of a file without changing its length: what a disk or an editor may do,
+    leaving every zip header and CRC as written."""
+    data = path.read_bytes()
+    assert len(old) == len(new) and data.count(old) == 1
+    path.write_bytes(data.replace(old, new))
+
+
+@pytest.mark.parametrize("old, new", [(b"-20,0;0,0;20,0", b"-20,0;0,0;70,0"),  # the views
+                                      (b"happiness", b"sadnessss"),  # a class name
+                                      (b"qxj", b"qxk")])  # a BPE merge
+def test_edited_bytes_outside_tensors_are_refused(tmp_path, old, new):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(3)}, "config": {"views": "-20,0;0,0;20,0"},
+                           "classes": ["anger", "happiness"], "merges": [["zv", "qxj"]],
+                           "step": 7})
+    _edit_in_place(path, old, new)
+    with pytest.raises(ValueError, match=r"c.pt: corrupted: record \w+/data.pkl does not match"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("entry, value, words", [("config", ["lr", 1e-3], "config is a list"),
+                                                 ("classes", 6, "classes is a int"),
+                                                 ("classes", ["anger", 3], "not a class name"),
+                                                 ("merges", [["a"]], "not a pair of strings"),
+                                                 ("step", "7", "step is a str")])
+def test_entries_of_the_wrong_type_are_refused(tmp_path, entry, value, words):
+    """A file with valid CRCs can still be crafted: its entries' types are checked too."""
+    good = {"model": {"w": torch.ones(1)}, "config": {}, "classes": ["a"], "merges": [],
+            "step": 0}
+    save_checkpoint(tmp_path / "c.pt", {**good, entry: value})
+    with pytest.raises(ValueError, match=rf"c.pt: not a valid facet checkpoint: .*{words}"):
+        load_checkpoint(tmp_path / "c.pt")
+
+
+def test_a_refused_pickle_is_named_with_torch_s_reason(tmp_path):
+    torch.save({"model": {}, "evil": RunsCode(tmp_path / "ran")}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match=r"evil.pt: not readable as facet checkpoint: it holds "
+                       r"Python objects other than tensors.*GLOBAL io.open"):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+ASSET = REPO / "facet" / "assets" / "facet_clip_tiny.pt"
+
+
+@pytest.mark.parametrize("source", ["saved", "shipped"])
+def test_clip_weights_with_a_flipped_bit_are_refused(tmp_path, source):
+    path = tmp_path / "clip.pt"
+    if source == "shipped":
+        shutil.copy(ASSET, path)
+    else:
+        save_openai(path, CLIP(SMALL), merges=[("a", "b")])
+    assert openai_merges(path) is not None and load_openai(path) is not None  # intact: reads
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10  # the middle of the file: inside a weight's record
+    path.write_bytes(bytes(data))
+    for read in (load_openai, openai_merges):
+        with pytest.raises(ValueError, match=r"clip.pt: corrupted: record \w+/data/\d+ does"):
+            read(path)
 
 
 def test_weights_that_do_not_fit_the_model_name_the_file():
