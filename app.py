@@ -81,7 +81,7 @@ def predict(ckpt: Path, face, uploads, classes: str) -> explain.Prediction | Non
                 scan = save_uploads([(f.name, f.getvalue()) for f in uploads], folder)
                 name = ", ".join(f.name for f in uploads)
             return explain.explain(predictor, scan, names, name=name)
-        except (ValueError, FileNotFoundError) as err:  # name the file, not the temporary folder
+        except (ValueError, OSError) as err:  # name the file, not the temporary folder
             raise ValueError(str(err).replace(f"{folder}/", "")) from None
 
 
@@ -132,7 +132,7 @@ if ckpt is None:
 else:
     try:
         prediction = predict(ckpt, face, uploads, classes)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:
         st.error(str(err))
     except Exception as err:  # the page must survive any input: say what broke, keep running
         st.error(f"unexpected {type(err).__name__}: {err}")

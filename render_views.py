@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             report, text = fill_cache_cli(args.input, settings=RenderSettings(args.views, args.size,
                                                                               args.mode))
-        except (FileNotFoundError, ValueError) as err:  # no such root, unknown layout
+        except (OSError, ValueError) as err:  # no root, unknown layout, read-only cache
             print(f"error: {err}", file=sys.stderr)
             return 1
         print(text)
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         rendered, failures = render_files(args.input, args.out, args)
-    except FileNotFoundError as err:
+    except OSError as err:  # no such input, a folder --out cannot write to
         print(f"error: {err}", file=sys.stderr)
         return 1
     for failure in failures:

@@ -306,11 +306,16 @@ def _index_4dme_csv(root: Path, index: Index) -> None:
     """One sample per row of labels.csv (subject, clip, emotion, kind, sex, age_group,
     ethnicity, num_frames, onset, apex, offset, aus); clip folders it does not list are ignored."""
     listed = set()
-    for row in _read_csv(root / "labels.csv", {"subject", "clip", "emotion"}):
+    for line, row in enumerate(_read_csv(root / "labels.csv", {"subject", "clip", "emotion"}), 2):
         folder = root / row["subject"] / row["clip"]
-        listed.add(folder)
         label = row["emotion"].strip().lower()
-        if label not in FOURDME_CLASSES:
+        names = (row["subject"], row["clip"])
+        if any(n in ("", ".", "..") or re.search(r"[/\\]", n) for n in names):  # "../../x"
+            index.skip(folder, f"labels.csv line {line}: subject and clip must be folder names "
+                               f"inside {root}, not {'/'.join(names)!r}")
+        elif folder in listed:  # the same clip twice would count twice in training and scores
+            index.skip(folder, f"labels.csv line {line}: a second row for this clip (ignored)")
+        elif label not in FOURDME_CLASSES:
             index.skip(folder, f"labels.csv: unknown class {label!r} (known: {FOURDME_CLASSES})")
         elif not folder.is_dir():
             index.skip(folder, "listed in labels.csv but the clip folder is missing")
@@ -321,12 +326,16 @@ def _index_4dme_csv(root: Path, index: Index) -> None:
             elif int(numbers["num_frames"]) not in (-1, len(frames)):
                 index.skip(folder, f"labels.csv says {numbers['num_frames']} frames, "
                                    f"found {len(frames)}")
+            elif not -1 <= int(numbers["apex"]) < len(frames):
+                index.skip(folder, f"labels.csv: apex {numbers['apex']} is not a frame of the "
+                                   f"{len(frames)} found (0..{len(frames) - 1}, or -1: unknown)")
             else:
                 index.samples.append(Sample(
                     tuple(map(str, frames)), label, row["subject"], sex=row.get("sex", ""),
                     age_group=row.get("age_group", ""), ethnicity=row.get("ethnicity", ""),
                     aus=row.get("aus", ""), apex=int(numbers["apex"]),
                     clip_kind=row.get("kind", "")))
+        listed.add(folder)
     for subject in _dirs(root, index):
         for clip in _dirs(subject, index):
             if clip not in listed:

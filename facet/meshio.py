@@ -16,6 +16,10 @@ The I/O stage under `facet.mesh`: `load_mesh(path)` dispatches on the extension 
   name line and an `x y z` line per point; files miss some, so they are read by name) -> one
   entry per name, plus "nose_tip".
 Every reader raises FileNotFoundError or a ValueError that names the file and the problem.
+A mesh holds at most `max_faces()` triangles and as many vertices (1 M by default, ten times the
+densest benchmark scan; `FACET_MAX_FACES=N` raises it for bigger scans): a 10 M-face file would
+take a minute and 9 GB to load. PLY, OFF, STL and OBJ files are checked from what they declare
+(or count) before they are parsed; the others once read.
 Every file facet writes goes through `atomic_file`: a temporary file in the same folder and an
 atomic rename, so a crash or a full disk never leaves a half-written file behind.
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import struct
 import warnings
 from pathlib import Path
@@ -36,19 +41,67 @@ from facet.vrml import format_wrl, parse_wrl
 MESH_SUFFIXES = (".wrl", ".bnt", ".obj", ".ply", ".off", ".stl", ".glb")
 
 
+def _remove_orphans(path: Path) -> None:
+    """Delete the temporary files of `path` left by writers that died (kill -9 mid-write): the
+    name carries the writer's pid, and a pid that no longer runs will never finish its file."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:-len(".tmp")]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # it exists (another user's): not ours to delete
+            pass
+
+
+class _RecordingFile:
+    """A binary file that remembers the OSError of a failed write. torch.save reports a full
+    disk as "unexpected pos 768 vs 662" (its writer swallows the OSError); this keeps the cause."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def __getattr__(self, name):  # flush, tell, fileno, ...: the file's own
+        return getattr(self.file, name)
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path):
     """Open `path` for binary writing through a temporary file that replaces it only when the
-    block completes (flushed and fsynced); on an error the old file, if any, is untouched."""
+    block completes (flushed and fsynced); on an error the old file, if any, is untouched.
+    Temporary files of writers that were killed are removed first.
+
+    Raises:
+        OSError: naming `path` and the cause (a full disk, a read-only folder, ...), also when
+            the writer inside the block hid it behind an error of its own.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    recorder = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_orphans(path)
         with open(tmp, "wb") as f:
-            yield f
+            recorder = _RecordingFile(f)
+            yield recorder
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as err:
+        cause = recorder.error if recorder is not None and recorder.error else err
+        if not isinstance(cause, OSError):
+            raise
+        raise OSError(cause.errno, f"{path}: cannot write it ({cause.strerror or cause}); "
+                                   "an earlier version of it, if any, is intact") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -82,23 +135,79 @@ def load_mesh(path: str | Path) -> Mesh:
                          f"supported: {', '.join(MESH_SUFFIXES)}")
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: empty file")
+    if suffix in (".ply", ".off", ".stl", ".obj"):
+        _check_size(path, *_declared_size(path, suffix))  # before parsing: no 9 GB detour
     mesh = {".wrl": read_wrl, ".bnt": read_bnt}.get(suffix, _read_with_trimesh)(path)
+    _check_size(path, len(mesh.verts), len(mesh.faces))
     mesh.landmarks.update(_landmarks_beside(path, mesh))
     return mesh
+
+
+DEFAULT_MAX_FACES = 1_000_000  # BU-3DFE scans have ~70 k triangles, BP4D frames ~100 k
+
+
+def max_faces() -> int:
+    """The most triangles (and vertices) a mesh may have: FACET_MAX_FACES, else 1 M. Read from
+    the environment, so that the render workers of a run see what its command line set."""
+    text = os.environ.get("FACET_MAX_FACES", "")
+    if text and not (text.isdigit() and int(text) > 0):
+        raise ValueError(f"FACET_MAX_FACES={text!r} must be a positive whole number")
+    return int(text) if text else DEFAULT_MAX_FACES
+
+
+def _check_size(path: Path, vertices: int, faces: int) -> None:
+    limit = max_faces()
+    if vertices > limit or faces > limit:
+        raise ValueError(f"{path}: {faces:,} triangles and {vertices:,} vertices, more than the "
+                         f"{limit:,} allowed (set FACET_MAX_FACES to a larger number for a scan "
+                         "this dense, or decimate it)")
+
+
+def _declared_size(path: Path, suffix: str) -> tuple[int, int]:
+    """(vertices, faces) a PLY / OFF / STL file declares, or an OBJ file's v / f line counts,
+    without parsing the geometry; (0, 0) where the header cannot tell (the parser will)."""
+    if suffix == ".obj":  # one line per vertex and per face: count them, parse nothing
+        with open(path, "rb") as f:
+            data = b"\n" + f.read()
+        return data.count(b"\nv "), data.count(b"\nf ")
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if suffix == ".stl":
+        faces = struct.unpack_from("<I", head, 80)[0] if len(head) >= 84 else -1
+        if path.stat().st_size == 84 + 50 * faces:  # binary STL: 50 bytes a triangle
+            return 3 * faces, faces
+        return 0, 0  # ASCII STL: ~250 bytes a triangle, parsed by trimesh
+    text = head.decode("latin-1")
+    if suffix == ".ply":
+        counts = dict(re.findall(r"^element\s+(vertex|face)\s+(\d+)", text, re.M))
+        return int(counts.get("vertex", 0)), int(counts.get("face", 0))
+    # OFF: a keyword ending in "OFF" (COFF, NOFF, ...), then the vertex, face and edge counts
+    tokens = [token for line in text.splitlines()[:50] if not line.lstrip().startswith("#")
+              for token in line.split()]
+    if len(tokens) >= 3 and tokens[0].endswith("OFF") and tokens[1].isdigit() and \
+            tokens[2].isdigit():
+        return int(tokens[1]), int(tokens[2])
+    return 0, 0
 
 
 def read_wrl(path: str | Path) -> Mesh:
     """A VRML 2.0 file as a Mesh (`facet.vrml.parse_wrl`) with the texture named in it.
 
     A missing texture image is not an error: BU releases are often copied without their bitmaps,
-    and the geometry is still usable. A texture that exists but cannot be decoded is an error.
+    and the geometry is still usable. A texture that exists but cannot be decoded is an error,
+    and so is a url that leaves the scan's folder ("../x.png", an absolute path).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     mesh, urls = parse_wrl(path.read_bytes(), str(path))
     for url in urls:
-        candidate = path.parent / url.removeprefix("file://")
+        name = url.removeprefix("file://")
+        parts = Path(name.replace("\\", "/")).parts
+        if not parts or Path(name).is_absolute() or ".." in parts or ":" in parts[0]:
+            raise ValueError(f"{path}: texture url {url!r} points outside the scan's folder "
+                             "(facet reads textures from beside the scan only)")
+        candidate = path.parent / name
         if candidate.is_file():
             mesh.texture = _read_image(candidate)
             break
@@ -117,6 +226,9 @@ def _read_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
+    except Image.DecompressionBombError:  # PIL's guard: over 2 x MAX_IMAGE_PIXELS (179 M)
+        raise ValueError(f"{path}: texture image too large to decode (over "
+                         f"{2 * Image.MAX_IMAGE_PIXELS:,} pixels)") from None
     except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for corrupt images
         raise ValueError(f"{path}: cannot read texture image ({err})") from None
 

@@ -16,7 +16,10 @@ per-corner attributes (normals, uv, colours, depths) carried to the pixels by `i
 - `normals`: camera-space normals as RGB, (n + 1) / 2 (x right = red, y up = green, z toward
   the viewer = blue). What the model trains on (`TRAINING_RENDER`): three channels of surface
   orientation instead of one of light.
-Pixels no face covers get `background`. `RenderSettings` names everything that changes the
+Pixels no face covers get `background`; a view the face covers almost nowhere (zero-area
+triangles, or one outlying vertex that shrank the normalised face to a dot) is refused when
+`min_foreground` asks for it, so a blank image never gets an answer. `RenderSettings` names
+everything that changes the
 pixels (the view cache's key); `TRAINING_RENDER` and `PICTURE_RENDER` are the two defaults,
 one per purpose. `save_contact_sheet` lays views out in one PNG for people to look at.
 
@@ -227,7 +230,7 @@ def render_views(mesh: Mesh, views: Sequence[tuple[float, float]] | str = DEFAUL
                  background: float | tuple[float, float, float] = 1.0,
                  device: torch.device | str | None = None, normalize: bool = True,
                  distance: float = DEFAULT_DISTANCE, fov_y: float = DEFAULT_FOV,
-                 cull_backfaces: bool = False) -> torch.Tensor:
+                 cull_backfaces: bool = False, min_foreground: float = 0.0) -> torch.Tensor:
     """Render a face from several (yaw, pitch) viewpoints.
 
     Args:
@@ -240,8 +243,12 @@ def render_views(mesh: Mesh, views: Sequence[tuple[float, float]] | str = DEFAUL
         device: where to render (default: CPU); the result stays there.
         distance, fov_y: camera distance (face sizes) and vertical field of view (degrees).
         cull_backfaces: drop faces seen from behind (`facet.raster`).
+        min_foreground: the fraction of its pixels the face must cover in every view (the
+            pipeline asks for `MIN_FOREGROUND`); 0 renders anything.
     Returns:
         (V, 3, H, W) float32 in [0, 1].
+    Raises:
+        ValueError: a view below `min_foreground`, naming the mesh and the likely cause.
     """
     if isinstance(views, str):
         views = parse_views(views)
@@ -252,6 +259,13 @@ def render_views(mesh: Mesh, views: Sequence[tuple[float, float]] | str = DEFAUL
     faces = torch.from_numpy(mesh.faces).to(device)
     cameras = view_cameras(views, distance=distance, fov_y=fov_y).to(device)
     fragments = rasterize(cameras.transform(verts), faces, image_size, cull_backfaces)
+    covered = (fragments.pix_to_face >= 0).float().mean(dim=(1, 2))  # (V,) foreground fraction
+    if covered.min() < min_foreground:
+        view = int(covered.argmin())
+        raise ValueError(f"{mesh.source or 'mesh'}: renders to an (almost) empty image: the face "
+                         f"covers {100 * float(covered[view]):.2f} % of view "
+                         f"{views[view][0]:g},{views[view][1]:g} (at least "
+                         f"{100 * min_foreground:g} % expected): {blank_render_cause(mesh)}")
 
     def as_tensor(array: np.ndarray | None) -> torch.Tensor | None:
         return None if array is None else torch.from_numpy(
@@ -261,6 +275,26 @@ def render_views(mesh: Mesh, views: Sequence[tuple[float, float]] | str = DEFAUL
                 texture=as_tensor(mesh.texture), colors=as_tensor(mesh.colors),
                 background=background)  # (V, H, W, 3)
     return rgb.permute(0, 3, 1, 2).contiguous()  # (V, 3, H, W)
+
+
+# A normalised face fills 27-66 % of every view from yaw -90..90 and behind (the demo face,
+# 16 and 64 px); 1 % is far below any real face, and far above a blank render (0 %).
+MIN_FOREGROUND = 0.01
+
+
+def blank_render_cause(mesh: Mesh) -> str:
+    """Why a mesh renders to (almost) nothing, as far as its geometry tells."""
+    corners = mesh.verts[mesh.faces].astype(np.float64)  # (F, 3 corners, 3)
+    areas = np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0],
+                                    corners[:, 2] - corners[:, 0]), axis=1)
+    if mesh.faces.shape[0] == 0 or not (areas > 0).any():
+        return "its triangles all have zero area"
+    full = np.ptp(mesh.verts, axis=0).max()
+    core = (np.percentile(mesh.verts, 99, axis=0) - np.percentile(mesh.verts, 1, axis=0)).max()
+    if core == 0 or full > 10 * core:
+        return (f"a few vertices lie far outside the face (its bounding box is "
+                f"{full / max(core, 1e-300):.3g} times the size of 98 % of its vertices)")
+    return "most of it lies outside the cameras' view"
 
 
 def render_batch(meshes: Sequence[Mesh], **kwargs) -> torch.Tensor:

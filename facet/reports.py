@@ -166,6 +166,33 @@ def write_predictions(path: str | Path, predictions: list[dict], classes: Sequen
     return Path(path)
 
 
+def write_skipped(path: str | Path, skipped: Sequence[tuple[str, str]],
+                  failed: Sequence[tuple[str, str]]) -> Path:
+    """skipped.csv: every file that was meant to be a sample and is not, with the stage that
+    dropped it ("index": unusable file or labels.csv row; "render": failed to load or render)
+    and the reason; a header alone when nothing was dropped. Written atomically."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["file", "stage", "reason"])
+    writer.writerows([path, stage, reason] for stage, rows in (("index", skipped),
+                                                               ("render", failed))
+                     for path, reason in rows)
+    write_atomic(path, text.getvalue())
+    return Path(path)
+
+
+def dropped_summary(skipped: Sequence[tuple[str, str]], failed: Sequence[tuple[str, str]],
+                    listing: Path, show: int = 5) -> str:
+    """The lines a run prints about its dropped files: counts, the first few, where the rest are."""
+    rows = [("skipped", p, r) for p, r in skipped] + [("render failed", p, r) for p, r in failed]
+    lines = [f"{len(skipped)} file(s) skipped while indexing, {len(failed)} failed to render"
+             + (f"; all listed in {listing}" if rows else "")]
+    lines += [f"  {what} {path}: {reason}" for what, path, reason in rows[:show]]
+    if len(rows) > show:
+        lines.append(f"  ... and {len(rows) - show} more in {listing}")
+    return "\n".join(lines)
+
+
 def metrics_table(metrics: dict) -> str:
     """Per-class accuracy (recall) and F1, then the summary line (and per intensity), as text."""
     fmt = lambda x: "-" if x is None else f"{100 * x:.1f}"

@@ -2,7 +2,8 @@
 
 `save_uploads` writes the uploaded files into a folder the caller makes temporary, refuses more
 than MAX_UPLOAD_MB, and unpacks zips member by member: no absolute paths, no "..", no links out
-of the folder, at most MAX_UNPACKED_MB and MAX_MEMBERS (no zip bombs). What comes back is what
+of the folder, at most MAX_UNPACKED_MB and MAX_MEMBERS (no zip bombs), no encrypted members and
+no two members on one path (each refusal names the member). What comes back is what
 `facet.explain` reads: one mesh file, or the folder holding the frames of one sequence.
 """
 from __future__ import annotations
@@ -41,10 +42,18 @@ def _unzip(name: str, data: bytes, folder: Path, max_mb: float) -> None:
         target = folder.joinpath(*parts)
         if not target.resolve().is_relative_to(root):
             raise ValueError(f"{name}: refused member {member.filename!r}")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if member.flag_bits & 0x1:  # bit 0 of the general-purpose flags: encrypted
+            raise ValueError(f"{name}: member {member.filename!r} is encrypted; upload a zip "
+                             "without a password")
         try:
+            if target.exists():  # the same name twice: the second would replace the first
+                raise FileExistsError
+            target.parent.mkdir(parents=True, exist_ok=True)
             with archive.open(member) as src:  # reads at most the declared size
                 target.write_bytes(src.read(member.file_size + 1)[:member.file_size])
+        except (FileExistsError, IsADirectoryError, NotADirectoryError):
+            raise ValueError(f"{name}: member {member.filename!r} collides with another member "
+                             "(the same name twice, or a file and a folder of one name)") from None
         except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as err:
             raise ValueError(f"{name}: cannot unpack {member.filename!r} ({err})") from None
 

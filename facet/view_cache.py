@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -44,7 +45,7 @@ from facet.runtime import exit_with_parent, keep_freed_memory
 from facet.layouts import Sample, index_dataset
 from facet.mesh import Mesh
 from facet.meshio import load_mesh, write_atomic
-from facet.render import TRAINING_RENDER, RenderSettings, render_views
+from facet.render import MIN_FOREGROUND, TRAINING_RENDER, RenderSettings, render_views
 
 CACHE_FORMAT = 2  # bump when an entry's contents change: old folders are then ignored
 # (2: displacement without the head's rigid motion)
@@ -124,7 +125,8 @@ def render_frames(frames: Sequence[str | Path | Mesh], settings: RenderSettings
 
     Frames (files, or meshes already loaded) are loaded one at a time (a BU-4DFE sequence
     holds ~100 scans of ~35k vertices); only the first frame's vertices are kept, as the
-    reference of the displacement. Raises what `facet.meshio.load_mesh` raises.
+    reference of the displacement. Raises what `facet.meshio.load_mesh` raises, and
+    ValueError for a frame that renders to an (almost) empty image (`facet.render`).
     """
     images, displacement, first = [], [], None
     for frame in frames:
@@ -132,8 +134,8 @@ def render_frames(frames: Sequence[str | Path | Mesh], settings: RenderSettings
         first = mesh.verts if first is None else first
         displacement.append(_displacement(mesh.verts, first))
         views = render_views(mesh, settings.views, settings.image_size, settings.mode,
-                             distance=settings.distance,
-                             fov_y=settings.fov_y)  # (V, 3, H, W) float in [0, 1]
+                             distance=settings.distance, fov_y=settings.fov_y,
+                             min_foreground=MIN_FOREGROUND)  # (V, 3, H, W) float in [0, 1]
         images.append((views.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
     pixels = np.stack(images)  # (T, V, 3, H, W)
     if (pixels[:, :, :1] == pixels[:, :, 1:]).all():
@@ -153,9 +155,18 @@ def _write_entry(npy: Path, meta: dict, pixels: np.ndarray) -> None:
     write_atomic(npy.with_suffix(".json"), json.dumps(meta))  # last: marks the entry complete
 
 
+def _why(err: OSError) -> str:
+    """The system's words for an OSError ("No space left on device"), without its paths."""
+    return os.strerror(err.errno) if err.errno else str(err)
+
+
 def _fill_one(frames: tuple[str, ...], settings: RenderSettings, npy: str, stats: list
               ) -> str | None:
-    """Render one sample into its entry; returns None or the reason it failed."""
+    """Render one sample into its entry; returns None or the reason it failed.
+
+    Raises:
+        OSError: the entry cannot be written (naming it): no sample after it could be either.
+    """
     try:
         pixels, displacement = render_frames(frames, settings)
     except Exception as err:  # any unreadable or malformed mesh is reported, never fatal to a fill
@@ -164,7 +175,11 @@ def _fill_one(frames: tuple[str, ...], settings: RenderSettings, npy: str, stats
             "shape": list(pixels.shape),
             "crc32": zlib.crc32(pixels.tobytes()), "displacement": displacement.tolist(),
             "apex": int(displacement.argmax())}
-    _write_entry(Path(npy), meta, pixels)
+    try:
+        _write_entry(Path(npy), meta, pixels)
+    except OSError as err:  # a full disk fails every sample after it: stop the fill, say why
+        raise OSError(err.errno, f"view cache: cannot write {npy} ({_why(err)}); "
+                                 "free space there, or pass --cache=DIR") from None
     return None
 
 
@@ -241,10 +256,6 @@ class ViewCache:
         Raises:
             ValueError: with `strict`, naming the failing file and the reason.
         """
-        self.folder.mkdir(parents=True, exist_ok=True)
-        manifest = self.folder / "settings.json"
-        if not manifest.is_file():
-            write_atomic(manifest, json.dumps({**asdict(self.settings), "format": CACHE_FORMAT}))
         report, todo = FillReport(), {}  # entry path -> (sample, stats)
         for sample in samples:
             if self.is_valid(sample):
@@ -254,6 +265,8 @@ class ViewCache:
                 todo[str(self.entry(sample))] = (sample, _stats(sample))
             except OSError as err:
                 report.failed.append((sample.path, f"cannot stat: {err}"))
+        if todo:  # a complete cache may be read-only; one with entries to render may not
+            self._prepare_folder()
         with tqdm(total=len(todo), desc="rendering views", unit="sample",
                   disable=not progress or not os.isatty(2)) as bar:
             for npy, reason in self._render(todo, workers):
@@ -265,6 +278,25 @@ class ViewCache:
                 else:
                     report.failed.append((todo[npy][0].path, reason))
         return report
+
+    def _prepare_folder(self) -> None:
+        """Create the settings' folder and its manifest, and check that entries can be written.
+
+        Raises:
+            OSError: naming the folder: read-only, not a folder, no permission.
+        """
+        manifest = self.folder / "settings.json"
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if not manifest.is_file():
+                write_atomic(manifest, json.dumps({**asdict(self.settings),
+                                                   "format": CACHE_FORMAT}))
+            with tempfile.TemporaryFile(dir=self.folder):  # a probe: removed on close
+                pass
+        except OSError as err:
+            raise OSError(err.errno, f"view cache {self.root}: cannot write there "
+                                     f"({_why(err)}); pass --cache=DIR (or set "
+                                     "FACET_CACHE) to a writable folder") from None
 
     def _render(self, todo: dict, workers: int):
         """Yield (entry path, failure reason or None) as samples finish rendering."""

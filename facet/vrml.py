@@ -15,7 +15,8 @@ included, is `facet.meshio`'s job. Two layers:
   (F, 3, 2)) or `texCoord` alone (per-vertex uv, (N, 2)), optional per-vertex `color` -- is
   concatenated into one mesh, indices offset. Deliberate limits (BU files need none):
   `Transform` fields are not applied, per-face or indexed colours are dropped, and a mesh has one
-  texture (the first `ImageTexture` found).
+  texture (the first `ImageTexture` found). Nodes nest at most `MAX_NESTING` deep (BU files:
+  3), so a crafted file gets an error instead of exhausting Python's stack.
 """
 from __future__ import annotations
 
@@ -53,11 +54,15 @@ class Node:
     fields: dict[str, object] = field(default_factory=dict)
 
 
+MAX_NESTING = 100  # node levels; each costs a few Python frames, and Python allows ~1000
+
+
 class Parser:
     """Recursive descent over VRML nodes; `where` (the file) prefixes every error."""
 
     def __init__(self, text: str, where: str):
         self.text, self.where, self.pos, self.defs = text, where, 0, {}
+        self.depth = 0  # nodes open around the one being read
 
     def error(self, problem: str) -> ValueError:
         line = self.text.count("\n", 0, self.pos) + 1
@@ -100,6 +105,15 @@ class Parser:
 
     def statement(self) -> Node | None:
         """One node, `DEF name node`, `USE name`, NULL; PROTO/EXTERNPROTO/ROUTE skipped (None)."""
+        if self.depth == MAX_NESTING:
+            raise self.error(f"nodes nested more than {MAX_NESTING} levels deep")
+        self.depth += 1
+        try:
+            return self._statement()
+        finally:
+            self.depth -= 1
+
+    def _statement(self) -> Node | None:
         word = self.take("word")
         if word == "DEF":
             name = self.take("word")

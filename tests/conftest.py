@@ -1,7 +1,9 @@
-"""Shared test set-up: deterministic seeds, restored thread counts, the path to ../shared/data."""
+"""Shared test set-up: deterministic seeds, restored thread counts, the path to ../shared/data,
+small real disks (tmpfs) to fill up."""
 from __future__ import annotations
 
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -39,3 +41,26 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent (it sits beside the checkout in the dev setup)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """mount(size_kb, read_only=False) -> a folder on a real tmpfs of that size, unmounted after
+    the test: a disk that fills up, or a read-only file system, as the kernel reports them.
+    Skips where this process may not mount (not root, no CAP_SYS_ADMIN in the container)."""
+    mounted = []
+
+    def mount(size_kb: int, read_only: bool = False) -> Path:
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        options = f"size={size_kb}k" + (",ro" if read_only else "")
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode})")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

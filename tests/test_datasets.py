@@ -178,3 +178,25 @@ def test_bad_roots_and_kinds(tmp_path):
     (tmp_path / "x").mkdir()
     with pytest.raises(ValueError, match="cannot tell the layout"):
         detect_kind(tmp_path)
+
+
+def test_4dme_labels_csv_rows_that_cannot_be_samples_are_skipped_with_the_reason(tmp_path):
+    """Every bad row is named (not silently dropped): a non-integer apex, an apex past the last
+    frame, a second row for a clip (it would count twice), a clip path outside the root."""
+    header = "subject,clip,emotion,kind,num_frames,apex"
+    rows = ["S01,S01_C01,surprise,micro,2,1",
+            "S01,S01_C01,surprise,micro,2,1",  # the same clip again
+            "S01,S01_C02,surprise,micro,2,abc",
+            "S01,S01_C03,surprise,micro,2,7",  # two frames: apex 0 or 1
+            "S01,../../outside,surprise,micro,2,1"]
+    touch(tmp_path / "labels.csv", "\n".join([header, *rows]) + "\n")
+    for clip in ("S01/S01_C01", "S01/S01_C02", "S01/S01_C03", "outside"):
+        for i in range(2):
+            write_wrl(tmp_path / clip / f"{i:03d}.wrl")
+    index = index_dataset(tmp_path, kind="4dme")
+    assert [Path(s.path).name for s in index.samples] == ["S01_C01"]  # once
+    reasons = {Path(p).name: r for p, r in index.skipped}
+    assert "line 3: a second row for this clip" in reasons["S01_C01"]
+    assert "num_frames/apex are not integers" in reasons["S01_C02"]
+    assert "apex 7 is not a frame of the 2 found" in reasons["S01_C03"]
+    assert "line 6: subject and clip must be folder names" in reasons["outside"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -147,6 +148,10 @@ def test_errors_name_the_file_and_the_reason(static, tmp_path):
     bad.write_text("v 1 2\nf 1 2 3\n")
     with pytest.raises(ValueError, match="broken.obj"):
         explain.explain(predictor, bad)
+    flat = tmp_path / "flat.obj"  # collinear corners: a triangle of no area, a blank render
+    flat.write_text("v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n")
+    with pytest.raises(ValueError, match=r"flat.obj: renders to an \(almost\) empty image"):
+        explain.explain(predictor, flat)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="a sequence with no frames"):
         explain.explain(predictor, tmp_path / "empty")
@@ -170,7 +175,7 @@ def test_errors_name_the_file_and_the_reason(static, tmp_path):
         explain.load_predictor(other)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="junk.pt: not a readable checkpoint"):
+    with pytest.raises(ValueError, match="junk.pt: not readable as checkpoint"):
         explain.load_predictor(junk)
     with pytest.raises(FileNotFoundError, match="none.pt"):
         explain.load_predictor(tmp_path / "none.pt")
@@ -205,8 +210,33 @@ def test_uploads_become_a_scan_or_a_sequence(tmp_path):
     assert uploads.save_uploads([("../../x.wrl", mesh)], tmp_path / "d") == tmp_path / "d" / "x.wrl"
 
 
+def zipped_raw(members: list[tuple[str, bytes]], encrypted: bool = False) -> bytes:
+    """A zip whose members may repeat a name, or carry the encrypted flag (zipfile writes no
+    encryption: the flag is set in the local and central headers afterwards, and the flag alone
+    is what makes a reader ask for a password)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members:
+            with warnings.catch_warnings():  # "Duplicate name": the point of the case
+                warnings.simplefilter("ignore")
+                archive.writestr(name, data)
+    raw = bytearray(buffer.getvalue())
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)) if encrypted else ():
+        start = raw.find(signature)
+        while start >= 0:
+            raw[start + flags_at] |= 0x1
+            start = raw.find(signature, start + 4)
+    return bytes(raw)
+
+
 @pytest.mark.parametrize("files, message", [
     ([], "nothing uploaded"),
+    ([("clash.zip", zipped({"a": b"x", "a/b.wrl": b"y"}))],
+     r"clash.zip: member 'a/b.wrl' collides with another member"),
+    ([("twice.zip", zipped_raw([("f.wrl", b"x"), ("f.wrl", b"y")]))],
+     r"twice.zip: member 'f.wrl' collides with another member"),
+    ([("locked.zip", zipped_raw([("f.wrl", b"x")], encrypted=True))],
+     r"locked.zip: member 'f.wrl' is encrypted"),
     ([("notes.txt", b"hello")], r"no mesh among the uploads \(notes.txt\)"),
     ([("big.wrl", b"x" * (2**20 + 1))], "the upload is 1.0 MB, more than the 1 MB allowed"),
     ([("bad.zip", b"PK not really")], "bad.zip: not a readable zip file"),

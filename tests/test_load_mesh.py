@@ -196,3 +196,36 @@ def test_malformed_input_names_the_file_and_the_problem(tmp_path, name, content,
     with pytest.raises(error) as caught:
         load_mesh(path)
     assert str(path) in str(caught.value) and words in str(caught.value), str(caught.value)
+
+
+def test_a_10m_face_ply_is_refused_from_its_header_in_no_time(tmp_path):
+    """The header declares 10 M triangles: refused before a byte of geometry is parsed (loading
+    it took a minute and 9 GB); the body need not even be there."""
+    path = tmp_path / "huge.ply"
+    path.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 5000000\n"
+                     b"property float x\nproperty float y\nproperty float z\n"
+                     b"element face 10000000\nproperty list uchar int vertex_indices\n"
+                     b"end_header\n" + b"\0" * 1000)
+    with pytest.raises(ValueError, match=r"huge.ply: 10,000,000 triangles and 5,000,000 "
+                                         r"vertices, more than the 1,000,000 allowed .*"
+                                         r"FACET_MAX_FACES"):
+        load_mesh(path)
+
+
+@pytest.mark.parametrize("suffix", [".ply", ".obj", ".off", ".stl", ".wrl"])
+def test_the_face_limit_holds_for_every_format_and_can_be_raised(tmp_path, monkeypatch, suffix):
+    mesh = _grid(4)  # 18 triangles, 16 vertices
+    path = tmp_path / f"grid{suffix}"
+    if suffix == ".wrl":
+        save_wrl(mesh, path)
+    else:
+        trimesh.Trimesh(mesh.verts, mesh.faces, process=False).export(path)
+    monkeypatch.setenv("FACET_MAX_FACES", "17")
+    with pytest.raises(ValueError, match=rf"grid{suffix}: 18 triangles and \d+ vertices, more "
+                                         r"than the 17 allowed"):
+        load_mesh(path)
+    monkeypatch.setenv("FACET_MAX_FACES", "60")  # STL repeats corners: 54 vertices
+    assert len(load_mesh(path).faces) == 18
+    monkeypatch.setenv("FACET_MAX_FACES", "many")
+    with pytest.raises(ValueError, match="FACET_MAX_FACES='many' must be a positive"):
+        load_mesh(path)

@@ -87,6 +87,14 @@ def test_agrees_with_reference_on_random_meshes(seed, cull):
     assert (ref.pix_to_face >= 0).sum() > 50  # the test looks at a well-covered image
 
 
+def test_a_single_triangle_in_several_views_agrees_with_reference():
+    """F = 1 is the shape where a broadcast sum is not laid out contiguously (it once raised)."""
+    verts = torch.tensor([[-0.3, -0.3, 0.0], [0.3, -0.3, 0.0], [0.0, 0.3, 0.0]])
+    cameras = view_cameras([(-20, 0), (0, 0), (20, 0)])
+    ref = _assert_agree(cameras.transform(verts), torch.tensor([[0, 1, 2]]), (16, 16), cull=False)
+    assert ((ref.pix_to_face >= 0).sum(dim=(1, 2)) > 20).all()
+
+
 def test_agrees_with_reference_on_a_closed_mesh():
     # Many small triangles sharing edges, boxes of several size classes, three views.
     import trimesh

@@ -1,12 +1,15 @@
 """facet.render: every render mode gives the physical values it promises."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from facet.mesh import Mesh
-from facet.render import ALBEDO, AMBIENT, SPECULAR, RenderSettings, render_views
+from facet.render import ALBEDO, AMBIENT, MIN_FOREGROUND, SPECULAR, RenderSettings, render_views
+from facet.scanner import demo_face
 
 FRONT = [(0.0, 0.0)]
 
@@ -70,3 +73,22 @@ def test_render_settings_are_canonical_and_checked():
     assert RenderSettings(views=[[0, 0]]) == RenderSettings(views=((0.0, 0.0),))
     with pytest.raises(ValueError, match="mode"):
         RenderSettings(mode="ink")
+
+
+@pytest.mark.parametrize("break_it, cause", [
+    (lambda m: dataclasses.replace(m, verts=np.vstack([[1e30, 0, 0], m.verts[1:]])),
+     r"a few vertices lie far outside the face \(its bounding box is .* times"),
+    (lambda m: dataclasses.replace(m, faces=m.faces[:, [0, 0, 1]]),
+     "its triangles all have zero area"),
+])
+def test_a_blank_render_is_refused_with_its_cause(break_it, cause):
+    """One vertex at 1e30 shrinks the normalised face to a dot; zero-area triangles cover no
+    pixel: either renders to a background-only image, which must never be classified."""
+    face = dataclasses.replace(demo_face(), source="scan.ply")
+    assert render_views(face, image_size=16, min_foreground=MIN_FOREGROUND).shape == (3, 3, 16, 16)
+    broken = break_it(face)
+    blank = render_views(broken, image_size=16)  # without the check: the background alone
+    assert torch.equal(blank, torch.ones_like(blank))
+    with pytest.raises(ValueError, match=rf"scan.ply: renders to an \(almost\) empty image: the "
+                                         rf"face covers 0.00 % of view -20,0 .*{cause}"):
+        render_views(broken, image_size=16, min_foreground=MIN_FOREGROUND)

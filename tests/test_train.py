@@ -1,6 +1,7 @@
 """train.py + evaluate.py end to end on a tiny synthetic set, and the up-front config checks."""
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,6 +21,8 @@ from facet import build, loop, synth
 from facet.checkpoint import load_checkpoint, save_checkpoint
 from facet.config import help_text, parse_args
 from facet.datasets import collate
+from facet.mesh import Mesh
+from facet.meshio import save_wrl
 from facet.runtime import run_lock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -348,8 +352,75 @@ def test_a_run_that_finished_while_this_one_rendered_is_not_overwritten(tiny_roo
     with pytest.raises(ValueError, match=r"ckpt.pt exists: pass --resume"):
         train.main(args(tiny_root, cache, tmp_path))
     assert (tmp_path / "t" / "ckpt.pt").read_bytes() == finished
+    assert [p.name for p in (tmp_path / "t").iterdir() if p.name != ".lock"] == ["ckpt.pt"]
+
+
+def test_every_dropped_file_is_named_in_skipped_csv(tiny_root, tmp_path, capsys):
+    """A file the index cannot use and a scan that renders blank are written, with the stage and
+    the reason, into the run folder's skipped.csv, and named in the summary."""
+    root = tmp_path / "bu3dfe"
+    shutil.copytree(tiny_root, root)
+    shutil.copy(root / "F0001" / "F0001_AN03WH_F3D.wrl", root / "F0001" / "F0001_XX03WH_F3D.wrl")
+    flat = Mesh(np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0]], np.float32), np.array([[0, 1, 2]]))
+    save_wrl(flat, root / "F0002" / "F0002_SA03WH_F3D.wrl")  # no area: renders to nothing
+    train.main(args(root, tmp_path / "c", tmp_path / "o", "--epochs=1"))
+    with open(tmp_path / "o" / "t" / "skipped.csv", newline="") as f:
+        rows = {(Path(r["file"]).name, r["stage"]): r["reason"] for r in csv.DictReader(f)}
+    assert set(rows) == {("F0001_XX03WH_F3D.wrl", "index"), ("F0002_SA03WH_F3D.wrl", "render")}
+    assert "unknown expression code 'XX'" in rows["F0001_XX03WH_F3D.wrl", "index"]
+    assert "renders to an (almost) empty image" in rows["F0002_SA03WH_F3D.wrl", "render"]
+    out = capsys.readouterr().out
+    assert "1 file(s) skipped while indexing, 1 failed to render; all listed in" in out
+    assert "skipped " in out and "F0001_XX03WH_F3D.wrl: unknown expression code" in out
 
 
 def test_resume_without_a_checkpoint_says_it_starts_fresh(tiny_root, cache, tmp_path, capsys):
     train.main(args(tiny_root, cache, tmp_path, "--epochs=1", "--resume"))
     assert "does not exist yet; starting that run from epoch 0" in capsys.readouterr().out
+
+
+class _RunsCode:
+    """A pickle payload: unpickling it would create `marker`."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_bad_pretrained_weights_and_vocab_are_refused_before_rendering(tiny_root, tmp_path):
+    """A payload as --pretrained is named for what it is (not "carries no vocabulary"), a
+    non-vocabulary as --vocab gets a message instead of gzip's traceback; both before any
+    rendering, and no code runs."""
+    torch.save({"state_dict": {}, "evil": _RunsCode(tmp_path / "ran")}, tmp_path / "evil.pt")
+    (tmp_path / "hostname").write_text("build-machine\n")
+    shutil.copy(REPO / "facet" / "assets" / "facet_clip_tiny.pt", tmp_path / "clip.pt")
+    base = [f"--data={tiny_root}", f"--cache={tmp_path / 'c'}", f"--out={tmp_path / 'o'}",
+            "--folds=2"]
+    with pytest.raises(ValueError, match=r"evil.pt: not readable as CLIP weights: it holds "
+                                         r"Python objects other than tensors"):
+        train.main([*base, f"--pretrained={tmp_path / 'evil.pt'}"])
+    with pytest.raises(ValueError, match=r"hostname: not a CLIP BPE vocabulary"):
+        train.main([*base, f"--pretrained={tmp_path / 'clip.pt'}",
+                    f"--vocab={tmp_path / 'hostname'}"])
+    with pytest.raises(ValueError, match=r"hostname: not a CLIP BPE vocabulary"):
+        train.main([*base, "--preset=pretrain", f"--pretrained={tmp_path / 'clip.pt'}",
+                    f"--vocab={tmp_path / 'hostname'}"])
+    assert not (tmp_path / "ran").exists() and not (tmp_path / "c").exists()
+
+
+def test_a_read_only_or_full_disk_is_named_not_a_traceback(tiny_root, cache, tmp_path,
+                                                           small_disk):
+    read_only = small_disk(64, read_only=True)  # a cache with nothing in it, read-only
+    proc = subprocess.run([sys.executable, "train.py", *args(tiny_root, read_only, tmp_path / "a")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"view cache {read_only}: cannot write there (Read-only file system)" in proc.stderr
+    full = small_disk(32)  # room for a few of the 24 entries
+    with pytest.raises(OSError, match=r"view cache: cannot write .*\.npy \(No space left on "
+                                      r"device\); free space there, or pass --cache=DIR"):
+        train.main(args(tiny_root, full, tmp_path / "b"))
+    out = small_disk(32)  # the views are cached; the checkpoint does not fit
+    with pytest.raises(OSError, match=rf"{out}/t/\S+: cannot write it \(No space left on device\)"):
+        train.main(args(tiny_root, cache, out))

@@ -1,4 +1,7 @@
 """VRML reader: hand-written BU-style files (counts, fan split, uv, texture) and round trips."""
+import struct
+import zlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -132,3 +135,51 @@ def test_uv_dropped_when_one_face_set_has_none(tmp_path):
     (tmp_path / "c.wrl").write_text(text)
     mesh = read_wrl(tmp_path / "c.wrl")
     assert mesh.uv is None and mesh.texture is None and mesh.num_faces == 9
+
+
+TRIANGLE = ("Shape {{ appearance Appearance {{ texture ImageTexture {{ url [ {url} ] }} }}\n"
+            "  geometry IndexedFaceSet {{ coord Coordinate {{ point [ 0 0 0, 1 0 0, 0 1 0 ] }}\n"
+            "    coordIndex [ 0 1 2 -1 ] texCoord TextureCoordinate {{ point [ 0 0, 1 0, 0 1 ] }}"
+            " }} }}\n")
+
+
+@pytest.mark.parametrize("url", ['"../secret/x.png"', '"{secret}"', '"file://{secret}"',
+                                 '"sub/../../secret/x.png"'])
+def test_a_texture_url_outside_the_scan_folder_is_never_read(tmp_path, url):
+    (tmp_path / "secret").mkdir()
+    secret = tmp_path / "secret" / "x.png"
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(secret)
+    (tmp_path / "scan").mkdir()
+    path = tmp_path / "scan" / "face.wrl"
+    path.write_text("#VRML V2.0 utf8\n" + TRIANGLE.format(url=url.format(secret=secret)))
+    with pytest.raises(ValueError, match=r"face.wrl: texture url .* points outside the scan's "
+                                         r"folder"):
+        read_wrl(path)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """The first chunks of a PNG of width x height RGB pixels (no pixel data needed to open it)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + \
+            struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + \
+        chunk(b"IEND", b"")
+
+
+def test_a_decompression_bomb_texture_is_refused(tmp_path):
+    (tmp_path / "bomb.png").write_bytes(_png_header(16000, 16000))  # 768 MB decoded
+    path = tmp_path / "face.wrl"
+    path.write_text("#VRML V2.0 utf8\n" + TRIANGLE.format(url='"bomb.png"'))
+    with pytest.raises(ValueError, match=r"bomb.png: texture image too large to decode"):
+        read_wrl(path)
+
+
+def test_nesting_deeper_than_the_limit_is_an_error_not_a_recursion_error(tmp_path):
+    path = tmp_path / "deep.wrl"
+    path.write_text("#VRML V2.0 utf8\n" + "Group { children [ " * 5000 + "] }" * 5000 + "\n")
+    with pytest.raises(ValueError, match=r"deep.wrl: line 2: nodes nested more than 100 levels"):
+        read_wrl(path)
+    shallow = "Group { children [ " * 50 + TRIANGLE.format(url='"none.png"') + "] }" * 50
+    path.write_text("#VRML V2.0 utf8\n" + shallow)
+    assert len(read_wrl(path).faces) == 1  # 50 levels still read
