@@ -16,7 +16,8 @@ out/cpu/eval-test/): the training run's own report is never overwritten.
 With SCAN arguments (mesh files, or folders of frames for a 4D sequence) it predicts each scan
 instead (facet/explain.py): prediction.json (probabilities, per-view predictions, view and frame
 weights, saliency maps) and one PNG sheet per scan into --out (default: predict/ beside the
-checkpoint), and a table on the terminal.
+checkpoint), and a table on the terminal. A scan that cannot be read or renders blank is named
+and skipped; the exit code is then 1 (2: nothing could be done, with the reason).
 """
 from __future__ import annotations
 
@@ -188,9 +189,14 @@ def main(argv: list[str] | None = None) -> dict:
 def predict_scans(ckpt: str, scans: list[str], out: str, zero_shot: str,
                   device: torch.device) -> dict:
     """Predict and explain each scan (facet.explain): prediction.json, a sheet per scan, a table.
+    A scan that cannot be read or renders blank is skipped and reported (stderr and the
+    "skipped" entry of prediction.json) while the others are predicted; one scan alone, or
+    every scan failing, is an error.
 
     Returns:
         The contents of prediction.json.
+    Raises:
+        ValueError / FileNotFoundError: no scan could be predicted (naming each and why).
     """
     folder = runtime.check_writable(Path(out) if out else Path(ckpt).parent / "predict", "--out")
     missing = [s for s in scans if not Path(s).exists()]
@@ -199,7 +205,18 @@ def predict_scans(ckpt: str, scans: list[str], out: str, zero_shot: str,
     predictor = explain.load_predictor(ckpt, device)
     # a single scan has no label to keep: a "label=description" class is shown by its prompt
     classes = zero_shot_classes(zero_shot)[1] if zero_shot else None
-    predictions = [explain.explain(predictor, scan, classes) for scan in scans]
+    predictions, skipped = [], []
+    for scan in scans:
+        try:
+            predictions.append(explain.explain(predictor, scan, classes))
+        except ValueError as err:  # unreadable, blank render, too large: named in the message
+            if len(scans) == 1:
+                raise
+            skipped.append({"scan": str(scan), "reason": str(err)})
+            print(f"skipped {scan}: {err}", file=sys.stderr)
+    if not predictions:
+        raise ValueError(f"none of the {len(scans)} scans could be predicted:\n  " +
+                         "\n  ".join(f"{s['scan']}: {s['reason']}" for s in skipped))
     names = {}
     for p in predictions:  # one sheet per scan, even when two scans share a name
         stem = Path(p.name).stem or "scan"
@@ -213,17 +230,19 @@ def predict_scans(ckpt: str, scans: list[str], out: str, zero_shot: str,
                          "image_size": settings.image_size, "mode": settings.mode},
               "frames": predictor.config.frames,
               "frame_sampling": predictor.config.frame_sampling,
-              "predictions": [p.to_json() for p in predictions]}
+              "predictions": [p.to_json() for p in predictions], "skipped": skipped}
     write_atomic(folder / "prediction.json", json.dumps(report))
     print(explain.prediction_table(predictions))
     print(f"wrote {folder}/: prediction.json and {len(predictions)} sheet(s) "
-          f"({sum(p.seconds for p in predictions) / len(predictions):.2f} s per scan)")
+          f"({sum(p.seconds for p in predictions) / len(predictions):.2f} s per scan)" +
+          (f"; {len(skipped)} scan(s) skipped (prediction.json lists why)" if skipped else ""))
     return report
 
 
 if __name__ == "__main__":
     try:
-        main()
+        result = main()
     except (ValueError, OSError) as err:  # configuration, data, disk: no traceback
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    sys.exit(1 if result.get("skipped") else 0)  # scans: 1 when some could not be predicted

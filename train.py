@@ -166,8 +166,7 @@ def train_fold(config: TrainConfig, dist: runtime.DistInfo, tokenizer, train_set
     elif config.resume and dist.is_main:
         print(f"--resume: {ckpt_path} does not exist yet; starting that run from epoch 0")
     if dist.is_main:  # the log keeps exactly the steps of the checkpoint it continues
-        log_path.write_text("".join(json.dumps(r) + "\n" for r in read_log(log_path)
-                                    if r.get("step", 0) <= step))
+        trim_log(log_path, step)
 
     # --- DDP: wrap the objective (model + learned loss parameters) ---
     step_fn = torch.compile(objective) if config.compile else objective
@@ -300,8 +299,7 @@ def pretrain(config: TrainConfig, dist: runtime.DistInfo, argv: list[str]) -> li
         elif config.resume and dist.is_main:
             print(f"--resume: {ckpt_path} does not exist yet; starting that run from epoch 0")
         if dist.is_main:
-            log_path.write_text("".join(json.dumps(r) + "\n" for r in read_log(log_path)
-                                        if r.get("step", 0) <= step))
+            trim_log(log_path, step)
         step_fn = DistributedDataParallel(objective) if dist.enabled else objective
 
         # --- epochs: train, zero-shot test, checkpoint ---
@@ -400,14 +398,38 @@ def write_fold_table(folder: Path, results: list[dict]) -> None:
 
 
 def append_log(path: Path, records: list[dict]) -> None:
-    with open(path, "a") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
+    """Append records to log.jsonl (an append, not atomic: a resumed run rewrites the log up to
+    its checkpoint's step, so a torn last line is never read)."""
+    try:
+        with open(path, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+    except OSError as err:  # a full disk: name the file (write() errors carry no path)
+        raise OSError(err.errno, f"{path}: cannot append to it ({err.strerror})") from None
 
 
 def read_log(path: Path) -> list[dict]:
+    """The records of log.jsonl; a torn last line (a run killed while appending) is dropped.
+
+    Raises:
+        ValueError: a line before the last that is not JSON (naming the file and the line).
+    """
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise ValueError(f"{path}: line {number} is not a JSON record") from None
+    return records
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Keep the records up to `step` (the checkpoint a run continues from), atomically."""
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in read_log(path)
+                               if r.get("step", 0) <= step))
 
 
 if __name__ == "__main__":

@@ -126,7 +126,9 @@ PRESETS: dict[str, TrainConfig] = {
                             epochs=40, lr=1e-3, weight_decay=0.1, warmup=1.0, fold="all"),
 }
 
-# fields that may differ between a run and its --resume (they do not change the computation)
+# fields that may differ between a run and its --resume: they do not change the computation,
+# except --threads, which changes the order of float sums on CPU: a run resumed with another
+# thread count matches the uninterrupted one to rounding (~1e-6), with the same one bit for bit
 RESUMABLE = {"resume", "name", "out", "workers", "render_workers", "threads", "log_every",
              "eval_every", "eval_batch_size", "device", "cache"}
 
@@ -309,7 +311,27 @@ def to_dict(config: TrainConfig) -> dict[str, Any]:
 
 
 def from_dict(values: dict[str, Any]) -> TrainConfig:
-    """Rebuild a TrainConfig from `to_dict` output; keys of other versions are ignored."""
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
-                          for k, v in values.items() if k in names})
+    """Rebuild a TrainConfig from `to_dict` output; keys of other versions are ignored.
+
+    Raises:
+        ValueError: a value of another type than its option's default (a checkpoint is data
+            from disk: "views" a number would fail far from here), or one `validate` refuses.
+    """
+    defaults = TrainConfig()
+    # options of one type (not "int | str", "Optional[...]"): their default's type is theirs
+    single = {f.name for f in dataclasses.fields(TrainConfig)
+              if "|" not in str(f.type) and "Optional" not in str(f.type)}
+    kept, wrong = {}, []
+    for key, value in values.items():
+        if not hasattr(defaults, key):
+            continue
+        value = tuple(value) if isinstance(value, list) else value
+        default = getattr(defaults, key)
+        kinds = (int, float) if isinstance(default, float) else (type(default),)
+        if key in single and (not isinstance(value, kinds) or
+                              isinstance(value, bool) != isinstance(default, bool)):
+            wrong.append(f"{key} is a {type(value).__name__}, not a {type(default).__name__}")
+        kept[key] = value
+    if wrong:
+        raise ValueError("invalid configuration: " + "; ".join(wrong))
+    return validate(TrainConfig(**kept))

@@ -101,7 +101,10 @@ def rebuild(ckpt: dict, source: str, device: torch.device | str = "cpu"
     architecture, as for OpenAI's files), not from the config: a run that fine-tuned
     pretrained towers has their input side and width, whatever --image_size it rendered at.
     """
-    config = dataclasses.replace(from_dict(ckpt["config"]), pretrained="")  # weights: ckpt's
+    try:
+        config = dataclasses.replace(from_dict(ckpt["config"]), pretrained="")  # weights: ckpt's
+    except ValueError as err:
+        raise ValueError(f"{source}: its config is not valid ({err})") from None
     classes = tuple(ckpt["classes"])
     tokenizer = build.build_tokenizer(config, ckpt["merges"])
     towers = {k[len("clip."):]: v for k, v in ckpt["model"].items() if k.startswith("clip.")}

@@ -68,3 +68,17 @@ def test_help_lists_fields_with_their_comments():
     assert "--epochs=30 [int]  passes over the training split" in text
     assert "--fold=0 [int or str]  the test fold: an index, or \"all\" to run every fold" in text
     assert "presets (--preset=NAME): cpu, vit-b-16, 4d, micro" in text
+
+
+@pytest.mark.parametrize("entry, words", [({"views": 5}, "views is a int, not a str"),
+                                          ({"lr": "1e-3"}, "lr is a str, not a float"),
+                                          ({"amp": 1}, "amp is a int, not a bool"),
+                                          ({"epochs": True}, "epochs is a bool, not a int"),
+                                          ({"lr": -1.0}, "--lr must be > 0")])
+def test_a_checkpoint_config_of_the_wrong_types_is_refused(entry, words):
+    """A config read from a checkpoint is data from disk: refused here, by name, instead of
+    failing as a TypeError far away."""
+    for preset in PRESETS.values():
+        assert from_dict(to_dict(preset)) == preset
+    with pytest.raises(ValueError, match=words):
+        from_dict({**to_dict(TrainConfig()), **entry})

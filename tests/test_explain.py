@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import subprocess
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -21,6 +23,8 @@ from facet.layouts import EMOTIONS
 from facet.meshio import save_wrl
 from facet.model import FacetConfig, FacetVLM
 from facet.view_cache import ViewCache
+
+REPO = Path(__file__).resolve().parents[1]
 
 # 2 subjects, 2 folds, 16-px views (one ViT patch), 2 epochs: a real checkpoint in seconds
 TINY = ["--folds=2", "--fold=0", "--image_size=16", "--batch_size=6", "--epochs=2",
@@ -103,11 +107,17 @@ def test_cli_writes_json_sheets_and_a_table(static, tmp_path, capsys):
     frames.mkdir()
     for i in (10, 9):  # "9" comes before "10"
         save_wrl(scanner.demo_face("happiness", 2 + i % 2, seed=1), frames / f"{i}.wrl")
-    report = evaluate.main(["--ckpt", str(ckpt), str(scan), str(frames),
+    flat = tmp_path / "flat.obj"  # renders blank: skipped and reported, the others predicted
+    flat.write_text("v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n")
+    report = evaluate.main(["--ckpt", str(ckpt), str(scan), str(flat), str(frames),
                             "--out", str(tmp_path / "pred")])
     saved = json.loads((tmp_path / "pred" / "prediction.json").read_text())
     assert saved == json.loads(json.dumps(report))
     assert [p["name"] for p in saved["predictions"]] == ["face.wrl", "seq"]
+    assert [s["scan"] for s in saved["skipped"]] == [str(flat)]
+    assert "renders to an (almost) empty image" in saved["skipped"][0]["reason"]
+    captured = capsys.readouterr()
+    assert f"skipped {flat}: " in captured.err
     first = saved["predictions"][0]
     assert sum(first["probabilities"].values()) == pytest.approx(1, abs=1e-4)
     assert np.asarray(first["saliency"]["maps"]).shape == (1, 3, 16, 16)
@@ -115,8 +125,8 @@ def test_cli_writes_json_sheets_and_a_table(static, tmp_path, capsys):
     assert saved["predictions"][1]["frames"] == ["9.wrl"]  # T = 1: the first in natural order
     for name in ("face.png", "seq.png"):
         assert (tmp_path / "pred" / name).read_bytes()[:4] == b"\x89PNG"
-    out = capsys.readouterr().out
-    assert "face.wrl" in out and "predicted" in out and "prediction.json" in out
+    assert "face.wrl" in captured.out and "predicted" in captured.out
+    assert "prediction.json" in captured.out and "1 scan(s) skipped" in captured.out
 
     zero = evaluate.main(["--ckpt", str(ckpt), str(scan), "--out", str(tmp_path / "zs"),
                           "--zero-shot", "happiness, a wide open mouth"])
@@ -152,6 +162,8 @@ def test_errors_name_the_file_and_the_reason(static, tmp_path):
     flat.write_text("v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n")
     with pytest.raises(ValueError, match=r"flat.obj: renders to an \(almost\) empty image"):
         explain.explain(predictor, flat)
+    with pytest.raises(ValueError, match=r"none of the 2 scans could be predicted:\n  .*flat.obj"):
+        evaluate.main(["--ckpt", str(ckpt), str(flat), str(bad), "--out", str(tmp_path / "o")])
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="a sequence with no frames"):
         explain.explain(predictor, tmp_path / "empty")
@@ -286,3 +298,19 @@ def test_a_pretrained_clip_classifies_zero_shot_like_evaluate(static, tmp_path):
         with pytest.raises(ValueError, match="--zero-shot"):
             evaluate.zero_shot_classes(bad)
 
+
+
+@pytest.mark.slow
+def test_a_batch_with_a_bad_scan_exits_1_and_names_it(static, tmp_path):
+    ckpt, _ = static
+    good = tmp_path / "face.wrl"
+    save_wrl(scanner.demo_face("surprise", 4, seed=3), good)
+    empty = tmp_path / "empty.obj"
+    empty.write_text("")
+    proc = subprocess.run([sys.executable, "evaluate.py", "--ckpt", str(ckpt), str(good),
+                           str(empty), "--out", str(tmp_path / "pred")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"skipped {empty}: {empty}: empty file" in proc.stderr
+    saved = json.loads((tmp_path / "pred" / "prediction.json").read_text())
+    assert [p["name"] for p in saved["predictions"]] == ["face.wrl"]

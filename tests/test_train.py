@@ -424,3 +424,14 @@ def test_a_read_only_or_full_disk_is_named_not_a_traceback(tiny_root, cache, tmp
     out = small_disk(32)  # the views are cached; the checkpoint does not fit
     with pytest.raises(OSError, match=rf"{out}/t/\S+: cannot write it \(No space left on device\)"):
         train.main(args(tiny_root, cache, out))
+
+
+def test_a_log_torn_by_a_kill_mid_append_still_reads(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "train_lo')  # killed mid-line
+    assert train.read_log(log) == [{"step": 1}, {"step": 2}]
+    train.trim_log(log, step=1)
+    assert log.read_text() == '{"step": 1}\n'
+    log.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
+    with pytest.raises(ValueError, match=r"log.jsonl: line 2 is not a JSON record"):
+        train.read_log(log)
