@@ -54,7 +54,7 @@ def select(config: TrainConfig, split: str, classes: tuple[str, ...]):
         raise ValueError(f"{root}: none of its {len(samples)} samples is labelled with one of "
                          f"{list(classes)} (labels there: {sorted({s.label for s in samples})})")
     note = (f"left out {len(samples) - len(kept)} of {len(samples)} samples whose labels "
-            f"{dropped} the model does not know" if dropped else "")
+            f"{dropped} are outside the chosen classes {list(classes)}" if dropped else "")
     return kept, note, index.skipped
 
 

@@ -7,9 +7,11 @@ DDP rank builds its own confusion matrix (K, K) and per-intensity counts,
 Conventions: confusion[i, j] = number of samples of true class i predicted as class j.
 - accuracy: trace / total.
 - per-class accuracy = recall of that class = confusion[i, i] / row sum (None if class i has
-  no sample; such classes are left out of UAR and macro-F1).
-- macro-F1: mean over classes of F1 = 2 TP / (2 TP + FP + FN), over classes that occur as a
-  true label (a class never true but predicted only adds false positives to others' precision).
+  no sample; such classes are left out of UAR).
+- macro-F1: mean over classes of F1 = 2 TP / (2 TP + FP + FN), over every class that occurs as
+  a true label or is predicted: a chosen class with no true sample that takes samples has
+  F1 = 0 and counts (as sklearn's macro-F1 over all labels); one neither true nor predicted has
+  no F1 (0 / 0) and is left out.
 - UAR (unweighted average recall) and UF1 (unweighted F1), the micro-expression metrics of the
   MEGC / 4DME protocol: with leave-one-subject-out, TP/FP/FN are summed over all folds *before*
   the per-class scores, which is what computing them from the pooled (summed) confusion matrix
@@ -132,7 +134,11 @@ def summarize(confusion: torch.Tensor | np.ndarray, class_names: list[str],
     scores = per_class_scores(c)
     present = scores["support"] > 0
     total = int(c.sum())
-    macro_f1 = float(np.mean(scores["f1"][present])) if present.any() else None
+    # F1 counts every class that occurs or is predicted: a chosen class that takes samples it
+    # should not is an error (F1 0), as in sklearn's macro-F1 over all labels; only a class
+    # neither true nor predicted (0 / 0) is left out. Recall (UAR) needs true samples.
+    defined = ~np.isnan(scores["f1"])
+    macro_f1 = float(np.mean(scores["f1"][defined])) if defined.any() else None
     uar = float(np.mean(scores["recall"][present])) if present.any() else None
     result = {
         "n": total,

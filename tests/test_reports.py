@@ -39,12 +39,15 @@ def test_summary_matches_hand_computation():
     assert m["uar"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
 
 
-def test_absent_class_is_excluded_not_zero():
-    # class 2 never occurs as a true label: its recall is undefined, not 0
-    m = summarize(confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 2]), 3), list("abc"))
-    assert m["per_class"]["c"] is None
+def test_an_absent_class_has_no_recall_but_an_f1_of_0_when_predicted():
+    # class c never occurs as a true label: its recall is undefined (not in the UAR), but it
+    # took a sample of b, so its F1 is 0 and counts in the macro-F1 (sklearn: labels=all);
+    # class d, neither true nor predicted, has no F1 at all
+    m = summarize(confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 2]), 4), list("abcd"))
+    assert m["per_class"]["c"] is None and m["per_class_f1"]["c"] == 0.0
+    assert m["per_class_f1"]["d"] is None
     assert m["uar"] == pytest.approx(0.5)
-    assert m["macro_f1"] == pytest.approx((1.0 + 0.0) / 2)
+    assert m["macro_f1"] == pytest.approx((1.0 + 0.0 + 0.0) / 3)
 
 
 def test_counts_from_two_ranks_add_up_to_the_whole():
