@@ -117,12 +117,25 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--cache", default=None, help="view cache folder (default: as trained)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for torch (default 0: every core, as train.py)")
     args = parser.parse_args(argv)
     runtime.keep_freed_memory()  # no page faults for the rasterizer's re-allocated temporaries
     if args.batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
-
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0 (0: every core), got {args.threads}")
     device = runtime.resolve_device(args.device)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads or runtime.default_threads(device))
+    try:
+        return run(args, device)
+    finally:
+        torch.set_num_threads(threads)  # main() is also called in-process (tests, notebooks)
+
+
+def run(args: argparse.Namespace, device: torch.device) -> dict:
+    """What main() does once the options are read: predict SCANs, or evaluate a dataset."""
     if args.scans:
         if args.data or args.split or args.cache is not None:
             raise ValueError("SCAN arguments predict single scans; --data, --split and --cache "

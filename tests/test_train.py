@@ -192,7 +192,14 @@ def test_resume_with_changed_options_names_them(tiny_root, cache, tmp_path):
         train.main(args(tiny_root, cache, tmp_path, "--epochs=2", "--lr=1e-3", "--resume"))
 
 
-def test_synth_cli_and_train_share_the_generated_folder(tmp_path, monkeypatch):
+def test_synth_cli_and_train_share_the_generated_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FACET_DATA", str(tmp_path))
+    config = parse_args(["--synth_subjects=2", "--synth_kind=bu4dfe"])
+    monkeypatch.setattr(synth, "ensure_dataset", lambda *a, **k: None)  # the announcement only
+    build.dataset_root(config)
+    assert (f"generating the built-in bu4dfe set (2 subjects) into {tmp_path / 'bu4dfe-2subjects'}"
+            f", once: later runs reuse it") in capsys.readouterr().err
+    monkeypatch.undo()
     monkeypatch.setenv("FACET_DATA", str(tmp_path))
     synth.main(["--kind", "bu3dfe", "--subjects", "2"])
     written = tmp_path / "bu3dfe-2subjects"
@@ -200,6 +207,7 @@ def test_synth_cli_and_train_share_the_generated_folder(tmp_path, monkeypatch):
     config = parse_args(["--synth_subjects=2"])
     before = written.stat().st_mtime_ns
     assert build.dataset_root(config) == written and written.stat().st_mtime_ns == before
+    assert "generating" not in capsys.readouterr().err  # present: nothing to announce
 
 
 def test_grad_accum_matches_the_unaccumulated_step(tiny_root, cache):
@@ -255,6 +263,7 @@ def test_a_loss_that_is_not_finite_stops_the_run_at_its_step():
     (["--ckpt", "{tmp}/ckpt.pt"], "ckpt.pt: not a facet checkpoint of this version: no "
                                   "['config', 'classes', 'merges'] entry"),
     (["--ckpt", "{tmp}/ckpt.pt", "--batch_size", "0"], "error: --batch_size must be >= 1"),
+    (["--ckpt", "{tmp}/ckpt.pt", "--threads", "-1"], "error: --threads must be >= 0"),
 ])
 def test_evaluate_errors_exit_2_with_a_message(argv, words, tmp_path):
     save_checkpoint(tmp_path / "ckpt.pt", {"model": {}})
