@@ -2,7 +2,7 @@
 
     python -m pip install -r requirements-app.txt && streamlit run app.py
 
-A thin page over `facet.explain`, the functions `python evaluate.py --ckpt CKPT SCAN` uses:
+A thin page over `facet.app.explain`, the functions `python evaluate.py --ckpt CKPT SCAN` uses:
 pick a checkpoint found under a folder (default out/), a built-in face (subject, emotion,
 intensity) or an upload (a mesh, the frames of a sequence, or a zip of either), and optionally
 your own class names or descriptions (zero-shot). A checkpoint may also be CLIP weights with
@@ -16,15 +16,17 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import facet  # first: sets OpenMP's passive wait before torch loads (facet/__init__.py)
+import facet  # noqa: F401 -- first: sets OpenMP's passive wait before torch loads
 
 import numpy as np
 import streamlit as st
 
-from facet import explain, scanner
-from facet.layouts import EMOTIONS, NEUTRAL
-from facet.meshio import MESH_SUFFIXES, save_wrl
-from facet.uploads import MAX_UPLOAD_MB, save_uploads
+from facet import build
+from facet.app import explain
+from facet.app.uploads import MAX_UPLOAD_MB, save_uploads
+from facet.data.layouts import EMOTIONS, NEUTRAL
+from facet.data.meshio import MESH_SUFFIXES, save_wrl
+from facet.faces import scanner
 
 UPLOAD_TYPES = [s.lstrip(".") for s in MESH_SUFFIXES] + ["zip", "bnd", "lm3", "bmp", "png",
                                                           "jpg", "jpeg"]  # + landmarks, textures
@@ -34,7 +36,7 @@ ZOOM = 4  # views are 64 px: shown 4x larger, pixel for pixel
 @st.cache_resource(max_entries=4, show_spinner="loading the checkpoint")
 def load(path: str, mtime_ns: int) -> explain.Predictor:
     """The checkpoint, loaded once per file version (`mtime_ns` is the cache key)."""
-    return explain.load_predictor(path)
+    return build.load_predictor(path)
 
 
 def sidebar():
@@ -60,7 +62,7 @@ def sidebar():
 
 
 def predict(ckpt: Path, face, uploads, classes: str) -> explain.Prediction | None:
-    """Run facet.explain on the chosen face; None (with a note) when nothing is chosen yet.
+    """Run facet.app.explain on the chosen face; None (with a note) when nothing is chosen yet.
 
     A built-in face is written as a VRML file and read back, so it is centred and rendered like
     the dataset's scans (in memory it carries a nose-tip landmark that a file does not).

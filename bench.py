@@ -70,11 +70,11 @@ def bench_mesh(args) -> None:
     import numpy as np
     from PIL import Image
 
-    from facet.meshio import save_bnt
-    from facet.meshio import save_bnd
-    from facet.meshio import load_mesh
+    from facet.data.meshio import save_bnt
+    from facet.data.meshio import save_bnd
+    from facet.data.meshio import load_mesh
     from facet.mesh import Mesh
-    from facet.meshio import save_wrl
+    from facet.data.meshio import save_wrl
 
     n = 187  # 187 x 187 grid: 34,969 vertices, 69,192 triangles, like a BU-4DFE frame
     rows, cols = np.mgrid[0:n, 0:n] / (n - 1)  # (n, n) each, in [0, 1]
@@ -111,10 +111,10 @@ def bench_cache(args) -> None:
     import tempfile
     from pathlib import Path
 
-    from facet.layouts import index_dataset
-    from facet.synth import write_bu3dfe
+    from facet.data.layouts import index_dataset
+    from facet.faces.synth import write_bu3dfe
     from facet.render import RenderSettings
-    from facet.view_cache import ViewCache
+    from facet.data.view_cache import ViewCache
 
     subjects = 1 if args.quick else 2  # 25 scans each, BU-3DFE-like
     with tempfile.TemporaryDirectory() as tmp:
@@ -200,7 +200,7 @@ def bench_train(args) -> None:
     import torch
 
     import train
-    from facet import synth
+    from facet.faces import synth
     from facet.config import PRESETS
 
     subjects = 2 if args.quick else 4
@@ -304,7 +304,7 @@ def bench_raster(args) -> None:
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     views = [(yaw, pitch) for yaw in (-30, 0, 30) for pitch in (-15, 0, 15)]
     _bench_allocator(views)
-    from facet.scanner import demo_face
+    from facet.faces.scanner import demo_face
 
     meshes = [normalize(_dome_face(n))[0] for n in (52, 123, 188)]  # 5k, 30k, 70k faces
     meshes.append(normalize(demo_face())[0])  # a real face: ICT-FaceKit, 13k triangles
@@ -399,9 +399,9 @@ def _bench_compiled(views) -> None:
 _RENDER_CHILD = """
 import sys, time
 import torch
+from facet.faces.scanner import demo_face
 from facet.mesh import normalize
 from facet.render import render_views
-from facet.scanner import demo_face
 torch.set_num_threads(2)
 mesh, views = normalize(demo_face())[0], [(y, p) for y in (-40, 0, 40) for p in (-20, 0, 20)]
 render_views(mesh, views)

@@ -14,7 +14,7 @@ into --out, by default a folder named after the evaluation beside the checkpoint
 out/cpu/eval-test/): the training run's own report is never overwritten.
 
 With SCAN arguments (mesh files, or folders of frames for a 4D sequence) it predicts each scan
-instead (facet/explain.py): prediction.json (probabilities, per-view predictions, view and frame
+instead (facet/app/explain.py): prediction.json (probabilities, per-view predictions, view and frame
 weights, saliency maps) and one PNG sheet per scan into --out (default: predict/ beside the
 checkpoint), and a table on the terminal. A scan that cannot be read or renders blank is named
 and skipped; the exit code is then 1 (2: nothing could be done, with the reason).
@@ -27,14 +27,15 @@ import json
 import sys
 from pathlib import Path
 
-import facet  # first: sets OpenMP's passive wait before torch loads (facet/__init__.py)
+import facet  # noqa: F401 -- first: sets OpenMP's passive wait before torch loads
 
 import torch
 
-from facet import build, explain, loop, reports, runtime
+from facet import build, loop, reports, runtime
+from facet.app import explain
+from facet.atomic import write_atomic
 from facet.camera import format_views, parse_views
 from facet.config import TrainConfig, to_dict
-from facet.meshio import write_atomic
 
 
 def select(config: TrainConfig, split: str, classes: tuple[str, ...]):
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
             raise ValueError("SCAN arguments predict single scans; --data, --split and --cache "
                              "evaluate a dataset: use one or the other")
         return predict_scans(args.ckpt, args.scans, args.out, args.zero_shot, device)
-    predictor = explain.load_predictor(args.ckpt, device)
+    predictor = build.load_predictor(args.ckpt, device)
     config, classes, tokenizer, model = (predictor.config, predictor.classes,
                                          predictor.tokenizer, predictor.model)
     pretrained_clip = predictor.kind == "clip"  # it saw none of the built-in datasets' people
@@ -150,11 +151,12 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
     if split == "test" and (config.fold == "all" or not same_data or pretrained_clip):
         raise ValueError("--split=test needs the checkpoint's own dataset and fold; "
                          "use --split=all for another dataset or a pretrained CLIP")
+    descriptions = None  # what each class is prompted with, if not its name
     if args.zero_shot:
         if not config.text_head:
             raise ValueError(f"{args.ckpt}: a linear-head model (text_head=False) cannot "
                              "classify new class names; zero-shot needs the prompt head")
-        classes, class_prompts = zero_shot_classes(args.zero_shot)
+        classes, descriptions = zero_shot_classes(args.zero_shot)
     data_name = Path(args.data).name if args.data else Path(config.data).name or "synthetic"
     out = Path(args.out) if args.out else Path(args.ckpt).parent / (
         f"eval-{split}" if same_data else f"eval-{data_name}-{split}")
@@ -182,16 +184,13 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
     reports.write_skipped(out / "skipped.csv", skipped, failed)  # out: checked writable above
     print(reports.dropped_summary(skipped, failed, out / "skipped.csv"), file=sys.stderr)
     dataset = build.make_dataset(samples, cache, config, classes, train=False)
-    prompts = class_prompts if args.zero_shot else None  # a ZeroShotCLIP is scored the same way
-    objective = build.build_objective(config, model, tokenizer, classes, torch.Generator(),
-                                      prompts)
-    metrics = loop.evaluate_split(objective.to(device), dataset, config,
-                                  runtime.DistInfo(device=device),
-                                  runtime.amp_dtype(config.amp, device))
+    prompts = build.class_prompts(config, model, tokenizer, classes, descriptions=descriptions)
+    metrics = loop.evaluate(model, dataset, classes, prompts, config,
+                            runtime.DistInfo(device=device), runtime.amp_dtype(config.amp, device))
     reports.write_report(out, metrics, classes, parse_views(config.views),
                          checkpoint=str(args.ckpt), split=split,
                          data=config.data or "synthetic", zero_shot=bool(args.zero_shot),
-                         class_prompts=prompts,
+                         class_prompts=descriptions,
                          left_out=note, config=to_dict(config))
     print(reports.metrics_table(metrics))
     print(f"wrote {out}/: metrics.json, predictions.csv, confusion.png, view_weights.png, "
@@ -201,7 +200,8 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
 
 def predict_scans(ckpt: str, scans: list[str], out: str, zero_shot: str,
                   device: torch.device) -> dict:
-    """Predict and explain each scan (facet.explain): prediction.json, a sheet per scan, a table.
+    """Predict and explain each scan (facet.app.explain): prediction.json, a sheet per scan, a
+    table.
     A scan that cannot be read or renders blank is skipped and reported (stderr and the
     "skipped" entry of prediction.json) while the others are predicted; one scan alone, or
     every scan failing, is an error.
@@ -215,7 +215,7 @@ def predict_scans(ckpt: str, scans: list[str], out: str, zero_shot: str,
     missing = [s for s in scans if not Path(s).exists()]
     if missing:  # before the checkpoint is loaded
         raise FileNotFoundError(f"no such scan: {', '.join(missing)}")
-    predictor = explain.load_predictor(ckpt, device)
+    predictor = build.load_predictor(ckpt, device)
     # a single scan has no label to keep: a "label=description" class is shown by its prompt
     classes = zero_shot_classes(zero_shot)[1] if zero_shot else None
     predictions, skipped = [], []

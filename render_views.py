@@ -15,13 +15,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import facet  # first: sets OpenMP's passive wait before torch loads (facet/__init__.py)
+import facet  # noqa: F401 -- first: sets OpenMP's passive wait before torch loads
 
 from tqdm import tqdm
 
+from facet import runtime
 from facet.camera import format_views, parse_views
-from facet.runtime import keep_freed_memory
-from facet.meshio import MESH_SUFFIXES, load_mesh
+from facet.data.meshio import MESH_SUFFIXES, load_mesh
 from facet.render import MODES, PICTURE_RENDER, RenderSettings, render_views, save_contact_sheet
 
 DEMO_EXPRESSIONS = ("neutral", "anger", "disgust", "fear", "happiness", "sadness", "surprise")
@@ -59,7 +59,7 @@ def render_files(root: Path, out: Path, args: argparse.Namespace) -> tuple[int, 
 
 def render_demo(out: Path, args: argparse.Namespace) -> Path:
     """Render the synthetic demo face with each expression into one sheet (one row each)."""
-    from facet.scanner import demo_face
+    from facet.faces.scanner import demo_face
 
     rows = [render_views(demo_face(name, intensity=0 if name == "neutral" else 4, seed=0),
                          args.views, image_size=args.size, mode=args.mode)
@@ -85,14 +85,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="INPUT is a dataset root: fill the view cache used by training "
                              "(give the training run's --views/--size/--mode) instead of PNGs")
     args = parser.parse_args(argv)
-    keep_freed_memory()  # facet.cpu_memory: no page faults for re-allocated temporaries
+    # glibc reuses freed blocks instead of unmapping them, so the rasterizer's temporaries do
+    # not fault in fresh pages on every view (facet/runtime.py's docstring)
+    runtime.keep_freed_memory()
     if args.size < 1:
         parser.error(f"--size must be positive, got {args.size}")
 
     if args.cache:
         if args.input is None:
             parser.error("--cache needs a dataset root as INPUT")
-        from facet.view_cache import fill_cache_cli
+        from facet.data.view_cache import fill_cache_cli
 
         try:
             report, text = fill_cache_cli(args.input, settings=RenderSettings(args.views, args.size,

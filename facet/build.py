@@ -1,45 +1,51 @@
-"""Everything a run builds from its `TrainConfig`: data, view cache, tokenizer, model, objective.
+"""Everything a run builds from its `TrainConfig`, and a trained model back from its file.
 
-The assembly stage between the configuration and the loops, shared by train.py (which trains)
-and evaluate.py (which rebuilds the same pipeline from the config stored in a checkpoint), so
-both see the same classes, views and model. Data path:
+The assembly stage between the configuration and the loop, shared by train.py (which trains)
+and evaluate.py / the app (which rebuild the same pipeline from the config a checkpoint
+stores), so both see the same classes, views, prompts and model. Data path:
 
     dataset root -> `index_dataset` -> protocol filter (e.g. BU-3DFE: 60 subjects, intensities
     3-4) -> subject-independent folds -> `ViewCache.fill` (render once, uint8 on disk)
     -> `FaceViewsDataset` items (T, V, 3, H, W)
+
+Model path: tokenizer (a checkpoint's merges, the pretrained weights' vocabulary, or learned on
+the prompts) -> `FacetVLM` on pretrained or fresh CLIP towers -> `class_prompts` (what it reads
+per class) -> `Objective` (the training step). `load_predictor` reverses it for a saved run or
+for CLIP weights alone (`zero_shot_model`).
 
 Every check that can fail (empty dataset, a class missing from a split, unrenderable scans, a
 vocabulary that does not fit the weights) runs here, before any training step.
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
 from facet import prompts as prompt_lib
 from facet.camera import parse_views
-from facet.checkpoint import load_openai, openai_merges
-from facet.clip import CLIP
+from facet.checkpoint import (load_checkpoint, load_openai, load_weights, openai_merges,
+                              read_torch_file)
+from facet.clip import CLIP, build_from_state_dict
 from facet.clip import PRESETS as CLIP_PRESETS
-from facet.config import TrainConfig
-from facet.layouts import EMOTIONS, Index, Sample, index_dataset
-from facet.loop import Objective
+from facet.config import TrainConfig, from_dict
+from facet.data.datasets import (PROTOCOLS, FaceViewsDataset, filter_samples,
+                                 leave_one_subject_out, subject_kfold, view_statistics)
+from facet.data.layouts import EMOTIONS, Index, Sample, index_dataset
+from facet.data.view_cache import ViewCache
+from facet.faces import synth
+from facet.faces.pretraining import CaptionedViews
 from facet.losses import LossConfig
-from facet.model import FacetConfig, FacetVLM, ZeroShotCLIP
-from facet.datasets import (PROTOCOLS, CaptionedViews, FaceViewsDataset, filter_samples,
-                            leave_one_subject_out, subject_kfold, view_statistics)
-from facet.meshio import atomic_file, write_atomic
-from facet.render import RenderSettings, render_views
+from facet.model import FacetConfig, FacetVLM, zero_shot_model
+from facet.objective import Objective
+from facet.prompts import ClassPrompts
+from facet.render import RenderSettings
 from facet.runtime import DistInfo, barrier
 from facet.tokenizer import Tokenizer, train_bpe
-from facet.view_cache import ViewCache, init_render_worker
 
 
 # facet's own CLIP, pretrained on captioned built-in faces (train.py --preset=pretrain)
@@ -62,7 +68,7 @@ def pretrained_path(config: TrainConfig) -> Path:
 
 def dataset_root(config: TrainConfig, dist: DistInfo = DistInfo()) -> Path:
     """The dataset root: `config.data`, or the built-in synthetic set (generated once, by rank
-    0, in the folder `python -m facet.synth --kind KIND --subjects N` writes by default).
+    0, in the folder `python -m facet.faces.synth --kind KIND --subjects N` writes by default).
 
     Raises:
         FileNotFoundError: `config.data` is given but is not a folder.
@@ -72,8 +78,6 @@ def dataset_root(config: TrainConfig, dist: DistInfo = DistInfo()) -> Path:
         if not root.is_dir():
             raise FileNotFoundError(f"--data={config.data}: no such folder")
         return root
-    from facet import synth  # only runs without --data need the generator
-
     root = synth.default_root(config.synth_kind, config.synth_subjects)
     if dist.is_main and not root.is_dir():  # a one-off that takes a while: say what and where
         print(f"generating the built-in {config.synth_kind} set ({config.synth_subjects} "
@@ -137,6 +141,11 @@ def render_settings(config: TrainConfig) -> RenderSettings:
     """The views, image size and render mode of the run (the view cache's key)."""
     return RenderSettings(views=parse_views(config.views), image_size=config.image_size,
                           mode=config.mode)
+
+
+def cache_folder(config: TrainConfig) -> Path:
+    """The run's view-cache folder (`--cache`, or the default) for its render settings."""
+    return ViewCache(config.cache or None, render_settings(config)).folder
 
 
 def fill_cache(samples: list[Sample], config: TrainConfig, dist: DistInfo = DistInfo(),
@@ -213,13 +222,9 @@ def build_clip(config: TrainConfig, tokenizer: Tokenizer) -> CLIP:
                         vocab_size=tokenizer.vocab_size))
 
 
-def zero_shot_objective(config: TrainConfig, clip: CLIP, tokenizer: Tokenizer,
-                        classes: tuple[str, ...], generator: torch.Generator,
-                        class_prompts: list[str] | None = None) -> Objective:
-    """CLIP alone as a classifier of `classes` by the prompt ensemble (`ZeroShotCLIP`), wrapped
-    like a FACET-VLM objective so that the same evaluation runs on it."""
-    return Objective(ZeroShotCLIP(clip), tokenizer, classes, LossConfig(), generator,
-                     augment=False, mode=config.mode, class_prompts=class_prompts)
+def view_slots(config: TrainConfig) -> int:
+    """The model's view slots: FacetConfig's, or more when the run renders more views."""
+    return max(FacetConfig.max_views, len(parse_views(config.views)))
 
 
 def build_model(config: TrainConfig, tokenizer: Tokenizer, num_classes: int,
@@ -243,7 +248,7 @@ def build_model(config: TrainConfig, tokenizer: Tokenizer, num_classes: int,
         fusion_depth=config.fusion_depth, temporal_depth=config.temporal_depth,
         fusion_heads=config.fusion_heads, cvsa=config.cvsa, mtgf=config.mtgf,
         text_head=config.text_head, num_classes=num_classes, tau=config.tau,
-        max_views=max(9, len(parse_views(config.views))), max_frames=config.frames,
+        max_views=view_slots(config), max_frames=config.frames,
         center_images=config.center_images, freeze_image=config.freeze_image,
         freeze_text=config.freeze_text)
     model = FacetVLM(facet_config, clip)
@@ -253,106 +258,120 @@ def build_model(config: TrainConfig, tokenizer: Tokenizer, num_classes: int,
     return model
 
 
+def class_prompts(config: TrainConfig, model: FacetVLM, tokenizer: Tokenizer,
+                  classes: Sequence[str], train: bool = False,
+                  generator: torch.Generator | None = None,
+                  descriptions: Sequence[str] | None = None) -> ClassPrompts | None:
+    """The class prompts of `model` (None for the learned head, `text_head=False`).
+
+    Args:
+        config: the run's (--text_head, --metadata_prompts, --train_prompts).
+        train: the training step's prompts: one drawn per class with `generator` under
+            `--train_prompts=sample`; evaluation always reads the whole ensemble.
+        descriptions: what each class is prompted with, if not its name (zero-shot by
+            description: label "happiness", prompt "a face with the lip corners pulled up").
+    """
+    if model.class_head is not None:
+        return None
+    prompts = list(descriptions or classes)
+    if len(prompts) != len(classes):
+        raise ValueError(f"{len(prompts)} class prompts for {len(classes)} classes")
+    draw = generator if train and config.train_prompts == "sample" else None
+    return ClassPrompts(tokenizer, prompts, model.clip.config.context_length,
+                        metadata=config.metadata_prompts, generator=draw)
+
+
 def build_objective(config: TrainConfig, model: FacetVLM, tokenizer: Tokenizer,
-                    classes: tuple[str, ...], generator: torch.Generator,
-                    class_prompts: list[str] | None = None) -> Objective:
-    """The training step of the config around `model` (augmentation, prompts, loss weights);
-    `class_prompts`: what each class is prompted with, if not its name (zero-shot)."""
+                    classes: Sequence[str], generator: torch.Generator) -> Objective:
+    """The training step of the config around `model`: augmentation, prompts, loss weights."""
     loss = LossConfig(config.label_smoothing, config.lambda_cons, config.lambda_aff,
                       config.consistency)
-    return Objective(model, tokenizer if config.text_head else None, classes, loss, generator,
-                     augment=config.augment, mix_prob=config.mix_prob, mode=config.mode,
-                     prompts=config.train_prompts, metadata_prompts=config.metadata_prompts,
-                     class_prompts=class_prompts)
+    prompts = class_prompts(config, model, tokenizer, classes, train=True, generator=generator)
+    return Objective(model, prompts, loss, augment=config.augment, mix_prob=config.mix_prob,
+                     mode=config.mode)
 
 
-# --- CLIP pretraining data ----------------------------------------------------------------
+# --- a trained model back from its file ------------------------------------------------------
 
-PRETRAIN_SEED = 1000  # the identity stream of the pretraining set: no built-in dataset uses it
-SCANS_PER_PERSON = 4
-
-
-def random_aus(rng: np.random.Generator) -> dict[int, tuple[float, float]]:
-    """1-4 action units at random strengths, sometimes one-sided: faces no emotion prototype
-    shows, so pretraining learns the parts, not six pictures."""
-    from facet.expressions import ACTION_UNITS
-
-    movable = [au for au in ACTION_UNITS if au < 45]  # not blinks and gaze: too small to see
-    chosen = rng.choice(movable, size=int(rng.integers(1, 5)), replace=False)
-    aus = {}
-    for au in sorted(int(a) for a in chosen):
-        strength = float(rng.uniform(0.25, 1.0))
-        other = strength * (float(rng.uniform(0.2, 1.0)) if rng.random() < 0.2 else 1.0)
-        aus[au] = (strength, other) if rng.random() < 0.5 else (other, strength)
-    return aus
+FACET_ENTRIES = ("model", "config", "classes", "merges")  # what train.py's ckpt.pt holds
 
 
-def _pretraining_scan(i: int, settings: RenderSettings) -> tuple[np.ndarray, dict]:
-    """Scan i of the pretraining set, rendered: (V, C, H, W) uint8 views and its ground truth.
+@dataclass
+class Predictor:
+    """A checkpoint ready to classify faces."""
 
-    Person i // SCANS_PER_PERSON of the pretraining stream shows, in each of their scans, an
-    emotion prototype in their own style (one scan in two, neutral one in seven of those) or a
-    random AU combination; every scan has its own crop, pose, noise and triangulation.
+    model: FacetVLM  # eval mode
+    tokenizer: Tokenizer
+    classes: tuple[str, ...]  # what it was trained on (a CLIP: the six emotions)
+    config: TrainConfig  # the run's config: render settings, frames, frame sampling, amp
+    source: str  # the checkpoint file
+    kind: str = "facet"  # "facet": a train.py checkpoint; "clip": CLIP weights (clip.pt)
+
+    @property
+    def settings(self) -> RenderSettings:
+        return render_settings(self.config)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.pixel_mean.device
+
+
+def rebuild(ckpt: dict, source: str, device: torch.device | str = "cpu"
+            ) -> tuple[TrainConfig, tuple[str, ...], Tokenizer, FacetVLM]:
+    """(config, classes, tokenizer, model in eval mode) from a train.py checkpoint dict; the
+    averaged weights where the run kept an EMA (`--ema_decay`: they are its reported result).
+
+    The CLIP towers are rebuilt from the checkpoint's own weights (their shapes give the
+    architecture, as for OpenAI's files), not from the config: a run that fine-tuned
+    pretrained towers has their input side and width, whatever --image_size it rendered at.
     """
-    from facet import scanner, synth
-    from facet.expressions import expression_aus
-
-    subject, style = synth.person(PRETRAIN_SEED, i // SCANS_PER_PERSON)
-    rng = np.random.default_rng([PRETRAIN_SEED, i, 7])
-    emotion, intensity = None, None
-    if rng.random() < 0.5:
-        emotion = EMOTIONS[int(rng.integers(len(EMOTIONS)))] if rng.random() > 1 / 7 else "neutral"
-        intensity = 0 if emotion == "neutral" else int(rng.integers(1, 5))
-        aus = expression_aus(emotion, intensity, rng, style)
-    else:
-        aus = random_aus(rng)
-    item = scanner.scan(subject, aus, rng, texture_size=0)
-    views = render_views(item.mesh, settings.views, settings.image_size, settings.mode)
-    pixels = (views.clamp(0, 1) * 255).round().to(torch.uint8).numpy()  # (V, 3, H, W)
-    truth = {"aus": item.truth["aus"], "emotion": emotion, "intensity": intensity,
-             "person": {"sex": subject.sex, "age_group": subject.age_group}}
-    return pixels, truth
+    try:
+        config = dataclasses.replace(from_dict(ckpt["config"]), pretrained="")  # weights: ckpt's
+    except ValueError as err:
+        raise ValueError(f"{source}: its config is not valid ({err})") from None
+    classes = tuple(ckpt["classes"])
+    tokenizer = build_tokenizer(config, ckpt["merges"])
+    towers = {k[len("clip."):]: v for k, v in ckpt["model"].items() if k.startswith("clip.")}
+    try:
+        clip = build_from_state_dict(towers, ckpt.get("quick_gelu",  # older: the preset's
+                                                      CLIP_PRESETS[config.model].quick_gelu))
+    except (ValueError, RuntimeError, KeyError) as err:
+        raise ValueError(f"{source}: its CLIP weights do not form a CLIP ({err})") from None
+    model = build_model(config, tokenizer, len(classes), clip=clip)
+    load_weights(model, ckpt.get("ema") or ckpt["model"], source)
+    return config, classes, tokenizer, model.to(device).eval()
 
 
-def pretraining_set(config: TrainConfig, dist: DistInfo = DistInfo(),
-                    progress: bool = False) -> tuple[np.ndarray, list[dict]]:
-    """The CLIP pretraining set: `config.pretrain_scans` scans of people no built-in dataset
-    holds, rendered with the run's views, with their ground truth for the captions.
+def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> Predictor:
+    """Load a checkpoint for prediction; the kind is told by its entries: a train.py checkpoint
+    (FACET-VLM), or CLIP weights in OpenAI's layout with their BPE merges (kind "clip": the
+    pretrained CLIP alone, zero-shot by its prompt ensembles, `zero_shot_model`; the six emotions
+    unless other classes are asked for; rendered as it was pretrained when the file says how).
 
-    Made once (rank 0, `config.render_workers` processes) and kept in the view cache's folder.
-
-    Returns:
-        (views (N, V, 3, H, W) uint8, N ground-truth dicts).
+    Raises:
+        FileNotFoundError / ValueError naming the file: unreadable, corrupted, a checkpoint of
+        another kind, or CLIP weights without the vocabulary they were trained with.
     """
-    settings = render_settings(config)
-    cache = ViewCache(config.cache or None, settings)
-    folder = cache.folder / f"pretrain-{config.pretrain_scans}scans-seed{PRETRAIN_SEED}"
-    if dist.is_main and not (folder / "truths.json").is_file():
-        views = np.empty((config.pretrain_scans, len(settings.views), 3, settings.image_size,
-                          settings.image_size), np.uint8)
-        truths = [None] * config.pretrain_scans
-        with ProcessPoolExecutor(max(1, config.render_workers),
-                                 initializer=init_render_worker) as pool, \
-                tqdm(total=config.pretrain_scans, desc="pretraining scans", unit="scan",
-                     disable=not progress) as bar:
-            futures = {pool.submit(_pretraining_scan, i, settings): i
-                       for i in range(config.pretrain_scans)}
-            for future in as_completed(futures):
-                views[futures[future]], truths[futures[future]] = future.result()
-                bar.update()
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_file(folder / "views.npy") as f:
-            np.save(f, views)
-        write_atomic(folder / "truths.json", json.dumps(truths))  # last: marks it complete
-    barrier()
-    return np.load(folder / "views.npy", mmap_mode="r"), json.loads(
-        (folder / "truths.json").read_text())
-
-
-def image_statistics(views: np.ndarray, most: int = 1000) -> tuple[torch.Tensor, float]:
-    """The mean image (3, H, W) and the pixel std of up to `most` evenly spaced scans of
-    (N, V, 3, H, W) uint8 views, all views pooled (a pretraining image may be any view)."""
-    step = max(1, len(views) // most)
-    pixels = torch.from_numpy(np.asarray(views[::step], np.float32) / 255)  # (n, V, 3, H, W)
-    return pixels.mean(dim=(0, 1)), pixels.std().item()
-
+    stored = read_torch_file(path, "checkpoint", mmap=True)  # mmap: tensors read when used
+    if not isinstance(stored, dict):
+        raise ValueError(f"{path}: not a checkpoint (a {type(stored).__name__}, not a dict)")
+    entries = set(stored)
+    if {"state_dict", "merges"} <= entries:  # the merges and render settings
+        clip = load_openai(path)
+        render = stored.get("render", {})
+        config = TrainConfig(image_size=render.get("image_size", clip.config.image_size),
+                             views=render.get("views", TrainConfig.views),
+                             mode=render.get("mode", TrainConfig.mode), model="tiny")
+        tokenizer = Tokenizer.from_merges(stored["merges"])
+        model = zero_shot_model(clip, view_slots(config))
+        return Predictor(model.to(device).eval(), tokenizer, EMOTIONS, config,
+                         str(path), kind="clip")
+    if not set(FACET_ENTRIES) <= entries:
+        missing = [e for e in FACET_ENTRIES if e not in entries]
+        raise ValueError(f"{path}: not a facet checkpoint of this version: no {missing} entry "
+                         f"(a checkpoint of another kind, with {sorted(entries)[:8]}); it takes "
+                         "a checkpoint written by train.py (ckpt.pt) or CLIP weights with their "
+                         "merges (clip.pt)")
+    ckpt = load_checkpoint(path, map_location=device, required=FACET_ENTRIES)
+    config, classes, tokenizer, model = rebuild(ckpt, str(path), device)
+    return Predictor(model, tokenizer, classes, config, str(path))

@@ -8,7 +8,7 @@ training exactly (optimizer, scheduler, step, epoch and every random state):
      "merges": [[a, b], ...], "classes": [...], "step": int, "epoch": int,
      "rng": {"python": [...], "numpy": {...}, "torch": uint8 tensor, "generator": ...}}
 
-It holds only tensors and plain containers, written through `facet.meshio.atomic_file` (a crash
+It holds only tensors and plain containers, written through `facet.atomic.atomic_file` (a crash
 leaves the previous checkpoint intact) and read with `torch.load(weights_only=True)`: a
 checkpoint is data, never code to unpickle. Every file facet reads weights from passes
 `read_torch_file` first: torch's zip format stores a CRC-32 of every record (the pickled config,
@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from facet.atomic import atomic_file
 from facet.clip import CLIP, build_from_state_dict
-from facet.meshio import atomic_file
 
 OPENAI_EXTRAS = ("input_resolution", "context_length", "vocab_size")  # ints in OpenAI's archives
 

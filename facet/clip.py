@@ -2,9 +2,9 @@
 
 The encoder stage of facet's pipeline (views -> embeddings); FACET-VLM builds on it.
 
-    images (B, 3, H, W) -> VisionTransformer -> (B, E) --normalise--\
-                                                                     cosine * exp(logit_scale)
-    tokens (B', L)      -> TextTransformer   -> (B', E) --normalise--/   -> logits (B, B')
+    images (B, 3, H, W) -> CLIP.encode_image -> (B, E) --normalise--\
+                                                                    cosine * exp(logit_scale)
+    tokens (B', L)      -> CLIP.encode_text  -> (B', E) --normalise--/   -> logits (B, B')
 
 - Image tower: a ViT (Dosovitskiy et al. 2021). Patches (conv1 with stride = patch) plus a
   class token, positional embeddings, pre-LN blocks (`facet.transformer`), ln_post; the class
@@ -15,11 +15,11 @@ The encoder stage of facet's pipeline (views -> embeddings); FACET-VLM builds on
   summarises exactly the prompt and never the padding after it (GPT-2 style, CLIP sec. 2.4). We
   find the end token by its id (vocab_size - 1); OpenAI's `argmax` over ids relies on it being
   the largest id present, which the search does not need.
-Parameter names and shapes are OpenAI's (`visual.*` for the image tower, the text tower at the
-top level -- which is why `CLIP` inherits from `TextTransformer`), so OpenAI's checkpoints load
-with `strict=True` (`facet.checkpoint.load_openai`) and a reader can diff this file against
-OpenAI's `model.py`. Checkpoints describe themselves: `build_from_state_dict` rebuilds the
-architecture from the weight shapes, as OpenAI's `build_model` does.
+Parameter names and shapes are OpenAI's (`visual.*` for the image tower; the text tower's
+modules belong to `CLIP` itself, at the top level, as in OpenAI's `model.py`), so OpenAI's
+checkpoints load with `strict=True` (`facet.checkpoint.load_openai`) and a reader can diff this
+file against OpenAI's `model.py`. Checkpoints describe themselves: `build_from_state_dict`
+rebuilds the architecture from the weight shapes, as OpenAI's `build_model` does.
 
 Shapes: B images, B' texts, L tokens, N patch tokens, C width, E joint embedding size.
 """
@@ -124,7 +124,7 @@ class VisionTransformer(nn.Module):
     """
 
     def __init__(self, image_size: int, patch_size: int, width: int, layers: int, heads: int,
-                 output_dim: int, quick_gelu: bool = False):
+                 output_dim: int, quick_gelu: bool):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of patch {patch_size}")
@@ -190,36 +190,59 @@ def eot_positions(tokens: torch.Tensor, eot_token: int) -> torch.Tensor:
     return is_eot.int().argmax(dim=1)  # argmax of a 0/1 row = first True
 
 
-class TextTransformer(nn.Module):
-    """Causal text encoder with OpenAI CLIP's (top-level) parameter names.
+# --- CLIP --------------------------------------------------------------------------------
+
+class CLIP(nn.Module):
+    """CLIP with OpenAI's parameter layout: the image tower is `visual`; the text tower's modules
+    (`token_embedding`, `positional_embedding`, `transformer`, `ln_final`, `text_projection`)
+    are CLIP's own, used by `encode_text`.
 
     Args:
-        context_length: L, maximum number of tokens (length of the positional embedding).
-        vocab_size: number of token ids; the last one is <|endoftext|>.
-        width: C.
-        layers: transformer blocks.
-        heads: attention heads.
-        output_dim: E, the joint embedding size.
-        quick_gelu: QuickGELU MLPs (OpenAI's checkpoints).
+        config: the architecture, e.g. `PRESETS["tiny"]`.
     """
 
-    def __init__(self, context_length: int, vocab_size: int, width: int, layers: int,
-                 heads: int, output_dim: int, quick_gelu: bool = False):
+    def __init__(self, config: CLIPConfig):
         super().__init__()
-        self.context_length, self.vocab_size = context_length, vocab_size
-        self.transformer = Transformer(width, layers, heads, quick_gelu)
-        self.token_embedding = nn.Embedding(vocab_size, width)
-        self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
-        self.ln_final = nn.LayerNorm(width)
-        self.text_projection = nn.Parameter(torch.empty(width, output_dim))
+        c = self.config = config
+        self.context_length, self.vocab_size = c.context_length, c.vocab_size
+        # The text tower is built and initialised before the image tower, unlike OpenAI's: that
+        # order fixes the state_dict order and the draws from the RNG of every facet checkpoint.
+        self.transformer = Transformer(c.text_width, c.text_layers, c.text_heads, c.quick_gelu)
+        self.token_embedding = nn.Embedding(c.vocab_size, c.text_width)
+        self.positional_embedding = nn.Parameter(torch.empty(c.context_length, c.text_width))
+        self.ln_final = nn.LayerNorm(c.text_width)
+        self.text_projection = nn.Parameter(torch.empty(c.text_width, c.embed_dim))
         # CLIP's initialize_parameters (the blocks are initialised by Transformer)
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
-        nn.init.normal_(self.text_projection, std=width ** -0.5)
+        nn.init.normal_(self.text_projection, std=c.text_width ** -0.5)
+        self.visual = VisionTransformer(c.image_size, c.patch_size, c.vision_width,
+                                        c.vision_layers, c.vision_heads, c.embed_dim, c.quick_gelu)
+        # logit scale = 1 / temperature of the contrastive softmax, learned in log space;
+        # init 1/0.07 (CLIP sec. 2.5)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     @property
     def eot_token(self) -> int:
+        """The end-of-text id: the last one of the vocabulary."""
         return self.vocab_size - 1
+
+    def scale(self) -> torch.Tensor:
+        """The similarity scale s = exp(logit_scale), clipped at MAX_LOGIT_SCALE: the one place
+        the clip happens (beyond it the parameter gets no gradient)."""
+        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Embed images; leading dims are kept, e.g. views (B, V, 3, H, W) -> (B, V, E).
+
+        Args:
+            images: (..., 3, H, W) CLIP-normalised float images (see `normalize_images`).
+        Returns:
+            (..., E) image embeddings (not normalised).
+        """
+        lead = images.shape[:-3]
+        x = self.visual(images.reshape(-1, *images.shape[-3:]))  # (prod(lead), E)
+        return x.reshape(*lead, -1)  # (..., E)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """Embed tokenised texts.
@@ -238,48 +261,6 @@ class TextTransformer(nn.Module):
         eot = eot_positions(tokens, self.eot_token)  # (B,)
         x = self.ln_final(x[torch.arange(B, device=tokens.device), eot])  # (B, C)
         return x @ self.text_projection  # (B, E)
-
-
-# --- CLIP --------------------------------------------------------------------------------
-
-class CLIP(TextTransformer):
-    """CLIP with OpenAI's parameter layout.
-
-    The text tower's parameters (`token_embedding`, `positional_embedding`, `transformer`,
-    `ln_final`, `text_projection`) live at the top level, inherited from `TextTransformer`;
-    the image tower is `visual`.
-
-    Args:
-        config: the architecture, e.g. `PRESETS["tiny"]`.
-    """
-
-    def __init__(self, config: CLIPConfig):
-        c = config
-        super().__init__(c.context_length, c.vocab_size, c.text_width, c.text_layers,
-                         c.text_heads, c.embed_dim, c.quick_gelu)
-        self.config = config
-        self.visual = VisionTransformer(c.image_size, c.patch_size, c.vision_width,
-                                        c.vision_layers, c.vision_heads, c.embed_dim, c.quick_gelu)
-        # logit scale = 1 / temperature of the contrastive softmax, learned in log space;
-        # init 1/0.07 (CLIP sec. 2.5)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-
-    def scale(self) -> torch.Tensor:
-        """The similarity scale s = exp(logit_scale), clipped at MAX_LOGIT_SCALE: the one place
-        the clip happens (beyond it the parameter gets no gradient)."""
-        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
-
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """Embed images; leading dims are kept, e.g. views (B, V, 3, H, W) -> (B, V, E).
-
-        Args:
-            images: (..., 3, H, W) CLIP-normalised float images (see `normalize_images`).
-        Returns:
-            (..., E) image embeddings (not normalised).
-        """
-        lead = images.shape[:-3]
-        x = self.visual(images.reshape(-1, *images.shape[-3:]))  # (prod(lead), E)
-        return x.reshape(*lead, -1)  # (..., E)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:

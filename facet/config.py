@@ -27,9 +27,10 @@ from typing import Any, Literal, Optional
 
 from facet.camera import format_views, parse_views
 from facet.clip import PRESETS as CLIP_PRESETS
+from facet.model import FacetConfig
 from facet.render import MODES, TRAINING_RENDER
 
-SYNTH_KINDS = ("bu3dfe", "bu4dfe", "4dme")  # what facet.synth generates when data = ""
+SYNTH_KINDS = ("bu3dfe", "bu4dfe", "4dme")  # what facet.faces.synth generates when data = ""
 
 
 @dataclass
@@ -60,10 +61,10 @@ class TrainConfig:
     model: str = "tiny"  # CLIP architecture (facet.clip.PRESETS)
     pretrained: str = "facet-clip"  # CLIP weights (OpenAI's layout) to fine-tune; "" = scratch
     vocab: str = ""  # the BPE vocabulary of --pretrained (OpenAI: bpe_simple_vocab_16e6.txt.gz)
-    fusion_depth: int = 1  # CVSA transformer blocks
-    temporal_depth: int = 1  # temporal-fusion transformer blocks (4D)
-    fusion_heads: int = 4  # heads in CVSA / MTGF / temporal attention
-    tau: float = 0.2  # MTGF view-weight softmax temperature
+    fusion_depth: int = FacetConfig.fusion_depth  # CVSA transformer blocks
+    temporal_depth: int = FacetConfig.temporal_depth  # temporal-fusion blocks (4D)
+    fusion_heads: int = FacetConfig.fusion_heads  # heads in CVSA / MTGF / temporal attention
+    tau: float = FacetConfig.tau  # MTGF view-weight softmax temperature
     cvsa: bool = True  # ablation: False = mean over views instead of CVSA
     mtgf: bool = True  # ablation: False = no text-guided fusion (CVSA's aggregate only)
     text_head: bool = True  # ablation: False = learned cosine head instead of prompts

@@ -8,7 +8,8 @@ The frame dimension is folded into the batch: N = B * T rows of V view tokens.
 
 - `CVSA` (Cross-View Semantic Aggregation): tokens [a; z_1 + e_1; ...; z_V + e_V] -- a learned
   aggregation token a, a learned embedding e_v per view *slot* (slot v = the v-th configured
-  viewpoint, e.g. yaw -20/0/+20) -- through pre-LN self-attention blocks over the V + 1 tokens.
+  viewpoint, e.g. yaw -20/0/+20) -- through pre-LN self-attention blocks over the V + 1 tokens
+  (`facet.transformer.ResidualAttentionBlock`, the towers' block, with `need_weights`).
   Missing views are removed as attention *keys* (view_mask True = keep), so they cannot influence
   any kept token; their own output rows are zeroed. Returns refined view tokens h_v and the
   aggregate g (the a slot). Attention is permutation-equivariant, so permuting the views together
@@ -32,6 +33,8 @@ The frame dimension is folded into the batch: N = B * T rows of V view tokens.
   without either, uniform.
 
 Shapes: N rows (= B * T), V views, K classes, T frames, E width (= CLIP embed_dim).
+Every size and switch is a required argument here: the one place of their defaults is
+`facet.model.FacetConfig`.
 """
 from __future__ import annotations
 
@@ -41,30 +44,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from facet.transformer import MLP
+from facet.transformer import MLP, ResidualAttentionBlock
 
 
-class FusionBlock(nn.Module):
-    """Pre-LN transformer block: x + SelfAttn(LN(x)), then x + MLP(LN(x))."""
-
-    def __init__(self, width: int, heads: int):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(width)
-        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
-        self.ln_2 = nn.LayerNorm(width)
-        self.mlp = MLP(width)
-
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Args: x (N, S, E); key_mask (N, S) bool, True = keep, or None.
-        Returns: x (N, S, E) and the head-averaged attention weights (N, S, S)."""
-        y = self.ln_1(x)
-        # nn.MultiheadAttention's key_padding_mask means True = ignore: convert once, here.
-        padding = None if key_mask is None else ~key_mask
-        out, weights = self.attn(y, y, y, key_padding_mask=padding, need_weights=True)
-        x = x + out
-        x = x + self.mlp(self.ln_2(x))
-        return x, weights
+def fusion_blocks(width: int, heads: int, depth: int) -> nn.ModuleList:
+    """`depth` pre-LN self-attention blocks that return their head-averaged attention weights
+    and take a per-sample key mask (exact GELU: the fusion has no OpenAI weights to match)."""
+    return nn.ModuleList(ResidualAttentionBlock(width, heads, quick_gelu=False, need_weights=True)
+                         for _ in range(depth))
 
 
 def check_view_mask(view_mask: torch.Tensor | None, n: int, v: int) -> None:
@@ -88,11 +75,11 @@ class CVSAOutput:
 class CVSA(nn.Module):
     """Cross-View Semantic Aggregation over V view embeddings (see module docstring)."""
 
-    def __init__(self, width: int, heads: int = 4, depth: int = 1, max_views: int = 9):
+    def __init__(self, width: int, heads: int, depth: int, max_views: int):
         super().__init__()
         self.aggregation_token = nn.Parameter(torch.randn(width) * 0.02)
         self.view_embedding = nn.Parameter(torch.randn(max_views, width) * 0.02)
-        self.blocks = nn.ModuleList(FusionBlock(width, heads) for _ in range(depth))
+        self.blocks = fusion_blocks(width, heads, depth)
         self.ln_post = nn.LayerNorm(width)
 
     def forward(self, z: torch.Tensor, view_mask: torch.Tensor | None = None) -> CVSAOutput:
@@ -113,7 +100,7 @@ class CVSA(nn.Module):
         if view_mask is not None:
             key_mask = torch.cat([view_mask.new_ones(n, 1), view_mask], dim=1)  # (N, V+1)
         for block in self.blocks:
-            x, attention = block(x, key_mask)
+            x, attention = block(x, key_mask=key_mask)
         x = self.ln_post(x)
         tokens = x[:, 1:]  # (N, V, E)
         if view_mask is not None:
@@ -132,7 +119,7 @@ class MTGFOutput:
 class MTGF(nn.Module):
     """Multiview Text-Guided Fusion of view tokens under K prompt embeddings."""
 
-    def __init__(self, width: int, heads: int = 4, tau: float = 0.2):
+    def __init__(self, width: int, heads: int, tau: float):
         super().__init__()
         if tau <= 0:
             raise ValueError(f"MTGF temperature tau must be > 0, got {tau}")
@@ -141,7 +128,7 @@ class MTGF(nn.Module):
         self.ln_kv = nn.LayerNorm(width)
         self.cross_attn = nn.MultiheadAttention(width, heads, batch_first=True)
         self.ln_2 = nn.LayerNorm(width)
-        self.mlp = MLP(width)
+        self.mlp = MLP(width, quick_gelu=False)
 
     def forward(self, h: torch.Tensor, prompts: torch.Tensor,
                 view_mask: torch.Tensor | None = None) -> MTGFOutput:
@@ -173,11 +160,11 @@ class MTGF(nn.Module):
 class TemporalFusion(nn.Module):
     """Fuses T frame embeddings into one sequence embedding (see module docstring)."""
 
-    def __init__(self, width: int, heads: int = 4, depth: int = 1, max_frames: int = 16):
+    def __init__(self, width: int, heads: int, depth: int, max_frames: int):
         super().__init__()
         self.temporal_token = nn.Parameter(torch.randn(width) * 0.02)
         self.temporal_embedding = nn.Parameter(torch.randn(max_frames, width) * 0.02)
-        self.blocks = nn.ModuleList(FusionBlock(width, heads) for _ in range(depth))
+        self.blocks = fusion_blocks(width, heads, depth)
         self.ln_post = nn.LayerNorm(width)
 
     def forward(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,9 +211,8 @@ class ViewFusion(nn.Module):
         tau: MTGF temperature. cvsa, mtgf: the ablation switches (module docstring).
     """
 
-    def __init__(self, width: int, heads: int = 4, depth: int = 1, temporal_depth: int = 1,
-                 max_views: int = 9, max_frames: int = 1, tau: float = 0.2, cvsa: bool = True,
-                 mtgf: bool = True):
+    def __init__(self, width: int, heads: int, depth: int, temporal_depth: int, max_views: int,
+                 max_frames: int, tau: float, cvsa: bool, mtgf: bool):
         super().__init__()
         if width % heads:
             raise ValueError(f"fusion heads={heads} must divide the embedding width {width}")
@@ -282,3 +268,18 @@ class ViewFusion(nn.Module):
                                                                                  v + 1),
             prompt_attention=None if prompt_attention is None else prompt_attention.view(
                 b, t, v, -1))
+
+
+def mean_fusion(z: torch.Tensor, view_mask: torch.Tensor) -> FusionOutput:
+    """No fusion at all, CLIP's own way to pool: each frame is the mean of its kept views' z, the
+    face the mean of its frames (zero-shot CLIP, `FacetConfig(fusion=False)`; no parameters).
+
+    Args: z (B, T, V, E) unit-norm view embeddings; view_mask (B, V) bool, True = present.
+    """
+    b, t, v, e = z.shape
+    kept = view_mask[:, None, :, None].to(z.dtype)  # (B, 1, V, 1)
+    frames = (z * kept).sum(dim=2) / kept.sum(dim=2)  # (B, T, E)
+    weights = (kept / kept.sum(dim=2, keepdim=True)).squeeze(-1).expand(b, t, v)  # (B, T, V)
+    return FusionOutput(view_tokens=z, frames=frames, embedding=frames.mean(dim=1),
+                        view_weights=weights, frame_weights=None, view_attention=None,
+                        prompt_attention=None)

@@ -1,150 +1,224 @@
-"""Training and evaluation: one step's objective, the epochs, predictions, the LR schedule.
+"""The training loop: `fit` an objective's model, epoch by epoch, resumable, on 1..N processes.
 
-The optimisation stage of facet's pipeline, shared by train.py and evaluate.py:
-- `Objective` is one training step's computation -- mixed view augmentation, the class prompts,
-  FACET-VLM, the loss -- as one module, which is what DDP wraps (AffectVLM's learned margin is
-  a parameter of the loss, so it must live inside the wrapped module to get averaged).
+One loop for FACET-VLM and for CLIP pretraining; what differs is the objective (the step,
+`facet.objective`), the data and the evaluation, which the caller hands in. Read in this order:
+- `fit`: the run -- optimizer, schedule, resume, DDP, then per epoch: train, evaluate,
+  log, checkpoint (atomically, every epoch, rank 0). A checkpoint holds the model, the
+  objective's own parameters (AffectVLM's margin), the optimizer, schedule, EMA, every random
+  stream and the config, so `--resume` continues the uninterrupted run exactly.
 - `train_epoch` runs `grad_accum` micro-batches per optimizer step; under DDP the gradient
   all-reduce runs only on the last micro-batch of a step (`no_sync` on the others). A loss that
   stops being finite stops the run at that step (the last good checkpoint stays).
-- `evaluate` shards the samples by hand (rank r takes r, r + W, ...), so no sample is padded or
-  counted twice, and reduces *counts* (confusion matrix, per-intensity hits, view-weight sums)
-  across ranks; the per-sample predictions are gathered for predictions.csv.
+- `evaluate` scores a model by its class prompts (or learned head) -- no loss, no objective.
+  Each rank takes its own shard (r, r + W, ...: no sample padded or counted twice); *counts*
+  (confusion matrix, per-intensity hits, view-weight sums) are summed across ranks and the
+  per-sample predictions gathered for predictions.csv.
 
-A batch is a dict (`facet.datasets.collate`): "views" (B, T, V, 3, H, W) float in [0, 1],
+A batch is a dict (`facet.data.datasets.collate`): "views" (B, T, V, 3, H, W) float in [0, 1],
 "label" (B,) int64, "intensity" (B,) int64 (-1 = unknown), "meta" (B dicts).
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import math
 import sys
-from typing import Iterable, Sequence
+import time
+from pathlib import Path
+from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Subset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
-from facet.augment import mix_view_augment
+from facet.atomic import write_atomic
 from facet.camera import parse_views
-from facet.datasets import collate
-from facet.losses import LearnedMargin, LossConfig, clip_loss, total_loss
-from facet.model import CentredCLIP, FacetVLM
-from facet.prompts import prompt_tokens
+from facet.checkpoint import capture_rng, load_checkpoint, load_weights, restore_rng, \
+    save_checkpoint
+from facet.config import RESUMABLE, TrainConfig, to_dict
+from facet.data.datasets import collate
+from facet.model import FacetVLM
+from facet.prompts import ClassPrompts
 from facet.reports import confusion_matrix, intensity_counts, summarize
-from facet.runtime import DistInfo, all_gather_objects, all_reduce_sum
+from facet.runtime import DistInfo, all_gather_objects, all_reduce_sum, amp_dtype
 
 
-class Objective(nn.Module):
-    """augment -> prompts -> FacetVLM -> L = CE + lambda_cons L_cons (+ lambda_aff L_aff).
+def fit(objective: nn.Module, train_set: Dataset, collate_fn: Callable, config: TrainConfig,
+        dist: DistInfo, run_dir: Path, test: Callable[[nn.Module], dict],
+        generator: torch.Generator, saved: dict, drop_last: bool = False) -> dict:
+    """Train `objective.model` for `config.epochs` epochs (from its checkpoint with --resume).
 
     Args:
-        model: the FacetVLM being trained.
-        tokenizer: its tokenizer (None with the learned head, `text_head=False`).
-        classes: the K class names, in label order.
-        loss: the loss weights; a LearnedMargin is built when lambda_aff > 0.
-        generator: the run's CPU generator for the prompt draws (checkpointed).
-        augment: mixed view augmentation on; mix_prob: cross-sample view mixing.
-        mode: the render mode of the views (how they may be augmented).
-        prompts: "ensemble" (every prompt each step, as at inference) or "sample" (one drawn).
-        metadata_prompts: AffectVLM's per-sample prompts from each sample's metadata.
-        class_prompts: what to prompt with per class, in label order (zero-shot by description:
-            label "happiness", prompt "a face with the lip corners pulled up"); default: the
-            class names.
+        objective: one step's module (`facet.objective`): batch -> (loss, logits, parts).
+        train_set: the training Dataset (with `set_epoch`); collate_fn: its batches.
+        config: the run's options; dist: this process's place in the run.
+        run_dir: where ckpt.pt and log.jsonl go.
+        test: model -> its metrics (with "accuracy") on the held-out data, every `eval_every`
+            epochs and after the last (on the EMA weights too, with `--ema_decay`: they are
+            then the run's result).
+        generator: the run's CPU generator (prompt draws), checkpointed with the rest.
+        saved: what the checkpoint carries besides the training state (merges, classes, ...).
+        drop_last: full batches only (InfoNCE wants full batches of negatives).
+    Returns:
+        The last evaluation's metrics.
     """
+    model = objective.model
+    sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank,
+                                 shuffle=True, seed=config.seed, drop_last=drop_last)
+    loader = DataLoader(train_set, batch_size=config.batch_size // dist.world_size,
+                        sampler=sampler, collate_fn=collate_fn, num_workers=config.workers,
+                        pin_memory=dist.device.type == "cuda", drop_last=drop_last)
+    steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
+    optimizer = torch.optim.AdamW(parameter_groups(objective, config.weight_decay,
+                                                   config.margin_lr),
+                                  lr=config.lr, betas=(0.9, config.adam_beta2),
+                                  eps=1e-6)  # CLIP's eps
+    ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
+    scheduler = cosine_schedule(optimizer, round(config.warmup * steps_per_epoch),
+                                steps_per_epoch * config.epochs, config.min_lr_ratio)
+    ckpt_path, log_path = run_dir / "ckpt.pt", run_dir / "log.jsonl"
+    start_epoch, step = 0, 0
+    if config.resume and ckpt_path.is_file():
+        start_epoch, step = resume(ckpt_path, config, objective, optimizer, scheduler, generator,
+                                   ema)
+        if dist.is_main:
+            print(f"resumed {ckpt_path} at epoch {start_epoch} (step {step})")
+    elif config.resume and dist.is_main:
+        print(f"--resume: {ckpt_path} does not exist yet; starting that run from epoch 0")
+    if dist.is_main:  # the log keeps exactly the steps of the checkpoint it continues
+        trim_log(log_path, step)
 
-    def __init__(self, model: FacetVLM, tokenizer, classes: Sequence[str], loss: LossConfig,
-                 generator: torch.Generator, augment: bool = True, mix_prob: float = 0.0,
-                 mode: str = "normals", prompts: str = "ensemble",
-                 metadata_prompts: bool = False, class_prompts: Sequence[str] | None = None):
-        super().__init__()
-        self.model, self.tokenizer, self.classes = model, tokenizer, list(classes)
-        self.class_prompts = list(class_prompts or classes)
-        if len(self.class_prompts) != len(self.classes):
-            raise ValueError(f"{len(self.class_prompts)} class prompts for {len(self.classes)} "
-                             "classes")
-        self.loss_config, self.generator = loss, generator
-        self.margin = LearnedMargin() if loss.lambda_aff > 0 else None
-        self.augment, self.mix_prob, self.mode = augment, mix_prob, mode
-        self.sample_prompts, self.metadata_prompts = prompts == "sample", metadata_prompts
-        constant = model.class_head is None and not metadata_prompts and prompts == "ensemble"
-        # the prompt ensemble does not change from step to step: tokenise it once; with a frozen
-        # text tower its embeddings do not change either (`frozen_class_embeddings`)
-        self.register_buffer("ensemble_tokens", self.class_tokens() if constant else None,
-                             persistent=False)
-        self.text_frozen = constant and isinstance(model, FacetVLM) and model.config.freeze_text
-        self._frozen_embeddings = None
+    # --- DDP wraps the whole step (model + the loss's own parameters) ---
+    wrapped = torch.compile(objective) if config.compile else objective
+    if dist.enabled and dist.device.type == "cuda":
+        # batch statistics over the global batch, not each GPU's share (GPU-only in torch)
+        wrapped = torch.nn.SyncBatchNorm.convert_sync_batchnorm(wrapped)
+    if dist.enabled:
+        wrapped = DistributedDataParallel(wrapped, device_ids=[dist.device.index]
+                                          if dist.device.type == "cuda" else None)
 
-    def class_tokens(self, batch: dict | None = None) -> torch.Tensor | None:
-        """This step's prompt tokens: (K, P, L), (B, K, P, L) with metadata, None for the head."""
-        if self.model.class_head is not None:
-            return None
-        if getattr(self, "ensemble_tokens", None) is not None:
-            return self.ensemble_tokens
-        meta = batch["meta"] if self.metadata_prompts and batch is not None else None
-        draw = self.generator if self.sample_prompts else None  # None: all prompts
-        tokens = prompt_tokens(self.tokenizer, self.class_prompts,
-                               self.model.clip.config.context_length, meta, draw)
-        return tokens.to(self.model.pixel_mean.device)
+    def tested(record: dict) -> dict:
+        """The run's metrics now (the EMA's, if kept), adding test_acc (+ _ema) to `record`."""
+        metrics = test(model)
+        record["test_acc"] = metrics["accuracy"]
+        if ema is not None:
+            metrics = test(ema.model)
+            record["test_acc_ema"] = metrics["accuracy"]
+        return metrics
 
-    def mean_face(self, views: torch.Tensor) -> torch.Tensor:
-        """The model's mean image per view slot at the views' size, (V, 3, H, W)."""
-        v, (h, w) = views.shape[2], views.shape[-2:]
-        mean = self.model.pixel_mean[:v]  # (V, 3, S, S)
-        if mean.shape[-2:] == (h, w):
-            return mean
-        return torch.nn.functional.interpolate(mean, size=(h, w), mode="bilinear",
-                                               align_corners=False, antialias=True)
-
-    def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-        """Returns (loss, logits (B, K), the loss's parts as floats for logging)."""
-        views = batch["views"]  # (B, T, V, 3, H, W)
-        if self.augment:
-            views = mix_view_augment(views, batch["seed"], self.mode, self.mean_face(views),
-                                     labels=batch["label"], mix_prob=self.mix_prob)
-        output = (self.model(views, class_embeddings=self.frozen_class_embeddings())
-                  if self.text_frozen else self.model(views, class_tokens=self.class_tokens(batch)))
-        loss, parts = total_loss(output, batch["label"], self.loss_config, self.margin)
-        return loss, output.logits, parts
-
-    @torch.no_grad()
-    def frozen_class_embeddings(self) -> torch.Tensor:
-        """(K, E) class embeddings of a frozen text tower (no dropout, no batch statistics),
-        encoded on the first step only."""
-        if self._frozen_embeddings is None:
-            self._frozen_embeddings = self.model.encode_classes(self.ensemble_tokens)
-        return self._frozen_embeddings
+    # --- epochs: train, evaluate, log, checkpoint ---
+    metrics = None
+    for epoch in range(start_epoch, config.epochs):
+        tic = time.perf_counter()
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        wrapped.train()
+        train, steps = train_epoch(wrapped, loader, optimizer, scheduler, device=dist.device,
+                                   first_step=step, grad_accum=config.grad_accum,
+                                   grad_clip=config.grad_clip,
+                                   amp_dtype=amp_dtype(config.amp, dist.device), ema=ema,
+                                   log_every=config.log_every,
+                                   show_progress=dist.is_main and sys.stderr.isatty())
+        step += steps_per_epoch
+        record = {"epoch": epoch, "step": step, "train_loss": train["loss"],
+                  "train_acc": train["acc"], "train_samples": len(train_set)}
+        if (epoch + 1) % config.eval_every == 0 or epoch == config.epochs - 1:
+            metrics = tested(record)
+        record["epoch_s"] = time.perf_counter() - tic
+        if dist.is_main:
+            append_log(log_path, steps + [record])
+            save_checkpoint(ckpt_path, {
+                "model": model.state_dict(), "objective": objective_state(objective),
+                "ema": None if ema is None else ema.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "config": to_dict(config), "epoch": epoch, "step": step,
+                "rng": capture_rng(generator), "world_size": dist.world_size, **saved})
+            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                              for k, v in record.items()}), flush=True)
+    if metrics is None:  # resumed a finished run: evaluate its final weights
+        metrics = tested({})
+    return metrics
 
 
-class ContrastiveObjective(nn.Module):
-    """One CLIP pretraining step: augment each image, CLIP's symmetric InfoNCE between the
-    images and their captions (`facet.losses.clip_loss`). Under DDP each rank contrasts its own
-    share of the batch (OpenAI gathers features over all ranks).
+def objective_state(objective: nn.Module) -> dict:
+    """The objective's own parameters and buffers, beside its model's (AffectVLM's margin)."""
+    return {k: v for k, v in objective.state_dict().items() if not k.startswith("model.")}
 
-    Args: clip: the CLIP being trained, in its `facet.model.CentredCLIP` wrapper; tokenizer;
-        augment: mixed view augmentation of every image; mode: the render mode of the images.
+
+def resume(path: Path, config: TrainConfig, objective: nn.Module, optimizer, scheduler,
+           generator: torch.Generator, ema: EMA | None) -> tuple[int, int]:
+    """Load a checkpoint into the training state; returns (first epoch to run, optimizer step).
+
+    Checkpoints are written at the end of an epoch, so the next epoch starts from a clean
+    boundary: the sampler's order is a function of (seed, epoch) and every random stream the
+    run draws from is restored, so the continued run repeats the uninterrupted one exactly.
+
+    Raises:
+        ValueError: the config differs from the checkpoint's in an option that changes the run.
     """
+    ckpt = load_checkpoint(path, required=("model", "config", "optimizer", "scheduler", "rng"))
+    changed = sorted(k for k, v in to_dict(config).items()
+                     if ckpt["config"].get(k) != v and k not in RESUMABLE)
+    if changed:
+        was = ", ".join(f"--{k}={ckpt['config'].get(k)!r}" for k in changed)
+        raise ValueError(f"{path}: cannot resume with changed options {changed} (the run used "
+                         f"{was}); start a new --name instead")
+    load_weights(objective.model, ckpt["model"], path)
+    own = objective_state(objective)
+    stored = ckpt.get("objective") or {}
+    if set(stored) != set(own):
+        raise ValueError(f"{path}: its objective holds {sorted(stored)}, this run's "
+                         f"{sorted(own)}")
+    objective.load_state_dict({**objective.state_dict(), **stored})
+    if ema is not None:
+        ema.load_state_dict(ckpt["ema"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    restore_rng(ckpt["rng"], generator)
+    return ckpt["epoch"] + 1, ckpt["step"]
 
-    margin = None  # no learned loss parameters
 
-    def __init__(self, clip: CentredCLIP, tokenizer, augment: bool = True, mode: str = "normals"):
-        super().__init__()
-        self.model, self.tokenizer, self.augment, self.mode = clip, tokenizer, augment, mode
+# --- log.jsonl: one JSON record per line, appended as the run goes ---------------------------
 
-    def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-        """batch from `facet.datasets.collate_captions` -> (loss, image-to-text logits (B, B),
-        {"scale": the learned temperature's inverse})."""
-        views = batch["views"]  # (B, 1, 1, 3, H, W)
-        if self.augment:
-            views = mix_view_augment(views, batch["seed"], self.mode)
-        tokens = self.tokenizer.tokenize(batch["captions"], self.model.config.context_length)
-        used = int((tokens != 0).any(dim=0).nonzero().max()) + 1  # drop padding-only columns
-        images = views[:, 0, 0]  # (B, 3, H, W) in [0, 1]
-        logits_per_image, _ = self.model(images, tokens[:, :used].to(images.device))
-        return clip_loss(logits_per_image), logits_per_image, {"scale": self.model.scale().item()}
+def append_log(path: Path, records: list[dict]) -> None:
+    """Append records to log.jsonl (an append, not atomic: a resumed run rewrites the log up to
+    its checkpoint's step, so a torn last line is never read)."""
+    try:
+        with open(path, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+    except OSError as err:  # a full disk: name the file (write() errors carry no path)
+        raise OSError(err.errno, f"{path}: cannot append to it ({err.strerror})") from None
 
+
+def read_log(path: Path) -> list[dict]:
+    """The records of log.jsonl; a torn last line (a run killed while appending) is dropped.
+
+    Raises:
+        ValueError: a line before the last that is not JSON (naming the file and the line).
+    """
+    if not path.is_file():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise ValueError(f"{path}: line {number} is not a JSON record") from None
+    return records
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Keep the records up to `step` (the checkpoint a run continues from), atomically."""
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in read_log(path)
+                               if r.get("step", 0) <= step))
+
+
+# --- the pieces of an epoch ------------------------------------------------------------------
 
 def parameter_groups(objective: nn.Module, weight_decay: float,
                      margin_lr: float | None = None) -> list[dict]:
@@ -313,48 +387,43 @@ def _mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def predict(model: FacetVLM, views: torch.Tensor, class_tokens: torch.Tensor | None = None,
-            class_embeddings: torch.Tensor | None = None):
-    """FacetVLM's output on views (B, T, V, 3, H, W) in [0, 1], in eval mode, with the prompt
-    ensemble (tokens (K, P, L) or (B, K, P, L)) or precomputed class embeddings (K, E)."""
-    model.eval()
-    return model(views, class_tokens=class_tokens, class_embeddings=class_embeddings)
-
-
-@torch.no_grad()
-def evaluate(model: FacetVLM, loader: Iterable[dict], objective_like: Objective, *,
-             num_views: int, device: torch.device, amp_dtype: torch.dtype | None = None,
-             num_levels: int = 5, show_progress: bool = False) -> dict:
-    """Counts and per-sample predictions over this rank's shard, combined over all ranks.
+def evaluate(model: FacetVLM, dataset: Dataset, classes: tuple[str, ...],
+             prompts: ClassPrompts | None, config: TrainConfig, dist: DistInfo,
+             amp_dtype: torch.dtype | None = None, num_levels: int = 5) -> dict:
+    """`facet.reports.summarize` metrics of `model` on `dataset`, scored by its class prompts,
+    plus the mean view weights per true class and every prediction (module docstring).
 
     Args:
         model: the FacetVLM (unwrapped is fine: no gradients, no DDP sync needed).
-        loader: this rank's shard (`shard_indices`), batches as in the module docstring.
-        objective_like: gives the class prompts (`class_tokens`), so evaluation uses the same
-            classes and prompt ensemble as training.
-        num_views: V (every rank reduces view-weight sums of the same shape, even an empty one).
-        device, amp_dtype: where and how to run. num_levels: intensity slots. show_progress.
-    Returns:
-        {"confusion": (K, K) int64, "intensity": (num_levels, 2) int64 [correct, total],
-         "view_weight_sum": (K, V) float64, "count": (K,) int64 samples per true class,
-         "predictions": [{"path", "subject", "label", "predicted", "probabilities"}] of every
-         rank}, counts summed over ranks.
+        dataset: a FaceViewsDataset; each rank scores its shard (`shard_indices`).
+        classes: the K class names, in label order.
+        prompts: the classes' prompts (the ensemble; per sample with metadata prompts), None
+            for a model with the learned head.
+        config: the run's TrainConfig (views, eval batch size, workers); dist: this process's
+            place in the run; amp_dtype: bf16 or None; num_levels: intensity slots.
     """
-    classes = objective_like.classes
-    k = len(classes)
+    model.eval()
+    shard = Subset(dataset, shard_indices(len(dataset), dist.rank, dist.world_size))
+    loader = DataLoader(shard, batch_size=config.eval_batch_size, collate_fn=collate,
+                        num_workers=config.workers)
+    k, v = len(classes), len(parse_views(config.views))
     confusion = torch.zeros(k, k, dtype=torch.long)
     levels = torch.zeros(num_levels, 2, dtype=torch.long)
-    weight_sum = torch.zeros(k, num_views, dtype=torch.float64)
+    weight_sum = torch.zeros(k, v, dtype=torch.float64)  # every rank the same shape, even empty
     predictions, shared = [], None
-    for batch in tqdm(loader, disable=not show_progress, leave=False, desc="eval"):
-        batch = to_device(batch, device)
-        with autocast(device, amp_dtype):
-            if objective_like.metadata_prompts or model.class_head is not None:
-                output = predict(model, batch["views"], objective_like.class_tokens(batch))
+    for batch in tqdm(loader, disable=not (dist.is_main and sys.stderr.isatty()), leave=False,
+                      desc="eval"):
+        batch = to_device(batch, dist.device)
+        with autocast(dist.device, amp_dtype):
+            if prompts is None:  # the learned head
+                output = model(batch["views"])
+            elif prompts.metadata:  # every sample its own prompts
+                tokens = prompts.tokens(batch["meta"]).to(dist.device)  # (B, K, P, L)
+                output = model(batch["views"], class_tokens=tokens)
             else:  # the ensemble's class embeddings do not depend on the batch: encode once
                 if shared is None:
-                    shared = model.encode_classes(objective_like.class_tokens())
-                output = predict(model, batch["views"], class_embeddings=shared)
+                    shared = model.encode_classes(prompts.tokens().to(dist.device))  # (K, E)
+                output = model(batch["views"], class_embeddings=shared)
         labels, probs = batch["label"].cpu(), output.logits.float().softmax(-1).cpu()
         preds = probs.argmax(-1)
         confusion += confusion_matrix(labels, preds, k)
@@ -365,31 +434,12 @@ def evaluate(model: FacetVLM, loader: Iterable[dict], objective_like: Objective,
                          "predicted": classes[p], "probabilities": q.tolist()}
                         for m, y, p, q in zip(batch["meta"], labels.tolist(), preds.tolist(),
                                               probs)]
-    return {"confusion": all_reduce_sum(confusion), "intensity": all_reduce_sum(levels),
-            "view_weight_sum": all_reduce_sum(weight_sum), "count": all_reduce_sum(
-                confusion.sum(dim=1)), "predictions": all_gather_objects(predictions)}
-
-
-def evaluate_split(objective: Objective, dataset, config, dist: DistInfo,
-                   amp_dtype: torch.dtype | None = None, model: FacetVLM | None = None) -> dict:
-    """`facet.reports.summarize` metrics of the objective's model on `dataset` (each rank
-    evaluates its shard), plus the mean view weights per true class and every prediction.
-
-    Args: objective: gives the model and the class prompts; dataset: a FaceViewsDataset;
-        config: the run's TrainConfig; dist: this process's place in the run; amp_dtype: bf16
-        or None; model: evaluate this model instead of the objective's (e.g. the EMA weights).
-    """
-    shard = Subset(dataset, shard_indices(len(dataset), dist.rank, dist.world_size))
-    loader = DataLoader(shard, batch_size=config.eval_batch_size, collate_fn=collate,
-                        num_workers=config.workers)
-    counts = evaluate(model or objective.model, loader, objective,
-                      num_views=len(parse_views(config.views)),
-                      device=dist.device, amp_dtype=amp_dtype,
-                      show_progress=dist.is_main and sys.stderr.isatty())
-    metrics = summarize(counts["confusion"], objective.classes, counts["intensity"])
-    per_class = counts["view_weight_sum"] / counts["count"].clamp_min(1).unsqueeze(1).double()
-    metrics["view_weights"] = {c: w.tolist() for c, w in zip(objective.classes, per_class)}
-    metrics["predictions"] = counts["predictions"]
+    # counts are summed over ranks, the predictions gathered
+    confusion = all_reduce_sum(confusion)
+    metrics = summarize(confusion, classes, all_reduce_sum(levels))
+    per_class = all_reduce_sum(weight_sum) / confusion.sum(dim=1).clamp_min(1)[:, None].double()
+    metrics["view_weights"] = {c: w.tolist() for c, w in zip(classes, per_class)}  # (K, V)
+    metrics["predictions"] = all_gather_objects(predictions)
     return metrics
 
 

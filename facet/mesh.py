@@ -12,7 +12,7 @@ Texture coordinates come in one of two layouts, told apart by shape:
   a texture seam has several uv's).
 u grows to the right, v grows upward (OpenGL/VRML convention: v = 0 is the image's bottom row).
 
-Files become meshes in `facet.meshio` (`load_mesh` dispatches on the extension); this module
+Files become meshes in `facet.data.meshio` (`load_mesh` dispatches on the extension); this module
 knows no file format.
 """
 from __future__ import annotations

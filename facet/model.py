@@ -44,7 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from facet.clip import CLIP, CLIP_MEAN, CLIP_STD, PRESETS, CLIPConfig
-from facet.fusion import ViewFusion, check_view_mask
+from facet.fusion import ViewFusion, check_view_mask, mean_fusion
 from facet.prompts import ensemble_embeddings
 
 @dataclass
@@ -60,6 +60,7 @@ class FacetConfig:
     cvsa: bool = True  # False: mean over views (ablation)
     mtgf: bool = True  # False: f = LN(g), no text guidance (ablation)
     text_head: bool = True  # False: learned cosine head over num_classes instead of prompts
+    fusion: bool = True  # False: CLIP alone, zero-shot (`zero_shot_model`): no fusion module
     num_classes: int = 7  # K of the learned head (text_head=False only)
     tau: float = 0.2  # temperature of MTGF's view weights over cosines in [-1, 1]
     max_views: int = 9  # view slots of CVSA (slot v = the v-th configured viewpoint)
@@ -124,7 +125,7 @@ class FacetVLM(nn.Module):
         width = self.clip.config.embed_dim  # fusion works in the joint space: width = E
         self.fusion = ViewFusion(width, config.fusion_heads, config.fusion_depth,
                                  config.temporal_depth, config.max_views, config.max_frames,
-                                 config.tau, config.cvsa, config.mtgf)
+                                 config.tau, config.cvsa, config.mtgf) if config.fusion else None
         # a from-scratch ViT maps all faces to nearly one z (module docstring): centre them
         self.image_norm = nn.BatchNorm1d(width, affine=False) if config.center_images else None
         # pixel statistics per view slot; CLIP's constants until set_input_statistics
@@ -150,8 +151,8 @@ class FacetVLM(nn.Module):
         b, t, v, c, h, w = views.shape
         if v > self.config.max_views:
             raise ValueError(f"{v} views but the model has {self.config.max_views} view slots")
-        images = self._resize(views.reshape(b * t * v, c, h, w).float())  # (B*T*V, 3, S, S)
-        side = images.shape[-1]
+        side = self.clip.config.image_size
+        images = self.resized(views.reshape(b * t * v, c, h, w).float(), (side, side))
         images = images.view(b * t, v, c, side, side)  # (B*T, V, 3, S, S): standardise per slot
         images = (images - self.pixel_mean[:v]) / self.pixel_std[:v]
         z = self.clip.encode_image(images.view(b * t * v, c, side, side)).float()  # (B*T*V, E)
@@ -159,12 +160,14 @@ class FacetVLM(nn.Module):
             z = self.image_norm(z)  # per-feature batch standardisation (running stats in eval)
         return F.normalize(z, dim=-1).view(b, t, v, -1)  # (B, T, V, E)
 
-    def _resize(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) -> (N, 3, S, S) at the CLIP input side S (antialiased bilinear)."""
-        side = self.clip.config.image_size
-        if images.shape[-2:] == (side, side):
+    @staticmethod
+    def resized(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, 3, *size), antialiased bilinear; unchanged at that size already.
+        The one resize of facet's models: views to the CLIP input side, the mean face to the
+        views' side (augmentation, saliency)."""
+        if images.shape[-2:] == tuple(size):
             return images
-        return F.interpolate(images, size=(side, side), mode="bilinear", align_corners=False,
+        return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False,
                              antialias=True)
 
     @torch.no_grad()
@@ -175,12 +178,13 @@ class FacetVLM(nn.Module):
             mean: (V, 3, H, W) mean rendering per view slot in [0, 1] (resized to the CLIP
                 input side here); slots beyond V keep their current statistics.
             std: the global standard deviation of pixels around that mean (one scale for all
-                pixels keeps their relative contrasts). See `facet.datasets.view_statistics`.
+                pixels keeps their relative contrasts). See `facet.data.datasets.view_statistics`.
         """
         v = mean.shape[0]
         if v > self.config.max_views:
             raise ValueError(f"{v} view slots of statistics, the model has {self.config.max_views}")
-        self.pixel_mean[:v] = self._resize(mean.float().to(self.pixel_mean.device))
+        side = self.clip.config.image_size
+        self.pixel_mean[:v] = self.resized(mean.float().to(self.pixel_mean.device), (side, side))
         self.pixel_std[:v] = max(float(std), 1e-3)
 
     def encode_classes(self, class_tokens: torch.Tensor) -> torch.Tensor:
@@ -207,7 +211,7 @@ class FacetVLM(nn.Module):
         check_view_mask(view_mask, b, v)
         p = self._class_embeddings(class_tokens, class_embeddings, b)  # (K, E) or (B, K, E)
         z = self.encode_views(views)  # (B, T, V, E)
-        fused = self.fusion(z, p, view_mask)
+        fused = mean_fusion(z, view_mask) if self.fusion is None else self.fusion(z, p, view_mask)
         scale = self.clip.scale()  # s = exp(logit_scale), at most 100
         f = F.normalize(fused.embedding.float(), dim=-1)  # (B, E)
         unit_views = F.normalize(fused.view_tokens.float(), dim=-1)  # (B, T, V, E)
@@ -239,51 +243,16 @@ class FacetVLM(nn.Module):
         return p
 
 
-class ZeroShotCLIP(nn.Module):
-    """A CLIP alone as an expression classifier, with FacetVLM's interface (no fusion): the face
-    embedding is the normalised mean of its views' normalised image embeddings, the logits its
-    scaled cosines to the prompt-ensemble class embeddings. What pretraining alone can do.
+def zero_shot_model(clip: CLIP, max_views: int) -> FacetVLM:
+    """A CLIP alone as an expression classifier -- what pretraining alone can do: no fusion (the
+    face embedding is the normalised mean of its views' image embeddings), CLIP's own pixel
+    normalisation, no centring; the logits are its scaled cosines to the class prompts.
 
-    Args:
-        clip: the CLIP towers (e.g. `facet.checkpoint.load_openai`).
+    Args: clip: the towers (e.g. `facet.checkpoint.load_openai`); max_views: view slots.
     """
-
-    class_head = None  # classes always come from prompts
-
-    def __init__(self, clip: CLIP):
-        super().__init__()
-        self.clip = clip
-        side = clip.config.image_size
-        self.register_buffer("pixel_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1).expand(
-            9, 3, side, side).clone())  # (9, 3, S, S): the view slots' statistics are CLIP's
-        self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1).expand(
-            9, 3, 1, 1).clone())
-
-    def encode_classes(self, class_tokens: torch.Tensor) -> torch.Tensor:
-        """Prompt-ensemble class embeddings (`encode_classes`)."""
-        return encode_classes(self.clip, class_tokens)
-
-    def forward(self, views: torch.Tensor, class_tokens: torch.Tensor | None = None,
-                class_embeddings: torch.Tensor | None = None, view_mask=None):
-        """Args: as `FacetVLM.forward` (shared class prompts only). Returns: a FacetOutput with
-        logits (B, K), uniform view weights, and the image embeddings; fusion fields None."""
-        b, t, v, c, h, w = views.shape
-        p = self.encode_classes(class_tokens) if class_tokens is not None else \
-            F.normalize(class_embeddings.float(), dim=-1)  # (K, E)
-        side = self.clip.config.image_size
-        images = F.interpolate(views.reshape(b * t * v, c, h, w).float(), size=(side, side),
-                               mode="bilinear", antialias=True)  # (B*T*V, 3, S, S)
-        images = (images - self.pixel_mean[0]) / self.pixel_std[0]
-        z = F.normalize(self.clip.encode_image(images).float(), dim=-1).view(b, t, v, -1)
-        f = F.normalize(z.mean(dim=(1, 2)), dim=-1)  # (B, E)
-        scale = self.clip.scale()
-        weights = torch.full((b, t, v), 1.0 / v, device=views.device)
-        return FacetOutput(logits=scale * f @ p.T, view_logits=scale * z @ p.T,
-                           image_logits=scale * z @ p.T, embedding=f, view_embeddings=z,
-                           image_embeddings=z, frame_embeddings=z.mean(2), class_embeddings=p,
-                           view_weights=weights, view_mask=torch.ones(b, v, dtype=torch.bool),
-                           frame_weights=None, view_attention=None, prompt_attention=None,
-                           logit_scale=scale)
+    config = FacetConfig(fusion=False, center_images=False, max_views=max_views,
+                         image_size=clip.config.image_size, vocab_size=clip.config.vocab_size)
+    return FacetVLM(config, clip)
 
 
 class CentredCLIP(nn.Module):

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from facet.tokenizer import drop_padding
+
 SYNONYMS = 3  # nouns and adjectives per known class; unknown classes repeat their own name
 
 
@@ -273,11 +275,44 @@ def prompt_tokens(tokenizer, classes: Sequence[str], context_length: int, metada
         def draw(g):
             return [[text] for text in sample_prompts(g, generator)]
         grid = draw(grid) if isinstance(grid[0][0], str) else [draw(g) for g in grid]
-    tokens = tokenize_grid(tokenizer, grid, context_length)
-    # columns after the longest prompt's end token hold only padding, which the causal text
-    # tower never looks at: drop them, so the text tower's work follows the prompts' length
-    used = int((tokens != 0).flatten(0, -2).any(dim=0).nonzero().max()) + 1
-    return tokens[..., :used]
+    return drop_padding(tokenize_grid(tokenizer, grid, context_length))
+
+
+class ClassPrompts:
+    """What a model reads for each class: the token ids of its prompts, ready for `FacetVLM`.
+
+    One object answers for training and evaluation alike, so both prompt the same classes the
+    same way; the model and the loss never need to know where the prompts came from.
+
+    Args:
+        tokenizer: the model's tokenizer. context_length: its text tower's L.
+        prompts: what each class is prompted with, in label order: its name ("happiness"),
+            which the templates and synonyms expand, or a description of its own ("a face
+            with the lip corners pulled up", prompted as it is).
+        metadata: AffectVLM's per-sample prompts, written from each sample's metadata.
+        generator: one prompt drawn per class on every call (training with
+            `--train_prompts=sample`); None = every prompt, the ensemble.
+    """
+
+    def __init__(self, tokenizer, prompts: Sequence[str], context_length: int,
+                 metadata: bool = False, generator: torch.Generator | None = None):
+        self.tokenizer, self.prompts, self.context_length = tokenizer, list(prompts), context_length
+        self.metadata, self.generator = metadata, generator
+        self._fixed = None
+        if not metadata and generator is None:  # the same on every call: tokenise it once
+            self._fixed = self.tokens()
+
+    @property
+    def fixed(self) -> bool:
+        """True when every call returns the same (K, P, L) tokens (no metadata, no draws)."""
+        return self._fixed is not None
+
+    def tokens(self, meta: Sequence[Mapping] | None = None) -> torch.Tensor:
+        """(K, P, L) tokens, or (B, K, P, L) from the B samples' metadata `meta`."""
+        if self._fixed is not None:
+            return self._fixed
+        return prompt_tokens(self.tokenizer, self.prompts, self.context_length,
+                             meta if self.metadata else None, self.generator)
 
 
 def ensemble_embeddings(embeddings: torch.Tensor) -> torch.Tensor:

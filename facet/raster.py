@@ -248,8 +248,9 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
     # 1. Every (view, face) pair ("entry" v * F + f): its corners on the screen, its pixel box.
     vertex_records = _project_vertices(verts_clip, h, w)  # (V*N, 5)
     offsets = torch.arange(n_views, device=device)[:, None] * n_verts  # (V, 1)
-    # reshape, not view: with one face (F = 1) torch may lay the broadcast sum out non-contiguously
-    corner_index = (faces.t().contiguous()[:, None, :] + offsets).reshape(-1)  # (3*V*F,) corner-major
+    # (3*V*F,) corner-major; reshape, not view: with one face (F = 1) torch may lay the
+    # broadcast sum out non-contiguously
+    corner_index = (faces.t().contiguous()[:, None, :] + offsets).reshape(-1)
     corners = vertex_records.index_select(0, corner_index).view(3, -1, 5)  # (3, V*F, 5)
     sx, sy, inside = corners[..., 0], corners[..., 1], corners[..., 4]  # (3, V*F) each
     box = _pixel_boxes(sx, sy, h, w)  # (V*F, 4)

@@ -23,7 +23,7 @@ everything that changes the
 pixels (the view cache's key); `TRAINING_RENDER` and `PICTURE_RENDER` are the two defaults,
 one per purpose. `save_contact_sheet` lays views out in one PNG for people to look at.
 
-    python -m facet.render MESH OUT.png     # one mesh from 5 yaws, shaded and normal maps
+    python render_views.py MESH              # the command line of this module
 
 Shapes: M meshes, V views, N vertices, F faces, H x W image.
 """
@@ -343,25 +343,3 @@ def save_contact_sheet(images: torch.Tensor | np.ndarray | Sequence, path: str |
     path.parent.mkdir(parents=True, exist_ok=True)
     picture.save(path)
     return path
-
-
-def main(argv: list[str]) -> str:
-    """`python -m facet.render MESH OUT.png`: one mesh from 5 yaws, shaded and as normal maps.
-
-    Returns the line the command prints (library code stays silent; `__main__` prints).
-    """
-    from facet.meshio import load_mesh
-
-    if len(argv) != 2:
-        raise SystemExit("usage: python -m facet.render MESH OUT.png")
-    mesh = load_mesh(argv[0])
-    views = [(-40, 0), (-20, 0), (0, 0), (20, 0), (40, 0)]
-    rows = [render_views(mesh, views, image_size=224, mode=mode) for mode in ("shaded", "normals")]
-    path = save_contact_sheet(torch.stack(rows), argv[1], labels=["shaded", "normals"])
-    return f"{mesh.num_faces} triangles, {len(views)} views -> {path}"
-
-
-if __name__ == "__main__":
-    import sys
-
-    print(main(sys.argv[1:]))

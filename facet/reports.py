@@ -35,7 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from facet.meshio import atomic_file, write_atomic  # noqa: E402
+from facet.atomic import atomic_file, write_atomic  # noqa: E402
 
 def confusion_matrix(targets: torch.Tensor | np.ndarray, predictions: torch.Tensor | np.ndarray,
                      num_classes: int) -> torch.Tensor:

@@ -18,7 +18,7 @@ Two vocabularies: `Tokenizer.from_clip_vocab(path)` reads OpenAI's `bpe_simple_v
 (49,408 ids); `train_bpe(corpus, vocab_size)` learns merges from text for models trained from
 scratch (the merges travel in checkpoints; `Tokenizer.from_merges` rebuilds the tokenizer).
 
-Show your work: `python -m facet.tokenizer "A happy face!"` prints every stage.
+Show your work: `python -m facet.tokenizer "A happy face!"` prints every stage (`bpe_stages`).
 """
 from __future__ import annotations
 
@@ -226,6 +226,16 @@ class Tokenizer:
         return out
 
 
+def drop_padding(tokens: torch.Tensor) -> torch.Tensor:
+    """Tokens (..., L) cut after the last column that holds a real token in any row.
+
+    Columns after every text's end token hold only padding (id 0), which a causal text tower
+    never looks at: dropping them makes the tower's work follow the texts' length, not L.
+    """
+    used = int((tokens != 0).flatten(0, -2).any(dim=0).nonzero().max()) + 1
+    return tokens[..., :used]
+
+
 def train_bpe(corpus: list[str], vocab_size: int) -> Tokenizer:
     """Learn BPE merges from text with CLIP's cleaning, pre-tokenisation and `</w>` rule.
 
@@ -276,8 +286,9 @@ DEMO_CORPUS = [f"a {adj} face showing {emotion}." for adj in ("happy", "sad", "3
                for emotion in ("happiness", "sadness", "anger", "fear", "disgust", "surprise")]
 
 
-def explain(text: str, tokenizer: Tokenizer) -> list[str]:
-    """Every stage of encoding `text`, as printable lines (the "show your work" mode)."""
+def bpe_stages(text: str, tokenizer: Tokenizer) -> list[str]:
+    """Every stage of encoding `text` (module docstring, stages 1-5), as printable lines: the
+    "show your work" mode of `python -m facet.tokenizer`."""
     lines = [f"input:            {text!r}"]
     cleaned = clean_text(text)
     pre_tokens = pre_tokenize(cleaned)
@@ -311,7 +322,7 @@ def main(argv: list[str] | None = None) -> str:
     tok = Tokenizer.from_clip_vocab(args.vocab) if args.vocab else train_bpe(DEMO_CORPUS,
                                                                                args.vocab_size)
     header = f"vocabulary: {tok.vocab_size} ids ({len(tok.merges)} merges)"
-    return "\n".join([header] + explain(args.text, tok))
+    return "\n".join([header] + bpe_stages(args.text, tok))
 
 
 if __name__ == "__main__":

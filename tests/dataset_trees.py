@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from facet.meshio import save_bnt
+from facet.data.meshio import save_bnt
+from facet.data.meshio import save_wrl
 from facet.mesh import Mesh
-from facet.meshio import save_wrl
 
 
 def grid_mesh(bump: float = 0.0, n: int = 6) -> Mesh:

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from facet import build  # noqa: E402
 from facet.checkpoint import save_checkpoint, save_openai  # noqa: E402
 from facet.config import parse_args, to_dict  # noqa: E402
-from facet.layouts import EMOTIONS  # noqa: E402
+from facet.data.layouts import EMOTIONS  # noqa: E402
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 

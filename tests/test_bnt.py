@@ -3,7 +3,7 @@ import struct
 
 import numpy as np
 
-from facet.meshio import grid_triangles, read_bnt, save_bnt
+from facet.data.meshio import grid_triangles, read_bnt, save_bnt
 
 ZMIN = -1.0e9
 

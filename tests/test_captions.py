@@ -12,14 +12,15 @@ import torch
 import torch.nn.functional as F
 
 import train
-from facet import build, synth
-from facet.captions import AU_PHRASES, MAX_PARTS, caption, describe_aus
+from facet import build
 from facet.checkpoint import load_openai, save_openai
 from facet.clip import CLIP, PRESETS, normalize_images
 from facet.config import parse_args
-from facet.datasets import CaptionedViews, collate_captions
-from facet.expressions import expression_aus
-from facet.layouts import EMOTIONS
+from facet.data.layouts import EMOTIONS
+from facet.faces import synth
+from facet.faces.captions import AU_PHRASES, MAX_PARTS, caption, describe_aus
+from facet.faces.expressions import expression_aus
+from facet.faces.pretraining import CaptionedViews, collate_captions
 from facet.losses import clip_loss
 from facet.model import CentredCLIP
 from facet.prompts import CLASS_WORDS

@@ -98,7 +98,7 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path):
 def test_the_temp_file_of_a_writer_killed_mid_write_is_removed_by_the_next_write(tmp_path):
     path = tmp_path / "c.pt"
     writer = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from facet.meshio import atomic_file\n"
+        "import sys, time; from facet.atomic import atomic_file\n"
         "with atomic_file(sys.argv[1]) as f:\n"
         "    f.write(b'half a checkpoint'); f.flush(); print('writing', flush=True)\n"
         "    time.sleep(60)\n"), str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facet.clip import (CLIP, PRESETS, CLIPConfig, build_from_state_dict, causal_mask,
+from facet.clip import (CLIP, PRESETS, CLIPConfig, causal_mask,
                         config_from_state_dict, interpolate_positional_embedding, normalize_images)
 from facet.tokenizer import train_bpe
 from facet.transformer import MultiheadAttention

@@ -8,8 +8,8 @@ import pytest
 
 from dataset_trees import (bosphorus_tree, bp4d_tree, bu3dfe_tree, bu4dfe_tree, touch, write_bnt,
                            write_wrl)
-from facet.layouts import EMOTIONS, detect_kind, index_dataset
-from facet.meshio import check_mesh_file
+from facet.data.layouts import EMOTIONS, detect_kind, index_dataset
+from facet.data.meshio import check_mesh_file
 
 
 def names(pairs: list[tuple[str, str]]) -> set[str]:
@@ -112,7 +112,7 @@ def test_4dme_labels_csv_layout_of_the_synthetic_writer(tmp_path):
 
 
 def test_synthetic_bu3dfe_reindexes_exactly(tmp_path):
-    from facet.synth import write_bu3dfe
+    from facet.faces.synth import write_bu3dfe
 
     index = index_dataset(write_bu3dfe(tmp_path / "bu3dfe", subjects=1, seed=0))
     assert (index.kind, len(index.samples), index.skipped) == ("bu3dfe", 25, [])

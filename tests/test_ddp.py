@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from facet import build, synth
+from facet import build
 from facet.checkpoint import load_checkpoint
 from facet.config import TrainConfig
+from facet.faces import synth
 
 REPO = Path(__file__).resolve().parents[1]
 # no augmentation and nothing computed across the batch (the affect loss compares samples,

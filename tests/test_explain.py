@@ -1,4 +1,4 @@
-"""Prediction on one scan (facet.explain, `evaluate.py --ckpt CKPT SCAN`): the same pixels and
+"""Prediction on one scan (facet.app.explain, `evaluate.py --ckpt CKPT SCAN`): the same pixels and
 probabilities as evaluate.py, saliency that adds up, and every bad input named."""
 from __future__ import annotations
 
@@ -17,12 +17,14 @@ import torch
 
 import evaluate
 import train
-from facet import build, explain, scanner, synth, uploads
+from facet import build
+from facet.app import explain, uploads
 from facet.checkpoint import save_checkpoint, save_openai
-from facet.layouts import EMOTIONS
-from facet.meshio import save_wrl
+from facet.data.layouts import EMOTIONS
+from facet.data.meshio import save_wrl
+from facet.data.view_cache import ViewCache
+from facet.faces import scanner, synth
 from facet.model import FacetConfig, FacetVLM
-from facet.view_cache import ViewCache
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +67,7 @@ def evaluated(ckpt: Path, cache: Path, out: Path) -> dict[str, list[float]]:
 def test_a_scan_gets_the_probabilities_evaluate_reports(static, tmp_path):
     ckpt, cache = static
     reported = evaluated(ckpt, cache, tmp_path / "eval")
-    predictor = explain.load_predictor(ckpt)
+    predictor = build.load_predictor(ckpt)
     for path in list(reported)[:3]:
         prediction = explain.explain(predictor, path)
         torch.testing.assert_close(prediction.probabilities, torch.tensor(reported[path]))
@@ -82,7 +84,7 @@ def test_a_scan_gets_the_probabilities_evaluate_reports(static, tmp_path):
 def test_a_sequence_gets_the_probabilities_evaluate_reports(sequences, tmp_path):
     ckpt, cache = sequences
     reported = evaluated(ckpt, cache, tmp_path / "eval")
-    predictor = explain.load_predictor(ckpt)
+    predictor = build.load_predictor(ckpt)
     folder = Path(next(iter(reported)))  # a sequence is a folder of frames
     assert folder.is_dir()
     prediction = explain.explain(predictor, folder)
@@ -140,7 +142,7 @@ def test_cli_writes_json_sheets_and_a_table(static, tmp_path, capsys):
 @pytest.mark.slow
 def test_saliency_adds_up_to_the_rise_in_log_probability(static):
     """Integrated gradients' completeness: the attributions sum to log p(x) - log p(mean face)."""
-    predictor = explain.load_predictor(static[0])
+    predictor = build.load_predictor(static[0])
     prediction = explain.explain(predictor, scanner.demo_face("happiness", 4, seed=2))
     rise = prediction.probabilities.max().log().item() - prediction.saliency_reference
     assert prediction.saliency.sum().item() == pytest.approx(rise, rel=0.05, abs=1e-3)
@@ -153,7 +155,7 @@ def test_saliency_adds_up_to_the_rise_in_log_probability(static):
 @pytest.mark.slow
 def test_errors_name_the_file_and_the_reason(static, tmp_path):
     ckpt, _ = static
-    predictor = explain.load_predictor(ckpt)
+    predictor = build.load_predictor(ckpt)
     bad = tmp_path / "broken.obj"
     bad.write_text("v 1 2\nf 1 2 3\n")
     with pytest.raises(ValueError, match="broken.obj"):
@@ -178,19 +180,19 @@ def test_errors_name_the_file_and_the_reason(static, tmp_path):
     clip = tmp_path / "clip.pt"
     torch.save({"state_dict": {"logit_scale": torch.zeros(())}, "merges": []}, clip)
     with pytest.raises(ValueError, match="clip.pt: not a loadable CLIP ViT checkpoint"):
-        explain.load_predictor(clip)
+        build.load_predictor(clip)
     other = tmp_path / "other.pt"
     save_checkpoint(other, {"model": {}})
     missing = (r"other.pt: not a facet checkpoint of this version: "
                r"no \[.config., .classes., .merges.\]")
     with pytest.raises(ValueError, match=missing):
-        explain.load_predictor(other)
+        build.load_predictor(other)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="junk.pt: not readable as checkpoint"):
-        explain.load_predictor(junk)
+        build.load_predictor(junk)
     with pytest.raises(FileNotFoundError, match="none.pt"):
-        explain.load_predictor(tmp_path / "none.pt")
+        build.load_predictor(tmp_path / "none.pt")
     # the CLI: scans and dataset options do not mix; a missing scan is named before loading
     with pytest.raises(ValueError, match="use one or the other"):
         evaluate.main(["--ckpt", str(ckpt), str(bad), "--split", "all"])
@@ -269,11 +271,11 @@ def test_a_pretrained_clip_classifies_zero_shot_like_evaluate(static, tmp_path):
     predictor of their own kind: evaluate.py scores every sample of a dataset with the prompt
     ensembles (a pretrained CLIP saw none of its people), and one scan gets the same numbers."""
     ckpt, cache = static
-    trained = explain.load_predictor(ckpt)  # borrow a tiny CLIP and its BPE
+    trained = build.load_predictor(ckpt)  # borrow a tiny CLIP and its BPE
     weights = tmp_path / "clip.pt"
     save_openai(weights, trained.model.clip, trained.tokenizer.merges,
                 render={"views": trained.config.views, "image_size": 16, "mode": "normals"})
-    predictor = explain.load_predictor(weights)
+    predictor = build.load_predictor(weights)
     assert predictor.kind == "clip" and predictor.classes == tuple(EMOTIONS)
     assert predictor.settings == trained.settings
     metrics = evaluate.main(["--ckpt", str(weights), "--data", trained.config.data,

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facet import expressions as ex
-from facet.face_model import bnd_landmarks, load_face_model
-from facet.layouts import BP4D_TASKS, EMOTIONS, FOURDME_CLASSES
+from facet.data.layouts import BP4D_TASKS, EMOTIONS, FOURDME_CLASSES
+from facet.faces import expressions as ex
+from facet.faces.face_model import bnd_landmarks, load_face_model
 
-# Landmark groups (order documented in facet/face_model.py).
+# Landmark groups (order documented in facet/faces/face_model.py).
 INNER_BROWS, OUTER_BROWS = [16, 25, 26, 35], [20, 21, 30, 31]
 UPPER_LIDS, LOWER_LIDS = [1, 2, 3, 9, 10, 11], [5, 6, 7, 13, 14, 15]
 CORNERS, ALAE, UPPER_LIP = [48, 54], [39, 44], [50, 51, 52]

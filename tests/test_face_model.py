@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facet import face_model
-from facet.face_model import (FaceModel, albedo, bnd_landmarks, boundary_vertices, load_face_model,
-                              sample_subject, texel_faces, texture_image, uv_layout)
+from facet.faces import face_model
+from facet.faces.face_model import (FaceModel, albedo, bnd_landmarks, boundary_vertices,
+                                    load_face_model, sample_subject, texel_faces, texture_image,
+                                    uv_layout)
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,11 @@
-"""Fusion invariants: CVSA permutation/mask/V=1, MTGF view weights, temporal pass-through."""
+"""Fusion invariants: CVSA permutation/mask/V=1, MTGF view weights, temporal pass-through,
+and the fusion's attention block (the towers' block with attention weights)."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from facet.fusion import CVSA, MTGF, TemporalFusion
+from facet.transformer import ResidualAttentionBlock
 
 E = 32
 
@@ -21,13 +23,13 @@ def test_cvsa_aggregate_is_invariant_to_permuting_views_with_their_slots():
 
 
 def test_cvsa_slot_embeddings_make_view_order_matter():
-    cvsa = CVSA(E, max_views=3).eval()
+    cvsa = CVSA(E, heads=4, depth=1, max_views=3).eval()
     z = torch.randn(1, 3, E)
     assert not torch.allclose(cvsa(z).aggregate, cvsa(z[:, [2, 1, 0]]).aggregate)
 
 
 def test_cvsa_masked_view_has_no_influence():
-    cvsa = CVSA(E, depth=2, max_views=4).eval()
+    cvsa = CVSA(E, heads=4, depth=2, max_views=4).eval()
     z = torch.randn(3, 4, E)
     mask = torch.tensor([[True, False, True, True]] * 3)
     out = cvsa(z, mask)
@@ -38,7 +40,7 @@ def test_cvsa_masked_view_has_no_influence():
     torch.testing.assert_close(out2.tokens, out.tokens)
     assert torch.all(out.tokens[:, 1] == 0) and torch.all(out.attention[:, :, 2] == 0)
     # dropping the view altogether gives the same aggregate as masking it
-    dropped = CVSA(E, depth=2, max_views=4).eval()
+    dropped = CVSA(E, heads=4, depth=2, max_views=4).eval()
     dropped.load_state_dict(cvsa.state_dict())
     with torch.no_grad():
         dropped.view_embedding[1:3] = cvsa.view_embedding[2:4]
@@ -47,7 +49,7 @@ def test_cvsa_masked_view_has_no_influence():
 
 
 def test_cvsa_single_view_and_bad_masks():
-    cvsa = CVSA(E, max_views=3)
+    cvsa = CVSA(E, heads=4, depth=1, max_views=3)
     out = cvsa(torch.randn(2, 1, E))
     assert out.tokens.shape == (2, 1, E) and out.aggregate.shape == (2, E)
     with pytest.raises(ValueError, match="every view"):
@@ -75,24 +77,24 @@ def test_mtgf_weights_sum_to_one_and_follow_the_formula():
 
 
 def test_mtgf_identical_views_get_uniform_weights():
-    mtgf = MTGF(E).eval()
+    mtgf = MTGF(E, heads=4, tau=0.2).eval()
     h = torch.randn(2, 1, E).expand(2, 4, E)
     out = mtgf(h, torch.randn(6, E))
     torch.testing.assert_close(out.weights, torch.full((2, 4), 0.25))
 
 
 def test_mtgf_per_row_prompts_match_shared_prompts():
-    mtgf = MTGF(E).eval()
+    mtgf = MTGF(E, heads=4, tau=0.2).eval()
     h, prompts = torch.randn(3, 2, E), torch.randn(5, E)
     shared = mtgf(h, prompts)
     per_row = mtgf(h, prompts.expand(3, 5, E).clone())
     torch.testing.assert_close(per_row.fused, shared.fused)
     with pytest.raises(ValueError, match="tau"):
-        MTGF(E, tau=0.0)
+        MTGF(E, heads=4, tau=0.0)
 
 
 def test_temporal_fusion_passes_one_frame_through_and_weighs_frames():
-    temporal = TemporalFusion(E, max_frames=4).eval()
+    temporal = TemporalFusion(E, heads=4, depth=1, max_frames=4).eval()
     f = torch.randn(2, 1, E)
     out, weights = temporal(f)
     assert torch.equal(out, f[:, 0]) and torch.equal(weights, torch.ones(2, 1))
@@ -104,7 +106,7 @@ def test_temporal_fusion_passes_one_frame_through_and_weighs_frames():
 
 
 def test_temporal_fusion_sees_every_frame_and_their_order_only_through_its_positions():
-    temporal = TemporalFusion(E, max_frames=4).eval()
+    temporal = TemporalFusion(E, heads=4, depth=1, max_frames=4).eval()
     f = torch.randn(2, 4, E)
     with torch.no_grad():
         temporal.temporal_embedding.mul_(50)  # as distinct as trained positions become
@@ -119,3 +121,25 @@ def test_temporal_fusion_sees_every_frame_and_their_order_only_through_its_posit
         torch.testing.assert_close(temporal(shuffled)[0], out, atol=1e-5, rtol=0)
         # without the matching position embeddings the order matters
         assert not torch.allclose(temporal(f[:, order])[0], out, atol=1e-4)
+
+
+def test_fusion_block_is_the_towers_block_that_returns_its_attention():
+    """One pre-LN block class: the fusion's kind (need_weights, torch's attention) has the
+    towers' parameter names, computes the same function, and returns the head-averaged
+    weights; a key mask there equals the towers' attn_mask broadcast over the queries."""
+    tower = ResidualAttentionBlock(E, 4, quick_gelu=False)
+    fusion = ResidualAttentionBlock(E, 4, quick_gelu=False, need_weights=True)
+    assert sorted(fusion.state_dict()) == sorted(tower.state_dict())
+    fusion.load_state_dict(tower.state_dict())
+    x = torch.randn(2, 5, E)
+    keep = torch.tensor([[True] * 5, [True, True, False, True, False]])  # (B, N) keys
+    out, weights = fusion(x, key_mask=keep)
+    expected, none = tower(x, attn_mask=keep[:, None, None, :])  # (B, 1, 1, N): all queries
+    assert none is None
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert weights.shape == (2, 5, 5) and torch.all(weights[1][:, [2, 4]] == 0)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 5))
+    with pytest.raises(ValueError, match="key_mask"):
+        fusion(x, attn_mask=torch.ones(5, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="key_mask"):
+        tower(x, key_mask=keep)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from facet.meshio import read_bnd, read_lm3, save_bnd, save_lm3
+from facet.data.meshio import read_bnd, read_lm3, save_bnd, save_lm3
 
 
 def test_bnd_mixed_separators_and_blank_lines(tmp_path):

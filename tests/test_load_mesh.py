@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import trimesh
 
-from facet.meshio import save_bnt
-from facet.meshio import save_bnd, save_lm3
+from facet.data.meshio import save_bnt
+from facet.data.meshio import save_bnd, save_lm3
+from facet.data.meshio import load_mesh
+from facet.data.meshio import save_wrl
 from facet.mesh import Mesh
-from facet.meshio import load_mesh
-from facet.meshio import save_wrl
 
 
 def _grid(n=10):

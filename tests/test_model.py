@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from facet.checkpoint import load_openai
-from facet.clip import CLIP, CLIP_STD
+from facet.clip import CLIP, CLIP_STD, normalize_images
 from facet.losses import LearnedMargin, LossConfig, total_loss
-from facet.model import FacetConfig, FacetVLM
+from facet.model import FacetConfig, FacetVLM, zero_shot_model
 from facet.prompts import build_prompts, prompt_tokens
 from facet.tokenizer import train_bpe
 
@@ -197,3 +197,29 @@ def test_pixel_statistics_start_as_clip_normalisation_and_centre_the_mean_face()
     # slots the statistics did not cover keep CLIP's constants
     torch.testing.assert_close(model.pixel_std[3:, :, 0, 0],
                                torch.tensor(CLIP_STD).expand(6, 3))
+
+
+def test_zero_shot_model_is_clip_alone(tokenizer):
+    """`zero_shot_model`: no fusion and no parameter of its own; the logits are CLIP's scaled
+    cosines between the normalised mean of the views' unit image embeddings and the prompt
+    ensemble, computed here by hand from the towers (the oracle); a masked view is left out."""
+    torch.manual_seed(0)
+    clip = CLIP(FacetConfig(image_size=32, vocab_size=tokenizer.vocab_size).clip_config()).eval()
+    model = zero_shot_model(clip, max_views=3).eval()
+    assert model.fusion is None and model.image_norm is None
+    assert {n for n, _ in model.named_parameters()} == {f"clip.{n}" for n, _ in
+                                                        clip.named_parameters()}
+    views, _ = _batch(b=2, t=2, v=3)
+    tokens = _tokens(model, tokenizer)
+    with torch.no_grad():
+        out = model(views, class_tokens=tokens)
+        z = F.normalize(clip.encode_image(normalize_images(views.flatten(0, 2))), dim=-1)
+        face = F.normalize(z.view(2, 2 * 3, -1).mean(dim=1), dim=-1)  # (B, E) over T and V
+        p = model.encode_classes(tokens)  # (K, E)
+        torch.testing.assert_close(out.logits, clip.scale() * face @ p.T, rtol=0, atol=1e-5)
+        torch.testing.assert_close(out.view_weights, torch.full((2, 2, 3), 1 / 3))
+        mask = torch.tensor([[True, False, True], [True, True, True]])
+        masked = model(views, class_tokens=tokens, view_mask=mask)
+        kept = F.normalize(z.view(2, 2, 3, -1)[0][:, [0, 2]].mean(dim=(0, 1)), dim=-1)
+        torch.testing.assert_close(masked.logits[0], clip.scale() * kept @ p.T, rtol=0,
+                                   atol=1e-5)

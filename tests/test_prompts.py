@@ -3,10 +3,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facet.prompts import (CLASS_WORDS, METADATA_TEMPLATES, SYNONYMS, TEMPLATES, build_prompts,
-                           class_words, describe_subject, ensemble_embeddings, sample_prompts,
-                           tokenize_grid)
-from facet.tokenizer import train_bpe
+from facet.prompts import (CLASS_WORDS, METADATA_TEMPLATES, SYNONYMS, TEMPLATES, ClassPrompts,
+                           build_prompts, class_words, describe_subject, ensemble_embeddings,
+                           prompt_tokens, sample_prompts, tokenize_grid)
+from facet.tokenizer import drop_padding, train_bpe
 
 EMOTIONS = ["anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"]
 
@@ -85,7 +85,7 @@ def test_no_prompt_facet_builds_is_cut():
     from facet import build
     from facet.clip import PRESETS
     from facet.config import TrainConfig
-    from facet.layouts import BU3DFE_CODES
+    from facet.data.layouts import BU3DFE_CODES
     from facet.prompts import CLASS_WORDS, ETHNICITY_WORDS, prompt_tokens
 
     tokenizer = build.build_tokenizer(TrainConfig())
@@ -113,3 +113,30 @@ def test_a_description_is_its_own_prompt():
     assert any("happy" in p for p in grid[0])
     assert is_description("brows drawn together and lowered") and is_description("a frown")
     assert not is_description("deep sadness") and not is_description("joy")
+
+
+def test_class_prompts_fixed_ensemble_draws_and_metadata():
+    """ClassPrompts: the plain ensemble is `prompt_tokens`, tokenised once; with a generator
+    one prompt per class is drawn per call (as `prompt_tokens` draws it from the same seed);
+    with metadata every sample gets its own prompts, and metadata is ignored otherwise."""
+    tokenizer = train_bpe([p for row in build_prompts(EMOTIONS) for p in row], 600)
+    ensemble = ClassPrompts(tokenizer, EMOTIONS, 64)
+    assert ensemble.fixed and ensemble.tokens() is ensemble.tokens([{"sex": "female"}])
+    assert torch.equal(ensemble.tokens(), prompt_tokens(tokenizer, EMOTIONS, 64))
+    drawn = ClassPrompts(tokenizer, EMOTIONS, 64, generator=torch.Generator().manual_seed(3))
+    oracle = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        tokens = drawn.tokens()
+        assert not drawn.fixed and tokens.shape[:2] == (len(EMOTIONS), 1)
+        assert torch.equal(tokens, prompt_tokens(tokenizer, EMOTIONS, 64, generator=oracle))
+    meta = [{"sex": "female", "age_group": "young"}, {"sex": "male", "age_group": "old"}]
+    per_sample = ClassPrompts(tokenizer, EMOTIONS, 64, metadata=True).tokens(meta)
+    assert torch.equal(per_sample, prompt_tokens(tokenizer, EMOTIONS, 64, meta))
+    assert per_sample.shape[:2] == (2, len(EMOTIONS))
+
+
+def test_drop_padding_keeps_every_real_token():
+    """Columns after the longest text's end token are padding only; nothing else is cut."""
+    tokens = torch.tensor([[5, 6, 7, 0, 0, 0], [5, 8, 0, 0, 0, 0]])
+    assert torch.equal(drop_padding(tokens), tokens[:, :3])
+    assert torch.equal(drop_padding(tokens.view(2, 1, 6)), tokens.view(2, 1, 6)[..., :3])

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from facet.faces.scanner import demo_face
 from facet.mesh import Mesh
 from facet.render import ALBEDO, AMBIENT, MIN_FOREGROUND, SPECULAR, RenderSettings, render_views
-from facet.scanner import demo_face
 
 FRONT = [(0.0, 0.0)]
 

@@ -5,8 +5,8 @@ import numpy as np
 from PIL import Image
 
 import render_views
+from facet.data.meshio import save_wrl
 from facet.mesh import Mesh
-from facet.meshio import save_wrl
 
 
 def _write_face(path) -> None:

@@ -5,9 +5,9 @@ from collections import Counter
 
 import pytest
 
-from facet.layouts import EMOTIONS, Sample
-from facet.datasets import (PROTOCOLS, class_names, filter_samples, first_subjects,
+from facet.data.datasets import (PROTOCOLS, class_names, filter_samples, first_subjects,
                              leave_one_subject_out, subject_kfold)
+from facet.data.layouts import EMOTIONS, Sample
 
 
 def bu3dfe_like(subjects: int = 13) -> list[Sample]:

@@ -8,12 +8,12 @@ import re
 import numpy as np
 import pytest
 
-from facet import scanner, synth
-from facet.layouts import EMOTIONS, FOURDME_CLASSES
-from facet.layouts import index_dataset
-from facet.expressions import envelope, expression_aus, sample_style, scale_aus, symmetric
-from facet.face_model import sample_subject
-from facet.meshio import load_mesh
+from facet.data.layouts import EMOTIONS, FOURDME_CLASSES
+from facet.data.layouts import index_dataset
+from facet.data.meshio import load_mesh
+from facet.faces import scanner, synth
+from facet.faces.expressions import envelope, expression_aus, sample_style, scale_aus, symmetric
+from facet.faces.face_model import sample_subject
 
 BU3DFE_NAME = re.compile(r"^([FM])(\d{4})_(NE|AN|DI|FE|HA|SA|SU)(\d{2})([A-Z]{2})_F3D\.wrl$")
 

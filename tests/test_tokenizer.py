@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from facet.tokenizer import (Tokenizer, bytes_to_unicode, clean_text, explain, pre_tokenize,
+from facet.tokenizer import (Tokenizer, bpe_stages, bytes_to_unicode, clean_text, pre_tokenize,
                              to_symbols, train_bpe)
 
 CORPUS = ["a 3D scan of a face showing happiness", "a rendered face with a happy expression",
@@ -124,9 +124,9 @@ def test_decode_rejects_unknown_ids():
         train_bpe(CORPUS, 600).decode([5, 600])
 
 
-def test_explain_shows_every_stage():
+def test_bpe_stages_shows_every_stage():
     tok = train_bpe(CORPUS, 600)
-    lines = explain("A happy face!", tok)
+    lines = bpe_stages("A happy face!", tok)
     for stage in ("1 cleaned", "2 pre-tokens", "3 bytes->unicode", "4   merge", "5   ids"):
         assert any(line.startswith(stage) for line in lines), stage
     framed = [tok.sot_token] + tok.encode("A happy face!") + [tok.eot_token]

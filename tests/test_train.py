@@ -16,13 +16,14 @@ import torch
 
 import evaluate
 import train
-from facet.layouts import EMOTIONS, FOURDME_CLASSES
-from facet import build, loop, synth
+from facet import build, loop, objective
 from facet.checkpoint import load_checkpoint, save_checkpoint
 from facet.config import help_text, parse_args
-from facet.datasets import collate
+from facet.data.datasets import collate
+from facet.data.layouts import EMOTIONS
+from facet.data.meshio import save_wrl
+from facet.faces import synth
 from facet.mesh import Mesh
-from facet.meshio import save_wrl
 from facet.runtime import run_lock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +48,11 @@ def args(root: Path, cache: Path, out: Path, *extra: str) -> list[str]:
     return [f"--data={root}", f"--cache={cache}", f"--out={out}", "--name=t", *TINY, *extra]
 
 
-def test_train_writes_a_checkpoint_that_evaluate_reloads(tiny_root, cache, tmp_path):
+def _no_objective(*_, **__):
+    raise AssertionError("evaluation built a training objective")
+
+
+def test_train_writes_a_checkpoint_that_evaluate_reloads(tiny_root, cache, tmp_path, monkeypatch):
     [metrics] = train.main(args(tiny_root, cache, tmp_path))
     run = tmp_path / "t"
     for name in ("ckpt.pt", "metrics.json", "log.jsonl", "predictions.csv", "confusion.png",
@@ -64,8 +69,10 @@ def test_train_writes_a_checkpoint_that_evaluate_reloads(tiny_root, cache, tmp_p
     assert metrics["n"] == 12 and set(metrics["per_intensity"]) == {"3", "4"}
 
     # evaluate.py rebuilds model + tokenizer from the checkpoint alone: same fold, same numbers,
-    # written beside the run under the evaluation's name, never over the training report
+    # written beside the run under the evaluation's name, never over the training report; it
+    # scores by the class prompts alone, building no training step (no loss, no generator)
     report = (run / "metrics.json").read_bytes()
+    monkeypatch.setattr(objective.Objective, "__init__", _no_objective)
     again = evaluate.main(["--ckpt", str(run / "ckpt.pt"), "--cache", str(cache)])
     assert again["confusion"] == metrics["confusion"]
     assert again["accuracy"] == metrics["accuracy"]
@@ -438,9 +445,9 @@ def test_a_read_only_or_full_disk_is_named_not_a_traceback(tiny_root, cache, tmp
 def test_a_log_torn_by_a_kill_mid_append_still_reads(tmp_path):
     log = tmp_path / "log.jsonl"
     log.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "train_lo')  # killed mid-line
-    assert train.read_log(log) == [{"step": 1}, {"step": 2}]
-    train.trim_log(log, step=1)
+    assert loop.read_log(log) == [{"step": 1}, {"step": 2}]
+    loop.trim_log(log, step=1)
     assert log.read_text() == '{"step": 1}\n'
     log.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
     with pytest.raises(ValueError, match=r"log.jsonl: line 2 is not a JSON record"):
-        train.read_log(log)
+        loop.read_log(log)

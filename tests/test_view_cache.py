@@ -11,10 +11,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from dataset_trees import bu4dfe_tree, touch, write_wrl
-from facet.layouts import index_dataset
-from facet.datasets import FaceViewsDataset, sample_frames
+from facet.data.datasets import FaceViewsDataset, sample_frames
+from facet.data.layouts import index_dataset
+from facet.data.view_cache import ViewCache, settings_key
 from facet.render import RenderSettings
-from facet.view_cache import ViewCache, settings_key
 
 SMALL = RenderSettings(views=((-20.0, 0.0), (0.0, 0.0), (20.0, 0.0)), image_size=16)
 
@@ -173,7 +173,7 @@ def test_grey_renders_stored_with_one_channel_colour_with_three(tmp_path):
 
 
 def test_settings_key_is_canonical_and_fill_cache_cli(tmp_path):
-    from facet.view_cache import fill_cache_cli
+    from facet.data.view_cache import fill_cache_cli
 
     assert settings_key(RenderSettings(views=[[0, 0]])) == \
         settings_key(RenderSettings(views=((0.0, 0.0),)))
@@ -189,7 +189,7 @@ def test_settings_key_is_canonical_and_fill_cache_cli(tmp_path):
 
 
 def test_view_statistics_matches_the_stacked_oracle():
-    from facet.datasets import view_statistics
+    from facet.data.datasets import view_statistics
 
     items = [(torch.rand(2, 3, 3, 8, 8), 0, {}) for _ in range(5)]  # 5 samples, T=2, V=3
     mean, std = view_statistics(items)
@@ -221,7 +221,7 @@ def test_a_corrupt_sidecar_makes_its_entry_render_again(tmp_path, damage):
 def test_displacement_ignores_the_heads_rigid_motion():
     """A face turned and shifted but not deformed has not moved, with or without vertex
     correspondence (raw scans: another sampling of the surface); a deformation still counts."""
-    from facet.view_cache import _displacement
+    from facet.data.view_cache import _displacement
 
     y, x = np.mgrid[-60:60:60j, -50:50:50j]  # mm, a face-sized height field
     first = np.stack([x, y, 40 * np.exp(-(x / 45) ** 2 - (y / 55) ** 2)], -1).reshape(-1, 3)
@@ -247,7 +247,7 @@ def test_apex_of_built_in_sequences_lies_in_their_annotated_peak(tmp_path):
     must still fall between the annotated onset and offset of the expression."""
     import json
 
-    from facet import synth
+    from facet.faces import synth
 
     root = synth.write_bu4dfe(tmp_path / "bu4dfe", subjects=1, seed=0, seconds=(0.8, 1.0))
     truth = {row["folder"]: row for row in map(json.loads, (root / "ground_truth.jsonl")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facet.data.meshio import read_wrl, save_wrl
+from facet.data.vrml import fan_triangulate
 from facet.mesh import Mesh
-from facet.meshio import read_wrl, save_wrl
-from facet.vrml import fan_triangulate
 
 # Two IndexedFaceSets. The first: two quads, a pentagon and a final triangle without its -1,
 # per-corner uv (texCoordIndex with its own numbering); the second re-USEs the coordinates and

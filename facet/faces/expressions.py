@@ -25,8 +25,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from facet.face_model import FaceModel, load_face_model
-from facet.layouts import BP4D_TASKS, EMOTIONS, FOURDME_CLASSES, NEUTRAL
+from facet.data.layouts import EMOTIONS, FOURDME_CLASSES, NEUTRAL
+from facet.faces.face_model import FaceModel, load_face_model
 
 AUs = dict[int, tuple[float, float]]  # action unit -> (left, right) strength in [0, 1]
 
@@ -220,7 +220,7 @@ def expression_aus(emotion: str, intensity: int, rng: np.random.Generator | None
 
 # --- 4D: micro-expressions, spontaneous tasks, time courses -----------------------------------
 
-# 4DME-like classes (facet.layouts.FOURDME_CLASSES): AU combinations typical of each; one is
+# 4DME-like classes (facet.data.layouts.FOURDME_CLASSES): AU combinations typical of each; one is
 # drawn per clip. Ours, after the AU statistics micro-expression databases report (CASME II,
 # SAMM, 4DME): AU4 and AU12 are the most frequent, repression is AU14/17/23/24.
 MICRO_EXPRESSIONS: dict[str, tuple[dict[int, float], ...]] = {
@@ -232,7 +232,7 @@ MICRO_EXPRESSIONS: dict[str, tuple[dict[int, float], ...]] = {
     "others": ({7: 1.0}, {15: 0.7}, {4: 0.5, 7: 0.4}, {1: 0.6}, {2: 0.7}, {43: 0.6}),
 }
 
-# BP4D-Spontaneous-like tasks (facet.layouts.BP4D_TASKS): the AUs each task's elicited emotion
+# BP4D-Spontaneous-like tasks (facet.data.layouts.BP4D_TASKS): the AUs each task's elicited emotion
 # shows, at spontaneous (weaker) strengths; ours, after the AUs the BP4D paper reports per task.
 BP4D_TASK_AUS: dict[str, dict[int, float]] = {
     "T1": {6: 0.6, 12: 0.8, 25: 0.5},  # joke: amusement

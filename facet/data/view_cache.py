@@ -41,11 +41,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from facet.runtime import exit_with_parent, keep_freed_memory
-from facet.layouts import Sample, index_dataset
+from facet.atomic import atomic_file, write_atomic
+from facet.data.layouts import Sample, index_dataset
+from facet.data.meshio import load_mesh
 from facet.mesh import Mesh
-from facet.meshio import load_mesh, write_atomic
 from facet.render import MIN_FOREGROUND, TRAINING_RENDER, RenderSettings, render_views
+from facet.runtime import exit_with_parent, keep_freed_memory
 
 CACHE_FORMAT = 2  # bump when an entry's contents change: old folders are then ignored
 # (2: displacement without the head's rigid motion)
@@ -71,7 +72,7 @@ class FillReport:
 
 def default_cache_root() -> Path:
     """`$FACET_CACHE`, else the git-ignored `cache/views` folder of the repository."""
-    default = Path(__file__).resolve().parents[1] / "cache" / "views"
+    default = Path(__file__).resolve().parents[2] / "cache" / "views"
     return Path(os.environ.get("FACET_CACHE", default))
 
 
@@ -125,7 +126,7 @@ def render_frames(frames: Sequence[str | Path | Mesh], settings: RenderSettings
 
     Frames (files, or meshes already loaded) are loaded one at a time (a BU-4DFE sequence
     holds ~100 scans of ~35k vertices); only the first frame's vertices are kept, as the
-    reference of the displacement. Raises what `facet.meshio.load_mesh` raises, and
+    reference of the displacement. Raises what `facet.data.meshio.load_mesh` raises, and
     ValueError for a frame that renders to an (almost) empty image (`facet.render`).
     """
     images, displacement, first = [], [], None
@@ -145,13 +146,8 @@ def render_frames(frames: Sequence[str | Path | Mesh], settings: RenderSettings
 
 def _write_entry(npy: Path, meta: dict, pixels: np.ndarray) -> None:
     npy.with_suffix(".json").unlink(missing_ok=True)  # an entry being rewritten is incomplete
-    tmp = npy.with_name(f".{npy.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, pixels)
-        os.replace(tmp, npy)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(npy) as f:
+        np.save(f, pixels)
     write_atomic(npy.with_suffix(".json"), json.dumps(meta))  # last: marks the entry complete
 
 
@@ -325,8 +321,8 @@ def fill_cache_cli(root: str | Path, kind: str = "auto", settings: RenderSetting
     """Index a dataset root and fill its view cache (`render_views.py ROOT --cache`).
 
     Args:
-        root, kind, strict: as `facet.datasets.index_dataset` (strict also stops on a mesh that
-            does not load).
+        root, kind, strict: as `facet.data.layouts.index_dataset` (strict also stops on a mesh
+            that does not load).
         settings, cache_root: as `ViewCache`; use the training run's views, size and mode.
         workers, progress: as `ViewCache.fill`.
     Returns:

@@ -4,7 +4,7 @@
 than MAX_UPLOAD_MB, and unpacks zips member by member: no absolute paths, no "..", no links out
 of the folder, at most MAX_UNPACKED_MB and MAX_MEMBERS (no zip bombs), no encrypted members and
 no two members on one path (each refusal names the member). What comes back is what
-`facet.explain` reads: one mesh file, or the folder holding the frames of one sequence.
+`facet.app.explain` reads: one mesh file, or the folder holding the frames of one sequence.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 from typing import Sequence
 
-from facet.meshio import MESH_SUFFIXES
+from facet.data.meshio import MESH_SUFFIXES
 
 MAX_UPLOAD_MB = 50  # uploads together; a BU-3DFE scan with its texture is a few MB
 MAX_UNPACKED_MB = 500  # everything a zip unpacks to

@@ -1,15 +1,16 @@
 """Built-in datasets: ICT-FaceKit faces, scanned like real 3D scans, written in the real layouts.
 
 facet's default data, so everything runs without licensed benchmarks. A person is a
-`facet.face_model.Subject` (identity, metadata, skin) with an expression `Style`; an expression
-is a set of FACS action units (`facet.expressions`); `facet.scanner` turns both into scans with
-their own crop, pose, noise, holes and triangulation. This module decides who shows what, when,
-and writes it down (deterministic given `seed`; subject k is the same person whatever the
-subject count; `realism=False` is the generator's ablation: no scanner effects, no styles):
+`facet.faces.face_model.Subject` (identity, metadata, skin) with an expression `Style`; an
+expression is a set of FACS action units (`facet.faces.expressions`); `facet.faces.scanner`
+turns both into scans with their own crop, pose, noise, holes and triangulation. This module
+decides who shows what, when, and writes it down (deterministic given `seed`; subject k is the
+same person whatever the subject count; `realism=False` is the generator's ablation: no scanner
+effects, no styles):
 - `write_bu3dfe`: `<root>/F0001/F0001_HA03WH_F3D.wrl` + `_F3D.bmp` texture + `_F3D.bnd` (83
   landmarks): per subject NE00 + 6 emotions x intensities 01-04 = 25 scans.
 - `write_bu4dfe`: `<root>/F001/Happy/000.wrl` + `000.bnd` beside each frame (the real release
-  keeps them in a separate BND tree; beside is what `facet.meshio.load_mesh` reads): 6
+  keeps them in a separate BND tree; beside is what `facet.data.meshio.load_mesh` reads): 6
   sequences per subject at 25 fps, neutral -> onset -> apex -> offset -> neutral, the head moving.
 - `write_4dme`: `<root>/S01/S01_C03/000.wrl` (+ `.bnd`) and `<root>/labels.csv` with the columns
   `subject,clip,emotion,kind,sex,age_group,ethnicity,num_frames,onset,apex,offset,aus`
@@ -39,19 +40,21 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from facet.expressions import (TALKING_TASKS, AUs, Style, blink_track, envelope, expression_aus,
-                               micro_aus, sample_style, scale_aus, spontaneous_aus, talking_track,
-                               with_au)
-from facet.face_model import Subject, sample_subject
-from facet.layouts import (BP4D_TASKS, BU3DFE_CODES, BU4DFE_FOLDERS, EMOTIONS, FOURDME_CLASSES,
-                           NEUTRAL)
+from facet.atomic import write_atomic
+from facet.data.layouts import (BOSPHORUS_EMOTIONS, BP4D_TASKS, BU3DFE_CODES, BU4DFE_FOLDERS,
+                                EMOTIONS, FOURDME_CLASSES, NEUTRAL)
+from facet.data.meshio import save_bnd, save_bnt, save_lm3, save_wrl
+from facet.faces.expressions import (TALKING_TASKS, AUs, Style, blink_track, envelope,
+                                     expression_aus, micro_aus, sample_style, scale_aus,
+                                     spontaneous_aus, talking_track, with_au)
+from facet.faces.face_model import Subject, sample_subject
+from facet.faces.scanner import Scan, range_grid, scan, scan_sequence
 from facet.mesh import Mesh
-from facet.meshio import save_bnd, save_bnt, save_lm3, save_wrl, write_atomic
-from facet.scanner import Scan, range_grid, scan, scan_sequence
 
 FPS = 25  # BU-4DFE, BP4D and 4DME record at 25 fps
 CODE_OF = {name: code for code, name in BU3DFE_CODES.items()}  # "happiness" -> "HA"
 FOLDER_OF = {name: folder for folder, name in BU4DFE_FOLDERS.items()}  # "happiness" -> "Happy"
+BOSPHORUS_CODE_OF = {name: code for code, name in BOSPHORUS_EMOTIONS.items()}  # -> "HAPPY"
 
 
 # --- writing files ----------------------------------------------------------------------------
@@ -310,7 +313,7 @@ def _bp4d_subject(folder: Path, k: int, sid: str, seed: int, realism: bool, text
 def write_bp4d(root: str | Path, subjects: int = 8, seed: int = 0, progress: bool = False,
                realism: bool = True, texture_size: int = 0, workers: int = 1,
                seconds: tuple[float, float] = (1.6, 2.4)) -> Path:
-    """Write a BP4D-Spontaneous-like set: per subject the 8 tasks T1-T8 (facet.layouts.
+    """Write a BP4D-Spontaneous-like set: per subject the 8 tasks T1-T8 (facet.data.layouts.
     BP4D_TASKS), spontaneous -- weaker, mixed with another task's AUs, longer, with blinks, head
     motion and, in T1, T2, T4 and T7, talking. For cross-dataset tests (train on BU-4DFE).
 
@@ -342,8 +345,6 @@ BOSPHORUS_AUS = {"LFAU_9": {9: (1.0, 1.0)}, "LFAU_10": {10: (1.0, 1.0)},
                  "LFAU_24": {24: (1.0, 1.0)}, "LFAU_26": {26: (1.0, 1.0)},
                  "UFAU_1": {1: (1.0, 1.0)}, "UFAU_2": {2: (1.0, 1.0)},
                  "UFAU_4": {4: (1.0, 1.0)}, "UFAU_43": {43: (1.0, 1.0)}}
-BOSPHORUS_CODES = {"anger": "ANGER", "disgust": "DISGUST", "fear": "FEAR", "happiness": "HAPPY",
-                   "sadness": "SADNESS", "surprise": "SURPRISE"}
 
 
 def _bosphorus_subject(folder: Path, k: int, sid: str, seed: int, realism: bool,
@@ -352,7 +353,8 @@ def _bosphorus_subject(folder: Path, k: int, sid: str, seed: int, realism: bool,
     rng = np.random.default_rng([seed, k, 5])
     (folder / sid).mkdir()
     takes = [(f"N_N_{i}", NEUTRAL, 0, None) for i in range(2)]
-    takes += [(f"E_{BOSPHORUS_CODES[e]}_0", e, int(rng.integers(3, 5)), None) for e in EMOTIONS]
+    takes += [(f"E_{BOSPHORUS_CODE_OF[e]}_0", e, int(rng.integers(3, 5)), None)
+              for e in EMOTIONS]
     takes += [(f"{code}_0", None, -1, aus) for code, aus in BOSPHORUS_AUS.items()]
     rows = []
     for code, emotion, level, aus in takes:
@@ -404,10 +406,10 @@ DEFAULT_SUBJECTS = {"bu3dfe": 60, "bu4dfe": 20, "4dme": 12, "bp4d": 8, "bosphoru
 
 def default_root(kind: str = "bu3dfe", subjects: int | None = None) -> Path:
     """Where a generated set lives unless told otherwise: `$FACET_DATA` or `<repo>/data/synth`
-    (git-ignored), then `<kind>-<subjects>subjects`, so `python -m facet.synth` and train.py
+    (git-ignored), then `<kind>-<subjects>subjects`, so `python -m facet.faces.synth` and train.py
     find the same folder and a run asking for another size never reuses a stale set."""
     env = os.environ.get("FACET_DATA")
-    base = Path(env) if env else Path(__file__).resolve().parents[1] / "data" / "synth"
+    base = Path(env) if env else Path(__file__).resolve().parents[2] / "data" / "synth"
     return base / f"{kind}-{DEFAULT_SUBJECTS[kind] if subjects is None else subjects}subjects"
 
 
@@ -432,7 +434,8 @@ def ensure_dataset(kind: str = "bu3dfe", root: str | Path | None = None, **kw) -
 
 
 def main(argv: list[str] | None = None) -> str:
-    """`python -m facet.synth ...`: generate a set; returns the summary line `__main__` prints."""
+    """`python -m facet.faces.synth ...`: generate a set; returns the summary line `__main__`
+    prints."""
     parser = argparse.ArgumentParser(description="Generate a built-in 3D/4D face dataset.")
     parser.add_argument("--kind", choices=sorted(WRITERS), default="bu3dfe")
     parser.add_argument("--out", type=Path, default=None,

@@ -9,7 +9,7 @@ intensities, 10-fold; BU-4DFE: 10-fold; Bosphorus: 60 subjects, 10-fold; BP4D: a
 test set; 4DME: leave-one-subject-out); `filter_samples` applies one, `subject_kfold` and
 `leave_one_subject_out` split (lists in the input order, so a fixed index gives fixed folds).
 
-Datasets. `FaceViewsDataset[i]` reads one entry of the view cache (`facet.view_cache`) and
+Datasets. `FaceViewsDataset[i]` reads one entry of the view cache (`facet.data.view_cache`) and
 returns `(views (T, V, 3, H, W) float32 in [0, 1], label index, meta)`. A static scan repeats
 its one frame T times; a sequence contributes T of its frames:
 - "uniform": T frames spread over the whole sequence. Evaluation takes evenly spaced frames;
@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from facet.layouts import EMOTIONS, FOURDME_CLASSES, NEUTRAL, Sample, natural_key
-from facet.view_cache import ViewCache
+from facet.data.layouts import EMOTIONS, FOURDME_CLASSES, NEUTRAL, Sample, natural_key
+from facet.data.view_cache import ViewCache
 
 @dataclass(frozen=True)
 class Protocol:
@@ -272,64 +272,3 @@ def collate(items: list) -> dict:
             "intensity": torch.tensor([m["intensity"] for m in metas], dtype=torch.long),
             "seed": torch.tensor([m["seed"] for m in metas], dtype=torch.long),
             "meta": list(metas)}
-
-
-class CaptionedViews(Dataset):
-    """CLIP pretraining pairs: one view of a scan and a caption of it (`facet.captions`).
-
-    Args:
-        views: (N, V, C, H, W) uint8 renders of N scans (C = 1 grey or 3).
-        truths: N dicts the captions are written from: "aus" {au: [left, right]}, "emotion",
-            "intensity", "person" {"sex", "age_group"}.
-        yaws: the V views' yaw in degrees (captions may say the side).
-        train: a random view and a freshly drawn caption per epoch; else view `v` = the middle
-            (frontal) one and a fixed caption.
-        seed: base of the per-item random choices (seeded by seed, epoch and index).
-    Item:
-        image (3, H, W) float32 in [0, 1], caption str, {"seed": augmentation seed}.
-    """
-
-    def __init__(self, views: np.ndarray, truths: Sequence[dict], yaws: Sequence[float],
-                 train: bool = True, seed: int = 0):
-        if len(views) != len(truths) or views.ndim != 5 or views.shape[1] != len(yaws):
-            raise ValueError(f"{len(truths)} captions for views of shape {views.shape} and "
-                             f"{len(yaws)} view angles")
-        self.views, self.truths, self.yaws = views, list(truths), list(yaws)
-        self.train, self.seed, self.epoch = train, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.truths)
-
-    def _draw(self, i: int) -> tuple[int, str, np.random.Generator]:
-        """Item i's view index and caption this epoch, and the generator that drew them."""
-        from facet.captions import caption
-
-        rng = np.random.default_rng((self.seed, self.epoch if self.train else 0, i))
-        v = int(rng.integers(len(self.yaws))) if self.train else len(self.yaws) // 2
-        truth = self.truths[i]
-        aus = {int(au): tuple(sides) for au, sides in truth["aus"].items()}
-        text = caption(aus, rng, truth.get("emotion"), truth.get("intensity"),
-                       truth.get("person"), self.yaws[v])
-        return v, text, rng
-
-    def caption(self, i: int) -> str:
-        """Item i's caption this epoch, without reading its image."""
-        return self._draw(i)[1]
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, str, dict]:
-        v, text, rng = self._draw(i)
-        # a copy: the views may be a read-only memory map
-        image = torch.from_numpy(np.array(self.views[i, v])).float().div(255)  # (C, H, W)
-        return image.expand(3, -1, -1), text, {"seed": int(rng.integers(2 ** 62))}
-
-
-def collate_captions(items: list) -> dict:
-    """CaptionedViews items -> {"views": (B, 1, 1, 3, H, W) float32, "captions": B strings,
-    "label": (B,) int64 = arange(B) (image i goes with caption i), "seed": (B,) int64}."""
-    images, captions, metas = zip(*items)
-    return {"views": torch.stack(images)[:, None, None],  # (B, T=1, V=1, 3, H, W)
-            "captions": list(captions), "label": torch.arange(len(images)),
-            "seed": torch.tensor([m["seed"] for m in metas], dtype=torch.long)}

@@ -2,7 +2,8 @@
 
 The I/O stage under `facet.mesh`: `load_mesh(path)` dispatches on the extension and returns a
 `Mesh` with the landmarks found beside the file.
-- `.wrl` (BU-3DFE, BU-4DFE): VRML 2.0 through `facet.vrml`, its texture image read from beside it.
+- `.wrl` (BU-3DFE, BU-4DFE): VRML 2.0 through `facet.data.vrml`, its texture image read from
+  beside it.
 - `.bnt` (Bosphorus), little-endian: `uint16 nrows, uint16 ncols, float64 zmin, uint16 len,
   char[len] image name, uint32 n (= nrows*ncols*5), float64[n]`: five blocks of nrows*ncols
   values (all x, all y, all z, all u, all v), each stored row by row with the rows bottom-up (as
@@ -20,12 +21,9 @@ A mesh holds at most `max_faces()` triangles and as many vertices (1 M by defaul
 densest benchmark scan; `FACET_MAX_FACES=N` raises it for bigger scans): a 10 M-face file would
 take a minute and 9 GB to load. PLY, OFF, STL and OBJ files are checked from what they declare
 (or count) before they are parsed; the others once read.
-Every file facet writes goes through `atomic_file`: a temporary file in the same folder and an
-atomic rename, so a crash or a full disk never leaves a half-written file behind.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import re
@@ -35,81 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
+from facet.atomic import write_atomic
+from facet.data.vrml import format_wrl, parse_wrl
 from facet.mesh import Mesh
-from facet.vrml import format_wrl, parse_wrl
 
 MESH_SUFFIXES = (".wrl", ".bnt", ".obj", ".ply", ".off", ".stl", ".glb")
-
-
-def _remove_orphans(path: Path) -> None:
-    """Delete the temporary files of `path` left by writers that died (kill -9 mid-write): the
-    name carries the writer's pid, and a pid that no longer runs will never finish its file."""
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:-len(".tmp")]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-        except OSError:  # it exists (another user's): not ours to delete
-            pass
-
-
-class _RecordingFile:
-    """A binary file that remembers the OSError of a failed write. torch.save reports a full
-    disk as "unexpected pos 768 vs 662" (its writer swallows the OSError); this keeps the cause."""
-
-    def __init__(self, file):
-        self.file, self.error = file, None
-
-    def write(self, data) -> int:
-        try:
-            return self.file.write(data)
-        except OSError as err:
-            self.error = self.error or err
-            raise
-
-    def __getattr__(self, name):  # flush, tell, fileno, ...: the file's own
-        return getattr(self.file, name)
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | Path):
-    """Open `path` for binary writing through a temporary file that replaces it only when the
-    block completes (flushed and fsynced); on an error the old file, if any, is untouched.
-    Temporary files of writers that were killed are removed first.
-
-    Raises:
-        OSError: naming `path` and the cause (a full disk, a read-only folder, ...), also when
-            the writer inside the block hid it behind an error of its own.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    recorder = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_orphans(path)
-        with open(tmp, "wb") as f:
-            recorder = _RecordingFile(f)
-            yield recorder
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except Exception as err:
-        cause = recorder.error if recorder is not None and recorder.error else err
-        if not isinstance(cause, OSError):
-            raise
-        raise OSError(cause.errno, f"{path}: cannot write it ({cause.strerror or cause}); "
-                                   "an earlier version of it, if any, is intact") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_atomic(path: str | Path, data: str | bytes) -> None:
-    """Write text (UTF-8) or bytes to `path` atomically (see `atomic_file`)."""
-    with atomic_file(path) as f:
-        f.write(data.encode() if isinstance(data, str) else data)
 
 
 # --- meshes -----------------------------------------------------------------------------------
@@ -191,7 +119,7 @@ def _declared_size(path: Path, suffix: str) -> tuple[int, int]:
 
 
 def read_wrl(path: str | Path) -> Mesh:
-    """A VRML 2.0 file as a Mesh (`facet.vrml.parse_wrl`) with the texture named in it.
+    """A VRML 2.0 file as a Mesh (`facet.data.vrml.parse_wrl`) with the texture named in it.
 
     A missing texture image is not an error: BU releases are often copied without their bitmaps,
     and the geometry is still usable. A texture that exists but cannot be decoded is an error,
@@ -215,7 +143,7 @@ def read_wrl(path: str | Path) -> Mesh:
 
 
 def save_wrl(mesh: Mesh, path: str | Path, texture_url: str | None = None) -> None:
-    """Write `mesh` as a BU-style VRML 2.0 file (`facet.vrml.format_wrl`), atomically."""
+    """Write `mesh` as a BU-style VRML 2.0 file (`facet.data.vrml.format_wrl`), atomically."""
     write_atomic(path, format_wrl(mesh, texture_url))
 
 

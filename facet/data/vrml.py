@@ -2,7 +2,7 @@
 
 A text codec like `json`: `parse_wrl` turns the bytes of a file into a `Mesh` (plus the texture
 file names it mentions) and `format_wrl` writes one; reading and writing files, textures
-included, is `facet.meshio`'s job. Two layers:
+included, is `facet.data.meshio`'s job. Two layers:
 
 - Syntax: a small recursive-descent parser for the node tree. It never looks at single numbers:
   a bracketed list of numbers is cut out whole (`Numbers`, its text) and converted by numpy only

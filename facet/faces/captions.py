@@ -9,12 +9,13 @@ intensity, who the person is, which view -- and `caption` turns it into varied s
     "the face of an older man frowning: brows lowered and drawn together, lips pressed"
     "a slight look of surprise: brows raised, mouth a little open"
 
-Variety is what lets a text tower learn the parts: templates are drawn at random, AU phrases
-come in random order with synonyms and strength words ("slightly", "strongly", "on the left
-side"), the detail varies (all, some or none of the AUs), and a quarter of the captions leave
-the emotion word out, so the model must read the face from its parts. Emotion words are the
-class words of `facet.prompts` (one place for how facet names a class), so zero-shot prompts
-speak the captions' language. AUs are named in words, never numbers.
+Variety is what lets a text tower learn the parts: sentence templates are drawn at random
+(`CAPTION_TEMPLATES`, `PARTS_ONLY`; the class prompts' templates are `facet.prompts.TEMPLATES`),
+AU phrases come in random order with synonyms and strength words ("slightly", "strongly", "on
+the left side"), the detail varies (all, some or none of the AUs), and a quarter of the
+captions leave the emotion word out, so the model must read the face from its parts. Emotion
+words are the class words of `facet.prompts` (one place for how facet names a class), so
+zero-shot prompts speak the captions' language. AUs are named in words, never numbers.
 """
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ PERSON_WORDS = {("female", "young"): ("a young woman", "a woman in her twenties"
 ANYONE = ("a person", "someone")
 VIEW_WORDS = {-1: "seen from the left", 0: "seen from the front", 1: "seen from the right"}
 
-TEMPLATES = (  # {who} a person, {feeling} an emotion phrase, {parts} AU phrases
+CAPTION_TEMPLATES = (  # {who} a person, {feeling} an emotion phrase, {parts} AU phrases
     "a 3D scan of {who} {feeling}, {parts}",
     "the face of {who} {feeling}: {parts}",
     "{who} {feeling}; {parts}",
@@ -151,7 +152,7 @@ def caption(aus: Mapping[int, tuple[float, float]], rng: np.random.Generator,
         words = CLASS_WORDS[emotion]
         adjective, noun = _pick(words.adjectives, rng), _pick(words.nouns, rng)
         strength = _pick(INTENSITY_WORDS[intensity], rng) + " " if intensity else "a "
-        text = _pick(TEMPLATES, rng).format(
+        text = _pick(CAPTION_TEMPLATES, rng).format(
             who=who, feeling=f"looking {adjective}" if rng.random() < 0.5 else
             f"with {strength}{adjective} expression", feeling_noun=f"{strength}look of {noun}"
             if rng.random() < 0.5 else noun, parts=", ".join(parts))

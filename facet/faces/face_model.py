@@ -1,11 +1,12 @@
 """The ICT-FaceKit morphable face: identities, blendshapes, skin, and the 83 BU-3DFE landmarks.
 
 facet's built-in faces start here. ICT-FaceKit (USC Institute for Creative Technologies, MIT
-license, `facet/assets/ict_facekit/`) is a linear face model built from Light Stage scans of real
+license, `facet/faces/ict_facekit/`) is a linear face model built from Light Stage scans of real
 people: a face is `neutral + sum_i w_i * id_basis[i] + sum_j a_j * expr_basis[j]`, with identity
 weights w_i ~ N(0, 1) (ICT's own sampler) and 53 ARKit-named expression blendshapes a_j in
-[0, 1]. `facet.expressions` turns FACS action units into the a_j; `facet.synth` turns the
-resulting surface into scans with a scanner's crop, pose, noise and holes, and writes datasets.
+[0, 1]. `facet.faces.expressions` turns FACS action units into the a_j; `facet.faces.synth`
+turns the resulting surface into scans with a scanner's crop, pose, noise and holes, and writes
+datasets.
 
 This module holds what belongs to a person, not to a scan:
 - `FaceModel` (`load_face_model`): the arrays in mm, shared by every face;
@@ -48,7 +49,7 @@ import torch
 
 from facet.raster import rasterize
 
-ASSET = Path(__file__).resolve().parent / "assets" / "ict_facekit" / "ict_face.npz"
+ASSET = Path(__file__).resolve().parent / "ict_facekit" / "ict_face.npz"
 CM_TO_MM = 10.0  # ICT stores centimetres; BU-3DFE scans are in millimetres
 NUM_LANDMARKS = 83
 NOSE_TIP = 46  # index of the nose tip among the 83

@@ -30,7 +30,6 @@ Shapes: T frames, V views, K classes, P prompts per class, E embedding, H x W vi
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,116 +39,31 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facet import build
-from facet.checkpoint import load_checkpoint, load_openai, load_weights, read_torch_file
-from facet.clip import PRESETS as CLIP_PRESETS
-from facet.clip import build_from_state_dict
-from facet.config import TrainConfig, from_dict
-from facet.datasets import sample_frames
-from facet.layouts import EMOTIONS, natural_key
-from facet.loop import autocast, predict
+from facet.atomic import atomic_file
+from facet.build import Predictor
+from facet.data.datasets import sample_frames
+from facet.data.layouts import natural_key
+from facet.data.meshio import MESH_SUFFIXES
+from facet.data.view_cache import render_frames
+from facet.loop import autocast
 from facet.mesh import Mesh
-from facet.meshio import MESH_SUFFIXES, atomic_file
-from facet.model import FacetVLM, ZeroShotCLIP
+from facet.model import FacetVLM
 from facet.prompts import build_prompts, ensemble_embeddings, tokenize_grid
 from facet.render import RenderSettings
 from facet.runtime import amp_dtype
-from facet.tokenizer import Tokenizer
-from facet.view_cache import render_frames
 
 import matplotlib
 
 matplotlib.use("Agg")  # headless: must happen before pyplot is imported
 import matplotlib.pyplot as plt  # noqa: E402
 
-FACET_ENTRIES = ("model", "config", "classes", "merges")  # what train.py's ckpt.pt holds
 SALIENCY_STEPS = 64  # integrated-gradient steps (midpoint rule); the JSON shows how closely
 # the attributions sum to the log-probability rise (README: measured per step count)
 IMAGES_PER_PASS = 192  # views per forward/backward pass of the saliency path
 
-Scan = str | Path | Mesh | Sequence[Mesh]  # a mesh file, a folder of frames, or meshes
-
-
-# --- checkpoints ------------------------------------------------------------------------------
-
-@dataclass
-class Predictor:
-    """A checkpoint ready to classify faces."""
-
-    model: FacetVLM | ZeroShotCLIP  # eval mode
-    tokenizer: Tokenizer
-    classes: tuple[str, ...]  # what it was trained on (a CLIP: the six emotions)
-    config: TrainConfig  # the run's config: render settings, frames, frame sampling, amp
-    source: str  # the checkpoint file
-    kind: str = "facet"  # "facet": a train.py checkpoint; "clip": CLIP weights (clip.pt)
-
-    @property
-    def settings(self) -> RenderSettings:
-        return build.render_settings(self.config)
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.pixel_mean.device
-
-
-def rebuild(ckpt: dict, source: str, device: torch.device | str = "cpu"
-            ) -> tuple[TrainConfig, tuple[str, ...], Tokenizer, FacetVLM]:
-    """(config, classes, tokenizer, model in eval mode) from a train.py checkpoint dict; the
-    averaged weights where the run kept an EMA (`--ema_decay`: they are its reported result).
-
-    The CLIP towers are rebuilt from the checkpoint's own weights (their shapes give the
-    architecture, as for OpenAI's files), not from the config: a run that fine-tuned
-    pretrained towers has their input side and width, whatever --image_size it rendered at.
-    """
-    try:
-        config = dataclasses.replace(from_dict(ckpt["config"]), pretrained="")  # weights: ckpt's
-    except ValueError as err:
-        raise ValueError(f"{source}: its config is not valid ({err})") from None
-    classes = tuple(ckpt["classes"])
-    tokenizer = build.build_tokenizer(config, ckpt["merges"])
-    towers = {k[len("clip."):]: v for k, v in ckpt["model"].items() if k.startswith("clip.")}
-    try:
-        clip = build_from_state_dict(towers, ckpt.get("quick_gelu",  # older: the preset's
-                                                      CLIP_PRESETS[config.model].quick_gelu))
-    except (ValueError, RuntimeError, KeyError) as err:
-        raise ValueError(f"{source}: its CLIP weights do not form a CLIP ({err})") from None
-    model = build.build_model(config, tokenizer, len(classes), clip=clip)
-    load_weights(model, ckpt.get("ema") or ckpt["model"], source)
-    return config, classes, tokenizer, model.to(device).eval()
-
-
-def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> Predictor:
-    """Load a checkpoint for prediction; the kind is told by its entries: a train.py checkpoint
-    (FACET-VLM), or CLIP weights in OpenAI's layout with their BPE merges (kind "clip": the
-    pretrained CLIP alone, zero-shot by its prompt ensembles, `ZeroShotCLIP`; the six emotions
-    unless other classes are asked for; rendered as it was pretrained when the file says how).
-
-    Raises:
-        FileNotFoundError / ValueError naming the file: unreadable, corrupted, a checkpoint of
-        another kind, or CLIP weights without the vocabulary they were trained with.
-    """
-    stored = read_torch_file(path, "checkpoint", mmap=True)  # mmap: tensors read when used
-    if not isinstance(stored, dict):
-        raise ValueError(f"{path}: not a checkpoint (a {type(stored).__name__}, not a dict)")
-    entries = set(stored)
-    if {"state_dict", "merges"} <= entries:  # the merges and render settings
-        clip = load_openai(path)
-        render = stored.get("render", {})
-        config = TrainConfig(image_size=render.get("image_size", clip.config.image_size),
-                             views=render.get("views", TrainConfig.views),
-                             mode=render.get("mode", TrainConfig.mode), model="tiny")
-        tokenizer = Tokenizer.from_merges(stored["merges"])
-        return Predictor(ZeroShotCLIP(clip).to(device).eval(), tokenizer, EMOTIONS, config,
-                         str(path), kind="clip")
-    if not set(FACET_ENTRIES) <= entries:
-        missing = [e for e in FACET_ENTRIES if e not in entries]
-        raise ValueError(f"{path}: not a facet checkpoint of this version: no {missing} entry "
-                         f"(a checkpoint of another kind, with {sorted(entries)[:8]}); it takes "
-                         "a checkpoint written by train.py (ckpt.pt) or CLIP weights with their "
-                         "merges (clip.pt)")
-    ckpt = load_checkpoint(path, map_location=device, required=FACET_ENTRIES)
-    config, classes, tokenizer, model = rebuild(ckpt, str(path), device)
-    return Predictor(model, tokenizer, classes, config, str(path))
+# What `explain` and `render_scan` accept as one face: a mesh file, a folder of frames (a 4D
+# sequence), a Mesh, or Meshes (frames). Not `facet.faces.scanner.Scan`, a generated scan.
+ScanInput = str | Path | Mesh | Sequence[Mesh]
 
 
 def find_checkpoints(root: str | Path = "out") -> list[Path]:
@@ -176,7 +90,7 @@ def sequence_frames(folder: str | Path) -> list[Path]:
     return frames
 
 
-def _frames_of(scan: Scan) -> list[Path | Mesh]:
+def _frames_of(scan: ScanInput) -> list[Path | Mesh]:
     if isinstance(scan, Mesh):
         return [scan]
     if isinstance(scan, (str, Path)):
@@ -191,26 +105,26 @@ def _frames_of(scan: Scan) -> list[Path | Mesh]:
     return list(scan)
 
 
-def render_scan(scan: Scan, settings: RenderSettings, frames: int = 1,
+def render_scan(scan: ScanInput, settings: RenderSettings, frames: int = 1,
                 sampling: str = "uniform") -> tuple[torch.Tensor, list[str]]:
     """The views a model trained with these settings sees, exactly as the view cache stores
-    them (`facet.view_cache.render_frames`: uint8, the same renderer and settings).
+    them (`facet.data.view_cache.render_frames`: uint8, the same renderer and settings).
 
     Args:
         scan: a mesh file, a folder of frames (a 4D sequence, natural order), a Mesh, or a list
             of Meshes (frames). A Mesh is rendered as given: a "nose_tip" landmark centres it
             (`facet.mesh.normalize`), which the same face read from a .wrl file has not.
         settings: the run's render settings (`facet.build.render_settings`).
-        frames, sampling: T and "uniform" / "apex" (`facet.datasets.sample_frames`, evaluation
+        frames, sampling: T and "uniform" / "apex" (`facet.data.datasets.sample_frames`, evaluation
             mode); a static scan is repeated T times, as in the dataset.
     Returns:
         (views (T, V, 3, H, W) uint8, the T frames' names).
     Raises:
-        FileNotFoundError / ValueError naming the file (`facet.meshio.load_mesh`).
+        FileNotFoundError / ValueError naming the file (`facet.data.meshio.load_mesh`).
     """
     items = _frames_of(scan)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensor ops: faster on one thread (see facet.view_cache)
+    torch.set_num_threads(1)  # small tensor ops: faster on one thread (see facet.data.view_cache)
     try:
         pixels, displacement = render_frames(items, settings)  # (T_all, V, C, H, W)
     finally:
@@ -310,10 +224,7 @@ def integrated_gradients(model: FacetVLM, views: torch.Tensor, target: int,
         (attributions (T, V, H, W) summed over colour channels, log p(target | reference)).
     """
     _, t, v, c, h, w = views.shape
-    reference = model.pixel_mean[:v].float()  # (V, 3, S, S): what the model subtracts
-    if reference.shape[-2:] != (h, w):
-        reference = F.interpolate(reference, size=(h, w), mode="bilinear", align_corners=False,
-                                  antialias=True)
+    reference = model.resized(model.pixel_mean[:v].float(), (h, w))  # what the model subtracts
     reference = reference.expand(1, t, v, c, h, w)  # (1, T, V, 3, H, W)
     alphas = ((torch.arange(steps) + 0.5) / steps).view(-1, 1, 1, 1, 1, 1).to(views)
     grad = torch.zeros_like(views[0])  # (T, V, 3, H, W), summed over the path
@@ -328,12 +239,12 @@ def integrated_gradients(model: FacetVLM, views: torch.Tensor, target: int,
     return attribution.sum(dim=2), float(base[0, target])  # (T, V, H, W)
 
 
-def explain(predictor: Predictor, scan: Scan, classes: Sequence[str] | None = None,
+def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None = None,
             name: str | None = None) -> Prediction:
     """Classify one scan or sequence and explain the result (module docstring).
 
     Args:
-        predictor: from `load_predictor`.
+        predictor: from `facet.build.load_predictor`.
         scan: a mesh file, a folder of frames, a Mesh or a list of Meshes.
         classes: class names or descriptions to score instead of the checkpoint's (zero-shot;
             they also guide MTGF). None: the checkpoint's classes.
@@ -358,8 +269,8 @@ def explain(predictor: Predictor, scan: Scan, classes: Sequence[str] | None = No
     if model.class_head is None:
         texts, each = encode_prompts(predictor, classes)  # K x P, (K, P, E)
         prompts = ensemble_embeddings(each)  # (K, E), as evaluation encodes the classes
-    with autocast(device, amp_dtype(config.amp, device)):
-        output = predict(model, views, class_embeddings=prompts)
+    with torch.no_grad(), autocast(device, amp_dtype(config.amp, device)):
+        output = model(views, class_embeddings=prompts)
     probabilities = output.logits.float().softmax(-1)[0]  # (K,)
     target = int(probabilities.argmax())
     saliency, reference = integrated_gradients(model, views, target, prompts)

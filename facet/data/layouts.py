@@ -9,21 +9,22 @@ into one of three places, so nothing is dropped by accident:
   images, textures and landmark files, Bosphorus rotations/occlusions/AU scans (unless
   `include_au`), BP4D tasks without a basic emotion, names that follow no pattern;
 - `Index.skipped` (path, reason): meant to be a sample but unusable -- empty or corrupt file
-  (`facet.meshio.check_mesh_file` reads a few header bytes), unknown expression code.
+  (`facet.data.meshio.check_mesh_file` reads a few header bytes), unknown expression code.
   `strict=True` raises instead of skipping.
 Layouts (root-relative):
 - bu3dfe     `<subject>/F0001_HA03WH_F3D.wrl` (only `_F3D.wrl` are samples)
 - bu4dfe     `<F001>/<Happy>/<NNN>.wrl`, one sample per sequence folder
 - bosphorus  `<bs000>/bs000_E_HAPPY_0.bnt` (E_* emotions, N_N_* neutral, *FAU/CAU with include_au)
 - bp4d       `<F001>/<T1>/<NNNN>.<ext>`, tasks mapped to emotions through `BP4D_TASKS`
-- 4dme       `<S01>/<S01_C01>/<NNN>.<ext>` listed in `labels.csv` (facet.synth's layout), else
+- 4dme       `<S01>/<S01_C01>/<NNN>.<ext>` listed in `labels.csv` (facet.faces.synth's layout), else
              `<subject>/<class>/<clip>/<NNN>.<ext>`
 - folder     `<class>/<subject>_<anything>.<ext>` scans or `<class>/<subject>_<clip>/` sequences
 A `subjects.csv` at the root with a `subject` column and any of `sex`, `age_group`, `ethnicity`
 fills those fields (our convention, for what file names do not carry).
 
 This module is the one place for every label and code table; other modules derive from them
-(e.g. the synthetic writers invert `BU3DFE_CODES` to name their files).
+(e.g. the synthetic writers invert `BU3DFE_CODES`, `BU4DFE_FOLDERS` and `BOSPHORUS_EMOTIONS`
+to name their files, so a code the indexer reads and the code a writer writes are one fact).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from facet.meshio import MESH_SUFFIXES, check_mesh_file
+from facet.data.meshio import MESH_SUFFIXES, check_mesh_file
 
 EMOTIONS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")  # the six basic
 NEUTRAL = "neutral"
@@ -287,7 +288,8 @@ def _index_bp4d(root: Path, index: Index, include_au: bool) -> None:
 
 def _index_4dme(root: Path, index: Index, include_au: bool) -> None:
     """4DME-like clips: `<root>/<subject>/<clip>/<NNN>.<ext>` listed in `<root>/labels.csv`
-    (the synthetic writer's layout, see facet.synth), else `<root>/<subject>/<class>/<clip>/`."""
+    (the synthetic writer's layout, see facet.faces.synth), else
+    `<root>/<subject>/<class>/<clip>/`."""
     if (root / "labels.csv").is_file():
         _index_4dme_csv(root, index)
         return
@@ -375,7 +377,7 @@ def detect_kind(root: str | Path) -> str:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} is not a folder")
-    if (root / "labels.csv").is_file():  # the 4DME-like index of facet.synth
+    if (root / "labels.csv").is_file():  # the 4DME-like index of facet.faces.synth
         return "4dme"
     top = [p for p in root.iterdir() if p.is_dir()]
     names = [c.name for d in top for c in d.iterdir()]

@@ -1,8 +1,8 @@
 """The scanner: a face of the morphable model -> one scan, as a structured-light scanner
 would give it.
 
-Between the face model (`facet.face_model`, `facet.expressions`) and the dataset writers
-(`facet.synth`). Each scan (`scan`, `scan_sequence`) gets its own crop (an oval from brow to
+Between the face model (`facet.faces.face_model`, `facet.faces.expressions`) and the dataset writers
+(`facet.faces.synth`). Each scan (`scan`, `scan_sequence`) gets its own crop (an oval from brow to
 chin and ear to ear with a ragged border; whatever the scanner sees too obliquely is lost), a
 head pose of a few degrees, sub-millimetre noise along the view axis, occasional small holes,
 and its own triangulation (some triangles split, vertices and triangles shuffled), so no reader
@@ -22,10 +22,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from facet.expressions import AUs, blend_weights, expression_aus
-from facet.face_model import (NOSE_TIP, FaceModel, Subject, albedo, bnd_landmarks,
-                              load_face_model, sample_subject, texture_image, uv_layout)
-from facet.layouts import NEUTRAL
+from facet.data.layouts import NEUTRAL
+from facet.faces.expressions import AUs, blend_weights, expression_aus
+from facet.faces.face_model import (NOSE_TIP, FaceModel, Subject, albedo, bnd_landmarks,
+                                    load_face_model, sample_subject, texture_image, uv_layout)
 from facet.mesh import Mesh
 from facet.raster import rasterize
 from facet.render import interpolate, vertex_normals
@@ -169,8 +169,8 @@ def scan_sequence(subject: Subject, frames: Sequence[AUs], rng: np.random.Genera
     frontal, noiseless, frontally lit.
 
     Args:
-        subject: the person (`facet.face_model.sample_subject`).
-        frames: the action units of each frame (`facet.expressions`); [aus] for a static scan.
+        subject: the person (`facet.faces.face_model.sample_subject`).
+        frames: the action units of each frame (`facet.faces.expressions`); [aus] for a static scan.
         rng: the scan's randomness (required with `realism`).
         realism: the scanner effects above.
         texture_size: side of the texture image; 0 = no texture and no uv.
