@@ -168,7 +168,8 @@ def make_dataset(samples: list[Sample], cache: ViewCache, config: TrainConfig,
                  classes: tuple[str, ...], train: bool) -> FaceViewsDataset:
     """The torch Dataset of one split (random frame choice only for training)."""
     return FaceViewsDataset(samples, cache, frames=config.frames, sampling=config.frame_sampling,
-                            train=train, seed=config.seed, classes=classes)
+                            train=train, seed=config.seed, classes=classes, onset=config.onset,
+                            magnify=config.magnify)
 
 
 def build_tokenizer(config: TrainConfig, merges: list | None = None) -> Tokenizer:
@@ -184,6 +185,8 @@ def build_tokenizer(config: TrainConfig, merges: list | None = None) -> Tokenize
     """
     if merges is not None:
         return Tokenizer.from_merges(merges)
+    if config.init:  # the text tower of --init reads its own vocabulary
+        return Tokenizer.from_merges(init_checkpoint(config)["merges"])
     if config.pretrained:
         stored = openai_merges(pretrained_path(config))  # checks the file's records too: now
         if config.vocab:
@@ -227,16 +230,61 @@ def view_slots(config: TrainConfig) -> int:
     return max(FacetConfig.max_views, len(parse_views(config.views)))
 
 
-def build_model(config: TrainConfig, tokenizer: Tokenizer, num_classes: int,
-                train_set: FaceViewsDataset | None = None, clip: CLIP | None = None) -> FacetVLM:
-    """FacetVLM for the config: on `clip` when given (a checkpoint's own towers), else on the
-    pretrained CLIP when `config.pretrained` is set, else on fresh towers; with the training
-    set's pixel statistics (from scratch, `center_inputs`) when `train_set` is given.
+def init_checkpoint(config: TrainConfig) -> dict:
+    """The train.py checkpoint of `--init`, every record checked (`load_checkpoint`)."""
+    return load_checkpoint(config.init, required=("model", "config", "merges"))
+
+
+def checkpoint_towers(ckpt: dict, source: str | Path) -> CLIP:
+    """The CLIP towers of a train.py checkpoint, rebuilt from their own weights (their shapes
+    give the architecture, as for OpenAI's files), not from the config: a run that fine-tuned
+    pretrained towers has their input side and width, whatever --image_size it rendered at."""
+    towers = {k[len("clip."):]: v for k, v in ckpt["model"].items() if k.startswith("clip.")}
+    model_name = ckpt["config"].get("model", TrainConfig.model)
+    quick_gelu = ckpt.get("quick_gelu", CLIP_PRESETS.get(model_name, CLIP_PRESETS["tiny"])
+                          .quick_gelu)  # older checkpoints: the preset's
+    try:
+        return build_from_state_dict(towers, quick_gelu)
+    except (ValueError, RuntimeError, KeyError) as err:
+        raise ValueError(f"{source}: its CLIP weights do not form a CLIP ({err})") from None
+
+
+def start_from(model: FacetVLM, weights: dict[str, torch.Tensor], source: str | Path
+               ) -> list[str]:
+    """Load a checkpoint's weights into a model that may have parts it lacks (a 4D model from a
+    3D one: the temporal fusion); returns the names that start fresh.
 
     Raises:
-        ValueError: pretrained weights whose width or vocabulary do not fit (naming the file).
+        ValueError: naming the file: weights the model has no place for, or of another shape
+            (another fusion, view or class configuration).
     """
-    if clip is None and config.pretrained:
+    own = model.state_dict()
+    unknown = [k for k in weights if k not in own]
+    mismatched = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in weights
+                  if k in own and weights[k].shape != own[k].shape]
+    if unknown or mismatched:
+        raise ValueError(f"{source}: --init weights do not fit this model (another fusion, view "
+                         f"or class configuration?): not in it {unknown[:4]}, another shape "
+                         f"{mismatched[:4]}")
+    model.load_state_dict({**own, **weights})
+    return [k for k in own if k not in weights]
+
+
+def build_model(config: TrainConfig, tokenizer: Tokenizer, num_classes: int,
+                train_set: FaceViewsDataset | None = None, clip: CLIP | None = None) -> FacetVLM:
+    """FacetVLM for the config: on `clip` when given (a checkpoint's own towers), else started
+    from the train.py checkpoint `config.init` (its towers, fusion and input statistics; the
+    parts it lacks, such as a 3D model's temporal fusion, start fresh), else on the pretrained
+    CLIP when `config.pretrained` is set, else on fresh towers; with the training set's pixel
+    statistics (from scratch, `center_inputs`) when `train_set` is given.
+
+    Raises:
+        ValueError: pretrained or --init weights that do not fit (naming the file).
+    """
+    init = init_checkpoint(config) if clip is None and config.init else None
+    if init is not None:
+        clip = checkpoint_towers(init, config.init)
+    elif clip is None and config.pretrained:
         path = pretrained_path(config)
         clip = load_openai(path)
         if clip.config.vocab_size != tokenizer.vocab_size:
@@ -252,7 +300,9 @@ def build_model(config: TrainConfig, tokenizer: Tokenizer, num_classes: int,
         center_images=config.center_images, freeze_image=config.freeze_image,
         freeze_text=config.freeze_text)
     model = FacetVLM(facet_config, clip)
-    if train_set is not None and config.center_inputs and not config.pretrained:
+    if init is not None:  # the averaged weights where that run kept an EMA: its result
+        start_from(model, init.get("ema") or init["model"], config.init)
+    elif train_set is not None and config.center_inputs and not config.pretrained:
         # every rank averages the whole training split, so all ranks hold the same statistics
         model.set_input_statistics(*view_statistics(train_set))
     return model
@@ -319,25 +369,16 @@ class Predictor:
 def rebuild(ckpt: dict, source: str, device: torch.device | str = "cpu"
             ) -> tuple[TrainConfig, tuple[str, ...], Tokenizer, FacetVLM]:
     """(config, classes, tokenizer, model in eval mode) from a train.py checkpoint dict; the
-    averaged weights where the run kept an EMA (`--ema_decay`: they are its reported result).
-
-    The CLIP towers are rebuilt from the checkpoint's own weights (their shapes give the
-    architecture, as for OpenAI's files), not from the config: a run that fine-tuned
-    pretrained towers has their input side and width, whatever --image_size it rendered at.
+    averaged weights where the run kept an EMA (`--ema_decay`: they are its reported result);
+    the towers from their own weights (`checkpoint_towers`).
     """
-    try:
-        config = dataclasses.replace(from_dict(ckpt["config"]), pretrained="")  # weights: ckpt's
+    try:  # every weight is the checkpoint's
+        config = dataclasses.replace(from_dict(ckpt["config"]), pretrained="", init="")
     except ValueError as err:
         raise ValueError(f"{source}: its config is not valid ({err})") from None
     classes = tuple(ckpt["classes"])
     tokenizer = build_tokenizer(config, ckpt["merges"])
-    towers = {k[len("clip."):]: v for k, v in ckpt["model"].items() if k.startswith("clip.")}
-    try:
-        clip = build_from_state_dict(towers, ckpt.get("quick_gelu",  # older: the preset's
-                                                      CLIP_PRESETS[config.model].quick_gelu))
-    except (ValueError, RuntimeError, KeyError) as err:
-        raise ValueError(f"{source}: its CLIP weights do not form a CLIP ({err})") from None
-    model = build_model(config, tokenizer, len(classes), clip=clip)
+    model = build_model(config, tokenizer, len(classes), clip=checkpoint_towers(ckpt, source))
     load_weights(model, ckpt.get("ema") or ckpt["model"], source)
     return config, classes, tokenizer, model.to(device).eval()
 

@@ -56,10 +56,13 @@ class TrainConfig:
     image_size: int = TRAINING_RENDER.image_size  # H = W pixels fed to the ViT (224 for ViT-B)
     mode: str = TRAINING_RENDER.mode  # shaded, texture, depth or normals (facet.render)
     frames: int = 1  # T frames per sample (1 = static 3D; 8 for 4D)
-    frame_sampling: Literal["uniform", "apex"] = "uniform"  # how T frames are picked (4D)
+    frame_sampling: Literal["uniform", "apex", "expressive"] = "uniform"  # T frames picked how
+    onset: Literal["none", "difference", "magnified"] = "none"  # frames vs the first one (4D)
+    magnify: float = 1.0  # alpha of the onset change: x_0 + alpha (x_t - x_0), 0.5 + alpha (...)
     # --- model ---
     model: str = "tiny"  # CLIP architecture (facet.clip.PRESETS)
     pretrained: str = "facet-clip"  # CLIP weights (OpenAI's layout) to fine-tune; "" = scratch
+    init: str = ""  # a train.py ckpt.pt to start from (e.g. 3D -> 4D): all but the new parts
     vocab: str = ""  # the BPE vocabulary of --pretrained (OpenAI: bpe_simple_vocab_16e6.txt.gz)
     fusion_depth: int = FacetConfig.fusion_depth  # CVSA transformer blocks
     temporal_depth: int = FacetConfig.temporal_depth  # temporal-fusion blocks (4D)
@@ -115,9 +118,11 @@ PRESETS: dict[str, TrainConfig] = {
     "vit-b-16": TrainConfig(preset="vit-b-16", model="vit-b-16", pretrained="", image_size=224,
                             batch_size=64, lr=1e-4, weight_decay=0.1, epochs=30, amp=True,
                             workers=4, warmup=2.0),
-    # 4D: synthetic BU-4DFE sequences, 8 frames spread over each sequence
+    # 4D: synthetic BU-4DFE sequences; 8 frames of the expressive part, each the aligned first
+    # frame plus twice its change (start from a 3D model with --init=out/cpu/ckpt.pt)
     "4d": TrainConfig(preset="4d", synth_kind="bu4dfe", synth_subjects=20, frames=8,
-                      frame_sampling="uniform", batch_size=16, epochs=12),
+                      frame_sampling="expressive", onset="magnified", magnify=2.0,
+                      batch_size=16, epochs=12),
     # micro-expressions: synthetic 4DME-like clips, leave-one-subject-out, apex window
     "micro": TrainConfig(preset="micro", synth_kind="4dme", synth_subjects=12, split="loso",
                          frames=4, frame_sampling="apex", batch_size=16, epochs=10),
@@ -160,6 +165,11 @@ def validate(config: TrainConfig) -> TrainConfig:
         problems.append(f"--subjects must be >= 1 (got {c.subjects}); leave it out for all")
     if not 0 <= c.seed < 2**32:  # numpy's seeds; a negative one failed with numpy's message
         problems.append(f"--seed must be in 0..2**32-1 (got {c.seed})")
+    if c.magnify <= 0:
+        problems.append(f"--magnify must be > 0 (got {c.magnify})")
+    if c.onset != "none" and c.frames < 2:
+        problems.append(f"--onset={c.onset} compares frames with the first one: it needs "
+                        f"--frames >= 2 (got {c.frames})")
     if not 0 <= c.mix_prob <= 1:
         problems.append(f"--mix_prob must be in [0, 1] (got {c.mix_prob})")
     if not 0 <= c.ema_decay < 1:

@@ -20,8 +20,10 @@ The frame dimension is folded into the batch: N = B * T rows of V view tokens.
   (missing views get weight 0) favour the views that look most like *some* emotion;
   m = sum_v beta_v u_v; the frame embedding is f_t = LN(g + m).
 - `TemporalFusion`: [c; f_1 + q_1; ...; f_T + q_T] (learned token c, temporal position
-  embeddings q_t) through pre-LN blocks; the c slot, layer-normed, is the sequence embedding.
-  "T = 1 passes through" means exactly f = f_1: the blocks are skipped. `ViewFusion` builds
+  embeddings q_t) through pre-LN blocks; the sequence embedding is mean_t f_t + gamma LN(c slot)
+  with a learned gate gamma that starts at 0, so a fresh temporal fusion is the frames' mean
+  and learns how much attention over time adds (ReZero / Flamingo-style gating). "T = 1
+  passes through" means exactly f = f_1: the blocks are skipped. `ViewFusion` builds
   this module only when max_frames > 1, so a static model has no parameter that some step
   leaves without a gradient (DDP needs no find_unused_parameters).
 - `ViewFusion` composes them per frame and over frames, with the paper's ablation switches:
@@ -166,12 +168,16 @@ class TemporalFusion(nn.Module):
         self.temporal_embedding = nn.Parameter(torch.randn(max_frames, width) * 0.02)
         self.blocks = fusion_blocks(width, heads, depth)
         self.ln_post = nn.LayerNorm(width)
+        # the attention's share of the output starts at 0: a fresh temporal fusion is the mean
+        # of the frames, so it cannot start below pooling them (zero-gated residual)
+        self.gate = nn.Parameter(torch.zeros(()))
 
     def forward(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Args:
             f: (B, T, E) frame embeddings.
         Returns:
-            (B, E) sequence embedding (= f[:, 0] exactly when T = 1) and frame weights (B, T):
+            (B, E) sequence embedding mean_t f_t + gate * LN(c) (= f[:, 0] exactly when T = 1)
+            and frame weights (B, T):
             the share of the temporal token's last-block attention that goes to each frame
             (renormalised over frames, since the token also attends to itself).
         """
@@ -188,7 +194,7 @@ class TemporalFusion(nn.Module):
             x, attention = block(x)
         to_frames = attention[:, 0, 1:]  # (B, T)
         weights = to_frames / to_frames.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-        return self.ln_post(x[:, 0]), weights
+        return f.mean(dim=1) + self.gate * self.ln_post(x[:, 0]), weights
 
 
 @dataclass

@@ -109,6 +109,8 @@ def test_temporal_fusion_sees_every_frame_and_their_order_only_through_its_posit
     temporal = TemporalFusion(E, heads=4, depth=1, max_frames=4).eval()
     f = torch.randn(2, 4, E)
     with torch.no_grad():
+        torch.testing.assert_close(temporal(f)[0], f.mean(dim=1))  # fresh: the frames' mean
+        temporal.gate.fill_(1.0)  # a gate that has opened
         temporal.temporal_embedding.mul_(50)  # as distinct as trained positions become
         out, _ = temporal(f)
         changed = f.clone()

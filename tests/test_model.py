@@ -74,13 +74,26 @@ def test_logits_are_the_scaled_cosines_of_the_output_embeddings(tokenizer):
 
 @pytest.mark.parametrize("frames", [1, 3])
 def test_every_trainable_parameter_gets_a_gradient(tokenizer, frames):
-    """No unused parameters, so DDP needs no find_unused_parameters (static and 4D)."""
+    """No unused parameters, so DDP needs no find_unused_parameters (static and 4D). A fresh
+    temporal fusion is the frames' mean (its gate is 0): its attention's parameters are in the
+    graph but get a zero gradient until the gate has moved, which the gate's own gradient
+    does first."""
     model, margin = _model(tokenizer, max_frames=frames), LearnedMargin()
     views, labels = _batch(t=frames)
     tokens = _tokens(model, tokenizer, generator=torch.Generator().manual_seed(0))
     loss, _ = total_loss(model(views, tokens), labels, LossConfig(lambda_aff=0.1), margin)
     loss.backward()
-    assert _unused(model, margin) == []
+    gated = [n for n, _ in model.named_parameters()
+             if n.startswith("fusion.temporal.") and n != "fusion.temporal.gate"]
+    assert sorted(_unused(model, margin)) == sorted(gated)
+    assert all(p.grad is not None for _, p in model.named_parameters())  # all in the graph
+    if frames > 1:
+        model.zero_grad()
+        with torch.no_grad():
+            model.fusion.temporal.gate.fill_(0.5)  # a gate that has moved
+        total_loss(model(views, tokens), labels, LossConfig(lambda_aff=0.1),
+                   margin)[0].backward()
+        assert _unused(model, margin) == []
     assert model.fusion.temporal is None if frames == 1 else model.fusion.temporal is not None
 
 

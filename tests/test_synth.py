@@ -104,7 +104,7 @@ def test_write_bu3dfe_layout_reindexes_exactly(tmp_path):
 
 
 def test_subject_k_does_not_depend_on_the_set_size(tmp_path):
-    assert synth._subject_ids(3, 0, 4)[:2] == synth._subject_ids(2, 0, 4)
+    assert synth._subject_ids(3, 0, 4, "bu3dfe")[:2] == synth._subject_ids(2, 0, 4, "bu3dfe")
     small = synth.write_bu3dfe(tmp_path / "a", subjects=1, seed=2, texture_size=0)
     again = synth.write_bu3dfe(tmp_path / "b", subjects=1, seed=2, texture_size=0)
     name = next(small.rglob("*HA04*.wrl")).relative_to(small)
@@ -146,7 +146,7 @@ def test_ensure_dataset_generates_once(tmp_path, monkeypatch):
     monkeypatch.setenv("FACET_DATA", str(tmp_path))
     assert synth.default_root("bu3dfe") == tmp_path / "bu3dfe-60subjects"
     root = synth.ensure_dataset("4dme", subjects=1, clips=1)
-    assert root == tmp_path / "4dme-1subjects"
+    assert root == tmp_path / "4dme-1subjects-g2"
     stamp = next(root.rglob("*.wrl")).stat().st_mtime_ns
     assert synth.ensure_dataset("4dme", subjects=1, clips=1) == root
     assert next(root.rglob("*.wrl")).stat().st_mtime_ns == stamp
@@ -178,3 +178,17 @@ def test_write_bosphorus_range_scans(tmp_path):
     person = sample_subject(np.random.default_rng(0))
     grid = scanner.range_grid(scanner.face_mesh(person, {}, 0), 2.0)
     assert grid["covered"].mean() > 0.5 and np.ptp(grid["z"][grid["covered"]]) > 40  # mm of relief
+
+
+def test_built_in_kinds_draw_disjoint_people():
+    """Each kind has its own identity stream: no person (identity weights) of one kind's first
+    60 is anyone of another's, and the BU-3DFE-like people are those of earlier versions."""
+    identities = {kind: {tuple(synth.person(0, k, kind)[0].id_weights.round(6)) for k in range(60)}
+                  for kind in synth.IDENTITY_STREAMS}
+    kinds = list(identities)
+    for i, a in enumerate(kinds):
+        assert len(identities[a]) == 60
+        for b in kinds[i + 1:]:
+            assert not identities[a] & identities[b], (a, b)
+    legacy = sample_subject(np.random.default_rng([0, 5]))  # the old person(0, 5)
+    assert np.array_equal(synth.person(0, 5, "bu3dfe")[0].id_weights, legacy.id_weights)

@@ -18,7 +18,7 @@ import evaluate
 import train
 from facet import build, loop, objective
 from facet.checkpoint import load_checkpoint, save_checkpoint
-from facet.config import help_text, parse_args
+from facet.config import help_text, parse_args, to_dict
 from facet.data.datasets import collate
 from facet.data.layouts import EMOTIONS
 from facet.data.meshio import save_wrl
@@ -204,7 +204,8 @@ def test_synth_cli_and_train_share_the_generated_folder(tmp_path, monkeypatch, c
     config = parse_args(["--synth_subjects=2", "--synth_kind=bu4dfe"])
     monkeypatch.setattr(synth, "ensure_dataset", lambda *a, **k: None)  # the announcement only
     build.dataset_root(config)
-    assert (f"generating the built-in bu4dfe set (2 subjects) into {tmp_path / 'bu4dfe-2subjects'}"
+    root = tmp_path / "bu4dfe-2subjects-g2"
+    assert (f"generating the built-in bu4dfe set (2 subjects) into {root}"
             f", once: later runs reuse it") in capsys.readouterr().err
     monkeypatch.undo()
     monkeypatch.setenv("FACET_DATA", str(tmp_path))
@@ -451,3 +452,29 @@ def test_a_log_torn_by_a_kill_mid_append_still_reads(tmp_path):
     log.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
     with pytest.raises(ValueError, match=r"log.jsonl: line 2 is not a JSON record"):
         loop.read_log(log)
+
+
+def test_a_4d_model_starts_from_a_3d_checkpoint_and_refuses_a_mismatch(tmp_path):
+    """--init: every weight of the 3D checkpoint (towers, fusion, input statistics) starts the
+    4D model, whose temporal fusion starts fresh; its tokenizer is the checkpoint's; weights of
+    another shape (other view slots) are refused, naming the file."""
+    config3d = parse_args(["--image_size=32", "--pretrained=", "--views=-20,0;0,0;20,0"])
+    tokenizer = build.build_tokenizer(config3d)
+    torch.manual_seed(1)
+    model3d = build.build_model(config3d, tokenizer, 6)
+    ckpt = tmp_path / "3d.pt"
+    save_checkpoint(ckpt, {"model": model3d.state_dict(), "config": to_dict(config3d),
+                           "merges": [list(m) for m in tokenizer.merges],
+                           "classes": list(EMOTIONS), "quick_gelu": False})
+    config4d = parse_args(["--image_size=32", "--frames=4", "--views=-20,0;0,0;20,0",
+                           "--pretrained=", f"--init={ckpt}"])
+    assert build.build_tokenizer(config4d).merges == tokenizer.merges
+    model4d = build.build_model(config4d, build.build_tokenizer(config4d), 6)
+    fresh = [k for k in model4d.state_dict() if k not in model3d.state_dict()]
+    assert fresh and all(k.startswith("fusion.temporal.") for k in fresh)
+    for name, tensor in model3d.state_dict().items():
+        assert torch.equal(model4d.state_dict()[name], tensor), name
+    wider = parse_args(["--image_size=32", "--frames=4", f"--init={ckpt}", "--pretrained=",
+                        "--views=" + ";".join(f"{y},0" for y in range(-50, 51, 10))])  # 11 slots
+    with pytest.raises(ValueError, match=r"3d\.pt: --init weights do not fit"):
+        build.build_model(wider, build.build_tokenizer(wider), 6)

@@ -11,10 +11,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from dataset_trees import bu4dfe_tree, touch, write_wrl
-from facet.data.datasets import FaceViewsDataset, sample_frames
+from facet.data.datasets import FaceViewsDataset, model_input, sample_frames
 from facet.data.layouts import index_dataset
-from facet.data.view_cache import ViewCache, settings_key
-from facet.render import RenderSettings
+from facet.data.view_cache import ViewCache, align_to, render_frames, settings_key
+from facet.render import RenderSettings, render_views
 
 SMALL = RenderSettings(views=((-20.0, 0.0), (0.0, 0.0), (20.0, 0.0)), image_size=16)
 
@@ -218,11 +218,14 @@ def test_a_corrupt_sidecar_makes_its_entry_render_again(tmp_path, damage):
     assert cache.is_valid(samples[0])
 
 
-def test_displacement_ignores_the_heads_rigid_motion():
-    """A face turned and shifted but not deformed has not moved, with or without vertex
-    correspondence (raw scans: another sampling of the surface); a deformation still counts."""
-    from facet.data.view_cache import _displacement
+def _displacement(verts, first, icp_steps=8):
+    return align_to(verts, first, icp_steps)[1]
 
+
+def test_alignment_takes_out_the_heads_rigid_motion():
+    """A face turned and shifted but not deformed aligns back onto the first frame (the oracle:
+    the unmoved copy) and has not moved, with or without vertex correspondence (raw scans:
+    another sampling of the surface); a deformation still counts."""
     y, x = np.mgrid[-60:60:60j, -50:50:50j]  # mm, a face-sized height field
     first = np.stack([x, y, 40 * np.exp(-(x / 45) ** 2 - (y / 55) ** 2)], -1).reshape(-1, 3)
     angle = np.radians(8.0)
@@ -230,7 +233,9 @@ def test_displacement_ignores_the_heads_rigid_motion():
                      [-np.sin(angle), 0, np.cos(angle)]])
     moved = first @ turn.T + [3.0, -2.0, 5.0]  # the head turned by 8 degrees and shifted
     assert np.linalg.norm(moved - first, axis=1).mean() > 5  # what the old measure reported
-    assert _displacement(moved, first) < 1e-9
+    aligned, distance = align_to(moved, first)
+    np.testing.assert_allclose(aligned, first, atol=1e-4)  # float32 output, mm
+    assert distance < 1e-9
     resampled = moved[::2]  # another vertex count: ICP on nearest neighbours
     still = _displacement(first[::2], first)  # the same sampling without motion: 0.9 mm
     unfitted = _displacement(resampled, first, icp_steps=0)  # nearest neighbours alone: 4.6 mm
@@ -240,6 +245,26 @@ def test_displacement_ignores_the_heads_rigid_motion():
     bumped[1200:1500, 2] += 10.0  # a tenth of the surface pushed out by 10 mm
     assert _displacement(bumped, first) > 0.5
     assert _displacement(bumped @ turn.T + [3.0, -2.0, 5.0], first) > 0.5
+
+
+def test_a_sequence_that_only_moves_the_head_renders_unchanged():
+    """Frames are aligned to the first and normalised as it is: a neutral face whose head
+    turns and drifts renders (almost) the same views in every frame, so its onset difference
+    is ~0 -- without the alignment the frames differ by the pose (the check fails)."""
+    from facet.faces.scanner import demo_face
+
+    face = demo_face("neutral", seed=1)
+    frames = []
+    for degrees, shift in ((0, 0), (6, 4.0), (-9, -7.0)):
+        a = np.radians(degrees)
+        turn = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+        frames.append(replace(face, verts=(face.verts @ turn.T + shift).astype(np.float32)))
+    pixels, displacement = render_frames(frames, RenderSettings(image_size=48))
+    assert displacement.max() < 1e-3  # mm: the face did not move
+    change = np.abs(pixels[1:].astype(int) - pixels[:1].astype(int))  # (T-1, V, C, H, W)
+    assert change.mean() < 0.5 and (change > 8).mean() < 0.005  # rounding at silhouette edges
+    unaligned = [render_views(f, RenderSettings().views, 48, "normals") for f in frames]
+    assert (unaligned[1] - unaligned[0]).abs().mean() * 255 > 5 * change.mean() + 1
 
 
 def test_apex_of_built_in_sequences_lies_in_their_annotated_peak(tmp_path):
@@ -259,3 +284,35 @@ def test_apex_of_built_in_sequences_lies_in_their_annotated_peak(tmp_path):
         row = truth[str(Path(sample.path).relative_to(root))]
         apex = cache.metadata(sample)["apex"]
         assert row["onset"] <= apex <= row["offset"], (row["folder"], apex, row)
+
+
+def test_expressive_sampling_never_evaluates_on_the_neutral_ends():
+    """Evaluation takes the T most moved frames (the apex region) in time order; training draws
+    among the frames that move at least half as much as the apex; neither takes the neutral
+    onset or offset of a rise-and-fall sequence."""
+    moved = np.array([0, 0.1, 0.4, 0.8, 1.0, 0.9, 0.6, 0.3, 0.1, 0])  # onset .. apex .. offset
+    assert sample_frames(10, 3, "expressive", displacement=moved).tolist() == [3, 4, 5]
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        picks = sample_frames(10, 4, "expressive", rng=rng, displacement=moved)
+        assert set(picks) <= {3, 4, 5, 6} and list(picks) == sorted(picks)
+    assert sample_frames(3, 4, "expressive", displacement=[0, 1, 0.2]).tolist() == [0, 1, 1, 2]
+    with pytest.raises(ValueError, match="displacement"):
+        sample_frames(10, 3, "expressive")
+
+
+def test_onset_inputs_are_the_change_from_the_first_frame():
+    """model_input: the frames / 255; with an onset reference (row 0) 0.5 + alpha (x_t - x_0)
+    or x_0 + alpha (x_t - x_0), clipped to [0, 1] -- computed here by hand."""
+    pixels = torch.tensor([[[[[100, 200]]]], [[[[110, 180]]]], [[[[100, 255]]]]],
+                          dtype=torch.uint8)  # (T'=3, V=1, C=1, H=1, W=2)
+    plain = model_input(pixels)
+    assert plain.shape == (3, 1, 3, 1, 2)
+    torch.testing.assert_close(plain[:, 0, 0, 0], pixels[:, 0, 0, 0].float() / 255)
+    x0, xt = pixels[0, 0, 0, 0].float() / 255, pixels[1:, 0, 0, 0].float() / 255  # (2,), (2, 2)
+    difference = model_input(pixels, "difference", 2.0)
+    assert difference.shape == (2, 1, 3, 1, 2)
+    torch.testing.assert_close(difference[:, 0, 1, 0], (0.5 + 2 * (xt - x0)).clamp(0, 1))
+    magnified = model_input(pixels, "magnified", 3.0)
+    torch.testing.assert_close(magnified[:, 0, 2, 0], (x0 + 3 * (xt - x0)).clamp(0, 1))
+    assert torch.equal(model_input(pixels[[0, 0]], "difference")[0], torch.full((1, 3, 1, 2), 0.5))

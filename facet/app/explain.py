@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from facet.atomic import atomic_file
 from facet.build import Predictor
-from facet.data.datasets import sample_frames
+from facet.data.datasets import model_input, sample_frames
 from facet.data.layouts import natural_key
 from facet.data.meshio import MESH_SUFFIXES
 from facet.data.view_cache import render_frames
@@ -106,7 +106,8 @@ def _frames_of(scan: ScanInput) -> list[Path | Mesh]:
 
 
 def render_scan(scan: ScanInput, settings: RenderSettings, frames: int = 1,
-                sampling: str = "uniform") -> tuple[torch.Tensor, list[str]]:
+                sampling: str = "uniform", onset: str = "none"
+                ) -> tuple[torch.Tensor, list[str]]:
     """The views a model trained with these settings sees, exactly as the view cache stores
     them (`facet.data.view_cache.render_frames`: uint8, the same renderer and settings).
 
@@ -115,10 +116,12 @@ def render_scan(scan: ScanInput, settings: RenderSettings, frames: int = 1,
             of Meshes (frames). A Mesh is rendered as given: a "nose_tip" landmark centres it
             (`facet.mesh.normalize`), which the same face read from a .wrl file has not.
         settings: the run's render settings (`facet.build.render_settings`).
-        frames, sampling: T and "uniform" / "apex" (`facet.data.datasets.sample_frames`, evaluation
-            mode); a static scan is repeated T times, as in the dataset.
+        frames, sampling: T and "uniform" / "apex" / "expressive"
+            (`facet.data.datasets.sample_frames`, evaluation mode); a static scan is repeated
+            T times, as in the dataset.
+        onset: not "none": the first frame is prepended, the reference of the others.
     Returns:
-        (views (T, V, 3, H, W) uint8, the T frames' names).
+        (views (T', V, C, H, W) uint8, the T' frames' names; T' = T, or T + 1 with an onset).
     Raises:
         FileNotFoundError / ValueError naming the file (`facet.data.meshio.load_mesh`).
     """
@@ -129,11 +132,12 @@ def render_scan(scan: ScanInput, settings: RenderSettings, frames: int = 1,
         pixels, displacement = render_frames(items, settings)  # (T_all, V, C, H, W)
     finally:
         torch.set_num_threads(threads)
-    picks = sample_frames(len(items), frames, sampling, int(displacement.argmax())).tolist()
-    views = torch.from_numpy(pixels[picks]).expand(-1, -1, 3, -1, -1)  # grey keeps 1 channel
+    picks = sample_frames(len(items), frames, sampling, int(displacement.argmax()),
+                          displacement=displacement).tolist()
+    picks = ([0] if onset != "none" else []) + picks
     names = [item.name if isinstance(item, Path) else (item.source or f"frame {i}")
              for i, item in enumerate(items)]
-    return views.contiguous(), [names[i] for i in picks]
+    return torch.from_numpy(pixels[picks]), [names[i] for i in picks]
 
 
 # --- the prediction ---------------------------------------------------------------------------
@@ -263,8 +267,12 @@ def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None
     if model.class_head is not None and classes != predictor.classes:
         raise ValueError(f"{predictor.source}: a linear-head model (text_head=False) cannot "
                          "classify new class names; zero-shot needs the prompt head")
-    pixels, frames = render_scan(scan, predictor.settings, config.frames, config.frame_sampling)
-    views = pixels.to(device).float().div(255)[None]  # (1, T, V, 3, H, W) in [0, 1]
+    pixels, frames = render_scan(scan, predictor.settings, config.frames, config.frame_sampling,
+                                 config.onset)
+    if config.onset != "none":
+        frames = frames[1:]  # the first is the reference, not an input
+    views = model_input(pixels, config.onset, config.magnify).to(device)[None]  # (1, T, V, 3, H, W)
+    shown = (views[0] * 255).round().to(torch.uint8).cpu()  # what the model saw, as uint8
     texts = each = prompts = None
     if model.class_head is None:
         texts, each = encode_prompts(predictor, classes)  # K x P, (K, P, E)
@@ -282,7 +290,7 @@ def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None
                   for yaw, pitch in predictor.settings.views]
     return Prediction(
         name=name or "face", classes=classes, frames=frames, view_names=view_names,
-        views=pixels.cpu(), probabilities=probabilities.cpu(),
+        views=shown, probabilities=probabilities.cpu(),
         similarities=(output.logits.float()[0] / output.logit_scale.float()).cpu(),
         view_probabilities=output.view_logits.float()[0].softmax(-1).cpu(),
         view_weights=output.view_weights.float()[0].cpu(),

@@ -18,6 +18,16 @@ its one frame T times; a sequence contributes T of its frames:
 - "apex": T consecutive frames centred on the apex: the annotated one where the dataset has it
   (`Sample.apex`, 4DME), else the frame of largest mean displacement from the first frame
   (computed from the meshes at cache time). Training shifts the window by up to T // 2 frames.
+- "expressive": frames ranked by how far the face moved from the first frame. Training draws
+  T of the frames that move at least half as much as the apex (several per sequence and epoch,
+  across the expressive part, never the neutral onset); evaluation takes the T frames of
+  largest displacement, the apex region, in time order.
+Onset reference (`onset`, 4D): the expression is the change from the sequence's neutral first
+frame (the view cache renders every frame rigidly aligned to it). "difference" gives each
+frame's views as 0.5 + alpha (x_t - x_0), the identity and the scanner cancelled; "magnified"
+as x_0 + alpha (x_t - x_0), a face whose expression is amplified alpha times (Eulerian motion
+magnification in pixels); alpha = `magnify`. Our design, after the onset-apex differences and
+dynamic images of the micro-expression literature.
 Random choices come from a generator seeded by (seed, epoch, index), not from global state, so
 batches do not depend on the number of DataLoader workers and a resumed run draws the same
 frames; each item also carries such a seed for its view augmentation (`facet.augment`). Call
@@ -138,19 +148,22 @@ def leave_one_subject_out(samples: Sequence[Sample]) -> list[tuple[list[Sample],
 
 # --- the torch Datasets ---------------------------------------------------------------------
 
-SAMPLING = ("uniform", "apex")
+SAMPLING = ("uniform", "apex", "expressive")
+ONSETS = ("none", "difference", "magnified")
 
 
 def sample_frames(length: int, count: int, sampling: str = "uniform", apex: int = 0,
-                  rng: np.random.Generator | None = None) -> np.ndarray:
+                  rng: np.random.Generator | None = None,
+                  displacement: Sequence[float] | None = None) -> np.ndarray:
     """Pick `count` frame indices from a sequence of `length` frames.
 
     Args:
         length: frames available (>= 1).
         count: frames wanted, T; may exceed `length` (frames then repeat).
-        sampling: "uniform" or "apex" (see the module docstring).
+        sampling: "uniform", "apex" or "expressive" (see the module docstring).
         apex: apex frame index, for "apex".
         rng: random jitter for training; None = deterministic (evaluation).
+        displacement: (length,) how far the face moved from the first frame, for "expressive".
     Returns:
         (T,) int64 indices in [0, length), non-decreasing.
     """
@@ -164,11 +177,35 @@ def sample_frames(length: int, count: int, sampling: str = "uniform", apex: int 
         offsets = rng.random(count)  # one random position inside each of T equal segments
         return np.minimum(((np.arange(count) + offsets) * length / count).astype(np.int64),
                           length - 1)
+    if sampling == "expressive":
+        if displacement is None or len(displacement) != length:
+            raise ValueError(f"expressive sampling needs the {length} frames' displacement")
+        moved = np.asarray(displacement, dtype=np.float64)
+        ranked = np.argsort(-moved, kind="stable")  # (length,) most moved first
+        if rng is None:  # the apex region: the T most moved frames (repeated if too few)
+            return np.sort(np.resize(ranked[:count], count)).astype(np.int64)
+        expressive = np.flatnonzero(moved >= 0.5 * moved.max())  # (n,) at least the apex
+        if len(expressive) < count:
+            expressive = ranked[:count]
+        return np.sort(rng.choice(expressive, count, replace=len(expressive) < count)
+                       ).astype(np.int64)
     start = apex - count // 2  # window [start, start + T) around the apex
     if rng is not None:
         start += int(rng.integers(-(count // 2), count // 2 + 1))
     start = min(max(start, 0), max(length - count, 0))
     return np.minimum(np.arange(start, start + count), length - 1).astype(np.int64)
+
+
+def model_input(pixels: torch.Tensor, onset: str = "none", magnify: float = 1.0) -> torch.Tensor:
+    """Cached uint8 views (T', V, C, H, W) -> what the model reads, float (T, V, 3, H, W) in
+    [0, 1]: the frames / 255, or with an onset reference (then row 0 is the first frame, T =
+    T' - 1) each frame's change from it (module docstring). Grey entries get three channels."""
+    views = pixels.float().div_(255)
+    if onset != "none":
+        first, views = views[:1], views[1:]  # (1, V, C, H, W), (T, V, C, H, W)
+        change = magnify * (views - first)
+        views = (change + (0.5 if onset == "difference" else first)).clamp_(0, 1)
+    return views.expand(-1, -1, 3, -1, -1).contiguous()  # (T, V, 3, H, W)
 
 
 class FaceViewsDataset(Dataset):
@@ -178,7 +215,9 @@ class FaceViewsDataset(Dataset):
         samples: indexed samples, each with a label in `classes` and an entry in `cache`.
         cache: a filled `ViewCache`.
         frames: T, frames per item (1 for static scans).
-        sampling: "uniform" or "apex" (4D frame sampling, see `sample_frames`).
+        sampling: "uniform", "apex" or "expressive" (4D frame sampling, `sample_frames`).
+        onset: "none", "difference" or "magnified": frames relative to the first (module
+            docstring); magnify: its alpha.
         train: draw random frames (seeded by seed, epoch and index) instead of fixed ones.
         seed: base seed of the random frame choice.
         classes: class names; label = position in this tuple. Default: `class_names(samples)`;
@@ -193,9 +232,13 @@ class FaceViewsDataset(Dataset):
 
     def __init__(self, samples: Sequence[Sample], cache: ViewCache, frames: int = 1,
                  sampling: str = "uniform", train: bool = False, seed: int = 0,
-                 classes: Sequence[str] | None = None):
+                 classes: Sequence[str] | None = None, onset: str = "none",
+                 magnify: float = 1.0):
         if sampling not in SAMPLING:
             raise ValueError(f"unknown frame sampling {sampling!r}; choose one of {SAMPLING}")
+        if onset not in ONSETS:
+            raise ValueError(f"unknown onset reference {onset!r}; choose one of {ONSETS}")
+        self.onset, self.magnify = onset, magnify
         if frames < 1:
             raise ValueError(f"frames must be >= 1, got {frames}")
         self.samples, self.cache = list(samples), cache
@@ -208,6 +251,7 @@ class FaceViewsDataset(Dataset):
                              "filter the samples (filter_samples) first")
         metadata = [cache.metadata(s) for s in self.samples]  # raises naming a missing sample
         self.lengths = [m["shape"][0] for m in metadata]
+        self.displacements = [m["displacement"] for m in metadata]
         # an annotated apex (4DME labels.csv) wins over the displacement estimate of the cache
         self.apexes = [s.apex if s.apex >= 0 else m["apex"] for s, m in zip(self.samples, metadata)]
 
@@ -221,11 +265,12 @@ class FaceViewsDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, dict]:
         sample = self.samples[i]
         rng = np.random.default_rng((self.seed, self.epoch, i)) if self.train else None
-        picks = sample_frames(self.lengths[i], self.frames, self.sampling, self.apexes[i], rng)
-        pixels = torch.from_numpy(self.cache.load(sample, picks))  # (T, V, C, H, W) uint8
-        views = pixels.float().div_(255)
-        if views.shape[2] == 1:  # grey entry stored with one channel
-            views = views.expand(-1, -1, 3, -1, -1).contiguous()  # (T, V, 3, H, W)
+        picks = sample_frames(self.lengths[i], self.frames, self.sampling, self.apexes[i], rng,
+                              self.displacements[i])
+        if self.onset != "none":  # the first frame is the reference: load it with the picks
+            picks = np.concatenate([[0], picks])
+        pixels = torch.from_numpy(self.cache.load(sample, picks))  # (T(+1), V, C, H, W) uint8
+        views = model_input(pixels, self.onset, self.magnify)  # (T, V, 3, H, W)
         # the sample's own augmentation seed: the same draw in any batch, on any DDP rank
         seed = int(np.random.default_rng((self.seed, self.epoch, i, 1)).integers(2 ** 62))
         meta = {"subject": sample.subject, "intensity": sample.intensity, "sex": sample.sex,

@@ -33,7 +33,7 @@ import os
 import tempfile
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -44,12 +44,12 @@ from tqdm import tqdm
 from facet.atomic import atomic_file, write_atomic
 from facet.data.layouts import Sample, index_dataset
 from facet.data.meshio import load_mesh
-from facet.mesh import Mesh
+from facet.mesh import Mesh, normalize
 from facet.render import MIN_FOREGROUND, TRAINING_RENDER, RenderSettings, render_views
 from facet.runtime import exit_with_parent, keep_freed_memory
 
-CACHE_FORMAT = 2  # bump when an entry's contents change: old folders are then ignored
-# (2: displacement without the head's rigid motion)
+CACHE_FORMAT = 3  # bump when an entry's contents change: old folders are then ignored
+# (2: displacement without the head's rigid motion; 3: frames rendered aligned to the first)
 
 
 def settings_key(settings: RenderSettings) -> str:
@@ -86,37 +86,45 @@ def _stats(sample: Sample) -> list[list[int]]:
     return [[st.st_size, st.st_mtime_ns] for st in map(os.stat, sample.frames)]
 
 
-def _rigid_fit(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """`source` (N, 3) moved by the rotation and translation that best fit it to the
-    corresponding `target` points in the least-squares sense (Kabsch 1976; no scaling)."""
+def _rigid_fit(source: torch.Tensor, target: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rotation R (3, 3) and translation t (3,) with `source @ R + t` closest to the
+    corresponding `target` points (N, 3) in the least-squares sense (Kabsch 1976; no scaling)."""
     mu_s, mu_t = source.mean(0), target.mean(0)
     u, _, vt = torch.linalg.svd((source - mu_s).T @ (target - mu_t))  # (3, 3) covariance
     d = torch.sign(torch.linalg.det(u @ vt))  # -1: the best orthogonal map is a reflection
     rotation = u @ torch.diag(torch.stack([torch.ones_like(d), torch.ones_like(d), d])) @ vt
-    return (source - mu_s) @ rotation + mu_t
+    return rotation, mu_t - mu_s @ rotation
 
 
-def _displacement(verts: np.ndarray, first: np.ndarray, icp_steps: int = 8) -> float:
-    """Mean distance of a frame's surface from the first frame's, in file units, after the
-    head's rigid motion between them is taken out: the face moving, not the head.
+def align_to(verts: np.ndarray, first: np.ndarray, icp_steps: int = 8
+             ) -> tuple[np.ndarray, float]:
+    """A frame's vertices with the head's rigid motion since the first frame taken out, and how
+    far the face itself moved: (aligned (N, 3) float32, mean distance in file units).
 
     Without the rigid fit a sequence in which the head drifts (every BU-4DFE subject does)
-    moves "most" at its last frame, not at its apex. With vertex correspondence (same vertex
-    count: synthetic data, registered scans) the fit is one Kabsch step and the distance the
-    mean per-vertex displacement; otherwise (raw scans of varying topology) up to 2,000
-    evenly picked vertices of each are matched to their nearest neighbours and refitted
-    (`icp_steps` of ICP, Besl & McKay 1992), and the distance is that to the nearest neighbour.
+    moves "most" at its last frame, not at its apex, and two frames differ mostly by the pose.
+    With vertex correspondence (same vertex count: synthetic data, registered scans) the fit is
+    one Kabsch step and the distance the mean per-vertex displacement; otherwise (raw scans of
+    varying topology) up to 2,000 evenly picked vertices of each are matched to their nearest
+    neighbours and refitted (`icp_steps` of ICP, Besl & McKay 1992), and the distance is that
+    to the nearest neighbour.
     """
+    points, reference = torch.from_numpy(verts).double(), torch.from_numpy(first).double()
     if len(verts) == len(first):
-        source, target = torch.from_numpy(verts).double(), torch.from_numpy(first).double()
-        return float((_rigid_fit(source, target) - target).norm(dim=1).mean())
-    pick = lambda v: torch.from_numpy(v[np.linspace(0, len(v) - 1, min(len(v), 2000))
-                                        .astype(int)]).double()  # (<= 2000, 3)
-    source, target = pick(verts), pick(first)
+        rotation, shift = _rigid_fit(points, reference)
+        aligned = points @ rotation + shift
+        return aligned.float().numpy(), float((aligned - reference).norm(dim=1).mean())
+    pick = lambda v: v[np.linspace(0, len(v) - 1, min(len(v), 2000)).astype(int)]  # (<= 2000, 3)
+    source, target = pick(points), pick(reference)
+    rotation, shift = torch.eye(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
     for _ in range(icp_steps):
-        nearest = target[torch.cdist(source, target).argmin(dim=1)]  # (n, 3) current matches
-        source = _rigid_fit(source, nearest)
-    return float(torch.cdist(source, target).min(dim=1).values.mean())
+        moved = source @ rotation + shift
+        nearest = target[torch.cdist(moved, target).argmin(dim=1)]  # (n, 3) current matches
+        rotation, shift = _rigid_fit(source, nearest)
+    moved = source @ rotation + shift
+    distance = float(torch.cdist(moved, target).min(dim=1).values.mean())
+    return (points @ rotation + shift).float().numpy(), distance
 
 
 def render_frames(frames: Sequence[str | Path | Mesh], settings: RenderSettings
@@ -124,18 +132,29 @@ def render_frames(frames: Sequence[str | Path | Mesh], settings: RenderSettings
     """Load and render every frame as the cache stores it: uint8 (T, V, C, H, W) views and the
     (T,) float32 displacement of each frame from the first (the apex is its argmax).
 
-    Frames (files, or meshes already loaded) are loaded one at a time (a BU-4DFE sequence
-    holds ~100 scans of ~35k vertices); only the first frame's vertices are kept, as the
-    reference of the displacement. Raises what `facet.data.meshio.load_mesh` raises, and
-    ValueError for a frame that renders to an (almost) empty image (`facet.render`).
+    Every frame is rigidly aligned to the first (`align_to`) and normalised as the first is
+    (one centre and scale for the whole sequence), so the views of frame t differ from those
+    of frame 0 only where the face moved: onset-relative inputs (`facet.data.datasets`) see the
+    expression, not the head's drift or a per-frame re-crop. Frames (files, or meshes already
+    loaded) are loaded one at a time (a BU-4DFE sequence holds ~100 scans of ~35k vertices);
+    only the first frame's vertices are kept, as the reference. Raises what
+    `facet.data.meshio.load_mesh` raises, and ValueError for a frame that renders to an
+    (almost) empty image (`facet.render`).
     """
-    images, displacement, first = [], [], None
+    images, displacement, first, frame_of_first = [], [], None, None
     for frame in frames:
         mesh = frame if isinstance(frame, Mesh) else load_mesh(frame)
-        first = mesh.verts if first is None else first
-        displacement.append(_displacement(mesh.verts, first))
+        if first is None:  # the first frame sets the rigid reference and the normalisation
+            first = mesh.verts
+            frame_of_first = normalize(mesh)[1]
+            moved = 0.0
+        else:  # the head put back where it was in the first frame: the change is the face's
+            aligned, moved = align_to(mesh.verts, first)
+            mesh = replace(mesh, verts=aligned)
+        displacement.append(moved)
+        mesh = replace(mesh, verts=frame_of_first.apply(mesh.verts), landmarks={})
         views = render_views(mesh, settings.views, settings.image_size, settings.mode,
-                             distance=settings.distance, fov_y=settings.fov_y,
+                             normalize=False, distance=settings.distance, fov_y=settings.fov_y,
                              min_foreground=MIN_FOREGROUND)  # (V, 3, H, W) float in [0, 1]
         images.append((views.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
     pixels = np.stack(images)  # (T, V, 3, H, W)

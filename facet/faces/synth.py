@@ -86,20 +86,32 @@ def _atomic_dir(root: Path) -> Path:
     return tmp
 
 
-def person(seed: int, k: int) -> tuple[Subject, Style]:
-    """Subject k of a set: a function of (seed, k) only, whatever the set's size."""
-    rng = np.random.default_rng([seed, k])
+# Every built-in kind draws its people from its own identity stream, as the real benchmarks
+# hold different people (BU-4DFE and BP4D are not BU-3DFE's subjects): a 3D -> 4D transfer or a
+# cross-dataset test then meets people it never saw. Stream 0 is the BU-3DFE-like set's (its
+# people are those of every earlier facet version); the CLIP pretraining set has a stream of
+# its own too (facet.faces.pretraining.PRETRAIN_SEED).
+IDENTITY_STREAMS = {"bu3dfe": 0, "bosphorus": 1, "bu4dfe": 2, "4dme": 3, "bp4d": 4}
+# the generation of each kind's people: a set made with another one is never reused
+GENERATIONS = {"bu3dfe": 1, "bosphorus": 2, "bu4dfe": 2, "4dme": 2, "bp4d": 2}
+
+
+def person(seed: int, k: int, kind: str = "bu3dfe") -> tuple[Subject, Style]:
+    """Subject k of a set of `kind`: a function of (kind, seed, k) only, whatever the set's
+    size; kinds never share a person (`IDENTITY_STREAMS`)."""
+    stream = IDENTITY_STREAMS[kind]
+    rng = np.random.default_rng([seed, k] if stream == 0 else [seed, k, stream])
     return sample_subject(rng), sample_style(rng)
 
 
-def _subject_ids(count: int, seed: int, width: int) -> list[str]:
+def _subject_ids(count: int, seed: int, width: int, kind: str) -> list[str]:
     """BU/BP4D-style ids (F0001, M0001, ...): females and males numbered separately."""
     if count < 1:
         raise ValueError(f"subjects must be >= 1, got {count}")
     numbers = {"F": 0, "M": 0}
     ids = []
     for k in range(count):
-        letter = person(seed, k)[0].sex[0].upper()
+        letter = person(seed, k, kind)[0].sex[0].upper()
         numbers[letter] += 1
         ids.append(f"{letter}{numbers[letter]:0{width}d}")
     return ids
@@ -148,7 +160,7 @@ def _person_row(sid: str, subject: Subject) -> str:
 
 def _bu3dfe_subject(folder: Path, k: int, sid: str, seed: int, realism: bool,
                     texture_size: int) -> tuple[str, list[dict]]:
-    subject, style = person(seed, k)
+    subject, style = person(seed, k, "bu3dfe")
     rng = np.random.default_rng([seed, k, 1])
     (folder / sid).mkdir()
     rows = []
@@ -178,8 +190,8 @@ def write_bu3dfe(root: str | Path, subjects: int = 60, seed: int = 0, progress: 
     Returns:
         `root`.
     """
-    return _generate(root, "bu3dfe", _subject_ids(subjects, seed, 4), _bu3dfe_subject, progress,
-                     workers, seed=seed, realism=realism, texture_size=texture_size)
+    return _generate(root, "bu3dfe", _subject_ids(subjects, seed, 4, "bu3dfe"), _bu3dfe_subject,
+                     progress, workers, seed=seed, realism=realism, texture_size=texture_size)
 
 
 def _sequence_row(sid: str, subject: Subject, folder: str, items: list[Scan], apex: AUs,
@@ -200,7 +212,7 @@ def _write_frames(items: list[Scan], folder: Path, width: int) -> None:
 
 def _bu4dfe_subject(folder: Path, k: int, sid: str, seed: int, realism: bool, texture_size: int,
                     seconds: tuple[float, float]) -> tuple[str, list[dict]]:
-    subject, style = person(seed, k)
+    subject, style = person(seed, k, "bu4dfe")
     rng = np.random.default_rng([seed, k, 2])
     rows = []
     for emotion in EMOTIONS:
@@ -230,14 +242,14 @@ def write_bu4dfe(root: str | Path, subjects: int = 20, seed: int = 0, progress: 
     Returns:
         `root`.
     """
-    return _generate(root, "bu4dfe", _subject_ids(subjects, seed, 3), _bu4dfe_subject, progress,
-                     workers, seed=seed, realism=realism, texture_size=texture_size,
-                     seconds=seconds)
+    return _generate(root, "bu4dfe", _subject_ids(subjects, seed, 3, "bu4dfe"), _bu4dfe_subject,
+                     progress, workers, seed=seed, realism=realism,
+                     texture_size=texture_size, seconds=seconds)
 
 
 def _4dme_subject(folder: Path, k: int, sid: str, seed: int, realism: bool, texture_size: int,
                   clips: int, micro_fraction: float) -> tuple[str, list[dict]]:
-    subject, _ = person(seed, k)
+    subject, _ = person(seed, k, "4dme")
     rng = np.random.default_rng([seed, k, 3])
     first = int(rng.integers(len(FOURDME_CLASSES)))
     rows = []
@@ -292,7 +304,7 @@ def write_4dme(root: str | Path, subjects: int = 12, seed: int = 0, progress: bo
 
 def _bp4d_subject(folder: Path, k: int, sid: str, seed: int, realism: bool, texture_size: int,
                   seconds: tuple[float, float]) -> tuple[str, list[dict]]:
-    subject, _ = person(seed, k)
+    subject, _ = person(seed, k, "bp4d")
     rng = np.random.default_rng([seed, k, 4])
     rows = []
     for task in BP4D_TASKS:
@@ -323,7 +335,7 @@ def write_bp4d(root: str | Path, subjects: int = 8, seed: int = 0, progress: boo
     Returns:
         `root`.
     """
-    return _generate(root, "bp4d", _subject_ids(subjects, seed, 3), _bp4d_subject, progress,
+    return _generate(root, "bp4d", _subject_ids(subjects, seed, 3, "bp4d"), _bp4d_subject, progress,
                      workers, seed=seed, realism=realism, texture_size=texture_size,
                      seconds=seconds)
 
@@ -349,7 +361,7 @@ BOSPHORUS_AUS = {"LFAU_9": {9: (1.0, 1.0)}, "LFAU_10": {10: (1.0, 1.0)},
 
 def _bosphorus_subject(folder: Path, k: int, sid: str, seed: int, realism: bool,
                        texture_size: int, step: float) -> tuple[str, list[dict]]:
-    subject, style = person(seed, k)
+    subject, style = person(seed, k, "bosphorus")
     rng = np.random.default_rng([seed, k, 5])
     (folder / sid).mkdir()
     takes = [(f"N_N_{i}", NEUTRAL, 0, None) for i in range(2)]
@@ -406,11 +418,14 @@ DEFAULT_SUBJECTS = {"bu3dfe": 60, "bu4dfe": 20, "4dme": 12, "bp4d": 8, "bosphoru
 
 def default_root(kind: str = "bu3dfe", subjects: int | None = None) -> Path:
     """Where a generated set lives unless told otherwise: `$FACET_DATA` or `<repo>/data/synth`
-    (git-ignored), then `<kind>-<subjects>subjects`, so `python -m facet.faces.synth` and train.py
-    find the same folder and a run asking for another size never reuses a stale set."""
+    (git-ignored), then `<kind>-<subjects>subjects` (+ `-g<generation>` after the first
+    generation of its people), so `python -m facet.faces.synth` and train.py find the same
+    folder and a run asking for another size or other people never reuses a stale set."""
     env = os.environ.get("FACET_DATA")
     base = Path(env) if env else Path(__file__).resolve().parents[2] / "data" / "synth"
-    return base / f"{kind}-{DEFAULT_SUBJECTS[kind] if subjects is None else subjects}subjects"
+    generation = "" if GENERATIONS[kind] == 1 else f"-g{GENERATIONS[kind]}"
+    count = DEFAULT_SUBJECTS[kind] if subjects is None else subjects
+    return base / f"{kind}-{count}subjects{generation}"
 
 
 def ensure_dataset(kind: str = "bu3dfe", root: str | Path | None = None, **kw) -> Path:
