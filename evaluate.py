@@ -45,7 +45,7 @@ def select(config: TrainConfig, split: str, classes: tuple[str, ...]):
     Raises:
         ValueError: no sample is left (naming the labels found and the classes asked for).
     """
-    root = build.dataset_root(config)
+    root = build.dataset_root(config, say=lambda line: print(line, file=sys.stderr))
     samples, index = build.select_samples(root, config)
     if split == "test":
         samples = build.make_splits(samples, config)[config.fold][1]

@@ -67,7 +67,7 @@ def run(config: TrainConfig, dist: runtime.DistInfo) -> list[dict]:
                          f"{dist.world_size} processes")
     name = config.name or config.preset
     out = runtime.check_writable(Path(config.out) / name, "--out")  # creates nothing yet
-    root = build.dataset_root(config, dist)
+    root = build.dataset_root(config, dist, say=to_stderr)
     samples, index = build.select_samples(root, config)
     classes = class_names(samples)
     splits = build.make_splits(samples, config)
@@ -144,7 +144,7 @@ def train_fold(config: TrainConfig, dist: runtime.DistInfo, tokenizer, train_set
     metrics = loop.fit(
         objective, train_set, collate, config, dist, run_dir,
         test=lambda m: loop.evaluate(m, test_set, classes, prompts, config, dist, amp),
-        generator=generator,
+        generator=generator, say=say,
         saved={"merges": [list(m) for m in tokenizer.merges], "classes": list(classes),
                "quick_gelu": model.clip.config.quick_gelu})  # read back by evaluate.py
 
@@ -172,7 +172,7 @@ def pretrain(config: TrainConfig, dist: runtime.DistInfo, argv: list[str]) -> li
         dist, progress=dist.is_main)
     yaws = [yaw for yaw, _ in settings.views]
     train_set = pretraining.CaptionedViews(views, truths, yaws, train=True, seed=config.seed)
-    root = build.dataset_root(config, dist)
+    root = build.dataset_root(config, dist, say=to_stderr)
     samples, _ = build.select_samples(root, config)
     classes = class_names(samples)
     cache, kept, _ = build.fill_cache(samples, config, dist)
@@ -208,7 +208,7 @@ def pretrain(config: TrainConfig, dist: runtime.DistInfo, argv: list[str]) -> li
                            run_dir, test=zero_shot, generator=generator,
                            saved={"merges": [list(m) for m in tokenizer.merges],
                                   "classes": list(classes)},
-                           drop_last=True)  # InfoNCE wants full batches of negatives
+                           drop_last=True, say=say)  # InfoNCE wants full batches of negatives
 
         # --- the result, in OpenAI's layout; reports ---
         if dist.is_main:
@@ -223,6 +223,16 @@ def pretrain(config: TrainConfig, dist: runtime.DistInfo, argv: list[str]) -> li
                   f"{metrics['accuracy']:.4f}; wrote {run_dir / 'clip.pt'} "
                   f"(--pretrained={run_dir / 'clip.pt'})")
     return [metrics]
+
+
+def say(line: str) -> None:
+    """What the training loop reports (rank 0): the resume, one JSON record per epoch."""
+    print(line, flush=True)
+
+
+def to_stderr(line: str) -> None:
+    """Announcements beside the results (a one-off dataset generation)."""
+    print(line, file=sys.stderr)
 
 
 def seed_everything(seed: int) -> None:

@@ -19,10 +19,9 @@ vocabulary that does not fit the weights) runs here, before any training step.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -66,9 +65,12 @@ def pretrained_path(config: TrainConfig) -> Path:
     return path
 
 
-def dataset_root(config: TrainConfig, dist: DistInfo = DistInfo()) -> Path:
+def dataset_root(config: TrainConfig, dist: DistInfo = DistInfo(),
+                 say: Callable[[str], None] | None = None) -> Path:
     """The dataset root: `config.data`, or the built-in synthetic set (generated once, by rank
     0, in the folder `python -m facet.faces.synth --kind KIND --subjects N` writes by default).
+    `say` is told about a one-off generation before it starts (the scripts print it; library
+    code stays silent).
 
     Raises:
         FileNotFoundError: `config.data` is given but is not a folder.
@@ -79,10 +81,11 @@ def dataset_root(config: TrainConfig, dist: DistInfo = DistInfo()) -> Path:
             raise FileNotFoundError(f"--data={config.data}: no such folder")
         return root
     root = synth.default_root(config.synth_kind, config.synth_subjects)
-    if dist.is_main and not root.is_dir():  # a one-off that takes a while: say what and where
-        print(f"generating the built-in {config.synth_kind} set ({config.synth_subjects} "
-              f"subjects) into {root}, once: later runs reuse it (the 60-subject BU-3DFE-like "
-              "set: 1.2 GB, under 2 minutes on 2 cores)", file=sys.stderr)
+    if dist.is_main and say is not None and not root.is_dir():  # a one-off: what and where
+        say(f"generating the built-in {config.synth_kind} set ({config.synth_subjects} "
+            f"subjects) into {root}, once: later runs reuse it" +
+            (" (the 60-subject BU-3DFE-like set: 1.2 GB, under 2 minutes on 2 cores)"
+             if config.synth_kind == "bu3dfe" else ""))
     if dist.is_main:
         synth.ensure_dataset(config.synth_kind, root, subjects=config.synth_subjects, seed=0,
                              progress=True)

@@ -48,7 +48,8 @@ from facet.runtime import DistInfo, all_gather_objects, all_reduce_sum, amp_dtyp
 
 def fit(objective: nn.Module, train_set: Dataset, collate_fn: Callable, config: TrainConfig,
         dist: DistInfo, run_dir: Path, test: Callable[[nn.Module], dict],
-        generator: torch.Generator, saved: dict, drop_last: bool = False) -> dict:
+        generator: torch.Generator, saved: dict, drop_last: bool = False,
+        say: Callable[[str], None] = lambda line: None) -> dict:
     """Train `objective.model` for `config.epochs` epochs (from its checkpoint with --resume).
 
     Args:
@@ -62,6 +63,8 @@ def fit(objective: nn.Module, train_set: Dataset, collate_fn: Callable, config: 
         generator: the run's CPU generator (prompt draws), checkpointed with the rest.
         saved: what the checkpoint carries besides the training state (merges, classes, ...).
         drop_last: full batches only (InfoNCE wants full batches of negatives).
+        say: where rank 0 reports the resume and each epoch's record as a JSON line (the
+            scripts print; library code stays silent).
     Returns:
         The last evaluation's metrics.
     """
@@ -85,9 +88,9 @@ def fit(objective: nn.Module, train_set: Dataset, collate_fn: Callable, config: 
         start_epoch, step = resume(ckpt_path, config, objective, optimizer, scheduler, generator,
                                    ema)
         if dist.is_main:
-            print(f"resumed {ckpt_path} at epoch {start_epoch} (step {step})")
+            say(f"resumed {ckpt_path} at epoch {start_epoch} (step {step})")
     elif config.resume and dist.is_main:
-        print(f"--resume: {ckpt_path} does not exist yet; starting that run from epoch 0")
+        say(f"--resume: {ckpt_path} does not exist yet; starting that run from epoch 0")
     if dist.is_main:  # the log keeps exactly the steps of the checkpoint it continues
         trim_log(log_path, step)
 
@@ -136,8 +139,8 @@ def fit(objective: nn.Module, train_set: Dataset, collate_fn: Callable, config: 
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "config": to_dict(config), "epoch": epoch, "step": step,
                 "rng": capture_rng(generator), "world_size": dist.world_size, **saved})
-            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                              for k, v in record.items()}), flush=True)
+            say(json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                            for k, v in record.items()}))
     if metrics is None:  # resumed a finished run: evaluate its final weights
         metrics = tested({})
     return metrics

@@ -250,9 +250,8 @@ def zero_shot_model(clip: CLIP, max_views: int) -> FacetVLM:
 
     Args: clip: the towers (e.g. `facet.checkpoint.load_openai`); max_views: view slots.
     """
-    config = FacetConfig(fusion=False, center_images=False, max_views=max_views,
-                         image_size=clip.config.image_size, vocab_size=clip.config.vocab_size)
-    return FacetVLM(config, clip)
+    # the towers bring their own architecture: FacetConfig's CLIP fields are not read
+    return FacetVLM(FacetConfig(fusion=False, center_images=False, max_views=max_views), clip)
 
 
 class CentredCLIP(nn.Module):

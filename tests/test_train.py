@@ -203,7 +203,7 @@ def test_synth_cli_and_train_share_the_generated_folder(tmp_path, monkeypatch, c
     monkeypatch.setenv("FACET_DATA", str(tmp_path))
     config = parse_args(["--synth_subjects=2", "--synth_kind=bu4dfe"])
     monkeypatch.setattr(synth, "ensure_dataset", lambda *a, **k: None)  # the announcement only
-    build.dataset_root(config)
+    build.dataset_root(config, say=train.to_stderr)
     root = tmp_path / "bu4dfe-2subjects-g2"
     assert (f"generating the built-in bu4dfe set (2 subjects) into {root}"
             f", once: later runs reuse it") in capsys.readouterr().err
@@ -214,7 +214,8 @@ def test_synth_cli_and_train_share_the_generated_folder(tmp_path, monkeypatch, c
     assert written.is_dir()
     config = parse_args(["--synth_subjects=2"])
     before = written.stat().st_mtime_ns
-    assert build.dataset_root(config) == written and written.stat().st_mtime_ns == before
+    assert build.dataset_root(config, say=train.to_stderr) == written
+    assert written.stat().st_mtime_ns == before
     assert "generating" not in capsys.readouterr().err  # present: nothing to announce
 
 
