@@ -37,7 +37,7 @@ from facet.atomic import write_atomic
 from facet.camera import parse_views
 from facet.checkpoint import load_openai, save_openai
 from facet.config import TrainConfig, for_fold, help_text, parse_args, to_dict
-from facet.data.datasets import class_names, collate
+from facet.data.datasets import class_names, collate, validation_split
 from facet.faces import pretraining
 from facet.model import CentredCLIP, zero_shot_model
 from facet.objective import ContrastiveObjective
@@ -94,12 +94,19 @@ def run(config: TrainConfig, dist: runtime.DistInfo) -> list[dict]:
     for i in folds:
         train_samples, test_samples = ([s for s in part if s.path in keep] for part in splits[i])
         build.check_split(train_samples, test_samples, classes, f"fold {i} after rendering")
+        val_set = None
         fold_config = for_fold(config, i)
+        if config.val_subjects:  # tune on people of the training fold; the test fold read once
+            train_samples, val_samples = validation_split(train_samples, config.val_subjects,
+                                                          seed=i)
+            build.check_split(train_samples, val_samples, classes, f"fold {i} validation")
+            val_set = build.make_dataset(val_samples, cache, fold_config, classes, train=False)
         train_set = build.make_dataset(train_samples, cache, fold_config, classes, train=True)
         test_set = build.make_dataset(test_samples, cache, fold_config, classes, train=False)
         if dist.is_main:
-            print(f"fold {i}: {len(train_set)} train / {len(test_set)} test samples -> "
-                  f"{run_dirs[i]}")
+            validation = f"{len(val_set)} validation / " if val_set else ""
+            print(f"fold {i}: {len(train_set)} train / {validation}{len(test_set)} test "
+                  f"samples -> {run_dirs[i]}")
         with runtime.run_lock(run_dirs[i]) if dist.is_main else contextlib.nullcontext():
             # again, under the lock: a run of this --name may have finished while this one
             # was rendering, after the check above
@@ -107,7 +114,7 @@ def run(config: TrainConfig, dist: runtime.DistInfo) -> list[dict]:
             if dist.is_main:
                 reports.write_skipped(run_dirs[i] / "skipped.csv", index.skipped, failed)
             results.append(train_fold(fold_config, dist, tokenizer, train_set, test_set,
-                                      classes, run_dirs[i]))
+                                      classes, run_dirs[i], val_set))
         if dist.is_main:
             m = results[-1]
             print(f"fold {i}: test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, "
@@ -129,8 +136,9 @@ def refuse_overwrite(run_dir: Path, config: TrainConfig) -> None:
 
 
 def train_fold(config: TrainConfig, dist: runtime.DistInfo, tokenizer, train_set, test_set,
-               classes: tuple[str, ...], run_dir: Path) -> dict:
-    """Train one fold (resuming if asked), evaluate it, write its files; returns test metrics."""
+               classes: tuple[str, ...], run_dir: Path, val_set=None) -> dict:
+    """Train one fold (resuming if asked), evaluate it, write its files; returns test metrics.
+    With a validation set, the epochs are scored on it and the test fold once, at the end."""
     # --- model: the same seed on every rank gives every rank the same initial weights ---
     seed_everything(config.seed)
     generator = torch.Generator().manual_seed(config.seed)  # augmentation + prompt draws
@@ -138,12 +146,18 @@ def train_fold(config: TrainConfig, dist: runtime.DistInfo, tokenizer, train_set
     objective = build.build_objective(config, model, tokenizer, classes, generator)
     objective.to(dist.device)
 
-    # --- the epochs, scored on the held-out fold by the class-prompt ensemble ---
+    # --- the epochs, scored on the held-out people by the class-prompt ensemble ---
     prompts = build.class_prompts(config, model, tokenizer, classes)
     amp = runtime.amp_dtype(config.amp, dist.device)
+
+    def scored_on(dataset):
+        return lambda m: loop.evaluate(m, dataset, classes, prompts, config, dist, amp)
+
     metrics = loop.fit(
         objective, train_set, collate, config, dist, run_dir,
-        test=lambda m: loop.evaluate(m, test_set, classes, prompts, config, dist, amp),
+        test=scored_on(val_set if val_set is not None else test_set),
+        held_out="test" if val_set is None else "val",
+        final=None if val_set is None else scored_on(test_set),
         generator=generator, say=say,
         saved={"merges": [list(m) for m in tokenizer.merges], "classes": list(classes),
                "quick_gelu": model.clip.config.quick_gelu})  # read back by evaluate.py

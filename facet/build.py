@@ -119,10 +119,13 @@ def select_samples(root: Path, config: TrainConfig) -> tuple[list[Sample], Index
 
 def make_splits(samples: list[Sample], config: TrainConfig
                 ) -> list[tuple[list[Sample], list[Sample]]]:
-    """All (train, test) folds of the configured protocol: subject k-fold or leave-one-out."""
+    """All (train, test) folds of the configured protocol: subject k-fold or leave-one-out.
+
+    The folds depend on the samples and `--folds` only, never on `--seed`: a seed study
+    compares seeds on the same test people."""
     if config.split == "loso":
         return leave_one_subject_out(samples)
-    return subject_kfold(samples, config.folds, seed=config.seed)
+    return subject_kfold(samples, config.folds, seed=0)
 
 
 def check_split(train: list[Sample], test: list[Sample], classes: tuple[str, ...],

@@ -47,6 +47,7 @@ class TrainConfig:
     split: Literal["kfold", "loso"] = "kfold"  # subject k-fold or leave-one-subject-out
     folds: int = 10  # k of the subject-independent k-fold (the literature's 10)
     fold: int | str = 0  # the test fold: an index, or "all" to run every fold
+    val_subjects: int = 0  # training subjects held out to tune on; the test fold read once, last
     micro_only: bool = True  # 4DME: micro-expression clips only (False: macro clips as well)
     cache: str = ""  # view cache folder; "" = $FACET_CACHE or <repo>/cache/views
     render_workers: int = 2  # processes rendering the view cache
@@ -155,7 +156,7 @@ def validate(config: TrainConfig) -> TrainConfig:
     problems += [f"--{k} must be >= 1 (got {getattr(c, k)})" for k in positive
                  if getattr(c, k) < 1]
     nonneg = ("weight_decay", "warmup", "min_lr_ratio", "grad_clip", "lambda_cons", "lambda_aff",
-              "workers", "threads", "fusion_depth", "temporal_depth", "margin_lr")
+              "workers", "threads", "fusion_depth", "temporal_depth", "margin_lr", "val_subjects")
     problems += [f"--{k} must be >= 0 (got {getattr(c, k)})" for k in nonneg if getattr(c, k) < 0]
     ranges = {"lr": (0, math.inf, "> 0"), "tau": (0, math.inf, "> 0"),
               "adam_beta2": (0, 1, "in (0, 1)"), "label_smoothing": (-1e-30, 1, "in [0, 1)")}

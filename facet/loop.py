@@ -49,7 +49,8 @@ from facet.runtime import DistInfo, all_gather_objects, all_reduce_sum, amp_dtyp
 def fit(objective: nn.Module, train_set: Dataset, collate_fn: Callable, config: TrainConfig,
         dist: DistInfo, run_dir: Path, test: Callable[[nn.Module], dict],
         generator: torch.Generator, saved: dict, drop_last: bool = False,
-        say: Callable[[str], None] = lambda line: None) -> dict:
+        say: Callable[[str], None] = lambda line: None, held_out: str = "test",
+        final: Callable[[nn.Module], dict] | None = None) -> dict:
     """Train `objective.model` for `config.epochs` epochs (from its checkpoint with --resume).
 
     Args:
@@ -65,8 +66,12 @@ def fit(objective: nn.Module, train_set: Dataset, collate_fn: Callable, config: 
         drop_last: full batches only (InfoNCE wants full batches of negatives).
         say: where rank 0 reports the resume and each epoch's record as a JSON line (the
             scripts print; library code stays silent).
+        held_out: what `test` scores, naming the log's column: "test" or "val" (`<that>_acc`).
+        final: model -> metrics on the test fold, read once after the last epoch (on the
+            run's result weights) when `test` scores a validation split; its metrics are then
+            the result, with the last validation scores under "validation".
     Returns:
-        The last evaluation's metrics.
+        The last evaluation's metrics (`final`'s, if given).
     """
     model = objective.model
     sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank,
@@ -104,12 +109,13 @@ def fit(objective: nn.Module, train_set: Dataset, collate_fn: Callable, config: 
                                           if dist.device.type == "cuda" else None)
 
     def tested(record: dict) -> dict:
-        """The run's metrics now (the EMA's, if kept), adding test_acc (+ _ema) to `record`."""
+        """The run's metrics now (the EMA's, if kept), adding test_acc (+ _ema) to `record`,
+        or val_acc when `test` scores the validation split."""
         metrics = test(model)
-        record["test_acc"] = metrics["accuracy"]
+        record[f"{held_out}_acc"] = metrics["accuracy"]
         if ema is not None:
             metrics = test(ema.model)
-            record["test_acc_ema"] = metrics["accuracy"]
+            record[f"{held_out}_acc_ema"] = metrics["accuracy"]
         return metrics
 
     # --- epochs: train, evaluate, log, checkpoint ---
@@ -143,6 +149,13 @@ def fit(objective: nn.Module, train_set: Dataset, collate_fn: Callable, config: 
                             for k, v in record.items()}))
     if metrics is None:  # resumed a finished run: evaluate its final weights
         metrics = tested({})
+    if final is not None:  # the test fold, once, on the weights that are the run's result
+        validation = {k: metrics[k] for k in ("accuracy", "macro_f1")}
+        metrics = final(model if ema is None else ema.model)
+        metrics["validation"] = validation
+        if dist.is_main:
+            say(json.dumps({"test_acc": round(metrics["accuracy"], 4),
+                            "val_acc": round(validation["accuracy"], 4)}))
     return metrics
 
 

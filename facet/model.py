@@ -8,7 +8,8 @@ not public). One forward pass, in four parts a reader can hold:
       -> z (B, T, V, E)                                                  one embedding per view
     prompt tokens (K, P, L) -> encode_classes: text tower, prompt ensemble -> p (K, E)
       (or precomputed embeddings, or the learned head W (K, E) of the `text_head=False` ablation)
-    ViewFusion(z, p): CVSA -> MTGF -> f_t = LN(g + m) -> temporal -> f (B, E)  (facet.fusion)
+    ViewFusion(z, p): CVSA -> MTGF -> f_t = mean_v z + gamma unit(LN(g + m)) -> temporal -> f
+      (B, E), gamma = 0 at init: a fresh model predicts what its CLIP predicts zero-shot
     logits_k = s * cos(f, p_k), s = exp(logit_scale) clamped at 100      (B, K)
     view_logits = s * cos(u_tv, p_k), image_logits = s * cos(z_tv, p_k)  (B, T, V, K), for L_cons
 
@@ -58,7 +59,7 @@ class FacetConfig:
     temporal_depth: int = 1  # pre-LN blocks in the temporal fusion
     fusion_heads: int = 4  # heads in CVSA, MTGF and temporal fusion; divides embed_dim
     cvsa: bool = True  # False: mean over views (ablation)
-    mtgf: bool = True  # False: f = LN(g), no text guidance (ablation)
+    mtgf: bool = True  # False: no text-guided fusion, g alone (ablation)
     text_head: bool = True  # False: learned cosine head over num_classes instead of prompts
     fusion: bool = True  # False: CLIP alone, zero-shot (`zero_shot_model`): no fusion module
     num_classes: int = 7  # K of the learned head (text_head=False only)

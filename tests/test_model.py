@@ -75,25 +75,26 @@ def test_logits_are_the_scaled_cosines_of_the_output_embeddings(tokenizer):
 @pytest.mark.parametrize("frames", [1, 3])
 def test_every_trainable_parameter_gets_a_gradient(tokenizer, frames):
     """No unused parameters, so DDP needs no find_unused_parameters (static and 4D). A fresh
-    temporal fusion is the frames' mean (its gate is 0): its attention's parameters are in the
-    graph but get a zero gradient until the gate has moved, which the gate's own gradient
-    does first."""
+    fusion is the views' mean (the frame gate is 0), a fresh temporal fusion the frames' mean
+    (its gate is 0): the gated modules' parameters are in the graph but get a zero gradient
+    until their gate has moved, which the gate's own gradient does first. The image-side view
+    logits (consistency loss) reach CVSA and MTGF without a gate: those get gradients at once."""
     model, margin = _model(tokenizer, max_frames=frames), LearnedMargin()
     views, labels = _batch(t=frames)
     tokens = _tokens(model, tokenizer, generator=torch.Generator().manual_seed(0))
     loss, _ = total_loss(model(views, tokens), labels, LossConfig(lambda_aff=0.1), margin)
     loss.backward()
-    gated = [n for n, _ in model.named_parameters()
-             if n.startswith("fusion.temporal.") and n != "fusion.temporal.gate"]
-    assert sorted(_unused(model, margin)) == sorted(gated)
+    gates = ("fusion.gate", "fusion.temporal.gate")
+    assert all(model.get_parameter(n).grad.abs() > 0 for n in gates[:frames])
     assert all(p.grad is not None for _, p in model.named_parameters())  # all in the graph
-    if frames > 1:
-        model.zero_grad()
-        with torch.no_grad():
-            model.fusion.temporal.gate.fill_(0.5)  # a gate that has moved
-        total_loss(model(views, tokens), labels, LossConfig(lambda_aff=0.1),
-                   margin)[0].backward()
-        assert _unused(model, margin) == []
+    assert "fusion.ln_frame.weight" in _unused(model, margin)  # behind the closed gate
+    model.zero_grad()
+    with torch.no_grad():
+        for n in gates[:frames]:
+            model.get_parameter(n).fill_(0.5)  # gates that have moved
+    total_loss(model(views, tokens), labels, LossConfig(lambda_aff=0.1),
+               margin)[0].backward()
+    assert _unused(model, margin) == []
     assert model.fusion.temporal is None if frames == 1 else model.fusion.temporal is not None
 
 
@@ -102,6 +103,8 @@ def test_every_trainable_parameter_gets_a_gradient(tokenizer, frames):
                                     {"cvsa": False, "mtgf": False}])
 def test_ablations_run_and_train_every_parameter(tokenizer, switch):
     model = _model(tokenizer, **switch)
+    with torch.no_grad():
+        model.fusion.gate.fill_(0.5)  # opened, as after the first steps
     views, labels = _batch()
     tokens = _tokens(model, tokenizer) if model.config.text_head else None
     out = model(views, tokens)
@@ -236,3 +239,27 @@ def test_zero_shot_model_is_clip_alone(tokenizer):
         kept = F.normalize(z.view(2, 2, 3, -1)[0][:, [0, 2]].mean(dim=(0, 1)), dim=-1)
         torch.testing.assert_close(masked.logits[0], clip.scale() * kept @ p.T, rtol=0,
                                    atol=1e-5)
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_a_fresh_model_predicts_what_its_clip_predicts_zero_shot(tokenizer, frames):
+    """Fine-tuning starts at the pretrained CLIP: with the gates at 0 the fused face embedding
+    is the views' mean (and the frames' mean), so FACET-VLM's logits equal zero-shot CLIP's
+    (the oracle: `zero_shot_model` on the same towers) whatever CVSA and MTGF are; opening the
+    gate changes them."""
+    model = _model(tokenizer, max_frames=frames, center_images=False).eval()
+    zero_shot = zero_shot_model(model.clip, max_views=3).eval()
+    views, _ = _batch(b=3, t=frames)
+    mask = torch.tensor([[True, False, True], [True, True, True], [False, True, True]])
+    tokens = _tokens(model, tokenizer)
+    with torch.no_grad():
+        for m in model.fusion.parameters():  # whatever the fusion's weights are
+            m.add_(torch.randn_like(m))
+        model.fusion.gate.zero_()
+        if frames > 1:
+            model.fusion.temporal.gate.zero_()
+        fresh = model(views, tokens, view_mask=mask).logits
+        torch.testing.assert_close(fresh, zero_shot(views, tokens, view_mask=mask).logits,
+                                   rtol=0, atol=1e-4)
+        model.fusion.gate.fill_(1.0)
+        assert not torch.allclose(model(views, tokens, view_mask=mask).logits, fresh, atol=1e-2)

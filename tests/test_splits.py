@@ -5,8 +5,10 @@ from collections import Counter
 
 import pytest
 
+from facet.build import make_splits
+from facet.config import TrainConfig
 from facet.data.datasets import (PROTOCOLS, class_names, filter_samples, first_subjects,
-                             leave_one_subject_out, subject_kfold)
+                                 leave_one_subject_out, subject_kfold, validation_split)
 from facet.data.layouts import EMOTIONS, Sample
 
 
@@ -33,6 +35,27 @@ def test_kfold_is_subject_disjoint_covers_once_and_is_deterministic():
     assert subject_kfold(samples, 5, seed=4) != folds
     with pytest.raises(ValueError, match="k-fold needs"):
         subject_kfold(samples, k=14)
+
+
+def test_the_fold_split_depends_on_the_folds_not_the_seed():
+    """A seed study compares seeds on the same test people."""
+    samples = bu3dfe_like(13)
+    assert make_splits(samples, TrainConfig(seed=0)) == make_splits(samples, TrainConfig(seed=7))
+    assert make_splits(samples, TrainConfig(folds=5)) != make_splits(samples, TrainConfig())
+
+
+def test_validation_split_holds_out_whole_training_subjects():
+    samples = bu3dfe_like(13)
+    for i, (train, test) in enumerate(subject_kfold(samples, k=5)):
+        kept, validation = validation_split(train, 2, seed=i)
+        people = {s.subject for s in validation}
+        assert len(people) == 2
+        assert not people & {s.subject for s in kept}  # whole subjects
+        assert not people & {s.subject for s in test}  # never a test person
+        assert sorted(kept + validation, key=str) == sorted(train, key=str)
+        assert validation_split(train, 2, seed=i) == (kept, validation)  # deterministic
+    with pytest.raises(ValueError, match="--val_subjects=13"):
+        validation_split(samples, 13)
 
 
 def test_leave_one_subject_out():

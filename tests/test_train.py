@@ -479,3 +479,18 @@ def test_a_4d_model_starts_from_a_3d_checkpoint_and_refuses_a_mismatch(tmp_path)
                         "--views=" + ";".join(f"{y},0" for y in range(-50, 51, 10))])  # 11 slots
     with pytest.raises(ValueError, match=r"3d\.pt: --init weights do not fit"):
         build.build_model(wider, build.build_tokenizer(wider), 6)
+
+
+def test_a_validation_split_scores_the_epochs_and_the_test_fold_once(cache, tmp_path):
+    """--val_subjects: the epochs are scored on people held out of the training fold, the test
+    fold once, after the last epoch, on the weights the checkpoint keeps (evaluate.py agrees)."""
+    root = synth.write_bu3dfe(tmp_path / "bu3dfe", subjects=3, seed=0)  # 1 test, 1 val, 1 train
+    [metrics] = train.main(args(root, cache, tmp_path, "--folds=3", "--val_subjects=1"))
+    epochs = [r for r in loop.read_log(tmp_path / "t" / "log.jsonl") if "epoch" in r]
+    assert [r["epoch"] for r in epochs] == [0, 1]
+    assert all("val_acc" in r and "test_acc" not in r for r in epochs)
+    assert metrics["validation"]["accuracy"] == epochs[-1]["val_acc"]
+    assert metrics["n"] == 12  # the test person x 6 emotions x 2 intensities
+    # the checkpoint holds the weights the test fold was read with: evaluate.py agrees
+    again = evaluate.main(["--ckpt", str(tmp_path / "t" / "ckpt.pt"), "--cache", str(cache)])
+    assert again["accuracy"] == metrics["accuracy"] and again["n"] == 12

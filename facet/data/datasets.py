@@ -137,6 +137,25 @@ def subject_kfold(samples: Sequence[Sample], k: int,
              [s for s in samples if fold_of[s.subject] == i]) for i in range(k)]
 
 
+def validation_split(train: Sequence[Sample], count: int,
+                     seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+    """Hold `count` subjects of a training fold out for validation: (train, validation).
+
+    Designs, epochs and hyper-parameters are chosen on these subjects, so the test fold is read
+    once, at the end. The subjects are drawn with their own `seed` (not the run's), so runs of
+    any seed see the same validation people; every sample of a subject is on one side.
+
+    Raises:
+        ValueError: fewer than count + 1 subjects to choose from.
+    """
+    subjects = sorted({s.subject for s in train}, key=natural_key)
+    if not 1 <= count < len(subjects):
+        raise ValueError(f"--val_subjects={count}: the training fold has {len(subjects)} "
+                         "subjects; hold out at least 1 and leave at least 1 to train on")
+    held = {subjects[j] for j in np.random.default_rng(seed).permutation(len(subjects))[:count]}
+    return ([s for s in train if s.subject not in held], [s for s in train if s.subject in held])
+
+
 def leave_one_subject_out(samples: Sequence[Sample]) -> list[tuple[list[Sample], list[Sample]]]:
     """One fold per subject (natural order): test on that subject, train on all others."""
     subjects = sorted({s.subject for s in samples}, key=natural_key)
