@@ -99,6 +99,7 @@ def run(config: TrainConfig, dist: runtime.DistInfo) -> list[dict]:
         if config.val_subjects:  # tune on people of the training fold; the test fold read once
             train_samples, val_samples = validation_split(train_samples, config.val_subjects,
                                                           seed=i)
+            val_samples = build.scored(val_samples, config)
             build.check_split(train_samples, val_samples, classes, f"fold {i} validation")
             val_set = build.make_dataset(val_samples, cache, fold_config, classes, train=False)
         train_set = build.make_dataset(train_samples, cache, fold_config, classes, train=True)
@@ -166,7 +167,21 @@ def train_fold(config: TrainConfig, dist: runtime.DistInfo, tokenizer, train_set
     if dist.is_main:
         reports.write_report(run_dir, metrics, classes, parse_views(config.views),
                              config=to_dict(config), log=loop.read_log(run_dir / "log.jsonl"))
+        if config.onset != "none":  # what the model compared, for a sequence of each class
+            write_onset_picture(test_set, classes, config, run_dir / "onset.png")
     return metrics
+
+
+def write_onset_picture(test_set, classes: tuple[str, ...], config: TrainConfig,
+                        path: Path) -> None:
+    """onset.png: the first held-out sequence of each class, onset vs apex, frontal view."""
+    first_of = {}
+    for i, sample in enumerate(test_set.samples):
+        first_of.setdefault(sample.label, i)
+    shown = [c for c in classes if c in first_of]
+    yaws = [abs(yaw) for yaw, _ in parse_views(config.views)]
+    reports.plot_onset_change([test_set.onset_and_apex(first_of[c]) for c in shown], shown,
+                              path, config.magnify, view=yaws.index(min(yaws)))
 
 
 def pretrain(config: TrainConfig, dist: runtime.DistInfo, argv: list[str]) -> list[dict]:

@@ -108,7 +108,9 @@ def select_samples(root: Path, config: TrainConfig) -> tuple[list[Sample], Index
     if subjects is not None and subjects > len({s.subject for s in index.samples}):
         subjects = None  # a smaller set (synthetic, partial download) keeps all its subjects
     samples = index.samples
-    if index.kind == "4dme" and config.micro_only:  # MER protocols score micro clips only
+    if index.kind == "4dme" and config.micro_only and not config.train_macro:
+        # MER protocols score micro clips only (with --train_macro, `make_splits` keeps the
+        # macro clips on the training side)
         samples = [s for s in samples if s.clip_kind in ("micro", "")]  # "": not annotated
     samples = filter_samples(samples, protocol.expressions, intensities, subjects)
     if not samples:
@@ -123,9 +125,15 @@ def make_splits(samples: list[Sample], config: TrainConfig
 
     The folds depend on the samples and `--folds` only, never on `--seed`: a seed study
     compares seeds on the same test people."""
-    if config.split == "loso":
-        return leave_one_subject_out(samples)
-    return subject_kfold(samples, config.folds, seed=0)
+    splits = (leave_one_subject_out(samples) if config.split == "loso"
+              else subject_kfold(samples, config.folds, seed=0))
+    return [(train, scored(test, config)) for train, test in splits]
+
+
+def scored(samples: list[Sample], config: TrainConfig) -> list[Sample]:
+    """The held-out samples a protocol scores: with --train_macro (4DME's protocol: learn from
+    macro and micro clips) the micro clips only; otherwise all of them."""
+    return [s for s in samples if s.clip_kind != "macro"] if config.train_macro else samples
 
 
 def check_split(train: list[Sample], test: list[Sample], classes: tuple[str, ...],

@@ -49,6 +49,7 @@ class TrainConfig:
     fold: int | str = 0  # the test fold: an index, or "all" to run every fold
     val_subjects: int = 0  # training subjects held out to tune on; the test fold read once, last
     micro_only: bool = True  # 4DME: micro-expression clips only (False: macro clips as well)
+    train_macro: bool = False  # 4DME: train on the macro clips too; test on micro clips only
     cache: str = ""  # view cache folder; "" = $FACET_CACHE or <repo>/cache/views
     render_workers: int = 2  # processes rendering the view cache
     pretrain_scans: int = 4000  # captioned scans of new people in the CLIP pretraining set

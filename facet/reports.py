@@ -391,3 +391,48 @@ def plot_view_weights(weights: np.ndarray | torch.Tensor, view_names: Sequence[s
     ax.set_title("text-guided view weights (dashed: uniform)", fontsize=9)
     ax.legend(fontsize=7, ncol=min(views, 5))
     return _save(fig, path)
+
+
+def plot_onset_change(pairs: Sequence[torch.Tensor | np.ndarray], labels: Sequence[str],
+                      path: str | Path, magnify: float, view: int = 0) -> Path:
+    """What an onset run compares, one sequence per row: its first frame (the neutral onset,
+    the frames rigidly aligned to it), its apex frame, the size of their per-pixel change, and
+    the model's input at the apex, onset + alpha * change (`--onset=magnified`).
+
+    Args:
+        pairs: per sequence, (2, V, 3, H, W) in [0, 1]: first frame, apex frame
+            (`FaceViewsDataset.onset_and_apex`).
+        labels: a row label per sequence (e.g. its emotion).
+        path: the PNG to write. magnify: alpha. view: the view slot drawn (e.g. the frontal).
+    """
+    pairs = [np.asarray(p, dtype=np.float32)[:, view] for p in pairs]  # each (2, 3, H, W)
+    changes = [np.abs(apex - first).sum(axis=0) for first, apex in pairs]  # each (H, W)
+    # one colour scale for every row, at the 99.5th percentile: a few silhouette pixels that
+    # the head's residual motion flips between face and background would set it otherwise
+    top = max(float(np.percentile(np.stack(changes), 99.5)), 1e-6)
+    titles = ("onset\n(first frame)", "apex\n(aligned to the onset)", "change\n|apex - onset|",
+              f"model input\nonset + {magnify:g} x change")
+    fig, axes = plt.subplots(len(pairs), 4, figsize=(8.4, 2.1 * len(pairs) + 0.6),
+                             squeeze=False)
+    fig.subplots_adjust(bottom=0.6 / (2.1 * len(pairs) + 0.6), top=0.95, hspace=0.08)
+    for row, ((first, apex), change, label) in enumerate(zip(pairs, changes, labels)):
+        shown = np.clip(first + magnify * (apex - first), 0, 1)
+        images = (first.transpose(1, 2, 0), apex.transpose(1, 2, 0), change,
+                  shown.transpose(1, 2, 0))
+        for col, (ax, image) in enumerate(zip(axes[row], images)):
+            if col == 2:
+                heat = ax.imshow(image, cmap="magma", vmin=0, vmax=top)
+            else:
+                ax.imshow(image)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(titles[col], fontsize=8)
+        axes[row, 0].set_ylabel(label, fontsize=9)
+    below = axes[-1, 2].get_position()  # the colour bar under the change column, its width
+    bar = fig.add_axes((below.x0, below.y0 - 0.25 / fig.get_figheight(), below.width,
+                        0.08 / fig.get_figheight()))
+    fig.colorbar(heat, cax=bar, orientation="horizontal")
+    bar.tick_params(labelsize=7)
+    bar.set_xlabel("sum over RGB of |apex - onset| (top 0.5 % clipped)", fontsize=7)
+    return _save(fig, path)

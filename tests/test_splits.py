@@ -89,3 +89,15 @@ def test_filters():
 def test_class_names_fixed_order():
     samples = [Sample(("a",), lab, "s") for lab in ("surprise", "neutral", "anger", "zz", "others")]
     assert class_names(samples) == ("anger", "surprise", "neutral", "others", "zz")
+
+
+def test_train_macro_trains_on_macro_clips_and_scores_micro_clips_only():
+    """4DME's protocol (--train_macro): macro clips join the training side of every fold; the
+    held-out side keeps the micro clips, so the score is a micro-expression score."""
+    clips = [Sample((f"S{j}/{kind}{c}",), "positive", f"S{j}", clip_kind=kind)
+             for j in range(1, 4) for kind in ("micro", "macro") for c in range(2)]
+    for train, test in make_splits(clips, TrainConfig(split="loso", train_macro=True)):
+        assert {s.clip_kind for s in train} == {"micro", "macro"}
+        assert {s.clip_kind for s in test} == {"micro"} and len(test) == 2
+    folds = make_splits(clips, TrainConfig(split="loso"))  # without it, the folds keep all
+    assert all(len(test) == 4 for _, test in folds)

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from dataset_trees import bu4dfe_tree, touch, write_wrl
+from facet import reports
 from facet.data.datasets import FaceViewsDataset, model_input, sample_frames
 from facet.data.layouts import index_dataset
 from facet.data.view_cache import ViewCache, align_to, render_frames, settings_key
@@ -114,6 +115,13 @@ def test_apex_from_displacement_and_dataset_sampling(tmp_path):
     train = FaceViewsDataset(samples, cache, frames=3, sampling="apex", train=True, seed=1)
     first = train[0][0]
     assert torch.equal(first, train[0][0])  # same seed, epoch, index: same frames
+
+    # the pair an onset picture compares: the first frame and the apex frame, as cached
+    pair = apex.onset_and_apex(0)
+    cached = torch.from_numpy(cache.load(samples[0], [0, 3])).float() / 255
+    assert torch.equal(pair, cached.expand_as(pair))
+    picture = reports.plot_onset_change([pair], ["happiness"], tmp_path / "onset.png", 2.0)
+    assert picture.stat().st_size > 0
 
 
 def test_sample_frames():

@@ -298,6 +298,13 @@ class FaceViewsDataset(Dataset):
         return views, self.classes.index(sample.label), meta
 
 
+    def onset_and_apex(self, i: int) -> torch.Tensor:
+        """Item i's first frame and its apex frame as the cache holds them (rigidly aligned to
+        the first), float (2, V, 3, H, W) in [0, 1]: the pair an onset run compares (pictures)."""
+        pixels = torch.from_numpy(self.cache.load(self.samples[i], [0, self.apexes[i]]))
+        return model_input(pixels)
+
+
 def view_statistics(dataset: Sequence) -> tuple[torch.Tensor, float]:
     """Mean rendering per view slot and the global pixel std around it, in one streaming pass.
 
