@@ -85,6 +85,7 @@ class TrainConfig:
     batch_size: int = 32  # global batch (split over DDP ranks, times grad_accum per step)
     grad_accum: int = 1  # micro-batches per optimizer step
     lr: float = 5e-4  # peak AdamW learning rate
+    tower_lr_scale: float = 1.0  # the CLIP towers' peak rate / --lr (the fusion trains at --lr)
     weight_decay: float = 0.05  # AdamW decay on weight matrices only
     adam_beta2: float = 0.98  # AdamW beta2 (CLIP's)
     warmup: float = 1.0  # linear warm-up length in epochs (may be fractional)
@@ -160,6 +161,7 @@ def validate(config: TrainConfig) -> TrainConfig:
               "workers", "threads", "fusion_depth", "temporal_depth", "margin_lr", "val_subjects")
     problems += [f"--{k} must be >= 0 (got {getattr(c, k)})" for k in nonneg if getattr(c, k) < 0]
     ranges = {"lr": (0, math.inf, "> 0"), "tau": (0, math.inf, "> 0"),
+              "tower_lr_scale": (0, math.inf, "> 0"),
               "adam_beta2": (0, 1, "in (0, 1)"), "label_smoothing": (-1e-30, 1, "in [0, 1)")}
     problems += [f"--{k} must be {words} (got {getattr(c, k)})"
                  for k, (low, high, words) in ranges.items() if not low < getattr(c, k) < high]

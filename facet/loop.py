@@ -81,7 +81,9 @@ def fit(objective: nn.Module, train_set: Dataset, collate_fn: Callable, config: 
                         pin_memory=dist.device.type == "cuda", drop_last=drop_last)
     steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
     optimizer = torch.optim.AdamW(parameter_groups(objective, config.weight_decay,
-                                                   config.margin_lr),
+                                                   config.margin_lr,
+                                                   config.lr * config.tower_lr_scale
+                                                   if config.tower_lr_scale != 1 else None),
                                   lr=config.lr, betas=(0.9, config.adam_beta2),
                                   eps=1e-6)  # CLIP's eps
     ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
@@ -237,9 +239,12 @@ def trim_log(path: Path, step: int) -> None:
 # --- the pieces of an epoch ------------------------------------------------------------------
 
 def parameter_groups(objective: nn.Module, weight_decay: float,
-                     margin_lr: float | None = None) -> list[dict]:
+                     margin_lr: float | None = None, tower_lr: float | None = None
+                     ) -> list[dict]:
     """AdamW groups: decay matrices only; no decay on norms, biases, embeddings, logit_scale;
-    AffectVLM's learned margin in a group of its own, with its own learning rate.
+    AffectVLM's learned margin in a group of its own, with its own learning rate; with
+    `tower_lr`, the CLIP towers (`clip.*` but its logit_scale) in groups of their own at that
+    rate (pretrained towers fine-tuned gently while the new fusion learns at the full rate).
 
     Decaying a gain, a bias or a learned temperature pulls it toward 0, which is not a
     regulariser but a bias (norm gains should sit near 1, logit_scale near log 1/0.07);
@@ -247,18 +252,23 @@ def parameter_groups(objective: nn.Module, weight_decay: float,
     margin is one scalar behind a sigmoid: Adam moves a parameter by about its learning rate
     per step, so at the network's rate (5e-4) it could not leave its start in a whole run.
     """
-    decay, no_decay, margin = [], [], []
+    decay, no_decay, margin, tower_decay, tower_no_decay = [], [], [], [], []
     for name, param in objective.named_parameters():
         if not param.requires_grad:
             continue
+        tower = tower_lr is not None and ".clip." in f".{name}" \
+            and not name.endswith("logit_scale")
         if name.startswith("margin."):
             margin.append(param)
         elif param.ndim < 2 or "embedding" in name or name.endswith("logit_scale"):
-            no_decay.append(param)
+            (tower_no_decay if tower else no_decay).append(param)
         else:
-            decay.append(param)
+            (tower_decay if tower else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
+    if tower_lr is not None:
+        groups += [{"params": tower_decay, "weight_decay": weight_decay, "lr": tower_lr},
+                   {"params": tower_no_decay, "weight_decay": 0.0, "lr": tower_lr}]
     if margin:
         groups.append({"params": margin, "weight_decay": 0.0,
                        **({"lr": margin_lr} if margin_lr is not None else {})})

@@ -153,6 +153,15 @@ def test_optimizer_groups_and_schedule():
     decay, no_decay = parameter_groups(model, 0.1)
     assert [p.shape for p in decay["params"]] == [(4, 4)]  # only the weight matrix decays
     assert len(no_decay["params"]) == 4 and no_decay["weight_decay"] == 0
+    # the towers apart at their own rate: names under a `clip.` module, but its logit_scale
+    towers = torch.nn.Module()
+    towers.clip, towers.fusion = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+    towers.clip.logit_scale = torch.nn.Parameter(torch.ones(()))
+    groups = parameter_groups(towers, 0.1, tower_lr=1e-5)
+    assert [len(g["params"]) for g in groups] == [1, 2, 1, 1]
+    assert [g.get("lr") for g in groups] == [None, None, 1e-5, 1e-5]
+    assert groups[2]["params"][0] is towers.clip.weight
+    assert any(p is towers.clip.logit_scale for p in groups[1]["params"])  # at --lr
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     sched = cosine_schedule(opt, warmup_steps=2, total_steps=6)
     lrs = []
