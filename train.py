@@ -94,8 +94,9 @@ def run(config: TrainConfig, dist: runtime.DistInfo, argv: list[str], started: f
                                       if len(folds) == 1 else out / "fold*" / "skipped.csv"))
     keep = {s.path for s in kept}
     # how the result was made, in every report: what `facet.benchmarks` tabulates
-    provenance = {"made_by": runtime.made_by("train.py", argv, config.seed), "dataset_kind": index.kind,
-                  "machine": runtime.machine(dist.device)}
+    provenance = {"made_by": runtime.made_by("train.py", argv, config.seed),
+                  "dataset_kind": index.kind, "machine": runtime.machine(dist.device),
+                  "threads": torch.get_num_threads(), "processes": dist.world_size}
 
     results = []
     for i in folds:

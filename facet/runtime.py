@@ -207,8 +207,8 @@ def made_by(script: str, argv: list[str], seed: int) -> dict:
 
 
 def machine(device: torch.device) -> str:
-    """What a run ran on, for its report: "AMD EPYC, 2 cores, 1 thread" (the CPU's model name
-    as lscpu prints it, from /proc/cpuinfo where there is one), or the GPU's name."""
+    """What a run ran on, for its report: "AMD EPYC, 2 cores" (the CPU's model name as lscpu
+    prints it, from /proc/cpuinfo where there is one), or the GPU's name."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     name = platform.processor() or platform.machine()
@@ -218,9 +218,7 @@ def machine(device: torch.device) -> str:
                          if line.startswith("model name")), name)
     except OSError:
         pass  # not Linux: platform's name
-    threads = torch.get_num_threads()
-    return (f"{name or 'unknown CPU'}, {os.cpu_count() or '?'} cores, {threads} "
-            f"thread{'s' if threads != 1 else ''}")
+    return f"{name or 'unknown CPU'}, {os.cpu_count() or '?'} cores"
 
 
 # --- the process's memory policy and its workers --------------------------------------------
