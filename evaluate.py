@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()  # the report gives the evaluation's wall time from here
     args = parser.parse_args(argv)
     if args.table is not None:
+        if args.ckpt or args.scans or args.data:
+            parser.error("--table reads finished run folders: give it no --ckpt, SCAN or --data")
         return results_table(args.table, args.out)
     if not args.ckpt:
         parser.error("--ckpt is required (or --table RUN ... for the results table)")

@@ -24,6 +24,7 @@ from typing import Sequence
 
 from facet.config import PRESETS, parse_args, to_dict
 from facet.data.datasets import PROTOCOLS
+from facet.data.layouts import natural_key
 from facet.faces.synth import DEFAULT_SUBJECTS
 
 NOT_PUBLIC = "not public"
@@ -85,11 +86,17 @@ class Run:
     # synth_subjects and fold
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path, required: tuple[str, ...]) -> dict:
+    """A report written by train.py or evaluate.py; ValueError naming the file if it is not
+    one (unreadable, not JSON, or without the `required` keys)."""
     try:
-        return json.loads(path.read_text())
+        report = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: not a readable report ({err})") from None
+    missing = [k for k in required if not isinstance(report, dict) or k not in report]
+    if missing:
+        raise ValueError(f"{path}: not a train.py or evaluate.py report (no {missing})")
+    return report
 
 
 def _epoch_seconds(folder: Path) -> float:
@@ -120,11 +127,8 @@ def command_from_config(values: dict, fold: int | str | None = None) -> str:
     wanted = {**values, **({} if fold is None else {"fold": fold})}
     base = to_dict(parse_args([f"--preset={preset}"]))
 
-    def options(skip: set[str]) -> list[str]:
-        return [f"--{k}={_option_text(wanted[k])}" for k in base
-                if k not in skip and k in wanted and wanted[k] != base[k]]
-
-    chosen = options({"preset", "center_images"})
+    chosen = [f"--{k}={_option_text(wanted[k])}" for k in base
+              if k not in ("preset", "center_images") and k in wanted and wanted[k] != base[k]]
     # center_images follows --pretrained unless set: name it only where it does not follow
     implied = to_dict(parse_args([f"--preset={preset}", *chosen])).get("center_images")
     if wanted.get("center_images") != implied:
@@ -154,7 +158,7 @@ def read_run(folder: str | Path) -> Run:
     if not (folder / "metrics.json").is_file():
         raise FileNotFoundError(f"{folder}: no folds.json or metrics.json: not a finished "
                                 "train.py or evaluate.py run")
-    report = _read_json(folder / "metrics.json")
+    report = _read_json(folder / "metrics.json", ("classes", "n"))
     config = report.get("config", {})
     if config.get("task") == "pretrain":
         raise ValueError(f"{folder}: a CLIP pretraining run, not a benchmark result")
@@ -175,12 +179,11 @@ def read_run(folder: str | Path) -> Run:
 
 def _read_all_folds(folder: Path) -> Run:
     """A `--fold=all` run: folds.json for the summary, fold<i>/metrics.json for the rest."""
-    summary = _read_json(folder / "folds.json")
-    fold_dirs = sorted(folder.glob("fold*/metrics.json"), key=lambda p: int(p.parent.name[4:])
-                       if p.parent.name[4:].isdigit() else -1)
-    if not fold_dirs:
+    summary = _read_json(folder / "folds.json", ("folds", "pooled"))
+    paths = sorted(folder.glob("fold*/metrics.json"), key=lambda p: natural_key(str(p)))
+    if not paths:
         raise FileNotFoundError(f"{folder}: folds.json but no fold*/metrics.json")
-    reports = [_read_json(p) for p in fold_dirs]
+    reports = [_read_json(p, ("classes", "n")) for p in paths]
     config = reports[0].get("config", {})
     made_by = summary.get("made_by", {})
     return Run(
@@ -190,7 +193,7 @@ def _read_all_folds(folder: Path) -> Run:
         n=sum(r["n"] for r in reports),
         command=made_by.get("command") or command_from_config(config, fold="all"),
         command_recorded="command" in made_by, seconds=summary.get("seconds"),
-        epoch_seconds=sum(_epoch_seconds(p.parent) for p in fold_dirs),
+        epoch_seconds=sum(_epoch_seconds(p.parent) for p in paths),
         threads=summary.get("threads", config.get("threads") or None),
         machine=summary.get("machine", ""), resumed=bool(summary.get("resumed")), split="",
         trained_on=None)
@@ -279,8 +282,7 @@ def results_table(runs: Sequence[Run], missing: bool = True) -> str:
     datasets follow. With `missing`, a benchmark no run covers gets a "not measured yet" row
     with its command. Below the table: the machines the runs were timed on."""
     lines = [_row(COLUMNS), _row(["---"] * len(COLUMNS))]
-    order = {b.kind: i for i, b in enumerate(BENCHMARKS)}
-    for kind in [b.kind for b in BENCHMARKS] + sorted({r.kind for r in runs} - set(order)):
+    for kind in [b.kind for b in BENCHMARKS] + sorted({r.kind for r in runs} - set(BENCHMARK_OF)):
         mine = [r for r in runs if r.kind == kind]
         benchmark = BENCHMARK_OF.get(kind)
         if not mine and missing and benchmark is not None:
