@@ -264,7 +264,8 @@ def format_seconds(seconds: float) -> str:
 
 
 def _wall_time(run: Run) -> str:
-    threads = f", {run.threads} thread{'s' if run.threads != 1 else ''}" if run.threads else ""
+    threads = (f", {run.threads} thread{'s' if run.threads != 1 else ''}" if run.threads else
+               ", default threads" if run.config.get("threads") == 0 else "")
     if run.seconds is not None:
         return format_seconds(run.seconds) + threads + (" (the resumed part)" if run.resumed
                                                         else "")
