@@ -2,12 +2,14 @@
 
     python train.py                                   # synthetic BU-3DFE, CPU preset, one fold
     python train.py --epochs=3 --fold=all --folds=10  # every fold + a mean +- std table
+    python train.py --preset=bosphorus                # the Bosphorus-like .bnt range scans
     torchrun --standalone --nproc_per_node=2 train.py --batch_size=32
     python train.py --resume                          # continue out/<name>/ckpt.pt exactly
 
 Options: every `TrainConfig` field (facet/config.py) is a `--key=value`; `--help` lists them.
 A run writes out/<name>/ (out/<name>/fold<i>/ with --fold=all): ckpt.pt (every epoch,
-atomically), log.jsonl, metrics.json, predictions.csv, confusion.png, curves.png,
+atomically), log.jsonl, metrics.json (with the command, machine and wall time:
+`evaluate.py --table` reads them), predictions.csv, confusion.png, curves.png,
 view_weights.png.
 
 The script reads top to bottom: config -> data -> model and objective -> `facet.loop.fit`
