@@ -34,7 +34,7 @@ import facet  # noqa: F401 -- first: sets OpenMP's passive wait before torch loa
 
 import torch
 
-from facet import benchmarks, build, loop, reports, runtime
+from facet import results, build, loop, reports, runtime
 from facet.app import explain
 from facet.atomic import write_atomic
 from facet.camera import format_views, parse_views
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
                                        "their merges (clip.pt)")
     parser.add_argument("--table", nargs="+", metavar="RUN", default=None,
                         help="instead: the results table (Markdown) of these finished run "
-                             "folders, one row per benchmark (facet/benchmarks.py); written to "
+                             "folders, one row per benchmark (facet/results.py); written to "
                              "--out FILE too when given")
     parser.add_argument("scans", nargs="*", metavar="SCAN",
                         help="predict these scans instead: mesh files (.wrl, .bnt, .obj, .ply, "
@@ -161,7 +161,7 @@ def results_table(folders: list[str], out: str) -> dict:
     Raises:
         FileNotFoundError / ValueError: a folder that holds no finished run (naming it).
     """
-    text = benchmarks.results_table([benchmarks.read_run(folder) for folder in folders])
+    text = results.table([results.read_run(folder) for folder in folders])
     if out:
         write_atomic(out, text)
     print(text, end="")

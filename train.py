@@ -95,7 +95,7 @@ def run(config: TrainConfig, dist: runtime.DistInfo, argv: list[str], started: f
         print(reports.dropped_summary(index.skipped, failed, run_dirs[folds[0]] / "skipped.csv"
                                       if len(folds) == 1 else out / "fold*" / "skipped.csv"))
     keep = {s.path for s in kept}
-    # how the result was made, in every report: what `facet.benchmarks` tabulates
+    # how the result was made, in every report: what `facet.results` tabulates
     provenance = {"made_by": runtime.made_by("train.py", argv, config.seed),
                   "dataset_kind": index.kind, "machine": runtime.machine(dist.device),
                   "threads": torch.get_num_threads(), "processes": dist.world_size}

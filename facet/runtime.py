@@ -23,6 +23,8 @@ workers); the model and data code never read the environment themselves.
   instead of interleaving its log and overwriting the first run's checkpoint.
 - Worker processes die with their parent (`exit_with_parent`), so killing a command never
   leaves render workers running.
+- What a report records about how it was made: the command, seed and git commit (`made_by`),
+  and the machine (`machine`).
 """
 from __future__ import annotations
 

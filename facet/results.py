@@ -3,7 +3,7 @@
 FACET-VLM (arXiv 2507.01673) reports five benchmarks; `BENCHMARKS` holds, per benchmark, its
 protocol, the metrics it is scored by, the command that runs it on facet's built-in twin (the
 same command with `--data=/path/to/real` runs the real dataset through the same code), and the
-paper's number where it is public. Only two were retrievable: 99.41 % on BU-4DFE and a +15.12 %
+paper's number where it is public. Only two could be found: 99.41 % on BU-4DFE and a +15.12 %
 cross-dataset margin on BP4D-Spontaneous; every other cell reads "not public", never a guess.
 
 `read_run(folder)` reads what the scripts leave in a run folder: train.py's `folds.json` (a
@@ -11,7 +11,7 @@ cross-dataset margin on BP4D-Spontaneous; every other cell reads "not public", n
 BP4D-like cross-dataset test). Each holds the config, the command (`made_by`), the dataset kind,
 the machine and the wall time; for a run made before they were recorded, the command is rebuilt
 from the config and the time is the sum of its epochs (both said so in the cell).
-`results_table(runs)` gives one Markdown row per run, in the paper's benchmark order, and a
+`table(runs)` gives one Markdown row per run, in the paper's benchmark order, and a
 "not measured yet" row with the command for every benchmark no run covers.
 """
 from __future__ import annotations
@@ -278,7 +278,7 @@ def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
-def results_table(runs: Sequence[Run], missing: bool = True) -> str:
+def table(runs: Sequence[Run], missing: bool = True) -> str:
     """The Markdown table of `runs` (COLUMNS), in the paper's benchmark order; runs on other
     datasets follow. With `missing`, a benchmark no run covers gets a "not measured yet" row
     with its command. Below the table: the machines the runs were timed on."""
