@@ -278,15 +278,15 @@ def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
-def table(runs: Sequence[Run], missing: bool = True) -> str:
+def table(runs: Sequence[Run]) -> str:
     """The Markdown table of `runs` (COLUMNS), in the paper's benchmark order; runs on other
-    datasets follow. With `missing`, a benchmark no run covers gets a "not measured yet" row
-    with its command. Below the table: the machines the runs were timed on."""
+    datasets follow. A benchmark no run covers gets a "not measured yet" row with its command.
+    Below the table: the machines the runs were timed on."""
     lines = [_row(COLUMNS), _row(["---"] * len(COLUMNS))]
     for kind in [b.kind for b in BENCHMARKS] + sorted({r.kind for r in runs} - set(BENCHMARK_OF)):
         mine = [r for r in runs if r.kind == kind]
         benchmark = BENCHMARK_OF.get(kind)
-        if not mine and missing and benchmark is not None:
+        if not mine and benchmark is not None:
             classes = PROTOCOLS[kind].expressions
             lines.append(_row([f"{benchmark.name}-like (built-in)", benchmark.protocol,
                                " / ".join(METRIC_NAMES[m] for m in benchmark.metrics),
