@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from facet import reports
 from facet.config import PRESETS, parse_args, to_dict
 from facet.data.datasets import PROTOCOLS
 from facet.data.layouts import natural_key
@@ -200,17 +201,18 @@ def _read_all_folds(folder: Path) -> Run:
 
 
 def _kind_of(config: dict) -> str:
-    """The dataset kind a config names: its --dataset, or its built-in set's kind."""
+    """The dataset kind a config names: its --dataset, or its built-in set's kind; "" for a
+    dataset on disk whose layout was detected (a run made before the kind was recorded)."""
     if config.get("dataset", "auto") != "auto":
         return config["dataset"]
-    return config.get("synth_kind", "bu3dfe") if not config.get("data") else "folder"
+    return "" if config.get("data") else config.get("synth_kind", "bu3dfe")
 
 
 def _dataset_name(kind: str, config: dict) -> str:
-    """ "BU-3DFE-like (built-in, 60 people)" or "BU-3DFE (/data/BU3DFE)"."""
+    """ "BU-3DFE-like (built-in, 60 people)", "BU-3DFE (/data/BU3DFE)" or the folder alone."""
     name = BENCHMARK_OF[kind].name if kind in BENCHMARK_OF else kind
     if config.get("data"):
-        return f"{name} ({config['data']})"
+        return f"{name} ({config['data']})" if name else config["data"]
     people = config.get("synth_subjects") or DEFAULT_SUBJECTS.get(kind)
     return f"{name}-like (built-in, {people} people)"
 
@@ -242,17 +244,13 @@ def _percent(value: float | None) -> str:
 
 def _scores(run: Run, metric: str) -> str:
     """Mean +- std over folds (sample std), or the one fold's / test set's score."""
-    values = [f[metric] for f in run.folds if f.get(metric) is not None]
-    if not values:
+    row = reports.fold_table(run.folds, (metric,)).get(metric)
+    if row is None:
         return "--"
-    if len(values) == 1:
-        one = f"{100 * values[0]:.1f} %"
-        if run.trained_on is None:
-            one += f" (fold {run.config.get('fold')})"
-        return one
-    mean = sum(values) / len(values)
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{100 * mean:.1f} +- {100 * std:.1f} %"
+    if len(row["folds"]) == 1:
+        fold = "" if run.trained_on is not None else f" (fold {run.config.get('fold')})"
+        return f"{100 * row['mean']:.1f} %{fold}"
+    return f"{100 * row['mean']:.1f} +- {100 * row['std']:.1f} %"
 
 
 def format_seconds(seconds: float) -> str:
