@@ -2,9 +2,11 @@
 
     python evaluate.py --ckpt out/cpu/ckpt.pt                       # the fold it was tested on
     python evaluate.py --ckpt out/4d/ckpt.pt --data /data/BP4D --dataset bp4d      # cross-dataset
+    python evaluate.py --ckpt out/4d/ckpt.pt --dataset bp4d      # ... on the built-in BP4D-like set
     python evaluate.py --ckpt out/cpu/ckpt.pt --zero-shot "happiness,surprise,a frown"
     python evaluate.py --ckpt out/cpu/ckpt.pt face.wrl seq_folder/ --out pred/  # single scans
     python evaluate.py --ckpt facet/assets/facet_clip_tiny.pt      # the pretrained CLIP, zero-shot
+    python evaluate.py --table out/cpu out/bosphorus out/micro     # finished runs -> results table
 
 The checkpoint is self-describing (facet/checkpoint.py): its config rebuilds the same data
 pipeline (views, image size, render mode, frames) and model, its BPE merges the tokenizer.
@@ -25,22 +27,24 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 
 import facet  # noqa: F401 -- first: sets OpenMP's passive wait before torch loads
 
 import torch
 
-from facet import build, loop, reports, runtime
+from facet import results, build, loop, reports, runtime
 from facet.app import explain
 from facet.atomic import write_atomic
 from facet.camera import format_views, parse_views
-from facet.config import TrainConfig, to_dict
+from facet.config import SYNTH_KINDS, TrainConfig, to_dict
+from facet.faces import synth
 
 
 def select(config: TrainConfig, split: str, classes: tuple[str, ...]):
     """The samples of `split` ("test": the checkpoint's held-out fold; "all") whose labels are
-    among `classes`, a note on what was left out, and the files the index skipped (file, why).
+    among `classes`, a note on what was left out, and the index (its kind, the files it skipped).
 
     Raises:
         ValueError: no sample is left (naming the labels found and the classes asked for).
@@ -56,7 +60,7 @@ def select(config: TrainConfig, split: str, classes: tuple[str, ...]):
                          f"{list(classes)} (labels there: {sorted({s.label for s in samples})})")
     note = (f"left out {len(samples) - len(kept)} of {len(samples)} samples whose labels "
             f"{dropped} are outside the chosen classes {list(classes)}" if dropped else "")
-    return kept, note, index.skipped
+    return kept, note, index
 
 
 def parse_intensities(text: str) -> tuple[int, ...]:
@@ -96,13 +100,20 @@ def zero_shot_classes(text: str) -> tuple[tuple[str, ...], list[str]]:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by train.py, or CLIP "
-                                                      "weights with their merges (clip.pt)")
+    parser.add_argument("--ckpt", help="checkpoint written by train.py, or CLIP weights with "
+                                       "their merges (clip.pt)")
+    parser.add_argument("--table", nargs="+", metavar="RUN", default=None,
+                        help="instead: the results table (Markdown) of these finished run "
+                             "folders, one row per benchmark (facet/results.py); written to "
+                             "--out FILE too when given")
     parser.add_argument("scans", nargs="*", metavar="SCAN",
                         help="predict these scans instead: mesh files (.wrl, .bnt, .obj, .ply, "
                              ".off, .stl, .glb) or folders of frames (4D sequences)")
     parser.add_argument("--data", default="", help="dataset root (default: the training data)")
-    parser.add_argument("--dataset", default="auto", help="layout of --data (default: auto)")
+    parser.add_argument("--dataset", default="auto",
+                        help="layout of --data (default: auto); without --data, the built-in "
+                             f"set of that kind ({', '.join(SYNTH_KINDS)}), generated on "
+                             "first use")
     parser.add_argument("--split", choices=("test", "all"), default=None,
                         help="test: the checkpoint's held-out fold (default on its own data); "
                              "all: every sample (default on another dataset)")
@@ -120,7 +131,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cache", default=None, help="view cache folder (default: as trained)")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch (default 0: every core, as train.py)")
+    started = time.perf_counter()  # the report gives the evaluation's wall time from here
     args = parser.parse_args(argv)
+    if args.table is not None:
+        if args.ckpt or args.scans or args.data:
+            parser.error("--table reads finished run folders: give it no --ckpt, SCAN or --data")
+        return results_table(args.table, args.out)
+    if not args.ckpt:
+        parser.error("--ckpt is required (or --table RUN ... for the results table)")
     runtime.keep_freed_memory()  # no page faults for the rasterizer's re-allocated temporaries
     if args.batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
@@ -130,13 +148,30 @@ def main(argv: list[str] | None = None) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads or runtime.default_threads(device))
     try:
-        return run(args, device)
+        return run(args, device, sys.argv[1:] if argv is None else argv, started)
     finally:
         torch.set_num_threads(threads)  # main() is also called in-process (tests, notebooks)
 
 
-def run(args: argparse.Namespace, device: torch.device) -> dict:
-    """What main() does once the options are read: predict SCANs, or evaluate a dataset."""
+def results_table(folders: list[str], out: str) -> dict:
+    """Print the Markdown results table of finished run folders (and write it to `out`).
+
+    Returns:
+        {"table": the Markdown text}.
+    Raises:
+        FileNotFoundError / ValueError: a folder that holds no finished run (naming it).
+    """
+    text = results.table([results.read_run(folder) for folder in folders])
+    if out:
+        write_atomic(out, text)
+    print(text, end="")
+    return {"table": text}
+
+
+def run(args: argparse.Namespace, device: torch.device, argv: list[str], started: float
+        ) -> dict:
+    """What main() does once the options are read: predict SCANs, or evaluate a dataset (its
+    report records `argv` as the command and the seconds since `started`)."""
     if args.scans:
         if args.data or args.split or args.cache is not None:
             raise ValueError("SCAN arguments predict single scans; --data, --split and --cache "
@@ -146,18 +181,32 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
     config, classes, tokenizer, model = (predictor.config, predictor.classes,
                                          predictor.tokenizer, predictor.model)
     pretrained_clip = predictor.kind == "clip"  # it saw none of the built-in datasets' people
-    same_data = not args.data or Path(args.data).resolve() == Path(config.data or "/").resolve()
+    builtin = "" if args.data or args.dataset == "auto" else args.dataset  # another built-in set
+    if builtin and builtin not in SYNTH_KINDS:
+        raise ValueError(f"--dataset={builtin} without --data: the built-in sets are "
+                         f"{', '.join(SYNTH_KINDS)}; give --data=ROOT for a dataset on disk")
+    if builtin == config.synth_kind and not config.data:
+        builtin = ""  # the checkpoint's own built-in set
+    same_data = not builtin and (not args.data or
+                                 Path(args.data).resolve() == Path(config.data or "/").resolve())
     split = args.split or ("test" if same_data and not pretrained_clip else "all")
     if split == "test" and (config.fold == "all" or not same_data or pretrained_clip):
         raise ValueError("--split=test needs the checkpoint's own dataset and fold; "
                          "use --split=all for another dataset or a pretrained CLIP")
+    provenance = {"made_by": runtime.made_by("evaluate.py", argv, config.seed),
+                  "machine": runtime.machine(device), "threads": torch.get_num_threads()}
     descriptions = None  # what each class is prompted with, if not its name
     if args.zero_shot:
         if not config.text_head:
             raise ValueError(f"{args.ckpt}: a linear-head model (text_head=False) cannot "
                              "classify new class names; zero-shot needs the prompt head")
         classes, descriptions = zero_shot_classes(args.zero_shot)
-    data_name = Path(args.data).name if args.data else Path(config.data).name or "synthetic"
+    trained_on = {k: getattr(config, k) for k in ("data", "dataset", "synth_kind",
+                                                  "synth_subjects", "fold")}
+    if builtin:
+        data_name = synth.default_root(builtin).name
+    else:
+        data_name = Path(args.data).name if args.data else Path(config.data).name or "synthetic"
     out = Path(args.out) if args.out else Path(args.ckpt).parent / (
         f"eval-{split}" if same_data else f"eval-{data_name}-{split}")
     if args.zero_shot and not args.out:
@@ -172,12 +221,16 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
     changes = {"eval_batch_size": args.batch_size, "workers": 0}
     if args.data:
         changes.update(data=args.data, dataset=args.dataset, intensities=None, subjects=None)
+    elif builtin:  # the built-in set of that kind, at its writer's size, in its own folder
+        changes.update(synth_kind=builtin, synth_subjects=synth.DEFAULT_SUBJECTS[builtin],
+                       dataset="auto", intensities=None, subjects=None)
     if args.cache is not None:
         changes["cache"] = args.cache
     if args.intensities is not None:  # the folds stay the same: they split subjects
         changes["intensities"] = parse_intensities(args.intensities)
     config = dataclasses.replace(config, **changes)
-    samples, note, skipped = select(config, split, classes)
+    samples, note, index = select(config, split, classes)
+    skipped = index.skipped
     if note:
         print(note, file=sys.stderr)
     cache, samples, failed = build.fill_cache(samples, config)
@@ -191,7 +244,9 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
                          checkpoint=str(args.ckpt), split=split,
                          data=config.data or "synthetic", zero_shot=bool(args.zero_shot),
                          class_prompts=descriptions,
-                         left_out=note, config=to_dict(config))
+                         left_out=note, config=to_dict(config), trained_on=trained_on,
+                         dataset_kind=index.kind, **provenance,
+                         seconds={"since_start": round(time.perf_counter() - started, 1)})
     print(reports.metrics_table(metrics))
     print(f"wrote {out}/: metrics.json, predictions.csv, confusion.png, view_weights.png, "
           "skipped.csv")

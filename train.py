@@ -2,12 +2,14 @@
 
     python train.py                                   # synthetic BU-3DFE, CPU preset, one fold
     python train.py --epochs=3 --fold=all --folds=10  # every fold + a mean +- std table
+    python train.py --preset=bosphorus                # the Bosphorus-like .bnt range scans
     torchrun --standalone --nproc_per_node=2 train.py --batch_size=32
     python train.py --resume                          # continue out/<name>/ckpt.pt exactly
 
 Options: every `TrainConfig` field (facet/config.py) is a `--key=value`; `--help` lists them.
 A run writes out/<name>/ (out/<name>/fold<i>/ with --fold=all): ckpt.pt (every epoch,
-atomically), log.jsonl, metrics.json, predictions.csv, confusion.png, curves.png,
+atomically), log.jsonl, metrics.json (with the command, machine and wall time:
+`evaluate.py --table` reads them), predictions.csv, confusion.png, curves.png,
 view_weights.png.
 
 The script reads top to bottom: config -> data -> model and objective -> `facet.loop.fit`
@@ -22,9 +24,8 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import shlex
-import subprocess
 import sys
+import time
 from pathlib import Path
 
 import facet  # noqa: F401 -- first: sets OpenMP's passive wait before torch loads
@@ -48,19 +49,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if "-h" in argv or "--help" in argv:
         print(__doc__ + "\n" + help_text())
         return []
+    started = time.perf_counter()  # a run's report gives its wall time from here
     config = parse_args(argv)
     runtime.keep_freed_memory()  # no page faults for the rasterizer's re-allocated temporaries
     threads = torch.get_num_threads()
     try:
         with runtime.distributed(config.device) as dist:
             torch.set_num_threads(config.threads or runtime.default_threads(dist.device))
-            return pretrain(config, dist, argv) if config.task == "pretrain" else run(config, dist)
+            if config.task == "pretrain":
+                return pretrain(config, dist, argv)
+            return run(config, dist, argv, started)
     finally:
         torch.set_num_threads(threads)  # main() is also called in-process (tests, notebooks)
 
 
-def run(config: TrainConfig, dist: runtime.DistInfo) -> list[dict]:
-    """Prepare the data once, then train the chosen fold (or every fold)."""
+def run(config: TrainConfig, dist: runtime.DistInfo, argv: list[str], started: float
+        ) -> list[dict]:
+    """Prepare the data once, then train the chosen fold (or every fold). `argv` and `started`
+    (a `time.perf_counter()`) go into the reports: the command and its wall time."""
     # --- data: every check before the slow work (generation, rendering, training) ---
     if config.batch_size % dist.world_size:
         raise ValueError(f"--batch_size={config.batch_size} must be a multiple of the "
@@ -89,6 +95,10 @@ def run(config: TrainConfig, dist: runtime.DistInfo) -> list[dict]:
         print(reports.dropped_summary(index.skipped, failed, run_dirs[folds[0]] / "skipped.csv"
                                       if len(folds) == 1 else out / "fold*" / "skipped.csv"))
     keep = {s.path for s in kept}
+    # how the result was made, in every report: what `facet.results` tabulates
+    provenance = {"made_by": runtime.made_by("train.py", argv, config.seed),
+                  "dataset_kind": index.kind, "machine": runtime.machine(dist.device),
+                  "threads": torch.get_num_threads(), "processes": dist.world_size}
 
     results = []
     for i in folds:
@@ -115,13 +125,14 @@ def run(config: TrainConfig, dist: runtime.DistInfo) -> list[dict]:
             if dist.is_main:
                 reports.write_skipped(run_dirs[i] / "skipped.csv", index.skipped, failed)
             results.append(train_fold(fold_config, dist, tokenizer, train_set, test_set,
-                                      classes, run_dirs[i], val_set))
+                                      classes, run_dirs[i], provenance, started, val_set))
         if dist.is_main:
             m = results[-1]
             print(f"fold {i}: test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, "
                   f"per intensity {m.get('per_intensity')}")
     if config.fold == "all" and dist.is_main:
-        write_fold_table(out, results)
+        write_fold_table(out, results, {**provenance, "seconds": seconds_since(started),
+                                        "resumed": config.resume})
     return results
 
 
@@ -137,9 +148,14 @@ def refuse_overwrite(run_dir: Path, config: TrainConfig) -> None:
 
 
 def train_fold(config: TrainConfig, dist: runtime.DistInfo, tokenizer, train_set, test_set,
-               classes: tuple[str, ...], run_dir: Path, val_set=None) -> dict:
+               classes: tuple[str, ...], run_dir: Path, provenance: dict, started: float,
+               val_set=None) -> dict:
     """Train one fold (resuming if asked), evaluate it, write its files; returns test metrics.
-    With a validation set, the epochs are scored on it and the test fold once, at the end."""
+    With a validation set, the epochs are scored on it and the test fold once, at the end.
+    metrics.json also gets `provenance` and the seconds this fold and the command have taken
+    (the whole command's wall time when it ran one fold)."""
+    fold_started = time.perf_counter()
+    resumed = config.resume and (run_dir / "ckpt.pt").is_file()  # the times are this part's
     # --- model: the same seed on every rank gives every rank the same initial weights ---
     seed_everything(config.seed)
     generator = torch.Generator().manual_seed(config.seed)  # augmentation + prompt draws
@@ -165,8 +181,10 @@ def train_fold(config: TrainConfig, dist: runtime.DistInfo, tokenizer, train_set
 
     # --- reports ---
     if dist.is_main:
+        seconds = {"fold": seconds_since(fold_started), "since_start": seconds_since(started)}
         reports.write_report(run_dir, metrics, classes, parse_views(config.views),
-                             config=to_dict(config), log=loop.read_log(run_dir / "log.jsonl"))
+                             config=to_dict(config), **provenance, seconds=seconds,
+                             resumed=resumed, log=loop.read_log(run_dir / "log.jsonl"))
         if config.onset != "none":  # what the model compared, for a sequence of each class
             write_onset_picture(test_set, classes, config, run_dir / "onset.png")
     return metrics
@@ -242,7 +260,7 @@ def pretrain(config: TrainConfig, dist: runtime.DistInfo, argv: list[str]) -> li
         # --- the result, in OpenAI's layout; reports ---
         if dist.is_main:
             save_openai(run_dir / "clip.pt", clip.folded(), tokenizer.merges,
-                        made_by=made_by(config, argv),
+                        made_by=runtime.made_by("train.py", argv, config.seed),
                         render={"views": config.views, "image_size": config.image_size,
                                 "mode": config.mode})  # how its images were drawn
             reports.write_report(run_dir, metrics, classes, parse_views(config.views),
@@ -271,24 +289,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def made_by(config: TrainConfig, argv: list[str]) -> dict:
-    """How a result was made: the command (`argv`, its options), the seed, the git commit."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=10).stdout.strip()
-    except OSError:
-        commit = ""
-    return {"command": shlex.join(["python", "train.py", *argv]), "seed": config.seed,
-            "commit": commit or "unknown"}
+def seconds_since(start: float) -> float:
+    """Wall seconds since `start` (a `time.perf_counter()`), to 0.1 s."""
+    return round(time.perf_counter() - start, 1)
 
 
-def write_fold_table(folder: Path, results: list[dict]) -> None:
-    """folds.json / folds.md: every fold's scores, their mean +- std, and the pooled scores."""
+def write_fold_table(folder: Path, results: list[dict], provenance: dict) -> None:
+    """folds.json / folds.md: every fold's scores, their mean +- std, and the pooled scores;
+    folds.json also holds `provenance` (the command, its wall time, the machine)."""
     table = reports.fold_table(results, ("accuracy", "macro_f1", "uar", "uf1"))
     pooled = reports.pooled_metrics(results)
     write_atomic(folder / "folds.json", json.dumps(
         {"folds": table, "pooled": {k: pooled[k] for k in ("accuracy", "macro_f1", "uar",
-                                                           "uf1", "n")}}, indent=1))
+                                                           "uf1", "n")},
+         **provenance}, indent=1))
     text = reports.fold_table_markdown(table, pooled)
     write_atomic(folder / "folds.md", text)
     print(text)

@@ -33,6 +33,7 @@ imports only modules above it):
       config.py     TrainConfig, presets, the --key=value parser, checks
       runtime.py    DDP, devices, threads, memory policy, run-folder lock
       build.py      a run's data, tokenizer, model, prompts and objective from its config
+      results.py    the paper's five benchmarks; the results table of finished run folders
 
 and its wings, one level deep, each with its own map:
 

@@ -27,10 +27,11 @@ from typing import Any, Literal, Optional
 
 from facet.camera import format_views, parse_views
 from facet.clip import PRESETS as CLIP_PRESETS
+from facet.faces.synth import WRITERS
 from facet.model import FacetConfig
 from facet.render import MODES, TRAINING_RENDER
 
-SYNTH_KINDS = ("bu3dfe", "bu4dfe", "4dme")  # what facet.faces.synth generates when data = ""
+SYNTH_KINDS = tuple(WRITERS)  # what facet.faces.synth generates when data = ""
 
 
 @dataclass
@@ -40,7 +41,7 @@ class TrainConfig:
     # --- data ---
     data: str = ""  # dataset root; "" = the built-in synthetic set (generated on first use)
     dataset: str = "auto"  # layout: auto, bu3dfe, bu4dfe, bosphorus, bp4d, 4dme, folder
-    synth_kind: str = "bu3dfe"  # synthetic set made when data="": bu3dfe, bu4dfe or 4dme
+    synth_kind: str = "bu3dfe"  # set made when data="": bu3dfe, bu4dfe, 4dme, bp4d, bosphorus
     synth_subjects: int = 60  # subjects in the synthetic set (BU-3DFE protocol uses 60)
     intensities: Optional[tuple[int, ...]] = None  # levels kept; none = the dataset's protocol
     subjects: Optional[int] = None  # first n subjects kept; none = the dataset's protocol
@@ -121,6 +122,9 @@ PRESETS: dict[str, TrainConfig] = {
     "vit-b-16": TrainConfig(preset="vit-b-16", model="vit-b-16", pretrained="", image_size=224,
                             batch_size=64, lr=1e-4, weight_decay=0.1, epochs=30, amp=True,
                             workers=4, warmup=2.0),
+    # Bosphorus: synthetic .bnt range scans of 60 other people, the six emotions, 10-fold;
+    # otherwise the cpu preset
+    "bosphorus": TrainConfig(preset="bosphorus", synth_kind="bosphorus"),
     # 4D: synthetic BU-4DFE sequences; 8 frames of the expressive part, each the aligned first
     # frame plus twice its change (start from a 3D model with --init=out/cpu/ckpt.pt)
     "4d": TrainConfig(preset="4d", synth_kind="bu4dfe", synth_subjects=20, frames=8,

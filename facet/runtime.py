@@ -23,6 +23,8 @@ workers); the model and data code never read the environment themselves.
   instead of interleaving its log and overwriting the first run's checkpoint.
 - Worker processes die with their parent (`exit_with_parent`), so killing a command never
   leaves render workers running.
+- What a report records about how it was made: the command, seed and git commit (`made_by`),
+  and the machine (`machine`).
 """
 from __future__ import annotations
 
@@ -32,8 +34,11 @@ import ctypes.util
 import fcntl
 import json
 import os
+import platform
+import shlex
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -189,6 +194,33 @@ def default_threads(device: torch.device) -> int:
     """CPU threads per process: the cores shared evenly among this node's processes."""
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     return max(1, (os.cpu_count() or 1) // local) if device.type == "cpu" else 4
+
+
+def made_by(script: str, argv: list[str], seed: int) -> dict:
+    """How a result was made: the command (`python SCRIPT ARGV...`), the seed, the git commit
+    of the checkout ("unknown" outside git)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parents[1], timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit = ""
+    return {"command": shlex.join(["python", script, *argv]), "seed": seed,
+            "commit": commit or "unknown"}
+
+
+def machine(device: torch.device) -> str:
+    """What a run ran on, for its report: "AMD EPYC, 2 cores" (the CPU's model name as lscpu
+    prints it, from /proc/cpuinfo where there is one), or the GPU's name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f
+                         if line.startswith("model name")), name)
+    except OSError:
+        pass  # not Linux: platform's name
+    return f"{name or 'unknown CPU'}, {os.cpu_count() or '?'} cores"
 
 
 # --- the process's memory policy and its workers --------------------------------------------

@@ -5,7 +5,9 @@ from dataclasses import replace
 
 import pytest
 
-from facet.config import PRESETS, TrainConfig, from_dict, help_text, parse_args, to_dict
+from facet.config import (PRESETS, SYNTH_KINDS, TrainConfig, from_dict, help_text, parse_args,
+                          to_dict)
+from facet.faces import synth
 
 
 def test_types_parse():
@@ -67,7 +69,18 @@ def test_help_lists_fields_with_their_comments():
     text = help_text()
     assert "--epochs=30 [int]  passes over the training split" in text
     assert "--fold=0 [int or str]  the test fold: an index, or \"all\" to run every fold" in text
-    assert "presets (--preset=NAME): cpu, vit-b-16, 4d, micro" in text
+    assert "presets (--preset=NAME): cpu, vit-b-16, bosphorus, 4d, micro" in text
+
+
+def test_every_built_in_kind_is_a_synth_kind():
+    assert set(SYNTH_KINDS) == set(synth.WRITERS) >= {"bosphorus", "bp4d"}
+    bosphorus = parse_args(["--preset=bosphorus"])
+    assert (bosphorus.synth_kind, bosphorus.synth_subjects, bosphorus.folds) == ("bosphorus",
+                                                                                  60, 10)
+    assert to_dict(bosphorus) == {**to_dict(parse_args([])), "preset": "bosphorus",
+                                  "synth_kind": "bosphorus"}  # else the cpu preset
+    with pytest.raises(ValueError, match="--synth_kind='bp4': choose one of bu3dfe, "):
+        parse_args(["--synth_kind=bp4"])
 
 
 @pytest.mark.parametrize("entry, words", [({"views": 5}, "views is a int, not a str"),

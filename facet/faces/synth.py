@@ -43,7 +43,7 @@ from tqdm import tqdm
 from facet.atomic import write_atomic
 from facet.data.layouts import (BOSPHORUS_EMOTIONS, BP4D_TASKS, BU3DFE_CODES, BU4DFE_FOLDERS,
                                 EMOTIONS, FOURDME_CLASSES, NEUTRAL)
-from facet.data.meshio import save_bnd, save_bnt, save_lm3, save_wrl
+from facet.data.meshio import MESH_SUFFIXES, save_bnd, save_bnt, save_lm3, save_wrl
 from facet.faces.expressions import (TALKING_TASKS, AUs, Style, blink_track, envelope,
                                      expression_aus, micro_aus, sample_style, scale_aus,
                                      spontaneous_aus, talking_track, with_au)
@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> str:
     start = time.perf_counter()
     WRITERS[args.kind](out, seed=args.seed, progress=True, realism=args.realism,
                        workers=args.workers, **kw)
-    files = sum(1 for _ in out.rglob("*.wrl"))
+    files = sum(1 for p in out.rglob("*") if p.suffix in MESH_SUFFIXES)  # .wrl, or .bnt
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return (f"wrote {files} meshes ({size / 2**20:.0f} MiB) to {out} in "
             f"{time.perf_counter() - start:.1f} s")
