@@ -300,8 +300,8 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
 
     # 4. Resolve: the winner of each pixel, its depth and barycentrics, from tables indexed by
     #    row (entry + 1), so that a pixel no face won (low half 0) reads row 0: no face, zeros.
-    plane_table = torch.zeros(9, n_entries + 1, device=device)  # (9, V*F + 1)
-    plane_table.index_copy_(1, row, planes)
+    plane_table = torch.zeros(n_entries + 1, 9, device=device)  # (V*F + 1, 9)
+    plane_table.index_copy_(0, row, planes.t().contiguous())
     face_of_row = torch.cat([torch.tensor([-1], device=device),
                              torch.arange(n_faces, device=device).repeat(n_views)])  # (V*F + 1,)
     pix_to_face, zbuf, bary = _resolve(keys[: n_views * h * w], plane_table, face_of_row, h, w)
@@ -363,24 +363,30 @@ def _resolve(keys: torch.Tensor, plane_table: torch.Tensor, face_of_row: torch.T
              h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unpack the z-buffer keys (P = V*H*W,) into pix_to_face (P,), zbuf (P,), bary (3, P).
 
-    plane_table (9, V*F + 1) and face_of_row (V*F + 1,) hold each entry's planes (as from
-    `_setup_triangles`) and face at its row, zeros and -1 at row 0 (no face).
+    plane_table (V*F + 1, 9) and face_of_row (V*F + 1,) hold each entry's planes (as from
+    `_setup_triangles`) and face at its row, -1 at row 0 (no face). Barycentrics are computed
+    for the covered pixels only (often a third of the image): their planes are the per-pixel
+    stage's largest read, from a table too big for the cache.
     """
     row = keys & 0xFFFFFFFF  # (P,) row of the winning entry; 0 where no face covers the pixel
     pix_to_face = face_of_row.index_select(0, row)
     # Depth + 2 is in [1, 3] where a face is drawn and _MISS_DEPTH elsewhere: clamped to 3, it
     # is the far plane's 1 there, like a cleared OpenGL depth buffer.
     zbuf = (keys >> 32).to(torch.int32).view(torch.float32).clamp_(max=3.0).sub_(2.0)
-    col = torch.arange(w, device=keys.device, dtype=torch.float32)  # (W,)
-    line = torch.arange(h, device=keys.device, dtype=torch.float32)[:, None]  # (H, 1)
-    weighted = torch.empty(3, len(keys), device=keys.device)  # (3, P)
-    for i in range(3):  # a_i + g_i col + k_i row, straight into channel-major rows
-        a, g, k = (plane_table[i + 3 * j].index_select(0, row).view(-1, h, w) for j in range(3))
-        out = weighted[i].view(-1, h, w)  # (V, H, W)
-        torch.addcmul(a, g, col, out=out)
-        out.addcmul_(k, line).clamp_(min=0)
-    total = weighted.sum(0).clamp_(min=1e-30)  # (P,); rows of zeros where no face is drawn
-    return pix_to_face, zbuf, weighted.div_(total)
+    covered = row.nonzero().view(-1)  # (Q,) flat indices of the pixels some face won
+    planes = plane_table.index_select(0, row.index_select(0, covered))  # (Q, 9)
+    in_view = covered % (h * w)
+    col, line = (in_view % w).float(), (in_view // w).float()  # (Q,) each
+    weighted = torch.empty(3, len(covered), device=keys.device)  # (3, Q)
+    for i in range(3):  # a_i + g_i col + k_i row
+        torch.addcmul(planes[:, i], planes[:, 3 + i], col, out=weighted[i])
+        weighted[i].addcmul_(planes[:, 6 + i], line)
+    weighted.clamp_(min=0)
+    weighted /= weighted[0] + weighted[1] + weighted[2]  # > 0: the pixel is inside the face
+    bary = torch.zeros(3, len(keys), device=keys.device)  # (3, P); 0 where no face is drawn
+    for i in range(3):
+        bary[i].index_copy_(0, covered, weighted[i])
+    return pix_to_face, zbuf, bary
 
 
 def _scatter_bucket(keys: torch.Tensor, scan: list[torch.Tensor], row: torch.Tensor,
