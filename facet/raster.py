@@ -409,10 +409,14 @@ def _scatter_bucket(keys: torch.Tensor, scan: list[torch.Tensor], row: torch.Ten
     rows[0] = torch.where(dy < box_h, rows[0], -1e30)  # outside the box: rejected
     cols[0] = torch.where(dx < box_w, cols[0], -1e30)
     e0, e1, e2 = (rows[i, :, None, :] + cols[i, None, :, :] for i in range(3))  # (gh, gw, Fb)
-    inside = torch.minimum(torch.minimum(e0, e1), e2) >= 0
+    # E'_i are whole numbers (integer corners and steps), so a candidate is inside when the
+    # smallest is >= 0 and outside when it is <= -1; 4 |E'_min| added to the depth of an outside
+    # one lifts it to >= _MISS_DEPTH + 1, so it never beats an empty pixel's key, with
+    # arithmetic only (a comparison and a select would each cost a pass over a boolean array).
+    outside_by = torch.minimum(torch.minimum(e0, e1), e2).clamp_(max=0)  # (gh, gw, Fb) <= 0
     depth = ((plane[0] + plane[2] * dy)[:, None, :]
              + (plane[1] * dx)[None, :, :])  # (gh, gw, Fb) z_ndc + 2, in [1, 3]
-    depth = torch.where(inside, depth, _MISS_DEPTH)
+    depth.sub_(outside_by, alpha=_MISS_DEPTH)
     # Positive floats order like their bit patterns: depth bits high, row (entry + 1) low; a
     # rejected candidate's key is never below the empty pixel's _MISS (row 0).
     key = (depth.view(torch.int32).long() << 32) | row
