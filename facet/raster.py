@@ -17,28 +17,38 @@ Conventions (used by all of facet's rendering):
   border; pass `cull_backfaces=True` to drop faces seen from behind.
 
 Algorithm:
-1. Per (view, face): divide by w, snap screen coordinates to a 1/16 pixel grid (as GPUs do), and
-   compute the three edge functions E_i as affine functions of the pixel position. Snapped
-   coordinates make E_i integers, exact in float32 for triangles smaller than ~180 pixels, so a
-   pixel centre on an edge shared by two triangles goes to exactly one of them (the top-left
-   rule), and meshes are watertight: no holes, no pixel drawn twice by one surface.
+1. Per (view, face) ("entry" v * F + f): divide by w, snap screen coordinates to a 1/16 pixel
+   grid (as GPUs do), and compute the three edge functions E_i as affine functions of the pixel
+   position. Snapped coordinates make E_i integers, exact in float32 for triangles smaller than
+   ~180 pixels, so a pixel centre on an edge shared by two triangles goes to exactly one of them
+   (the top-left rule), and meshes are watertight: no holes, no pixel drawn twice by one
+   surface. Entries that cannot cover a pixel (culled, empty box, zero area, back faces when
+   asked) are dropped here, before any per-pixel work.
 2. Each face's pixel bounding box is enumerated as a kh x kw grid of candidate pixels, with kh,
    kw the next powers of two of the box size: faces are sorted by this size class (one byte,
    so a fast radix sort), so the many one-pixel triangles of a dense scan do not pay for the
    few big ones, and each class is processed in chunks of at most `CANDIDATE_BUDGET`
    candidates (bounded memory at 100k faces).
-3. A candidate is inside when all E_i >= 0 (E_i > 0 on non-top-left edges). Its depth and its
-   entry v * F + f (view v, face f) are packed into one int64 key (float bits of the depth in
-   the high half, the entry in the low half) and `scatter_reduce(amin)` keeps the nearest;
-   equal depths go to the lower face id, so the result is deterministic on every device.
+3. A candidate is inside when all E_i >= 0 (E_i > 0 on non-top-left edges); as the E_i are
+   whole numbers, adding 4 |min(E_i, 0)| to its depth lifts an outside one above every drawn
+   depth without a boolean mask. Its depth and its row r = entry + 1 are packed into one int64
+   key (float bits of the depth in the high half, r in the low half) and
+   `scatter_reduce(amin)` keeps the nearest; equal depths go to the lower face id, so the
+   result is deterministic on every device. An empty pixel keeps the key of row 0.
 4. For the winning face of each pixel, screen barycentrics b_i = E_i / 2A are made
    perspective-correct: beta_i = (b_i / w_i) / sum_j (b_j / w_j), both affine in the pixel
-   position, so each face stores three planes and each pixel evaluates its winner's.
+   position, so each entry stores three planes at its row of a table and each covered pixel
+   evaluates its winner's.
 
-Memory layout, for speed on CPU: per-face quantities are rows of (C, K) tables, per-pixel ones
-are stored channel-major, (C, V, H, W), and handed out as (V, H, W, C) views (`bary`,
-`facet.render.interpolate`). Every elementwise kernel then runs along a long contiguous row;
-with C = 3 innermost, each would loop over rows of three numbers and run several times slower.
+Memory layout, for speed on CPU (one core, eager PyTorch: every operation is a pass over
+memory): per-vertex and per-face quantities are rows of (C, K) tables, so a gather or an
+elementwise kernel runs along one contiguous row; per-pixel outputs are stored channel-major,
+(C, V, H, W), and handed out as (V, H, W, C) views (`bary`, `facet.render.interpolate`), since
+with C = 3 innermost each kernel would loop over rows of three numbers and run several times
+slower. The one exception is a read per pixel from a table indexed by face: there a face's
+record (9 plane coefficients, or 3 corners' attributes) is one row, so a pixel costs one
+cache line, not nine scattered reads; and only the covered pixels (a third to two thirds of a
+face's views) read at all.
 
 Culling (never produces NaN or inf): a triangle is drawn only if all three vertices have w > 0
 and lie between the near and far planes (-w <= z <= w) and inside a guard band |x|, |y| <=
@@ -58,8 +68,10 @@ import torch
 SUBPIXEL = 16  # fixed-point steps per pixel (4 bits): exact integer edge functions in float32
 GUARD_BAND = 64.0  # |x_ndc|, |y_ndc| limit; keeps snapped coordinates far below float32 overflow
 CANDIDATE_BUDGET = 1 << 21  # (face, pixel) candidates per chunk: ~8 MB per float32 temporary
-_MISS_DEPTH = 4.0  # depth in the key of a rejected candidate: above any drawn z_ndc + 2 <= 3
-_MISS = 0x40800000 << 32  # = float32 bits of 4.0 in the high half: keys >= _MISS are misses
+# An empty pixel's depth in its key, above any drawn z_ndc + 2 <= 3; an outside candidate's
+# depth gains as much per unit of its most negative E'.
+_MISS_DEPTH = 4.0
+_MISS = 0x40800000 << 32  # an empty pixel's key: float32 bits of 4.0 high, row 0 (no face) low
 MAX_IMAGE_SIDE = 1 << 14  # so that size classes (16 log2 height + log2 width) fit in a byte
 NOT_DRAWN = 255  # size class of culled and empty faces: sorts after every real class
 
@@ -226,11 +238,15 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
               cull_backfaces: bool = False) -> Fragments:
     """Rasterize one triangle mesh seen by V cameras (conventions in the module docstring).
 
-    Computes what `rasterize_reference` computes, without its Python loops: each triangle's
-    set-up (culling, box, orientation, top-left rule, depth and barycentric planes) runs on all
-    (view, face) pairs at once; boxes sorted by size are enumerated as equal grids, a chunk of
-    triangles at a time; the z-test is one scatter-min of (depth, face) keys, ties to the lower
-    face like the reference's strict <; barycentrics come from float32 planes, for winners only.
+    Computes what `rasterize_reference` computes, without its Python loops (the module
+    docstring's steps): each triangle's set-up (culling, box, orientation, top-left rule, depth
+    and barycentric planes) runs on all (view, face) pairs at once, where the reference runs it
+    per triangle; boxes sorted by size are enumerated as equal grids, a chunk of triangles at a
+    time, where the reference loops over one box; the z-test is one scatter-min of (depth, row)
+    keys, ties to the lower face like the reference's strict <; barycentrics come from float32
+    planes, evaluated at the covered pixels only, where the reference divides float64 edge
+    functions. Same pixels as the reference for triangles under ~180 pixels (integer edge
+    functions); depths and barycentrics equal up to float32 rounding.
 
     Args:
         verts_clip: (V, N, 4) float32 clip-space vertices, e.g. `Cameras.transform(verts)`.
