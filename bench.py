@@ -243,31 +243,55 @@ def _dome_face(n: int):
     return Mesh(np.stack([x, y, z], -1).reshape(-1, 3), faces)
 
 
-def _llvmpipe_renderer(mesh, views, size: int):
-    """Mesa llvmpipe (OpenGL via moderngl + EGL) drawing the same mesh, or None if unavailable."""
+def _llvmpipe_context(threads: int):
+    """A standalone OpenGL context on Mesa's llvmpipe (moderngl + EGL) drawing with `threads`
+    rasterizer threads, or (None, why not). moderngl is optional (pip install moderngl; Mesa's
+    EGL from the system, e.g. libegl-mesa0 libegl1 libgl1-mesa-dri libgbm1 on Debian)."""
+    # Mesa reads these when it creates its first context: software rendering on llvmpipe, with
+    # as many threads as torch gets, so that the ratio compares equal resources.
+    os.environ.update(LP_NUM_THREADS=str(threads), GALLIUM_DRIVER="llvmpipe",
+                      LIBGL_ALWAYS_SOFTWARE="1")
     try:
         import moderngl
-        import numpy as np
+    except ImportError:
+        return None, "moderngl not installed"
+    try:
+        ctx = moderngl.create_standalone_context(backend="egl")
+    except Exception as err:  # no EGL or Mesa on this machine
+        return None, f"no EGL context ({type(err).__name__}: {err})"
+    renderer = ctx.info.get("GL_RENDERER", "?")
+    if "llvmpipe" not in renderer:
+        ctx.release()
+        return None, f"EGL gave {renderer!r}, not llvmpipe"
+    return ctx, renderer
 
-        from facet.camera import view_cameras
-        from facet.render import vertex_normals
-        ctx = moderngl.create_context(standalone=True, backend="egl")
-    except Exception:  # moderngl is optional: not installed, or no EGL/Mesa on this machine
-        return None
+
+def _llvmpipe_renderer(ctx, mesh, views, size: int):
+    """A function that draws `mesh` like render_views(mode="shaded", normalize=False) with
+    llvmpipe and reads the pixels back: (V, H, W) grey float32 images, row 0 at the top."""
+    import moderngl
+    import numpy as np
     import torch
 
+    from facet.camera import view_cameras
+    from facet.render import ALBEDO, AMBIENT, SHININESS, SPECULAR, vertex_normals
+
     normals = vertex_normals(torch.from_numpy(mesh.verts), torch.from_numpy(mesh.faces)).numpy()
+    # facet's shading per pixel: the interpolated normal normalised, two-sided headlight.
     program = ctx.program(vertex_shader="""#version 330
-        uniform mat4 mvp; uniform mat3 rot; in vec3 pos; in vec3 nrm; out float shade;
-        void main() { gl_Position = mvp * vec4(pos, 1.0);
-                      shade = abs((rot * nrm).z); }""",
-                          fragment_shader="""#version 330
-        in float shade; out vec4 color;
-        void main() { color = vec4(vec3(0.1 + 0.65 * shade + 0.12 * pow(shade, 24.0)), 1.0); }""")
+        uniform mat4 mvp; uniform mat3 rot; in vec3 pos; in vec3 nrm; out vec3 normal;
+        void main() { gl_Position = mvp * vec4(pos, 1.0); normal = rot * nrm; }""",
+                          fragment_shader=f"""#version 330
+        in vec3 normal; out vec4 color;
+        void main() {{ float facing = abs(normalize(normal).z);
+            float grey = {ALBEDO} * ({AMBIENT} + {1 - AMBIENT} * facing)
+                         + {SPECULAR} * pow(facing, {float(SHININESS)});
+            color = vec4(vec3(grey), 1.0); }}""")
     vbo = ctx.buffer(np.concatenate([mesh.verts, normals], 1).astype("f4").tobytes())
     ibo = ctx.buffer(mesh.faces.astype("i4").tobytes())
     vao = ctx.vertex_array(program, [(vbo, "3f 3f", "pos", "nrm")], ibo)
-    fbo = ctx.simple_framebuffer((size, size))
+    fbo = ctx.framebuffer(color_attachments=[ctx.renderbuffer((size, size))],
+                          depth_attachment=ctx.depth_renderbuffer((size, size)))
     cameras = view_cameras(views)
     mvps = (cameras.projection @ cameras.view).numpy()
     rots = cameras.view[:, :3, :3].numpy()
@@ -281,58 +305,96 @@ def _llvmpipe_renderer(mesh, views, size: int):
             program["mvp"].write(mvp.T.astype("f4").tobytes())  # GL matrices are column-major
             program["rot"].write(rot.T.astype("f4").tobytes())
             vao.render(moderngl.TRIANGLES)
-            images.append(fbo.read(components=3))  # include the read-back, as facet returns pixels
+            images.append(fbo.read(components=3))  # include the read-back: facet returns pixels
         return images
 
-    return render
+    def pixels() -> np.ndarray:
+        """(V, H, W) grey in [0, 1]; GL's row 0 is the bottom, so flipped."""
+        return np.stack([np.frombuffer(image, np.uint8).reshape(size, size, 3)[::-1, :, 0]
+                         for image in render()]).astype(np.float32) / 255
+
+    return render, pixels
 
 
 def bench_raster(args) -> None:
     """render_views (9 views, shaded) vs Mesa llvmpipe: 5k/30k/70k-face domes and a real face
-    (ICT-FaceKit, 13k triangles), 112/224 px.
+    (ICT-FaceKit), 112/224 px, in views per CPU-second.
 
     Both draw the same, already normalised mesh (render_views(normalize=False)) from the same
-    cameras, with smooth normals and headlight shading, and return pixels. views/s = 9 / (best
-    seconds per 9-view call). torch uses $BENCH_THREADS threads (default 2, the reference
-    machine); the machine should be otherwise idle for meaningful figures.
+    cameras, with smooth normals normalised per pixel and headlight shading, and return pixels;
+    llvmpipe gets as many threads (LP_NUM_THREADS) as torch ($BENCH_THREADS, default 2).
+    The CPU may be shared with other work, so the calls are interleaved -- each round times
+    every case once with facet and once with llvmpipe -- and the table shows medians over the
+    rounds of CPU time (time.process_time: all of this process's threads, llvmpipe's included),
+    which other processes inflate far less than wall time.
     """
+    import numpy as np
     import torch
 
+    from facet.faces.scanner import demo_face
     from facet.mesh import normalize
     from facet.render import render_views
 
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    threads = int(os.environ.get("BENCH_THREADS", "2"))
+    torch.set_num_threads(threads)
+    ctx, renderer = _llvmpipe_context(threads)
     views = [(yaw, pitch) for yaw in (-30, 0, 30) for pitch in (-15, 0, 15)]
     _bench_allocator(views)
-    from facet.faces.scanner import demo_face
-
-    meshes = [normalize(_dome_face(n))[0] for n in (52, 123, 188)]  # 5k, 30k, 70k faces
-    meshes.append(normalize(demo_face())[0])  # a real face: ICT-FaceKit, 13k triangles
+    meshes = [("dome", normalize(_dome_face(52))[0]),  # 5k faces
+              ("ICT face", normalize(demo_face())[0]),  # the real face, 13k faces
+              ("dome", normalize(_dome_face(123))[0]),  # 30k
+              ("dome", normalize(_dome_face(188))[0])]  # 70k
     sizes = (112,) if args.quick else (112, 224)
-    rows = []
-    for mesh in meshes:
+    cases = []
+    for name, mesh in meshes:
         for size in sizes:
-            def facet() -> torch.Tensor:
+            def facet(mesh=mesh, size=size) -> torch.Tensor:
                 return render_views(mesh, views, image_size=size, normalize=False)
 
-            eager = timed(facet, repeat=5)
-            cpu = timed(facet, clock=time.process_time)
-            gl = _llvmpipe_renderer(mesh, views, size)
-            gl_s = timed(gl, repeat=5) if gl is not None else float("nan")
-            rows.append([f"{mesh.num_faces}", size, 9 / eager, 1000 * eager / 9, 9 / cpu,
-                         9 / gl_s, 1000 * gl_s / 9, gl_s / eager])
-    print_table(f"raster: render_views, 9 views, shaded, {torch.get_num_threads()} threads "
-                "(llvmpipe = Mesa via moderngl/EGL, nan = not available)",
-                ["faces", "px", "facet views/s", "ms/view", "views/CPU-s", "llvmpipe views/s",
-                 "llvmpipe ms/view", "facet/llvmpipe"], rows)
+            gl, gl_pixels = _llvmpipe_renderer(ctx, mesh, views, size) if ctx else (None, None)
+            agree = float("nan")
+            if gl is not None:  # the same picture: mean grey difference over all pixels
+                agree = float(np.abs(facet()[:, 0].numpy() - gl_pixels()).mean())
+            cases.append(dict(label=f"{name} {mesh.num_faces}", size=size, facet=facet, gl=gl,
+                              agree=agree, facet_cpu=[], facet_wall=[], gl_cpu=[], gl_wall=[]))
+    rounds = 3 if args.quick else 7
+    for _ in range(1 + rounds):  # the first round warms up and is not counted
+        for case in cases:
+            for side in ("facet", "gl"):
+                if case[side] is None:
+                    continue
+                wall, cpu = time.perf_counter(), time.process_time()
+                case[side]()
+                case[f"{side}_cpu"].append(time.process_time() - cpu)
+                case[f"{side}_wall"].append(time.perf_counter() - wall)
+    def per_second(seconds: list) -> float:
+        return 9 / float(np.median(seconds[1:]))  # views per second, warm-up round left out
+
+    rows = []
+    for case in cases:
+        facet = [case["label"], case["size"], per_second(case["facet_cpu"])]
+        if case["gl"] is None:
+            rows.append(facet + ["skipped", "-", per_second(case["facet_wall"]), "-", "-"])
+            continue
+        gl_cpu = per_second(case["gl_cpu"])
+        rows.append(facet + [gl_cpu, facet[2] / gl_cpu, per_second(case["facet_wall"]),
+                             per_second(case["gl_wall"]), case["agree"]])
+    print_table(f"raster: render_views vs llvmpipe, 9 views, shaded, {threads} thread(s) each "
+                f"({renderer if ctx else 'llvmpipe skipped: ' + renderer}); medians of "
+                f"{rounds} interleaved rounds",
+                ["mesh", "px", "facet views/CPU-s", "llvmpipe views/CPU-s", "facet/llvmpipe",
+                 "facet views/s", "llvmpipe views/s", "mean |diff|"], rows)
+    if ctx is None:
+        print(f"  llvmpipe: skipped: {renderer}")
     print("  views/CPU-s: views per second of this process's CPU time (all its threads); "
-          "unlike wall time it barely changes when other processes compete for the cores")
+          "facet/llvmpipe is their ratio (> 1: facet faster). views/s: wall time. mean |diff|: "
+          "mean grey difference of the two pictures (edge pixels and 8-bit rounding)")
     if not args.quick:
         _bench_compiled(views)
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if load > cores / 2:
         print(f"  note: load average {load:.1f} on {cores} cores -- other processes share the CPU; "
-              "multi-threaded torch suffers most, so these figures understate facet")
+              "both renderers were interleaved, but wall times and cache contention suffer")
 
 
 def _bench_allocator(views) -> None:

@@ -17,28 +17,38 @@ Conventions (used by all of facet's rendering):
   border; pass `cull_backfaces=True` to drop faces seen from behind.
 
 Algorithm:
-1. Per (view, face): divide by w, snap screen coordinates to a 1/16 pixel grid (as GPUs do), and
-   compute the three edge functions E_i as affine functions of the pixel position. Snapped
-   coordinates make E_i integers, exact in float32 for triangles smaller than ~180 pixels, so a
-   pixel centre on an edge shared by two triangles goes to exactly one of them (the top-left
-   rule), and meshes are watertight: no holes, no pixel drawn twice by one surface.
+1. Per (view, face) ("entry" v * F + f): divide by w, snap screen coordinates to a 1/16 pixel
+   grid (as GPUs do), and compute the three edge functions E_i as affine functions of the pixel
+   position. Snapped coordinates make E_i integers, exact in float32 for triangles smaller than
+   ~180 pixels, so a pixel centre on an edge shared by two triangles goes to exactly one of them
+   (the top-left rule), and meshes are watertight: no holes, no pixel drawn twice by one
+   surface. Entries that cannot cover a pixel (culled, empty box, zero area, back faces when
+   asked) are dropped here, before any per-pixel work.
 2. Each face's pixel bounding box is enumerated as a kh x kw grid of candidate pixels, with kh,
    kw the next powers of two of the box size: faces are sorted by this size class (one byte,
    so a fast radix sort), so the many one-pixel triangles of a dense scan do not pay for the
    few big ones, and each class is processed in chunks of at most `CANDIDATE_BUDGET`
    candidates (bounded memory at 100k faces).
-3. A candidate is inside when all E_i >= 0 (E_i > 0 on non-top-left edges). Its depth and its
-   entry v * F + f (view v, face f) are packed into one int64 key (float bits of the depth in
-   the high half, the entry in the low half) and `scatter_reduce(amin)` keeps the nearest;
-   equal depths go to the lower face id, so the result is deterministic on every device.
+3. A candidate is inside when all E_i >= 0 (E_i > 0 on non-top-left edges); as the E_i are
+   whole numbers, adding 4 |min(E_i, 0)| to its depth lifts an outside one above every drawn
+   depth without a boolean mask. Its depth and its row r = entry + 1 are packed into one int64
+   key (float bits of the depth in the high half, r in the low half) and
+   `scatter_reduce(amin)` keeps the nearest; equal depths go to the lower face id, so the
+   result is deterministic on every device. An empty pixel keeps the key of row 0.
 4. For the winning face of each pixel, screen barycentrics b_i = E_i / 2A are made
    perspective-correct: beta_i = (b_i / w_i) / sum_j (b_j / w_j), both affine in the pixel
-   position, so each face stores three planes and each pixel evaluates its winner's.
+   position, so each entry stores three planes at its row of a table and each covered pixel
+   evaluates its winner's.
 
-Memory layout, for speed on CPU: per-face quantities are rows of (C, K) tables, per-pixel ones
-are stored channel-major, (C, V, H, W), and handed out as (V, H, W, C) views (`bary`,
-`facet.render.interpolate`). Every elementwise kernel then runs along a long contiguous row;
-with C = 3 innermost, each would loop over rows of three numbers and run several times slower.
+Memory layout, for speed on CPU (one core, eager PyTorch: every operation is a pass over
+memory): per-vertex and per-face quantities are rows of (C, K) tables, so a gather or an
+elementwise kernel runs along one contiguous row; per-pixel outputs are stored channel-major,
+(C, V, H, W), and handed out as (V, H, W, C) views (`bary`, `facet.render.interpolate`), since
+with C = 3 innermost each kernel would loop over rows of three numbers and run several times
+slower. The one exception is a read per pixel from a table indexed by face: there a face's
+record (9 plane coefficients, or 3 corners' attributes) is one row, so a pixel costs one
+cache line, not nine scattered reads; and only the covered pixels (a third to two thirds of a
+face's views) read at all.
 
 Culling (never produces NaN or inf): a triangle is drawn only if all three vertices have w > 0
 and lie between the near and far planes (-w <= z <= w) and inside a guard band |x|, |y| <=
@@ -58,8 +68,10 @@ import torch
 SUBPIXEL = 16  # fixed-point steps per pixel (4 bits): exact integer edge functions in float32
 GUARD_BAND = 64.0  # |x_ndc|, |y_ndc| limit; keeps snapped coordinates far below float32 overflow
 CANDIDATE_BUDGET = 1 << 21  # (face, pixel) candidates per chunk: ~8 MB per float32 temporary
-_MISS_DEPTH = 4.0  # depth in the key of a rejected candidate: above any drawn z_ndc + 2 <= 3
-_MISS = 0x40800000 << 32  # = float32 bits of 4.0 in the high half: keys >= _MISS are misses
+# An empty pixel's depth in its key, above any drawn z_ndc + 2 <= 3; an outside candidate's
+# depth gains as much per unit of its most negative E'.
+_MISS_DEPTH = 4.0
+_MISS = 0x40800000 << 32  # an empty pixel's key: float32 bits of 4.0 high, row 0 (no face) low
 MAX_IMAGE_SIDE = 1 << 14  # so that size classes (16 log2 height + log2 width) fit in a byte
 NOT_DRAWN = 255  # size class of culled and empty faces: sorts after every real class
 
@@ -106,9 +118,10 @@ def _project_vertices(verts_clip: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Cull, divide by w and snap every vertex of every view to the fixed-point screen grid.
 
     Returns:
-        (V*N, 5) float32 records, one row per vertex (so that gathering the corners of faces
-        reads whole rows): sx, sy (snapped screen coordinates in 1/SUBPIXEL pixel units,
-        integers), z_ndc, 1/w, and 1.0 where the vertex is inside the culling volume, else 0.0.
+        (5, V*N) float32, one row per quantity (so that gathering a quantity at the corners of
+        faces reads one contiguous row): sx, sy (snapped screen coordinates in 1/SUBPIXEL pixel
+        units, integers), z_ndc, 1/w, and 1.0 where the vertex is inside the culling volume,
+        else 0.0.
     """
     x, y, z, cw = verts_clip.reshape(-1, 4).t()  # (V*N,) each
     band = GUARD_BAND * cw
@@ -117,7 +130,7 @@ def _project_vertices(verts_clip: torch.Tensor, h: int, w: int) -> torch.Tensor:
     x, y, z = (torch.where(inside, c * inv_w, 0.0) for c in (x, y, z))
     return torch.stack([torch.round((x + 1) * (w * SUBPIXEL / 2)),
                         torch.round((1 - y) * (h * SUBPIXEL / 2)),  # row 0 at the top
-                        z, inv_w, inside.float()], dim=1)
+                        z, inv_w, inside.float()])
 
 
 def rasterize_reference(verts_clip: torch.Tensor, faces: torch.Tensor,
@@ -135,7 +148,7 @@ def rasterize_reference(verts_clip: torch.Tensor, faces: torch.Tensor,
     h, w = _image_hw(image_size)
     _check_inputs(verts_clip, faces)
     n_views, n_verts = verts_clip.shape[:2]
-    records = _project_vertices(verts_clip.float(), h, w).double().cpu().numpy()
+    records = _project_vertices(verts_clip.float(), h, w).t().double().cpu().numpy()
     records = records.reshape(n_views, n_verts, 5)  # (V, N, 5): sx, sy, z_ndc, 1/w, inside
     pix_to_face = np.full((n_views, h, w), -1, dtype=np.int64)
     zbuf, bary = np.full((n_views, h, w), np.inf), np.zeros((n_views, h, w, 3))
@@ -189,8 +202,8 @@ def rasterize_reference(verts_clip: torch.Tensor, faces: torch.Tensor,
 def _pixel_span(corners: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """First pixel and number of pixels (<= 0: none) whose centres j*S + S/2 lie between the
     smallest and largest of (3, E) snapped corner coordinates, within [0, size)."""
-    # Elementwise over the three corners: a reduction over a short outer dimension of strided
-    # rows would not vectorise.
+    # Elementwise over the three corners: a reduction over a short outer dimension would not
+    # vectorise.
     low = torch.minimum(torch.minimum(corners[0], corners[1]), corners[2])
     high = torch.maximum(torch.maximum(corners[0], corners[1]), corners[2])
     half = SUBPIXEL // 2
@@ -199,19 +212,25 @@ def _pixel_span(corners: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.T
 
 
 def _pixel_boxes(sx: torch.Tensor, sy: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(E, 4) records (first column, first row, width, height) of the pixel centres in each
+    """(4, E) rows (first column, first row, width, height) of the pixel centres in each
     triangle's bounding box, for (3, E) corner coordinates; empty boxes have width or height
     <= 0."""
     col0, box_w = _pixel_span(sx, w)
     row0, box_h = _pixel_span(sy, h)
-    return torch.stack([col0, row0, box_w, box_h], dim=1)
+    return torch.stack([col0, row0, box_w, box_h])
+
+
+def _doubled_area(sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
+    """(E,) twice the signed screen area of each triangle, for (3, E) snapped corners: E_0 at
+    corner 0 (`rasterize_reference`'s `edge(0, sx[0], sy[0])`); < 0 for a front face."""
+    return (sx[2] - sx[1]) * (sy[0] - sy[1]) - (sy[2] - sy[1]) * (sx[0] - sx[1])
 
 
 def _size_class(box: torch.Tensor, drawn: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """(E,) uint8 bucket of each box: 16 log_h + log_w for the 2^log_h x 2^log_w grid that holds
     it (each side capped at the image's), or NOT_DRAWN."""
-    log_w = torch.ceil(torch.log2(box[:, 2].clamp(min=1))).clamp(max=math.ceil(math.log2(w)))
-    log_h = torch.ceil(torch.log2(box[:, 3].clamp(min=1))).clamp(max=math.ceil(math.log2(h)))
+    log_w = torch.ceil(torch.log2(box[2].clamp(min=1))).clamp(max=math.ceil(math.log2(w)))
+    log_h = torch.ceil(torch.log2(box[3].clamp(min=1))).clamp(max=math.ceil(math.log2(h)))
     return torch.where(drawn, log_h * 16 + log_w, NOT_DRAWN).to(torch.uint8)
 
 
@@ -219,11 +238,15 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
               cull_backfaces: bool = False) -> Fragments:
     """Rasterize one triangle mesh seen by V cameras (conventions in the module docstring).
 
-    Computes what `rasterize_reference` computes, without its Python loops: each triangle's
-    set-up (culling, box, orientation, top-left rule, depth and barycentric planes) runs on all
-    (view, face) pairs at once; boxes sorted by size are enumerated as equal grids, a chunk of
-    triangles at a time; the z-test is one scatter-min of (depth, face) keys, ties to the lower
-    face like the reference's strict <; barycentrics come from float32 planes, for winners only.
+    Computes what `rasterize_reference` computes, without its Python loops (the module
+    docstring's steps): each triangle's set-up (culling, box, orientation, top-left rule, depth
+    and barycentric planes) runs on all (view, face) pairs at once, where the reference runs it
+    per triangle; boxes sorted by size are enumerated as equal grids, a chunk of triangles at a
+    time, where the reference loops over one box; the z-test is one scatter-min of (depth, row)
+    keys, ties to the lower face like the reference's strict <; barycentrics come from float32
+    planes, evaluated at the covered pixels only, where the reference divides float64 edge
+    functions. Same pixels as the reference for triangles under ~180 pixels (integer edge
+    functions); depths and barycentrics equal up to float32 rounding.
 
     Args:
         verts_clip: (V, N, 4) float32 clip-space vertices, e.g. `Cameras.transform(verts)`.
@@ -239,22 +262,31 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
     _check_inputs(verts_clip, faces)
     verts_clip, faces = verts_clip.float(), faces.long()
     device, (n_views, n_verts), n_faces = verts_clip.device, verts_clip.shape[:2], faces.shape[0]
+    n_entries = n_views * n_faces
     background = Fragments(torch.full((n_views, h, w), -1, dtype=torch.int64, device=device),
                            torch.ones(n_views, h, w, device=device),
                            torch.zeros(n_views, h, w, 3, device=device))
     if n_faces == 0:
         return background
 
-    # 1. Every (view, face) pair ("entry" v * F + f): its corners on the screen, its pixel box.
-    vertex_records = _project_vertices(verts_clip, h, w)  # (V*N, 5)
+    # 1. Every (view, face) pair ("entry" v * F + f): its corners on the screen, its pixel box,
+    #    its signed area; culled, empty, zero-area (and, if asked, back-facing) entries dropped.
+    vertex_records = _project_vertices(verts_clip, h, w)  # (5, V*N)
     offsets = torch.arange(n_views, device=device)[:, None] * n_verts  # (V, 1)
-    # (3*V*F,) corner-major; reshape, not view: with one face (F = 1) torch may lay the
-    # broadcast sum out non-contiguously
-    corner_index = (faces.t().contiguous()[:, None, :] + offsets).reshape(-1)
-    corners = vertex_records.index_select(0, corner_index).view(3, -1, 5)  # (3, V*F, 5)
-    sx, sy, inside = corners[..., 0], corners[..., 1], corners[..., 4]  # (3, V*F) each
-    box = _pixel_boxes(sx, sy, h, w)  # (V*F, 4)
-    drawn = (inside[0] * inside[1] * inside[2] > 0) & (box[:, 2] > 0) & (box[:, 3] > 0)
+    # reshape, not view: with one face (F = 1) torch may lay the broadcast sum out
+    # non-contiguously
+    corner_index = (faces.t().contiguous()[:, None, :] + offsets).reshape(3, -1)  # (3, V*F)
+
+    def corners_of(index: torch.Tensor, channel: int) -> torch.Tensor:
+        """(3, E) one vertex quantity at the corners of the entries whose (3, E) rows these are."""
+        return vertex_records[channel].index_select(0, index.reshape(-1)).view(3, -1)
+
+    sx, sy, inside = (corners_of(corner_index, c) for c in (0, 1, 4))  # (3, V*F) each
+    box = _pixel_boxes(sx, sy, h, w)  # (4, V*F)
+    area = _doubled_area(sx, sy)  # (V*F,)
+    drawn = (inside[0] * inside[1] * inside[2] > 0) & (box[2] > 0) & (box[3] > 0) & (area != 0)
+    if cull_backfaces:
+        drawn &= area < 0
 
     # 2. Sort the drawn entries by size class (a one-byte key: a fast radix sort), so that each
     #    bucket is a contiguous range of columns, and gather their corners again in that order.
@@ -263,53 +295,56 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
     entry = entry[: len(entry) - counts[NOT_DRAWN]]  # (K,) drawn entries, bucket by bucket
     if len(entry) == 0:
         return background
-    view, face = entry // n_faces, entry % n_faces  # (K,) each
-    vertex = faces.index_select(0, face) + (view * n_verts)[:, None]  # (K, 3) record rows
-    corners = vertex_records.index_select(0, vertex.view(-1)).view(-1, 3, 5).transpose(0, 1)
-    sx, sy, z, inv_w = corners[..., 0], corners[..., 1], corners[..., 2], corners[..., 3]  # (3, K)
-    box = box.index_select(0, entry)  # (K, 4)
+    corner_index = corner_index.index_select(1, entry)  # (3, K)
+    sx, sy, z, inv_w = (corners_of(corner_index, c) for c in range(4))  # (3, K) each
+    box, area = box.index_select(1, entry), area.index_select(0, entry)  # (4, K), (K,)
+    view = entry // n_faces  # (K,)
 
     # 3. Edge functions and depth planes per entry, then the z-buffer: one int64 key per pixel.
-    scan, base, planes = _setup_triangles(sx, sy, z, inv_w, box, view, h, w, cull_backfaces)
+    scan, base, planes = _setup_triangles(sx, sy, z, inv_w, area, box, view, h, w)
     keys = torch.full((n_views * h * w + h * w,), _MISS, dtype=torch.int64, device=device)
+    row = entry + 1  # (K,) row of each entry in the entry-indexed tables below; row 0: none
     start = 0
     for size_class, count in enumerate(counts[:NOT_DRAWN]):
         gh, gw = min(2 ** (size_class // 16), h), min(2 ** (size_class % 16), w)
         chunk = max(1, CANDIDATE_BUDGET // (gh * gw))
         for first in range(start, start + count, chunk):
             part = slice(first, min(first + chunk, start + count))
-            _scatter_bucket(keys, [t[..., part] for t in scan], entry[part], base[part],
+            _scatter_bucket(keys, [t[..., part] for t in scan], row[part], base[part],
                             gh, gw, w)
         start += count
 
-    # 4. Resolve: the winner of each pixel, its depth and barycentrics.
-    record = torch.empty(n_views * n_faces, dtype=torch.int64, device=device)
-    record[entry] = torch.arange(len(entry), device=device)  # entry -> its row in `planes`
-    pix_to_face, zbuf, bary = _resolve(keys[: n_views * h * w], planes, record, n_faces, h, w)
+    # 4. Resolve: the winner of each pixel, its depth and barycentrics, from tables indexed by
+    #    row (entry + 1), so that a pixel no face won (low half 0) reads row 0: no face, zeros.
+    plane_table = torch.zeros(n_entries + 1, 9, device=device)  # (V*F + 1, 9)
+    plane_table.index_copy_(0, row, planes.t().contiguous())
+    face_of_row = torch.cat([torch.tensor([-1], device=device),
+                             torch.arange(n_faces, device=device).repeat(n_views)])  # (V*F + 1,)
+    pix_to_face, zbuf, bary = _resolve(keys[: n_views * h * w], plane_table, face_of_row, h, w)
     return Fragments(pix_to_face.view(n_views, h, w), zbuf.view(n_views, h, w),
                      bary.view(3, n_views, h, w).permute(1, 2, 3, 0))  # channel-major bary
 
 
 def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, inv_w: torch.Tensor,
-                     box: torch.Tensor, view: torch.Tensor, h: int, w: int,
-                     cull_backfaces: bool) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+                     area: torch.Tensor, box: torch.Tensor, view: torch.Tensor, h: int,
+                     w: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """Edge functions, depth and barycentric planes of K triangles on the fixed-point grid.
 
     Args:
         sx, sy, z, inv_w: (3, K) snapped screen corners, z_ndc and 1/w of each corner.
-        box: (K, 4) first column, first row, width, height (not empty).
+        area: (K,) twice the signed area (`_doubled_area`), never 0.
+        box: (4, K) first column, first row, width, height (not empty).
         view: (K,) the view of each triangle.
     Returns:
         scan: what `_scatter_bucket` reads: E_i at the box's first pixel (E_i - 1 on
             non-top-left edges), dE_i/dcolumn, dE_i/drow (3, K) each; depth + 2 at the first
             pixel and its two steps (3, K); box width and height (K,) each.
         base: (K,) int64 index of the box's first pixel in the (V*H*W) image stack.
-        planes: (K + 1, 9) a_i, g_i, k_i (i = 0, 1, 2): b_i / w_i = a_i + g_i col + k_i row at
-            pixel (row, col), for the perspective-correct barycentrics; the last row is zero.
+        planes: (9, K) a_i, g_i, k_i (i = 0, 1, 2): b_i / w_i = a_i + g_i col + k_i row at
+            pixel (row, col), for the perspective-correct barycentrics.
     """
     half = SUBPIXEL // 2
-    col0, row0, box_w, box_h = box.unbind(1)
-    sx, sy = sx.contiguous(), sy.contiguous()  # gathered records are strided; roll copies rows
+    col0, row0, box_w, box_h = box.unbind(0)
     a_x, a_y, b_x, b_y = sx.roll(-1, 0), sy.roll(-1, 0), sx.roll(-2, 0), sy.roll(-2, 0)
     edge_x, edge_y = b_x - a_x, b_y - a_y  # (3, K): edge i runs from v_{i+1} to v_{i+2}
     # E_i(P) = edge_x_i (P_y - a_y_i) - edge_y_i (P_x - a_x_i) at pixel centre P: twice the
@@ -317,17 +352,15 @@ def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, inv_w:
     # are small, so E_i is an exact integer there.
     origin = (edge_x * (row0 * SUBPIXEL + half - a_y)
               - edge_y * (col0 * SUBPIXEL + half - a_x))  # (3, K)
-    area = origin.sum(0)  # (K,) = 2A, the same at every point
     # Screen y points down, so front faces have area < 0; make E >= 0 inside either way.
-    orient = torch.sign(area) if not cull_backfaces else -(area < 0).float()
+    orient = torch.sign(area)  # (K,)
     step_x, step_y = -edge_y * (SUBPIXEL * orient), edge_x * (SUBPIXEL * orient)  # dE_i / pixel
     # Top-left rule: a centre exactly on an edge belongs to the face only if the edge is a left
     # edge (inside lies to its right: step_x > 0) or a top edge (horizontal, inside below it).
-    # Zero-area and culled faces have all steps 0, so no edge is top-left and nothing is inside.
     not_top_left = ~((step_x > 0) | ((step_x == 0) & (step_y > 0)))
     origin = origin * orient
     # Depth is affine in screen space: z = sum_i E_i z_i / 2A, evaluated like the E_i.
-    z_weights = z / (area * orient).clamp(min=1)  # (3, K)
+    z_weights = z / area.abs()  # (3, K)
     depth_plane = torch.stack([(origin * z_weights).sum(0) + 2.0,  # +2: keys need depth > 0
                                (step_x * z_weights).sum(0), (step_y * z_weights).sum(0)])
     scan = [origin - not_top_left.float(),  # E' = E - 1 on other edges: E' >= 0 inside
@@ -336,41 +369,47 @@ def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, inv_w:
     # Perspective-correct barycentrics: beta_i is proportional to b_i / w_i = E_i / (2A w_i),
     # affine in the pixel's column and row: E_i at pixel (0, 0) and its steps, scaled.
     at_first_pixel = edge_x * (half - a_y) - edge_y * (half - a_x)  # (3, K)
-    scale = inv_w / area  # (3, K) 1 / (2A w_i); drawn faces have area != 0
-    planes = torch.zeros(len(base) + 1, 9, device=base.device)  # (K + 1, 9)
-    torch.stack([*(at_first_pixel * scale), *(-edge_y * (SUBPIXEL * scale)),
-                 *(edge_x * (SUBPIXEL * scale))], dim=1, out=planes[:-1])
+    scale = inv_w / area  # (3, K) 1 / (2A w_i)
+    planes = torch.cat([at_first_pixel * scale, -edge_y * (SUBPIXEL * scale),
+                        edge_x * (SUBPIXEL * scale)])  # (9, K)
     return scan, base, planes
 
 
-def _resolve(keys: torch.Tensor, planes: torch.Tensor, record: torch.Tensor, n_faces: int,
+def _resolve(keys: torch.Tensor, plane_table: torch.Tensor, face_of_row: torch.Tensor,
              h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unpack the z-buffer keys (P = V*H*W,) into pix_to_face (P,), zbuf (P,), bary (3, P).
 
-    planes (K + 1, 9) as from `_setup_triangles`; record (V*F,) maps an entry to its row.
+    plane_table (V*F + 1, 9) and face_of_row (V*F + 1,) hold each entry's planes (as from
+    `_setup_triangles`) and face at its row, -1 at row 0 (no face). Barycentrics are computed
+    for the covered pixels only (often a third of the image): their planes are the per-pixel
+    stage's largest read, from a table too big for the cache.
     """
-    hit = keys < _MISS  # (P,)
-    winner = keys & 0xFFFFFFFF  # entry of the winning face (of a rejected one on a miss)
-    pix_to_face = torch.where(hit, winner % n_faces, -1)
-    depth = (keys >> 32).to(torch.int32).view(torch.float32) - 2.0  # undo the +2 of the key
-    zbuf = torch.where(hit, depth, 1.0)
-    rows = torch.where(hit, record.index_select(0, winner), len(planes) - 1)  # (P,)
-    per_pixel = planes.index_select(0, rows).view(-1, h, w, 3, 3)  # (V, H, W, a/g/k, i)
-    col = torch.arange(w, device=keys.device, dtype=torch.float32)  # (W,)
-    row = torch.arange(h, device=keys.device, dtype=torch.float32)[:, None]  # (H, 1)
-    weighted = torch.empty(3, *per_pixel.shape[:3], device=keys.device)  # (3, V, H, W)
-    for i in range(3):  # a_i + g_i col + k_i row, straight into channel-major rows
-        torch.addcmul(per_pixel[..., 0, i], per_pixel[..., 1, i], col, out=weighted[i])
-        weighted[i].addcmul_(per_pixel[..., 2, i], row).clamp_(min=0)
-    bary = (weighted / weighted.sum(0).clamp(min=1e-30)).view(3, -1)  # (3, P); 0 on misses
+    row = keys & 0xFFFFFFFF  # (P,) row of the winning entry; 0 where no face covers the pixel
+    pix_to_face = face_of_row.index_select(0, row)
+    # Depth + 2 is in [1, 3] where a face is drawn and _MISS_DEPTH elsewhere: clamped to 3, it
+    # is the far plane's 1 there, like a cleared OpenGL depth buffer.
+    zbuf = (keys >> 32).to(torch.int32).view(torch.float32).clamp_(max=3.0).sub_(2.0)
+    covered = row.nonzero().view(-1)  # (Q,) flat indices of the pixels some face won
+    planes = plane_table.index_select(0, row.index_select(0, covered))  # (Q, 9)
+    in_view = covered % (h * w)
+    col, line = (in_view % w).float(), (in_view // w).float()  # (Q,) each
+    weighted = torch.empty(3, len(covered), device=keys.device)  # (3, Q)
+    for i in range(3):  # a_i + g_i col + k_i row
+        torch.addcmul(planes[:, i], planes[:, 3 + i], col, out=weighted[i])
+        weighted[i].addcmul_(planes[:, 6 + i], line)
+    weighted.clamp_(min=0)
+    weighted /= weighted[0] + weighted[1] + weighted[2]  # > 0: the pixel is inside the face
+    bary = torch.zeros(3, len(keys), device=keys.device)  # (3, P); 0 where no face is drawn
+    for i in range(3):
+        bary[i].index_copy_(0, covered, weighted[i])
     return pix_to_face, zbuf, bary
 
 
-def _scatter_bucket(keys: torch.Tensor, scan: list[torch.Tensor], entry: torch.Tensor,
+def _scatter_bucket(keys: torch.Tensor, scan: list[torch.Tensor], row: torch.Tensor,
                     base: torch.Tensor, gh: int, gw: int, w: int) -> None:
     """Test a (gh, gw) grid of candidate pixels for each of Fb faces and scatter-min their keys.
 
-    scan: as from `_setup_triangles`, for Fb faces; entry, base (Fb,).
+    scan: as from `_setup_triangles`, for Fb faces; row (entry + 1), base (Fb,).
     Every value is a row term (gh, 1, Fb) plus a column term (1, gw, Fb), so each full-size
     tensor costs one broadcast add; grid cells outside a face's box get -1e30 in E_0.
     """
@@ -381,21 +420,25 @@ def _scatter_bucket(keys: torch.Tensor, scan: list[torch.Tensor], entry: torch.T
     box_w, box_h = scan[4], scan[5]  # (Fb,)
     # Faces are the last (contiguous) dimension: broadcasting over a long inner dimension
     # vectorises, while a (Fb, 2, 2) layout would run elementwise kernels on rows of 2.
-    row = origin + step_y * dy  # (3, gh, Fb)
-    col = step_x * dx  # (3, gw, Fb)
-    row[0] = torch.where(dy < box_h, row[0], -1e30)  # outside the box: rejected
-    col[0] = torch.where(dx < box_w, col[0], -1e30)
-    e0, e1, e2 = (row[i, :, None, :] + col[i, None, :, :] for i in range(3))  # (gh, gw, Fb)
-    inside = torch.minimum(torch.minimum(e0, e1), e2) >= 0
+    rows = origin + step_y * dy  # (3, gh, Fb)
+    cols = step_x * dx  # (3, gw, Fb)
+    rows[0] = torch.where(dy < box_h, rows[0], -1e30)  # outside the box: rejected
+    cols[0] = torch.where(dx < box_w, cols[0], -1e30)
+    e0, e1, e2 = (rows[i, :, None, :] + cols[i, None, :, :] for i in range(3))  # (gh, gw, Fb)
+    # E'_i are whole numbers (integer corners and steps), so a candidate is inside when the
+    # smallest is >= 0 and outside when it is <= -1; 4 |E'_min| added to the depth of an outside
+    # one lifts it to >= _MISS_DEPTH + 1, so it never beats an empty pixel's key, with
+    # arithmetic only (a comparison and a select would each cost a pass over a boolean array).
+    outside_by = torch.minimum(torch.minimum(e0, e1), e2).clamp_(max=0)  # (gh, gw, Fb) <= 0
     depth = ((plane[0] + plane[2] * dy)[:, None, :]
              + (plane[1] * dx)[None, :, :])  # (gh, gw, Fb) z_ndc + 2, in [1, 3]
-    depth = torch.where(inside, depth, _MISS_DEPTH)
-    # Positive floats order like their bit patterns: depth bits high, entry (view, face) low.
-    key = (depth.view(torch.int32).long() << 32) | entry
+    depth.sub_(outside_by, alpha=_MISS_DEPTH)
+    # Positive floats order like their bit patterns: depth bits high, row (entry + 1) low; a
+    # rejected candidate's key is never below the empty pixel's _MISS (row 0).
+    key = (depth.view(torch.int32).long() << 32) | row
     # Cells past the box may wrap into the next row; their key never wins, and `keys` has an
     # image's worth of padding so indices stay in range.
     offset = (torch.arange(gh, device=device)[:, None, None] * w
               + torch.arange(gw, device=device)[None, :, None])  # (gh, gw, 1)
     pixel = base + offset  # (gh, gw, Fb)
     keys.scatter_reduce_(0, pixel.view(-1), key.view(-1), reduce="amin")
-

@@ -47,7 +47,7 @@ MODES = ("shaded", "texture", "colors", "depth", "normals")
 ALBEDO = 0.75  # grey of the skin in `shaded`
 AMBIENT = 0.12  # light that reaches surfaces facing away from the headlight
 SPECULAR = 0.12  # weight of the highlight: weak, scans are matte
-SHININESS = 24.0  # Blinn-Phong exponent
+SHININESS = 24  # Blinn-Phong exponent, a whole number (`_whole_power`)
 
 
 def interpolate(fragments: Fragments, face_attrs: torch.Tensor) -> torch.Tensor:
@@ -68,16 +68,22 @@ def interpolate(fragments: Fragments, face_attrs: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"interpolate: face_attrs must be (F, 3, D) or ({n_views}, F, 3, D), "
                          f"got {tuple(face_attrs.shape)}")
     n_faces, dim = face_attrs.shape[-3], face_attrs.shape[-1]
-    rows = fragments.pix_to_face.clamp(min=0)  # (V, H, W)
+    pixel_face = fragments.pix_to_face.reshape(-1)  # (V*H*W,)
+    # Only the covered pixels (often a third of the image) read their face's corners, and
+    # whole records at a time: a record per face is one cache line, a column of it would not be.
+    covered = (pixel_face >= 0).nonzero().view(-1)  # (Q,)
+    rows = pixel_face.index_select(0, covered)  # (Q,)
     if per_view:  # row of (view, face) in the flattened (V*F) list
-        rows = rows + torch.arange(n_views, device=rows.device)[:, None, None] * n_faces
-    table = face_attrs.reshape(-1, 3, dim).float()  # (F or V*F, 3, D): one record per face
-    corners = table.index_select(0, rows.view(-1))  # (V*H*W, 3, D)
+        rows = rows + covered // (h * w) * n_faces
+    table = face_attrs.reshape(-1, 3 * dim).float()  # (F or V*F, 3*D): one record per face
+    corners = table.index_select(0, rows)  # (Q, 3*D), corner-major
     bary = fragments.bary.permute(3, 0, 1, 2).reshape(3, -1)  # (3, V*H*W), no copy
-    values = torch.empty(dim, len(corners), device=corners.device)  # (D, V*H*W)
-    for d in range(dim):  # sum_i bary_i * corner_i, straight into channel-major rows
-        torch.mul(bary[0], corners[:, 0, d], out=values[d])
-        values[d].addcmul_(bary[1], corners[:, 1, d]).addcmul_(bary[2], corners[:, 2, d])
+    weights = [b.index_select(0, covered) for b in bary]  # 3 x (Q,)
+    values = torch.zeros(dim, n_views * h * w, device=corners.device)  # (D, V*H*W)
+    for d in range(dim):  # sum_i bary_i * corner_i, into channel-major rows
+        value = torch.mul(weights[0], corners[:, d])
+        value.addcmul_(weights[1], corners[:, dim + d]).addcmul_(weights[2], corners[:, 2 * dim + d])
+        values[d].index_copy_(0, covered, value)
     return values.view(dim, n_views, h, w).permute(1, 2, 3, 0)
 
 
@@ -118,6 +124,19 @@ def _camera_normals(fragments: Fragments, verts: torch.Tensor, faces: torch.Tens
 def _length(vector: list[torch.Tensor]) -> torch.Tensor:
     """Euclidean length of a vector given as a list of channels, never 0 (so safe to divide by)."""
     return sum(c * c for c in vector).sqrt().clamp(min=1e-12)
+
+
+def _whole_power(x: torch.Tensor, n: int) -> torch.Tensor:
+    """x ** n for a whole n >= 1 by repeated squaring: a handful of multiplications, where
+    torch's pow with a non-trivial exponent calls the general power function per element."""
+    result = None
+    while n:
+        if n & 1:
+            result = x if result is None else result * x
+        n >>= 1
+        if n:
+            x = x * x
+    return result
 
 
 def _sample_texture(texture: torch.Tensor, uv: torch.Tensor) -> list[torch.Tensor]:
@@ -168,7 +187,8 @@ def shade(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor, camera
         toward_camera = cameras.view[:, 2, :3, None, None]  # (V, 3, 1, 1)
         n_dot_l = sum(toward_camera[:, j] * normal[j] for j in range(3))  # (V, H, W)
         facing = n_dot_l.abs() / _length(normal)
-        grey = ALBEDO * (AMBIENT + (1 - AMBIENT) * facing) + SPECULAR * facing ** SHININESS
+        grey = ALBEDO * (AMBIENT + (1 - AMBIENT) * facing) + SPECULAR * _whole_power(facing,
+                                                                                SHININESS)
         rgb = [grey] * 3
     elif mode == "normals":
         rgb = [(n + 1) / 2 for n in _camera_normals(fragments, verts, faces, cameras)]

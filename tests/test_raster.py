@@ -77,6 +77,9 @@ def _assert_agree(verts_clip: torch.Tensor, faces: torch.Tensor, size,
     same = pix == ref_pix  # background included: zbuf 1 and bary 0 in both
     np.testing.assert_allclose(fast.bary.numpy()[same], ref.bary.numpy()[same], atol=1e-4)
     assert (fast.zbuf.numpy()[pix < 0] == 1).all() and (fast.bary.numpy()[pix < 0] == 0).all()
+    covered = fast.bary.numpy()[pix >= 0]  # (Q, 3): a convex combination at every drawn pixel
+    assert (covered >= 0).all() and np.allclose(covered.sum(-1), 1, rtol=0, atol=1e-6)
+    assert fast.pix_to_face.dtype == ref.pix_to_face.dtype == torch.int64
     return ref
 
 
