@@ -209,19 +209,30 @@ def zipped(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def test_uploads_become_a_scan_or_a_sequence(tmp_path):
+def test_uploads_become_scans_or_one_sequence(tmp_path):
     mesh = b"#VRML V2.0 utf8\n"
     one = uploads.save_uploads([("face.wrl", mesh), ("face.bnd", b"1 2 3")], tmp_path / "a")
-    assert one == tmp_path / "a" / "face.wrl"
-    seq = uploads.save_uploads([("2.wrl", mesh), ("10.wrl", mesh)], tmp_path / "b")
-    assert seq == tmp_path / "b"
+    assert one.scans == [tmp_path / "a" / "face.wrl"] and one.refused == []
+    # several meshes are several scans, unless they are said to be one sequence's frames
+    two = uploads.save_uploads([("2.wrl", mesh), ("10.wrl", mesh), ("notes.txt", b"hi")],
+                               tmp_path / "b")
+    assert two.scans == [tmp_path / "b" / "2.wrl", tmp_path / "b" / "10.wrl"]
+    assert [name for name, _ in two.refused] == ["notes.txt"]
+    assert "not a scan: .txt suffix" in two.refused[0][1]
+    seq = uploads.save_uploads([("2.wrl", mesh), ("10.wrl", mesh)], tmp_path / "c", sequence=True)
+    assert seq.scans == [tmp_path / "c"]
     archive = zipped({"clip/000.wrl": mesh, "clip/001.wrl": mesh, "__MACOSX/clip/._000.wrl": b"x",
                       "clip/.hidden.wrl": b"x"})
-    folder = uploads.save_uploads([("clip.zip", archive)], tmp_path / "c")
-    assert folder == tmp_path / "c" / "clip" / "clip"
-    assert [p.name for p in explain.sequence_frames(folder)] == ["000.wrl", "001.wrl"]
+    folder = uploads.save_uploads([("clip.zip", archive)], tmp_path / "d", sequence=True).scans
+    assert folder == [tmp_path / "d" / "clip" / "clip"]
+    assert [p.name for p in explain.sequence_frames(folder[0])] == ["000.wrl", "001.wrl"]
+    frames = uploads.save_uploads([("clip.zip", archive)], tmp_path / "e").scans
+    assert [p.name for p in frames] == ["000.wrl", "001.wrl"]  # not chosen: each on its own
     # an uploaded name is a name, never a path
-    assert uploads.save_uploads([("../../x.wrl", mesh)], tmp_path / "d") == tmp_path / "d" / "x.wrl"
+    assert uploads.save_uploads([("../../x.wrl", mesh)], tmp_path / "f").scans == [
+        tmp_path / "f" / "x.wrl"]
+    with pytest.raises(ValueError, match="3 scans, more than the 2 predicted at once"):
+        uploads.save_uploads([(f"{i}.wrl", mesh) for i in range(3)], tmp_path / "g", max_scans=2)
 
 
 def zipped_raw(members: list[tuple[str, bytes]], encrypted: bool = False) -> bytes:
@@ -261,7 +272,7 @@ def zipped_raw(members: list[tuple[str, bytes]], encrypted: bool = False) -> byt
 ])
 def test_bad_uploads_are_refused_with_the_reason(files, message, tmp_path):
     with pytest.raises(ValueError, match=message):
-        uploads.save_uploads(files, tmp_path, max_mb=1, max_unpacked_mb=2)
+        uploads.save_uploads(files, tmp_path, sequence=True, max_mb=1, max_unpacked_mb=2)
     assert not (tmp_path.parent / "evil.wrl").exists() and not Path("/etc/evil.wrl").exists()
 
 

@@ -157,8 +157,9 @@ class Prediction:
     view_probabilities: torch.Tensor  # (T, V, K) each view's own classification
     view_weights: torch.Tensor  # (T, V) MTGF's (or CVSA's) weights, sum 1 per frame
     frame_weights: torch.Tensor | None  # (T,) temporal fusion's weights; None for T = 1 models
-    saliency: torch.Tensor  # (T, V, H, W) attribution to log p(predicted class), per pixel
-    saliency_reference: float  # log p(predicted | reference): attributions sum to the rise
+    saliency: torch.Tensor | None  # (T, V, H, W) attribution to log p(predicted class); None:
+    # not computed (`explain(..., saliency=False)`)
+    saliency_reference: float | None  # log p(predicted | reference): attributions sum to the rise
     prompts: list[list[str]] | None  # K x P prompt texts (None: learned head)
     prompt_similarities: torch.Tensor | None  # (K, P) cosine of the face to every prompt
     seconds: float  # wall time of `explain`
@@ -171,7 +172,7 @@ class Prediction:
         """Every number, as plain JSON values (saliency maps rounded to 4 significant digits)."""
         k = int(self.probabilities.argmax())
         per_class = lambda values: {c: round(float(v), 6) for c, v in zip(self.classes, values)}
-        maps = self.saliency.numpy()
+        maps = None if self.saliency is None else self.saliency.numpy()
         return {
             "name": self.name, "frames": self.frames, "predicted": self.predicted,
             "probabilities": per_class(self.probabilities),
@@ -182,7 +183,7 @@ class Prediction:
                                    "probabilities": per_class(p)} for p in frame]
                                   for frame in self.view_probabilities],
             "frame_weights": None if self.frame_weights is None else self.frame_weights.tolist(),
-            "saliency": {
+            "saliency": None if maps is None else {
                 "method": "integrated gradients of log p(predicted class), from the model's "
                           f"reference image to the views, {SALIENCY_STEPS} steps",
                 "target": self.predicted,
@@ -245,7 +246,7 @@ def integrated_gradients(model: FacetVLM, views: torch.Tensor, target: int,
 
 
 def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None = None,
-            name: str | None = None) -> Prediction:
+            name: str | None = None, saliency: bool = True) -> Prediction:
     """Classify one scan or sequence and explain the result (module docstring).
 
     Args:
@@ -254,6 +255,8 @@ def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None
         classes: class names or descriptions to score instead of the checkpoint's (zero-shot;
             they also guide MTGF). None: the checkpoint's classes.
         name: how to call the scan in reports; default: its file or folder name.
+        saliency: compute the integrated gradients (SALIENCY_STEPS forward and backward passes,
+            most of the time a prediction takes); False leaves `Prediction.saliency` None.
     Returns:
         Prediction.
     Raises:
@@ -282,7 +285,8 @@ def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None
         output = model(views, class_embeddings=prompts)
     probabilities = output.logits.float().softmax(-1)[0]  # (K,)
     target = int(probabilities.argmax())
-    saliency, reference = integrated_gradients(model, views, target, prompts)
+    maps, reference = integrated_gradients(model, views, target, prompts) if saliency \
+        else (None, None)
     face = output.embedding.float()[0]  # (E,) unit norm
     similarity = None if each is None else each @ face  # (K, P)
     if isinstance(scan, (str, Path)):
@@ -297,7 +301,8 @@ def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None
         view_weights=output.view_weights.float()[0].cpu(),
         frame_weights=None if output.frame_weights is None
         else output.frame_weights.float()[0].cpu(),
-        saliency=saliency.cpu(), saliency_reference=reference, prompts=texts,
+        saliency=None if maps is None else maps.cpu(), saliency_reference=reference,
+        prompts=texts,
         prompt_similarities=None if similarity is None else similarity.cpu(),
         seconds=time.perf_counter() - start)
 
@@ -384,16 +389,18 @@ def save_sheet(prediction: Prediction, path: str | Path, truth: str | None = Non
     """
     p = prediction
     t, v = p.view_weights.shape
-    scale = saliency_scale(p.saliency)
-    tiles = overlay(p.views, p.saliency, scale)  # (T, V, H, W, 3)
-    h, w = p.saliency.shape[-2:]
-    fig = plt.figure(figsize=(4.6 * v + 0.6, 2.5 * t + 2.6))
+    h, w = p.views.shape[-2:]
+    shown = p.saliency is not None  # views and saliency side by side, or the views alone
+    scale = saliency_scale(p.saliency) if shown else None
+    tiles = overlay(p.views, p.saliency, scale) if shown else None  # (T, V, H, W, 3)
+    fig = plt.figure(figsize=((4.6 if shown else 2.3) * v + 0.6, 2.5 * t + 2.6))
     grid = fig.add_gridspec(t + 1, 2 * v + 1, height_ratios=[2.5] * t + [2.0],
                             width_ratios=[1] * (2 * v) + [0.07], hspace=0.35, wspace=0.3)
     for f in range(t):
         for j in range(v):
-            for k, image in enumerate((p.views[f, j].permute(1, 2, 0).numpy(), tiles[f, j])):
-                ax = fig.add_subplot(grid[f, j + k * v])
+            images = (p.views[f, j].permute(1, 2, 0).numpy(),) + ((tiles[f, j],) if shown else ())
+            for k, image in enumerate(images):
+                ax = fig.add_subplot(grid[f, j + k * v] if shown else grid[f, 2 * j: 2 * j + 2])
                 ax.imshow(image, interpolation="nearest")
                 ax.set_xticks([]), ax.set_yticks([])
                 alone = p.classes[int(p.view_probabilities[f, j].argmax())]
@@ -408,7 +415,8 @@ def save_sheet(prediction: Prediction, path: str | Path, truth: str | None = Non
                 if j == 0 and k == 0 and t > 1:
                     weight = "" if p.frame_weights is None else f"\nweight {p.frame_weights[f]:.2f}"
                     ax.set_ylabel(f"{p.frames[f]}{weight}", fontsize=8)
-    _draw_saliency_scale(fig.add_subplot(grid[:t, 2 * v]), scale, p.predicted)
+    if shown:
+        _draw_saliency_scale(fig.add_subplot(grid[:t, 2 * v]), scale, p.predicted)
 
     order = np.arange(len(p.classes))
     correct = None if truth is None else truth == p.predicted
@@ -434,9 +442,10 @@ def save_sheet(prediction: Prediction, path: str | Path, truth: str | None = Non
         f"; true: {truth}, {'correct' if correct else 'WRONG'}"
     edges = "" if not patch else (f" Its square edges are the ViT's {patch:g}-px patches "
                                   "(grid): the model embeds each patch as a whole.")
+    how = (f"Saliency: red raises, blue lowers log p({p.predicted}), relative to the model's "
+           f"reference image.{edges}") if shown else "Saliency not computed."
     fig.suptitle(f"{p.name}: predicted {p.predicted} ({p.probabilities.max():.0%}){verdict}\n"
-                 f"Saliency: red raises, blue lowers log p({p.predicted}), relative to the "
-                 f"model's reference image.{edges}", fontsize=10)
+                 f"{how}", fontsize=10)
     with atomic_file(path) as out:
         fig.savefig(out, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
