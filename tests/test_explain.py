@@ -327,3 +327,49 @@ def test_a_batch_with_a_bad_scan_exits_1_and_names_it(static, tmp_path):
     assert f"skipped {empty}: {empty}: empty file" in proc.stderr
     saved = json.loads((tmp_path / "pred" / "prediction.json").read_text())
     assert [p["name"] for p in saved["predictions"]] == ["face.wrl"]
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory) -> build.Predictor:
+    """An untrained 16-px checkpoint in train.py's format, loaded as a predictor (the pictures,
+    not the accuracy, are under test)."""
+    from facet.config import parse_args, to_dict
+
+    config = parse_args(["--image_size=16", "--pretrained="])
+    tokenizer = build.build_tokenizer(config)
+    model = build.build_model(config, tokenizer, len(EMOTIONS))
+    path = tmp_path_factory.mktemp("untrained") / "ckpt.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "config": to_dict(config),
+                           "classes": list(EMOTIONS), "merges": [list(m) for m in tokenizer.merges]})
+    return build.load_predictor(path)
+
+
+def test_saliency_can_be_skipped_and_the_sheet_draws_either(untrained, tmp_path):
+    face = scanner.demo_face("happiness", 4, seed=0)
+    quick = explain.explain(untrained, face, saliency=False)
+    assert quick.saliency is None and quick.saliency_reference is None
+    assert quick.to_json()["saliency"] is None
+    full = explain.explain(untrained, face)
+    torch.testing.assert_close(quick.probabilities, full.probabilities)  # the same prediction
+    assert full.saliency.shape == full.views.shape[:2] + full.views.shape[-2:]  # (T, V, H, W)
+    patch = explain.patch_pixels(untrained)
+    assert patch == untrained.model.clip.visual.patch_size  # 16-px views, 16-px CLIP input
+    for p, name in ((quick, "quick.png"), (full, "full.png")):
+        sheet = explain.save_sheet(p, tmp_path / name, truth="happiness", patch=patch)
+        assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_overlay_and_its_colour_scale_share_one_map():
+    """The colour bar is `saliency_colours` from -scale to +scale; the overlay must use the same
+    map and saturate at the scale, the 99th percentile of |saliency|."""
+    views = torch.full((1, 3, 4, 100), 153, dtype=torch.uint8)  # one grey view (0.6)
+    saliency = torch.linspace(-2, 2, 400).view(1, 4, 100)  # (V, H, W)
+    scale = explain.saliency_scale(saliency)
+    assert scale == pytest.approx(float(saliency.abs().flatten().quantile(0.99)))
+    image = torch.from_numpy(explain.overlay(views, saliency)).float() / 255  # (V, H, W, 3)
+    expected = explain.saliency_colours(saliency / scale, torch.full((1, 4, 100), 0.6))
+    torch.testing.assert_close(image, expected, atol=1 / 255, rtol=0)
+    red, blue = explain.saliency_colours(torch.tensor([1.0, -1.0]), torch.tensor([0.6, 0.6]))
+    assert red[0] > 0.8 > red[2] and blue[2] > 0.8 > blue[0]  # red raises, blue lowers
+    grey = explain.saliency_colours(torch.tensor([0.0]), torch.tensor([0.6]))[0]
+    assert torch.allclose(grey, torch.full((3,), 0.35 + 0.5 * 0.6))  # no attribution: grey
