@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from facet.atomic import atomic_file, write_atomic  # noqa: E402
+from facet.camera import view_name  # noqa: E402
 
 # log.jsonl keys drawn by `plot_curves`, panel by panel: (title, y label, {key: legend label}).
 # One panel holds one quantity: FACET-VLM's train_acc and test_acc are both 6-way accuracy.
@@ -246,7 +247,7 @@ def write_report(folder: str | Path, metrics: dict, classes: Sequence[str],
     if "predictions" in metrics:
         write_predictions(folder / "predictions.csv", metrics["predictions"], classes)
     plot_confusion(metrics["confusion"], classes, folder / "confusion.png")
-    names = [f"yaw {y:+g} pitch {p:+g}" for y, p in views]
+    names = [view_name(yaw, pitch) for yaw, pitch in views]
     plot_view_weights([metrics["view_weights"][c] for c in classes], names,
                       folder / "view_weights.png", class_names=list(classes))
     if log is not None:
