@@ -178,16 +178,17 @@ def show(p: explain.Prediction, truth: str | None, emotion: str | None, scan: Pa
     for name, w in zip(p.view_names, p.view_weights.mean(dim=0).tolist()):
         right.progress(w, text=f"{name}: {w:.3f}")
 
-    tiles = None if p.saliency is None else explain.overlay(p.views, p.saliency)  # (T,V,H,W,3)
+    scale = None if p.saliency is None else explain.saliency_scale(p.saliency)
+    tiles = None if p.saliency is None else explain.overlay(p.views, p.saliency, scale)
     frames = st.tabs([f"{f + 1}: {name}" for f, name in enumerate(p.frames)]) \
         if len(p.frames) > 1 else [st.container()]
     for f, tab in enumerate(frames):
         weight = "" if p.frame_weights is None else f"frame weight {p.frame_weights[f]:.2f}. "
         tab.caption(f"{weight}Top: the views exactly as the model sees them. " + (
             "Saliency off." if tiles is None else
-            f"Bottom: saliency, red raises and blue lowers p({p.predicted}); its square edges "
-            f"are the image transformer's {patch:g}-px patches, each embedded as a "
-            "whole."))
+            f"Bottom: saliency, red raises and blue lowers log p({p.predicted}), full colour "
+            f"from {scale:.2g} per pixel; its square edges are the image transformer's "
+            f"{patch:g}-px patches, each embedded as a whole."))
         for j, column in enumerate(tab.columns(len(p.view_names))):
             alone = p.classes[int(p.view_probabilities[f, j].argmax())]
             column.image(zoom(p.views[f, j].permute(1, 2, 0).numpy()),
