@@ -444,7 +444,7 @@ def save_sheet(prediction: Prediction, path: str | Path, truth: str | None = Non
                                   "(grid): the model embeds each patch as a whole.")
     how = (f"Saliency: red raises, blue lowers log p({p.predicted}), relative to the model's "
            f"reference image.{edges}") if shown else "Saliency not computed."
-    fig.suptitle(f"{p.name}: predicted {p.predicted} ({p.probabilities.max():.0%}){verdict}\n"
+    fig.suptitle(f"{p.name}: predicted {p.predicted} ({p.probabilities.max():.1%}){verdict}\n"
                  f"{how}", fontsize=10)
     with atomic_file(path) as out:
         fig.savefig(out, format="png", dpi=100, bbox_inches="tight")
