@@ -315,8 +315,8 @@ def patch_pixels(predictor: Predictor) -> float:
     The image tower cuts each view (resized to its input side S) into P x P patches and embeds
     each patch with one linear map (`visual.conv1`); everything after sees patches, not pixels.
     How strongly the prediction depends on a pixel therefore changes at patch borders: with the
-    `tiny` ViT's 16-px patches on 64-px views the saliency is a 4 x 4 mosaic, often one bright
-    row of patches over the mouth -- a faithful picture of the model, not a rendering artefact.
+    `tiny` ViT's 16-px patches on 64-px views the saliency is a 4 x 4 mosaic -- a faithful
+    picture of the model, not an artefact of the method or the renderer.
     """
     visual = predictor.model.clip.visual
     return visual.patch_size * predictor.settings.image_size / visual.image_size
