@@ -393,7 +393,8 @@ def save_sheet(prediction: Prediction, path: str | Path, truth: str | None = Non
     shown = p.saliency is not None  # views and saliency side by side, or the views alone
     scale = saliency_scale(p.saliency) if shown else None
     tiles = overlay(p.views, p.saliency, scale) if shown else None  # (T, V, H, W, 3)
-    fig = plt.figure(figsize=((4.6 if shown else 2.3) * v + 0.6, 2.5 * t + 2.6))
+    width = (4.6 if shown else 3.4) * v  # inches of the view columns
+    fig = plt.figure(figsize=(width + 0.6, 2.5 * t + 2.6))
     grid = fig.add_gridspec(t + 1, 2 * v + 1, height_ratios=[2.5] * t + [2.0],
                             width_ratios=[1] * (2 * v) + [0.07], hspace=0.35, wspace=0.3)
     for f in range(t):
@@ -420,7 +421,9 @@ def save_sheet(prediction: Prediction, path: str | Path, truth: str | None = Non
 
     order = np.arange(len(p.classes))
     correct = None if truth is None else truth == p.predicted
-    bars = fig.add_subplot(grid[t, :v])
+    # the two lower panels, 1.3 inches apart: room for the weights' axis label beside the bars
+    lower = grid[t, :2 * v].subgridspec(1, 2, wspace=1.3 / (width / 2 - 0.65))
+    bars = fig.add_subplot(lower[0])
     colour = "C3" if correct is None or not correct else "C2"  # the predicted class's bar
     bars.barh(order, p.probabilities.numpy(), color=[colour if c == p.predicted else "C0"
                                                      for c in p.classes])
@@ -434,7 +437,7 @@ def save_sheet(prediction: Prediction, path: str | Path, truth: str | None = Non
     bars.set_xlim(0, 1.2)  # room for "100.0%" right of a full bar
     bars.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
     bars.set_title("class probabilities", fontsize=9)
-    weights = fig.add_subplot(grid[t, v:2 * v])
+    weights = fig.add_subplot(lower[1])
     reports.draw_view_weights(weights, p.view_weights.mean(dim=0), p.view_names)  # over frames
     weights.set_title("view weights (dashed: uniform, every view trusted equally)", fontsize=9)
 
@@ -445,7 +448,7 @@ def save_sheet(prediction: Prediction, path: str | Path, truth: str | None = Non
     how = (f"Saliency: red raises, blue lowers log p({p.predicted}), relative to the model's "
            f"reference image.{edges}") if shown else "Saliency not computed."
     fig.suptitle(f"{p.name}: predicted {p.predicted} ({p.probabilities.max():.1%}){verdict}\n"
-                 f"{how}", fontsize=10)
+                 f"{how}", fontsize=10, y=0.99, va="bottom")  # above the views' titles
     with atomic_file(path) as out:
         fig.savefig(out, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
