@@ -38,26 +38,6 @@ import torch  # noqa: E402
 from facet.atomic import atomic_file, write_atomic  # noqa: E402
 from facet.camera import view_name  # noqa: E402
 
-# log.jsonl keys drawn by `plot_curves`, panel by panel: (title, y label, {key: legend label}).
-# One panel holds one quantity: FACET-VLM's train_acc and test_acc are both 6-way accuracy.
-CURVES = (("losses", "loss (nats)", {"loss": "total (per step)", "ce": "cross-entropy",
-                                     "cons": "multiview consistency", "aff": "AffectVLM",
-                                     "train_loss": "total (epoch mean)"}),
-          ("accuracy", "accuracy", {"train_acc": "training split", "val_acc": "validation split",
-                                    "test_acc": "held-out split"}),
-          ("learning rate", "learning rate", {"lr": "lr"}))
-# CLIP pretraining logs the same keys for other quantities: train_acc is in-batch retrieval
-# (each image's caption among the batch's, chance 1 / batch size) and test_acc the zero-shot
-# accuracy over the classes (chance 1 / K), so each gets its own panel and axis
-PRETRAINING_CURVES = (
-    ("InfoNCE", "loss (nats)", {"loss": "per step", "train_loss": "epoch mean"}),
-    ("caption retrieval (training split)", "in-batch top-1 image -> caption",
-     {"train_acc": "training split"}),
-    ("zero-shot classification (held-out set)", "accuracy over the classes",
-     {"test_acc": "held-out split"}),
-    ("learning rate", "learning rate", {"lr": "lr"}))
-
-
 def confusion_matrix(targets: torch.Tensor | np.ndarray, predictions: torch.Tensor | np.ndarray,
                      num_classes: int) -> torch.Tensor:
     """Count (true, predicted) pairs.
@@ -236,10 +216,12 @@ def metrics_table(metrics: dict) -> str:
 
 
 def write_report(folder: str | Path, metrics: dict, classes: Sequence[str],
-                 views: Sequence[tuple[float, float]], curves: tuple = CURVES, **extra) -> None:
+                 views: Sequence[tuple[float, float]], curves: tuple | None = None,
+                 **extra) -> None:
     """A run's or an evaluation's files in `folder`: metrics.json (the metrics and `extra`, e.g.
     the config), predictions.csv, confusion.png, view_weights.png, and curves.png (its panels:
-    `curves`, see `plot_curves`) when `extra` holds the training log as `log`."""
+    `curves`, default CURVES, see `plot_curves`) when `extra` holds the training log as
+    `log`."""
     folder = Path(folder)
     log = extra.pop("log", None)
     scalars = {k: v for k, v in metrics.items() if k != "predictions"}
@@ -251,7 +233,7 @@ def write_report(folder: str | Path, metrics: dict, classes: Sequence[str],
     plot_view_weights([metrics["view_weights"][c] for c in classes], names,
                       folder / "view_weights.png", class_names=list(classes))
     if log is not None:
-        plot_curves(log, folder / "curves.png", curves)
+        plot_curves(log, folder / "curves.png", curves or CURVES)
 
 
 def _num(x: float) -> float | None:
@@ -341,6 +323,24 @@ def plot_confusion(confusion: np.ndarray | list, class_names: Sequence[str], pat
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
     return _save(fig, path)
+
+
+# log.jsonl keys drawn by `plot_curves`, panel by panel: (title, y label, {key: legend label})
+CURVES = (("losses", "loss (nats)", {"loss": "total (per step)", "ce": "cross-entropy",
+                                     "cons": "multiview consistency", "aff": "AffectVLM",
+                                     "train_loss": "total (epoch mean)"}),
+          ("accuracy", "accuracy", {"train_acc": "training split", "test_acc": "held-out split"}),
+          ("learning rate", "learning rate", {"lr": "lr"}))
+# CLIP pretraining logs the same keys for other quantities: train_acc is in-batch retrieval
+# (each image's caption among the batch's, chance 1 / batch size) and test_acc the zero-shot
+# accuracy over the classes (chance 1 / K), so each gets its own panel and axis
+PRETRAINING_CURVES = (
+    ("InfoNCE", "loss (nats)", {"loss": "per step", "train_loss": "epoch mean"}),
+    ("caption retrieval (training split)", "in-batch top-1 image -> caption",
+     {"train_acc": "training split"}),
+    ("zero-shot classification (held-out set)", "accuracy over the classes",
+     {"test_acc": "held-out split"}),
+    ("learning rate", "learning rate", {"lr": "lr"}))
 
 
 def curve_series(records: list[dict], panels: tuple = CURVES) -> dict[str, dict[str, tuple]]:
