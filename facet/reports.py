@@ -329,7 +329,8 @@ def plot_confusion(confusion: np.ndarray | list, class_names: Sequence[str], pat
 CURVES = (("losses", "loss (nats)", {"loss": "total (per step)", "ce": "cross-entropy",
                                      "cons": "multiview consistency", "aff": "AffectVLM",
                                      "train_loss": "total (epoch mean)"}),
-          ("accuracy", "accuracy", {"train_acc": "training split", "test_acc": "held-out split"}),
+          ("accuracy", "accuracy", {"train_acc": "training split", "val_acc": "validation split",
+                                    "test_acc": "held-out split"}),
           ("learning rate", "learning rate", {"lr": "lr"}))
 # CLIP pretraining logs the same keys for other quantities: train_acc is in-batch retrieval
 # (each image's caption among the batch's, chance 1 / batch size) and test_acc the zero-shot
