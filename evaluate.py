@@ -290,7 +290,7 @@ def predict_scans(ckpt: str, scans: list[str], out: str, zero_shot: str,
         stem = Path(p.name).stem or "scan"
         names[stem] = names.get(stem, 0) + 1
         sheet = folder / (stem if names[stem] == 1 else f"{stem}-{names[stem]}")
-        explain.save_sheet(p, sheet.with_suffix(".png"))
+        explain.save_sheet(p, sheet.with_suffix(".png"), patch=explain.patch_pixels(predictor))
     settings = predictor.settings
     report = {"checkpoint": str(ckpt), "kind": predictor.kind, "zero_shot": classes is not None,
               "classes": list(predictions[0].classes),

@@ -264,7 +264,7 @@ def pretrain(config: TrainConfig, dist: runtime.DistInfo, argv: list[str]) -> li
                         render={"views": config.views, "image_size": config.image_size,
                                 "mode": config.mode})  # how its images were drawn
             reports.write_report(run_dir, metrics, classes, parse_views(config.views),
-                                 config=to_dict(config),
+                                 reports.PRETRAINING_CURVES, config=to_dict(config),
                                  log=loop.read_log(run_dir / "log.jsonl"))
             print(f"zero-shot on {len(test_set)} unseen scans: accuracy "
                   f"{metrics['accuracy']:.4f}; wrote {run_dir / 'clip.pt'} "

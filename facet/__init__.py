@@ -39,7 +39,7 @@ and its wings, one level deep, each with its own map:
 
     data/           the benchmarks' file formats and layouts, the view cache, torch datasets
     faces/          the built-in faces: ICT-FaceKit, FACS, a scanner, dataset writers, captions
-    app/            one scan in: prediction, view weights, saliency, a sheet; uploads
+    app/            one scan in: prediction, view weights, saliency, a sheet; uploads; preview
 
 Shapes, batch-first everywhere: B batch, T frames (1 for a static scan), V views, K classes,
 P prompts per class, L text tokens, N image tokens, C width, E joint embedding size, H x W

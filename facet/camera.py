@@ -172,3 +172,8 @@ def parse_views(text: str) -> tuple[tuple[float, float], ...]:
 def format_views(views) -> str:
     """((yaw, pitch), ...) -> "yaw,pitch;..." (the inverse of `parse_views`)."""
     return ";".join(f"{yaw:g},{pitch:g}" for yaw, pitch in views)
+
+
+def view_name(yaw: float, pitch: float = 0.0) -> str:
+    """How a view is labelled in pictures and reports: "yaw -20", "yaw +0 pitch +15"."""
+    return f"yaw {yaw:+g}" + (f" pitch {pitch:+g}" if pitch else "")

@@ -325,7 +325,8 @@ def render_batch(meshes: Sequence[Mesh], **kwargs) -> torch.Tensor:
 
 
 def save_contact_sheet(images: torch.Tensor | np.ndarray | Sequence, path: str | Path,
-                       labels: Sequence[str] | None = None, gap: int = 4) -> Path:
+                       labels: Sequence[str] | None = None, gap: int = 4,
+                       column_labels: Sequence[str] | None = None) -> Path:
     """Save rows of views as one PNG: row m holds the V views of mesh m, its label at the left.
 
     Args:
@@ -333,10 +334,12 @@ def save_contact_sheet(images: torch.Tensor | np.ndarray | Sequence, path: str |
         path: output PNG (folders are created).
         labels: M row labels, or None.
         gap: white pixels between tiles.
+        column_labels: V labels above the columns (e.g. the views' yaw, a sequence's frames),
+            or None.
     Returns:
         The path written.
     """
-    from PIL import Image, ImageDraw  # Pillow comes with matplotlib
+    from PIL import Image, ImageDraw, ImageFont  # Pillow comes with matplotlib
 
     if isinstance(images, (list, tuple)):
         images = torch.stack([torch.as_tensor(x) for x in images])
@@ -347,18 +350,30 @@ def save_contact_sheet(images: torch.Tensor | np.ndarray | Sequence, path: str |
         raise ValueError(f"contact sheet: images must be (M, V, 3, H, W), "
                          f"got {tuple(images.shape)}")
     n_rows, n_cols, _, h, w = images.shape
-    margin = 0 if labels is None else 8 + 7 * max(len(label) for label in labels)
-    sheet = np.full((n_rows * (h + gap) + gap, margin + n_cols * (w + gap) + gap, 3), 255, np.uint8)
+    for name, given, count in (("labels", labels, n_rows), ("column_labels", column_labels,
+                                                            n_cols)):
+        if given is not None and len(given) != count:
+            raise ValueError(f"contact sheet: {len(given)} {name} for {count} "
+                             f"{'rows' if name == 'labels' else 'columns'}")
+    font = ImageFont.load_default(size=max(11, min(h, w) // 12))  # readable at any tile size
+    text_width = lambda text: int(font.getlength(str(text)))
+    margin = 0 if labels is None else 12 + max(text_width(label) for label in labels)
+    top = 0 if column_labels is None else int(getattr(font, "size", 11) * 1.6)
+    sheet = np.full((top + n_rows * (h + gap) + gap, margin + n_cols * (w + gap) + gap, 3), 255,
+                    np.uint8)
     tiles = (images.clamp(0, 1) * 255).round().byte().permute(0, 1, 3, 4, 2).numpy()  # (M,V,H,W,3)
     for r in range(n_rows):
         for c in range(n_cols):
-            top, left = gap + r * (h + gap), margin + gap + c * (w + gap)
-            sheet[top: top + h, left: left + w] = tiles[r, c]
+            y, x = top + gap + r * (h + gap), margin + gap + c * (w + gap)
+            sheet[y: y + h, x: x + w] = tiles[r, c]
     picture = Image.fromarray(sheet)
-    if labels is not None:
-        draw = ImageDraw.Draw(picture)
-        for r, label in enumerate(labels):
-            draw.text((4, gap + r * (h + gap) + h // 2 - 5), str(label), fill=(0, 0, 0))
+    draw = ImageDraw.Draw(picture)
+    for r, label in enumerate(labels or ()):
+        draw.text((6, top + gap + r * (h + gap) + h // 2), str(label), fill=(0, 0, 0), font=font,
+                  anchor="lm")
+    for c, label in enumerate(column_labels or ()):
+        draw.text((margin + gap + c * (w + gap) + w // 2, top // 2 + gap // 2), str(label),
+                  fill=(0, 0, 0), font=font, anchor="mm")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     picture.save(path)

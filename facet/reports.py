@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from facet.atomic import atomic_file, write_atomic  # noqa: E402
+from facet.camera import view_name  # noqa: E402
 
 def confusion_matrix(targets: torch.Tensor | np.ndarray, predictions: torch.Tensor | np.ndarray,
                      num_classes: int) -> torch.Tensor:
@@ -215,10 +216,12 @@ def metrics_table(metrics: dict) -> str:
 
 
 def write_report(folder: str | Path, metrics: dict, classes: Sequence[str],
-                 views: Sequence[tuple[float, float]], **extra) -> None:
+                 views: Sequence[tuple[float, float]], curves: tuple | None = None,
+                 **extra) -> None:
     """A run's or an evaluation's files in `folder`: metrics.json (the metrics and `extra`, e.g.
-    the config), predictions.csv, confusion.png, view_weights.png, and curves.png when `extra`
-    holds the training log as `log`."""
+    the config), predictions.csv, confusion.png, view_weights.png, and curves.png (its panels:
+    `curves`, default CURVES, see `plot_curves`) when `extra` holds the training log as
+    `log`."""
     folder = Path(folder)
     log = extra.pop("log", None)
     scalars = {k: v for k, v in metrics.items() if k != "predictions"}
@@ -226,11 +229,11 @@ def write_report(folder: str | Path, metrics: dict, classes: Sequence[str],
     if "predictions" in metrics:
         write_predictions(folder / "predictions.csv", metrics["predictions"], classes)
     plot_confusion(metrics["confusion"], classes, folder / "confusion.png")
-    names = [f"yaw {y:+g} pitch {p:+g}" for y, p in views]
+    names = [view_name(yaw, pitch) for yaw, pitch in views]
     plot_view_weights([metrics["view_weights"][c] for c in classes], names,
                       folder / "view_weights.png", class_names=list(classes))
     if log is not None:
-        plot_curves(log, folder / "curves.png")
+        plot_curves(log, folder / "curves.png", curves or CURVES)
 
 
 def _num(x: float) -> float | None:
@@ -329,12 +332,22 @@ CURVES = (("losses", "loss (nats)", {"loss": "total (per step)", "ce": "cross-en
           ("accuracy", "accuracy", {"train_acc": "training split", "val_acc": "validation split",
                                     "test_acc": "held-out split"}),
           ("learning rate", "learning rate", {"lr": "lr"}))
+# CLIP pretraining logs the same keys for other quantities: train_acc is in-batch retrieval
+# (each image's caption among the batch's, chance 1 / batch size) and test_acc the zero-shot
+# accuracy over the classes (chance 1 / K), so each gets its own panel and axis
+PRETRAINING_CURVES = (
+    ("InfoNCE", "loss (nats)", {"loss": "per step", "train_loss": "epoch mean"}),
+    ("caption retrieval (training split)", "in-batch top-1 image -> caption",
+     {"train_acc": "training split"}),
+    ("zero-shot classification (held-out set)", "accuracy over the classes",
+     {"test_acc": "held-out split"}),
+    ("learning rate", "learning rate", {"lr": "lr"}))
 
 
-def curve_series(records: list[dict]) -> dict[str, dict[str, tuple]]:
+def curve_series(records: list[dict], panels: tuple = CURVES) -> dict[str, dict[str, tuple]]:
     """The curves `plot_curves` draws: panel -> legend label -> (steps, values)."""
     series = {}
-    for title, _, keys in CURVES:
+    for title, _, keys in panels:
         for key, label in keys.items():
             points = [(r["step"], r[key]) for r in records if key in r and "step" in r]
             if points:
@@ -342,31 +355,75 @@ def curve_series(records: list[dict]) -> dict[str, dict[str, tuple]]:
     return series
 
 
-def plot_curves(records: list[dict], path: str | Path) -> Path:
-    """Training curves from log.jsonl records against the optimizer step: the loss and its
-    parts (cross-entropy, multiview consistency, AffectVLM), accuracies, learning rate.
+def plot_curves(records: list[dict], path: str | Path, panels: tuple = CURVES) -> Path:
+    """Training curves from log.jsonl records against the optimizer step, one panel per
+    quantity: by default the loss and its parts (cross-entropy, multiview consistency,
+    AffectVLM), accuracies, learning rate; `PRETRAINING_CURVES` for CLIP pretraining.
 
     Args:
         records: log rows, e.g. {"step": 10, "loss": 1.2, "ce": 1.1, "cons": 0.9, "lr": 1e-3}
             or {"epoch": 0, "step": 40, "train_acc": 0.5, "test_acc": 0.4}.
         path: output PNG.
+        panels: (title, y label, {log key: legend label}) per panel.
     Returns:
         The written path.
     """
-    series = curve_series(records)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
-    for ax, (title, ylabel, _) in zip(axes, CURVES):
+    series = curve_series(records, panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.5))
+    for ax, (title, ylabel, _) in zip(axes, panels):
         for label, (x, y) in series.get(title, {}).items():
             ax.plot(x, y, marker="o" if len(x) < 30 else None, markersize=3, label=label)
         ax.set(xlabel="optimizer step", ylabel=ylabel, title=title)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
+    fig.tight_layout()
     return _save(fig, path)
+
+
+def draw_view_weights(ax, weights: np.ndarray | torch.Tensor, view_names: Sequence[str],
+                      group_labels: Sequence[str] | None = None) -> None:
+    """Mean view weights as bars that start at the uniform weight 1 / V, on a zoomed axis.
+
+    MTGF's weights stay within a few hundredths of 1 / V, which bars from 0 would show as equal
+    columns; drawn from 1 / V, a bar's length is its view's departure from equal trust, and the
+    axis label says that the axis does not start at 0.
+
+    Args:
+        ax: the matplotlib axes to draw into.
+        weights: (V,) mean weights, one bar per view named on the x axis; or (K, V), a group
+            of V bars (a legend) per group, e.g. per true class.
+        view_names: V labels, e.g. "yaw -20".
+        group_labels: K x-axis labels of the groups of (K, V) weights.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    views = w.shape[-1]
+    uniform = 1.0 / views
+    if w.ndim == 1:
+        ax.bar(np.arange(views), w - uniform, 0.7, bottom=uniform, color="C2")
+        ax.set_xticks(range(views), list(view_names), fontsize=8)
+        for i, x in enumerate(w):  # the value, since a bar may have no length at all
+            ax.annotate(f"{x:.3f}", (i, max(x, uniform)), xytext=(0, 2),
+                        textcoords="offset points", ha="center", fontsize=7)
+    else:
+        width = 0.8 / views
+        for v in range(views):
+            ax.bar(np.arange(len(w)) + (v - (views - 1) / 2) * width, w[:, v] - uniform, width,
+                   bottom=uniform, label=view_names[v])
+        ax.set_xticks(range(len(w)), list(group_labels or [""] * len(w))[:len(w)], rotation=30,
+                      ha="right")
+        ax.legend(fontsize=7, ncol=min(views, 5), loc="upper center")
+    ax.axhline(uniform, color="grey", linestyle="--", linewidth=0.8)
+    spread = max(float(np.abs(w - uniform).max()), 0.005)  # at least +-0.005 around uniform
+    room = 0.8 * spread if w.ndim > 1 else 0.3 * spread  # above the bars: legend, values
+    ax.set_ylim(max(0.0, uniform - 1.3 * spread), min(1.0, uniform + 1.3 * spread + room))
+    ax.set_ylabel(f"mean view weight\n(bars from uniform {uniform:.3f};\naxis from "
+                  f"{ax.get_ylim()[0]:.3f}, not 0)", fontsize=7)
 
 
 def plot_view_weights(weights: np.ndarray | torch.Tensor, view_names: Sequence[str],
                       path: str | Path, class_names: Sequence[str] | None = None) -> Path:
-    """Mean text-guided view weight (MTGF beta) per view, optionally per true class.
+    """Mean text-guided view weight (MTGF beta) per view, optionally per true class
+    (`draw_view_weights`).
 
     Args:
         weights: (V,) overall mean weights, or (K, V) mean weights per class.
@@ -379,17 +436,10 @@ def plot_view_weights(weights: np.ndarray | torch.Tensor, view_names: Sequence[s
     """
     w = np.atleast_2d(np.asarray(weights, dtype=np.float64))  # (K, V) or (1, V)
     groups, views = w.shape
-    labels = list(class_names) if class_names is not None else ["all"]
     fig, ax = plt.subplots(figsize=(1.5 + 0.9 * groups * max(1, views) / 3, 3.2))
-    width = 0.8 / views
-    for v in range(views):
-        ax.bar(np.arange(groups) + (v - (views - 1) / 2) * width, w[:, v], width,
-               label=view_names[v])
-    ax.axhline(1.0 / views, color="grey", linestyle="--", linewidth=0.8)  # uniform weighting
-    ax.set_xticks(range(groups), labels[:groups], rotation=30, ha="right")
-    ax.set_ylabel("mean view weight")
-    ax.set_title("text-guided view weights (dashed: uniform)", fontsize=9)
-    ax.legend(fontsize=7, ncol=min(views, 5))
+    draw_view_weights(ax, w, view_names, class_names if class_names is not None else ["all"])
+    ax.set_title("text-guided view weights (dashed: uniform, every view trusted equally)",
+                 fontsize=9)
     return _save(fig, path)
 
 

@@ -209,19 +209,30 @@ def zipped(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def test_uploads_become_a_scan_or_a_sequence(tmp_path):
+def test_uploads_become_scans_or_one_sequence(tmp_path):
     mesh = b"#VRML V2.0 utf8\n"
     one = uploads.save_uploads([("face.wrl", mesh), ("face.bnd", b"1 2 3")], tmp_path / "a")
-    assert one == tmp_path / "a" / "face.wrl"
-    seq = uploads.save_uploads([("2.wrl", mesh), ("10.wrl", mesh)], tmp_path / "b")
-    assert seq == tmp_path / "b"
+    assert one.scans == [tmp_path / "a" / "face.wrl"] and one.refused == []
+    # several meshes are several scans, unless they are said to be one sequence's frames
+    two = uploads.save_uploads([("2.wrl", mesh), ("10.wrl", mesh), ("notes.txt", b"hi")],
+                               tmp_path / "b")
+    assert two.scans == [tmp_path / "b" / "2.wrl", tmp_path / "b" / "10.wrl"]
+    assert [name for name, _ in two.refused] == ["notes.txt"]
+    assert "not a scan: .txt suffix" in two.refused[0][1]
+    seq = uploads.save_uploads([("2.wrl", mesh), ("10.wrl", mesh)], tmp_path / "c", sequence=True)
+    assert seq.scans == [tmp_path / "c"]
     archive = zipped({"clip/000.wrl": mesh, "clip/001.wrl": mesh, "__MACOSX/clip/._000.wrl": b"x",
                       "clip/.hidden.wrl": b"x"})
-    folder = uploads.save_uploads([("clip.zip", archive)], tmp_path / "c")
-    assert folder == tmp_path / "c" / "clip" / "clip"
-    assert [p.name for p in explain.sequence_frames(folder)] == ["000.wrl", "001.wrl"]
+    folder = uploads.save_uploads([("clip.zip", archive)], tmp_path / "d", sequence=True).scans
+    assert folder == [tmp_path / "d" / "clip" / "clip"]
+    assert [p.name for p in explain.sequence_frames(folder[0])] == ["000.wrl", "001.wrl"]
+    frames = uploads.save_uploads([("clip.zip", archive)], tmp_path / "e").scans
+    assert [p.name for p in frames] == ["000.wrl", "001.wrl"]  # not chosen: each on its own
     # an uploaded name is a name, never a path
-    assert uploads.save_uploads([("../../x.wrl", mesh)], tmp_path / "d") == tmp_path / "d" / "x.wrl"
+    assert uploads.save_uploads([("../../x.wrl", mesh)], tmp_path / "f").scans == [
+        tmp_path / "f" / "x.wrl"]
+    with pytest.raises(ValueError, match="3 scans, more than the 2 predicted at once"):
+        uploads.save_uploads([(f"{i}.wrl", mesh) for i in range(3)], tmp_path / "g", max_scans=2)
 
 
 def zipped_raw(members: list[tuple[str, bytes]], encrypted: bool = False) -> bytes:
@@ -261,7 +272,7 @@ def zipped_raw(members: list[tuple[str, bytes]], encrypted: bool = False) -> byt
 ])
 def test_bad_uploads_are_refused_with_the_reason(files, message, tmp_path):
     with pytest.raises(ValueError, match=message):
-        uploads.save_uploads(files, tmp_path, max_mb=1, max_unpacked_mb=2)
+        uploads.save_uploads(files, tmp_path, sequence=True, max_mb=1, max_unpacked_mb=2)
     assert not (tmp_path.parent / "evil.wrl").exists() and not Path("/etc/evil.wrl").exists()
 
 
@@ -316,3 +327,49 @@ def test_a_batch_with_a_bad_scan_exits_1_and_names_it(static, tmp_path):
     assert f"skipped {empty}: {empty}: empty file" in proc.stderr
     saved = json.loads((tmp_path / "pred" / "prediction.json").read_text())
     assert [p["name"] for p in saved["predictions"]] == ["face.wrl"]
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory) -> build.Predictor:
+    """An untrained 16-px checkpoint in train.py's format, loaded as a predictor (the pictures,
+    not the accuracy, are under test)."""
+    from facet.config import parse_args, to_dict
+
+    config = parse_args(["--image_size=16", "--pretrained="])
+    tokenizer = build.build_tokenizer(config)
+    model = build.build_model(config, tokenizer, len(EMOTIONS))
+    path = tmp_path_factory.mktemp("untrained") / "ckpt.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "config": to_dict(config),
+                           "classes": list(EMOTIONS), "merges": [list(m) for m in tokenizer.merges]})
+    return build.load_predictor(path)
+
+
+def test_saliency_can_be_skipped_and_the_sheet_draws_either(untrained, tmp_path):
+    face = scanner.demo_face("happiness", 4, seed=0)
+    quick = explain.explain(untrained, face, saliency=False)
+    assert quick.saliency is None and quick.saliency_reference is None
+    assert quick.to_json()["saliency"] is None
+    full = explain.explain(untrained, face)
+    torch.testing.assert_close(quick.probabilities, full.probabilities)  # the same prediction
+    assert full.saliency.shape == full.views.shape[:2] + full.views.shape[-2:]  # (T, V, H, W)
+    patch = explain.patch_pixels(untrained)
+    assert patch == untrained.model.clip.visual.patch_size  # 16-px views, 16-px CLIP input
+    for p, name in ((quick, "quick.png"), (full, "full.png")):
+        sheet = explain.save_sheet(p, tmp_path / name, truth="happiness", patch=patch)
+        assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_overlay_and_its_colour_scale_share_one_map():
+    """The colour bar is `saliency_colours` from -scale to +scale; the overlay must use the same
+    map and saturate at the scale, the 99th percentile of |saliency|."""
+    views = torch.full((1, 3, 4, 100), 153, dtype=torch.uint8)  # one grey view (0.6)
+    saliency = torch.linspace(-2, 2, 400).view(1, 4, 100)  # (V, H, W)
+    scale = explain.saliency_scale(saliency)
+    assert scale == pytest.approx(float(saliency.abs().flatten().quantile(0.99)))
+    image = torch.from_numpy(explain.overlay(views, saliency)).float() / 255  # (V, H, W, 3)
+    expected = explain.saliency_colours(saliency / scale, torch.full((1, 4, 100), 0.6))
+    torch.testing.assert_close(image, expected, atol=1 / 255, rtol=0)
+    red, blue = explain.saliency_colours(torch.tensor([1.0, -1.0]), torch.tensor([0.6, 0.6]))
+    assert red[0] > 0.8 > red[2] and blue[2] > 0.8 > blue[0]  # red raises, blue lowers
+    grey = explain.saliency_colours(torch.tensor([0.0]), torch.tensor([0.6]))[0]
+    assert torch.allclose(grey, torch.full((3,), 0.35 + 0.5 * 0.6))  # no attribution: grey

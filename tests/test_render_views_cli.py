@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import render_views
@@ -32,10 +33,33 @@ def test_renders_one_file_view_by_view(tmp_path, capsys):
 
 
 def _tiles(sheet: np.ndarray, count: int, size: int, gap: int = 4) -> list[np.ndarray]:
-    """The `count` view tiles of a one-row contact sheet (labels on the left, tiles right)."""
-    right = sheet.shape[1] - gap  # tiles end one gap before the sheet's right edge
-    return [sheet[gap:gap + size, right - (count - i) * (size + gap) + gap:
+    """The `count` view tiles of a one-row contact sheet (labels left and above, tiles at the
+    bottom right)."""
+    right = sheet.shape[1] - gap  # tiles end one gap before the sheet's right and bottom edges
+    bottom = sheet.shape[0] - gap
+    return [sheet[bottom - size:bottom, right - (count - i) * (size + gap) + gap:
                   right - (count - i - 1) * (size + gap)] for i in range(count)]
+
+
+def test_a_sequence_is_one_sheet_of_labelled_frames(tmp_path):
+    frames = tmp_path / "F001" / "Happy"
+    frames.mkdir(parents=True)
+    for i in (0, 1, 2, 3, 4, 10):  # natural order: 10 comes last
+        _write_face(frames / f"{i}.wrl")
+    code = render_views.main([str(frames), "--sequence", "--every", "2", "--size", "20",
+                              "--views=-30,0;30,0", "--out", str(tmp_path / "out")])
+    assert code == 0
+    sheet = np.asarray(Image.open(tmp_path / "out" / "Happy.png"))  # (H, W, 3)
+    gap, size = 4, 20
+    top = sheet.shape[0] - 2 * (size + gap) - gap  # the band of frame labels above the tiles
+    assert top > 0 and (sheet[:top] < 128).any()  # "frame 0", "frame 2", "frame 4" are drawn
+    assert all((tile < 250).any() for tile in _tiles(sheet, count=3, size=size))
+    render_views.main([str(frames), "--sequence", "--size", "20", "--views=-30,0;30,0",
+                       "--out", str(tmp_path / "all")])
+    every = np.asarray(Image.open(tmp_path / "all" / "Happy.png"))
+    assert every.shape[1] - sheet.shape[1] == 3 * (size + gap)  # 6 frames against 3
+    with pytest.raises(SystemExit):  # a sequence is a folder of frames
+        render_views.main([str(frames / "0.wrl"), "--sequence"])
 
 
 def test_one_sheet_per_file_even_with_the_same_stem(tmp_path):

@@ -121,3 +121,32 @@ def test_figures_are_written_and_curves_show_the_loss_parts(tmp_path):
     weights = torch.softmax(torch.randn(3, 5), dim=-1)  # (K, V)
     reports.plot_view_weights(weights, [f"yaw {y}" for y in range(5)], tmp_path / "w.png", names)
     assert _size(tmp_path / "w.png")[0] > 100
+
+
+def test_pretraining_curves_keep_retrieval_and_zero_shot_apart(tmp_path):
+    """In-batch retrieval (chance 1 / batch) and zero-shot accuracy (chance 1 / K) are two
+    quantities: each gets its own panel, so no axis mixes them."""
+    records = [{"step": s, "loss": 4.8 - s / 10, "lr": 1e-3} for s in range(1, 5)]
+    records.append({"epoch": 0, "step": 4, "train_loss": 4.5, "train_acc": 0.02, "test_acc": 0.3})
+    drawn = reports.curve_series(records, reports.PRETRAINING_CURVES)
+    homes = {label: panel for panel, curves in drawn.items() for label in curves}
+    assert homes["training split"] != homes["held-out split"]
+    assert drawn[homes["training split"]]["training split"] == ((4,), (0.02,))
+    path = reports.plot_curves(records, tmp_path / "p.png", reports.PRETRAINING_CURVES)
+    assert _size(path)[0] > _size(reports.plot_curves(records, tmp_path / "c.png"))[0]  # 4 panels
+
+
+def test_view_weights_start_at_uniform_on_an_axis_that_says_it_is_zoomed():
+    import matplotlib.pyplot as plt
+
+    weights = np.array([[0.32, 0.33, 0.35], [0.34, 0.33, 0.33]])  # (K, V): MTGF's usual range
+    fig, ax = plt.subplots()
+    reports.draw_view_weights(ax, weights, ["yaw -20", "yaw +0", "yaw +20"], ["a", "b"])
+    low, high = ax.get_ylim()
+    assert 0.3 < low < 0.32 and 0.35 < high < 0.4  # the axis shows the differences
+    assert f"{low:.3f}, not 0" in ax.get_ylabel()
+    bars = [patch for patch in ax.patches]
+    assert all(abs(bar.get_y() - 1 / 3) < 1e-9 for bar in bars)  # each bar starts at uniform
+    tops = sorted(round(bar.get_y() + bar.get_height(), 6) for bar in bars)
+    assert tops == sorted(weights.ravel().round(6).tolist())  # and ends at its weight
+    plt.close(fig)

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facet import reports
 from facet.atomic import atomic_file
 from facet.build import Predictor
 from facet.data.datasets import model_input, sample_frames
@@ -156,8 +157,9 @@ class Prediction:
     view_probabilities: torch.Tensor  # (T, V, K) each view's own classification
     view_weights: torch.Tensor  # (T, V) MTGF's (or CVSA's) weights, sum 1 per frame
     frame_weights: torch.Tensor | None  # (T,) temporal fusion's weights; None for T = 1 models
-    saliency: torch.Tensor  # (T, V, H, W) attribution to log p(predicted class), per pixel
-    saliency_reference: float  # log p(predicted | reference): attributions sum to the rise
+    saliency: torch.Tensor | None  # (T, V, H, W) attribution to log p(predicted class); None:
+    # not computed (`explain(..., saliency=False)`)
+    saliency_reference: float | None  # log p(predicted | reference): attributions sum to the rise
     prompts: list[list[str]] | None  # K x P prompt texts (None: learned head)
     prompt_similarities: torch.Tensor | None  # (K, P) cosine of the face to every prompt
     seconds: float  # wall time of `explain`
@@ -170,7 +172,7 @@ class Prediction:
         """Every number, as plain JSON values (saliency maps rounded to 4 significant digits)."""
         k = int(self.probabilities.argmax())
         per_class = lambda values: {c: round(float(v), 6) for c, v in zip(self.classes, values)}
-        maps = self.saliency.numpy()
+        maps = None if self.saliency is None else self.saliency.numpy()
         return {
             "name": self.name, "frames": self.frames, "predicted": self.predicted,
             "probabilities": per_class(self.probabilities),
@@ -181,7 +183,7 @@ class Prediction:
                                    "probabilities": per_class(p)} for p in frame]
                                   for frame in self.view_probabilities],
             "frame_weights": None if self.frame_weights is None else self.frame_weights.tolist(),
-            "saliency": {
+            "saliency": None if maps is None else {
                 "method": "integrated gradients of log p(predicted class), from the model's "
                           f"reference image to the views, {SALIENCY_STEPS} steps",
                 "target": self.predicted,
@@ -244,7 +246,7 @@ def integrated_gradients(model: FacetVLM, views: torch.Tensor, target: int,
 
 
 def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None = None,
-            name: str | None = None) -> Prediction:
+            name: str | None = None, saliency: bool = True) -> Prediction:
     """Classify one scan or sequence and explain the result (module docstring).
 
     Args:
@@ -253,6 +255,8 @@ def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None
         classes: class names or descriptions to score instead of the checkpoint's (zero-shot;
             they also guide MTGF). None: the checkpoint's classes.
         name: how to call the scan in reports; default: its file or folder name.
+        saliency: compute the integrated gradients (SALIENCY_STEPS forward and backward passes,
+            most of the time a prediction takes); False leaves `Prediction.saliency` None.
     Returns:
         Prediction.
     Raises:
@@ -281,7 +285,8 @@ def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None
         output = model(views, class_embeddings=prompts)
     probabilities = output.logits.float().softmax(-1)[0]  # (K,)
     target = int(probabilities.argmax())
-    saliency, reference = integrated_gradients(model, views, target, prompts)
+    maps, reference = integrated_gradients(model, views, target, prompts) if saliency \
+        else (None, None)
     face = output.embedding.float()[0]  # (E,) unit norm
     similarity = None if each is None else each @ face  # (K, P)
     if isinstance(scan, (str, Path)):
@@ -296,72 +301,154 @@ def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None
         view_weights=output.view_weights.float()[0].cpu(),
         frame_weights=None if output.frame_weights is None
         else output.frame_weights.float()[0].cpu(),
-        saliency=saliency.cpu(), saliency_reference=reference, prompts=texts,
+        saliency=None if maps is None else maps.cpu(), saliency_reference=reference,
+        prompts=texts,
         prompt_similarities=None if similarity is None else similarity.cpu(),
         seconds=time.perf_counter() - start)
 
 
 # --- pictures and tables ----------------------------------------------------------------------
 
-def overlay(views: torch.Tensor, saliency: torch.Tensor) -> np.ndarray:
-    """Saliency over the renders: red = raises the class, blue = lowers it, on grey.
+def patch_pixels(predictor: Predictor) -> float:
+    """The side of one ViT patch in view pixels: the grid the saliency's edges follow.
+
+    The image tower cuts each view (resized to its input side S) into P x P patches and embeds
+    each patch with one linear map (`visual.conv1`); everything after sees patches, not pixels.
+    How strongly the prediction depends on a pixel therefore changes at patch borders: with the
+    `tiny` ViT's 16-px patches on 64-px views the saliency is a 4 x 4 mosaic -- a faithful
+    picture of the model, not an artefact of the method or the renderer.
+    """
+    visual = predictor.model.clip.visual
+    return visual.patch_size * predictor.settings.image_size / visual.image_size
+
+
+def saliency_scale(saliency: torch.Tensor) -> float:
+    """Where the overlay saturates: the 99th percentile of |saliency| over all views and frames
+    (one scale for all, so views compare)."""
+    return float(saliency.abs().flatten().float().quantile(0.99).clamp_min(1e-12))
+
+
+def saliency_colours(strength: torch.Tensor, grey: torch.Tensor) -> torch.Tensor:
+    """The overlay's colour map: red = raises the class, blue = lowers it, blended onto grey.
 
     Args:
-        views: (..., 3, H, W) uint8 renders. saliency: (..., H, W) attributions.
+        strength: (...,) attribution / scale, clamped to [-1, 1]. grey: (...,) render in [0, 1].
     Returns:
-        (..., H, W, 3) uint8 images. One scale for all views (the 99th percentile of |saliency|
-        saturates), so views compare.
+        (..., 3) float RGB in [0, 1].
     """
-    grey = views.float().mean(dim=-3, keepdim=True).div(255).movedim(-3, -1)  # (..., H, W, 1)
-    scale = saliency.abs().flatten().quantile(0.99).clamp_min(1e-12)
-    strength = (saliency / scale).clamp(-1, 1).unsqueeze(-1)  # (..., H, W, 1)
+    strength = strength.clamp(-1, 1).unsqueeze(-1)  # (..., 1)
     red, blue = torch.tensor([1.0, 0.1, 0.0]), torch.tensor([0.0, 0.3, 1.0])
     colour = torch.where(strength > 0, red, blue)
     alpha = strength.abs() * 0.85
-    image = (0.35 + 0.5 * grey) * (1 - alpha) + colour * alpha
-    return (image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return ((0.35 + 0.5 * grey.unsqueeze(-1)) * (1 - alpha) + colour * alpha).clamp(0, 1)
 
 
-def save_sheet(prediction: Prediction, path: str | Path) -> Path:
-    """One PNG: per frame, the V views as the model saw them and with saliency; then the class
-    probabilities and the view weights (MTGF), each view titled with its own prediction."""
+def overlay(views: torch.Tensor, saliency: torch.Tensor, scale: float | None = None
+            ) -> np.ndarray:
+    """Saliency over the renders (`saliency_colours`).
+
+    Args:
+        views: (..., 3, H, W) uint8 renders. saliency: (..., H, W) attributions.
+        scale: the attribution that saturates; default `saliency_scale(saliency)`.
+    Returns:
+        (..., H, W, 3) uint8 images.
+    """
+    grey = views.float().mean(dim=-3).div(255)  # (..., H, W)
+    scale = saliency_scale(saliency) if scale is None else scale
+    image = saliency_colours(saliency.float() / scale, grey)  # (..., H, W, 3)
+    return (image * 255).round().to(torch.uint8).numpy()
+
+
+def _draw_saliency_scale(ax, scale: float, target: str) -> None:
+    """A colour bar of the overlay's map (on the mid grey of a face), -scale .. +scale."""
+    strength = torch.linspace(1, -1, 256)[:, None].expand(256, 8)  # (256, 8), top = +1
+    bar = saliency_colours(strength, torch.full((256, 8), 0.6)).numpy()  # (256, 8, 3)
+    ax.imshow(bar, aspect="auto", extent=(0, 1, -scale, scale))
+    ax.set_xticks([])
+    ax.yaxis.tick_right()
+    ax.set_yticks([-scale, 0, scale], [f"{-scale:.2g}", "0", f"{scale:.2g}"], fontsize=7)
+    ax.yaxis.set_label_position("right")
+    ax.set_ylabel(f"attribution to log p({target[:20]}) per pixel\n(saturates beyond: the "
+                  "99th percentile)", fontsize=7)
+
+
+def save_sheet(prediction: Prediction, path: str | Path, truth: str | None = None,
+               patch: float | None = None) -> Path:
+    """One PNG: per frame, the V views as the model saw them and with saliency (with its colour
+    scale); then the class probabilities and the view weights (MTGF), each view titled with its
+    own prediction.
+
+    Args:
+        prediction: from `explain`. path: the PNG to write.
+        truth: the face's known class (a built-in face, a dataset scan), marked on the sheet
+            with whether the prediction is correct; None when unknown.
+        patch: the ViT's patch side in view pixels (`patch_pixels`), drawn as a grid over the
+            saliency and named as the cause of its edges; None: no grid.
+    Returns:
+        The path written.
+    """
     p = prediction
     t, v = p.view_weights.shape
-    tiles = overlay(p.views, p.saliency)  # (T, V, H, W, 3)
-    fig = plt.figure(figsize=(4.6 * v, 2.5 * t + 2.4))
-    grid = fig.add_gridspec(t + 1, 2 * v, height_ratios=[2.5] * t + [2.0], hspace=0.3)
+    h, w = p.views.shape[-2:]
+    shown = p.saliency is not None  # views and saliency side by side, or the views alone
+    scale = saliency_scale(p.saliency) if shown else None
+    tiles = overlay(p.views, p.saliency, scale) if shown else None  # (T, V, H, W, 3)
+    width = (4.6 if shown else 3.4) * v  # inches of the view columns
+    fig = plt.figure(figsize=(width + 0.6, 2.5 * t + 2.6))
+    grid = fig.add_gridspec(t + 1, 2 * v + 1, height_ratios=[2.5] * t + [2.0],
+                            width_ratios=[1] * (2 * v) + [0.07], hspace=0.35, wspace=0.3)
     for f in range(t):
         for j in range(v):
-            for k, image in enumerate((p.views[f, j].permute(1, 2, 0).numpy(), tiles[f, j])):
-                ax = fig.add_subplot(grid[f, j + k * v])
+            images = (p.views[f, j].permute(1, 2, 0).numpy(),) + ((tiles[f, j],) if shown else ())
+            for k, image in enumerate(images):
+                ax = fig.add_subplot(grid[f, j + k * v] if shown else grid[f, 2 * j: 2 * j + 2])
                 ax.imshow(image, interpolation="nearest")
                 ax.set_xticks([]), ax.set_yticks([])
                 alone = p.classes[int(p.view_probabilities[f, j].argmax())]
                 ax.set_title(f"{p.view_names[j]}: weight {p.view_weights[f, j]:.2f}\nalone: "
                              f"{alone[:20]}" if k == 0 else f"{p.view_names[j]}: saliency",
                              fontsize=8)
+                if k == 1 and patch:  # the patch grid, between pixel centres
+                    ax.set_xticks(np.arange(patch, w, patch) - 0.5, [])
+                    ax.set_yticks(np.arange(patch, h, patch) - 0.5, [])
+                    ax.tick_params(length=0)
+                    ax.grid(color="0.3", linewidth=0.6, alpha=0.7)
                 if j == 0 and k == 0 and t > 1:
                     weight = "" if p.frame_weights is None else f"\nweight {p.frame_weights[f]:.2f}"
                     ax.set_ylabel(f"{p.frames[f]}{weight}", fontsize=8)
+    if shown:
+        _draw_saliency_scale(fig.add_subplot(grid[:t, 2 * v]), scale, p.predicted)
+
     order = np.arange(len(p.classes))
-    bars = fig.add_subplot(grid[t, :v])
-    bars.barh(order, p.probabilities.numpy(), color=["C3" if c == p.predicted else "C0"
+    correct = None if truth is None else truth == p.predicted
+    # the two lower panels, 1.3 inches apart: room for the weights' axis label beside the bars
+    lower = grid[t, :2 * v].subgridspec(1, 2, wspace=1.3 / (width / 2 - 0.65))
+    bars = fig.add_subplot(lower[0])
+    colour = "C3" if correct is None or not correct else "C2"  # the predicted class's bar
+    bars.barh(order, p.probabilities.numpy(), color=[colour if c == p.predicted else "C0"
                                                      for c in p.classes])
-    for i, q in enumerate(p.probabilities.tolist()):
-        bars.text(min(q, 0.8) + 0.01, i, f"{q:.1%}", va="center", fontsize=7)
-    bars.set_yticks(order, [c[:24] for c in p.classes], fontsize=8)
+    for i, q in enumerate(p.probabilities.tolist()):  # beside the bar's end, never on it
+        bars.text(q + 0.015, i, f"{q:.1%}", va="center", fontsize=7)
+    names = [c[:24] + (" (true)" if c == truth else "") for c in p.classes]
+    bars.set_yticks(order, names, fontsize=8)
+    for label, c in zip(bars.get_yticklabels(), p.classes):
+        label.set_fontweight("bold" if c == truth else "normal")
     bars.invert_yaxis()
-    bars.set_xlim(0, 1)
+    bars.set_xlim(0, 1.2)  # room for "100.0%" right of a full bar
+    bars.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
     bars.set_title("class probabilities", fontsize=9)
-    weights = fig.add_subplot(grid[t, v:])
-    mean = p.view_weights.mean(dim=0)  # (V,) over frames
-    weights.bar(range(v), mean.numpy(), color="C2")
-    weights.axhline(1 / v, color="grey", linestyle="--", linewidth=0.8)  # uniform weighting
-    weights.set_xticks(range(v), p.view_names, fontsize=8)
-    weights.set_title("view weights (dashed: uniform)", fontsize=9)
-    fig.suptitle(f"{p.name}: {p.predicted} ({p.probabilities.max():.0%}). Saliency: red raises, "
-                 f"blue lowers log p({p.predicted}), relative to the model's reference image",
-                 fontsize=10)
+    weights = fig.add_subplot(lower[1])
+    reports.draw_view_weights(weights, p.view_weights.mean(dim=0), p.view_names)  # over frames
+    weights.set_title("view weights (dashed: uniform, every view trusted equally)", fontsize=9)
+
+    verdict = "" if truth is None else \
+        f"; true: {truth}, {'correct' if correct else 'WRONG'}"
+    edges = "" if not patch else (f" Its square edges are the ViT's {patch:g}-px patches "
+                                  "(grid): the model embeds each patch as a whole.")
+    how = (f"Saliency: red raises, blue lowers log p({p.predicted}), relative to the model's "
+           f"reference image.{edges}") if shown else "Saliency not computed."
+    fig.suptitle(f"{p.name}: predicted {p.predicted} ({p.probabilities.max():.1%}){verdict}\n"
+                 f"{how}", fontsize=10, y=0.99, va="bottom")  # above the views' titles
     with atomic_file(path) as out:
         fig.savefig(out, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
