@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import trimesh
 
 import evaluate
 import train
@@ -137,6 +138,27 @@ def test_cli_writes_json_sheets_and_a_table(static, tmp_path, capsys):
     assert {p["prompt"] for p in prompts} == {"a wide open mouth"}  # a description: its own prompt
     assert "a 3D scan of a face showing happiness." in [
         p["prompt"] for p in zero["predictions"][0]["prompts"]["happiness"]]
+
+
+@pytest.mark.slow
+def test_a_sphere_is_predicted_but_marked_unlike_the_training_faces(static, tmp_path, capsys):
+    ckpt, _ = static
+    sphere = tmp_path / "sphere.obj"
+    trimesh.creation.icosphere(subdivisions=3).export(sphere)
+    config = build.load_predictor(ckpt).config
+    samples, _ = build.select_samples(Path(config.data), config)  # a training scan: familiar
+    face = samples[0].path
+    report = evaluate.main(["--ckpt", str(ckpt), str(sphere), face, "--out", str(tmp_path)])
+    odd, usual = (p["familiarity"] for p in report["predictions"])
+    assert odd["unfamiliar"] and odd["score"] < odd["threshold"]
+    assert "unlike the training faces" in odd["reasons"][0]
+    assert not usual["unfamiliar"] and usual["reasons"] == [] and usual["score"] > usual["threshold"]
+    out = capsys.readouterr().out
+    table = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert table["sphere.obj"].endswith(" !") and not table[Path(face).name].endswith("!")
+    assert "! sphere.obj: unlike the training faces" in out
+    assert "1 scan(s) unlike the training faces" in out
+    assert (tmp_path / "sphere.png").is_file()
 
 
 @pytest.mark.slow
