@@ -307,7 +307,7 @@ def bench_raster(args) -> None:
     from facet.faces.scanner import demo_face
 
     meshes = [normalize(_dome_face(n))[0] for n in (52, 123, 188)]  # 5k, 30k, 70k faces
-    meshes.append(normalize(demo_face())[0])  # a real face: ICT-FaceKit, 13k triangles
+    meshes.append(normalize(demo_face())[0])  # a real face: ICT-FaceKit, 9k triangles
     sizes = (112,) if args.quick else (112, 224)
     rows = []
     for mesh in meshes:

@@ -1,6 +1,7 @@
 """The "unlike the training faces" flag (facet.faces.familiarity) and its test set
 (facet.faces.probes): a sphere and a turned face are flagged, a face of a new person is not,
-units do not matter, and the residual is the one a least-squares projection leaves."""
+units do not matter, the residual is the one a least-squares projection leaves; and the demo
+face looks like a scan (cropped as one, centred as its file)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -9,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from facet.data.meshio import save_wrl
 from facet.data.view_cache import render_frames
-from facet.faces import familiarity, probes
+from facet.faces import face_model, familiarity, probes, scanner
 from facet.render import RenderSettings
 
 SETTINGS = RenderSettings(image_size=16, mode="normals")  # the tiny test models' views
@@ -108,3 +110,21 @@ def test_the_probe_set_holds_every_kind_and_shape():
     for p in made:
         assert 50 < np.ptp(p.mesh.verts, axis=0).max() < 400  # face-sized, in mm
     assert all(p.should_flag == (p.kind in ("non-face", "mis-oriented")) for p in made)
+
+
+def test_the_demo_face_renders_as_its_file_and_is_cropped_like_a_scan(reference, tmp_path):
+    # in memory as on disk: no "nose_tip" to centre on, so both take the bounding-box centre,
+    # as the training scans (.wrl with .bnd) do
+    face = scanner.demo_face("surprise", 4, seed=3)
+    save_wrl(face, tmp_path / "face.wrl")
+    in_memory, _ = render_frames([face], SETTINGS)
+    from_file, _ = render_frames([tmp_path / "face.wrl"], SETTINGS)
+    assert np.abs(in_memory.astype(int) - from_file.astype(int)).max() <= 2  # file rounding
+    # the crop of a typical scan, not ICT's whole face area (forehead to neck)
+    for seed in (0, 3):
+        height = np.ptp(scanner.demo_face("neutral", seed=seed).verts[:, 1])
+        whole = scanner.face_mesh(face_model.sample_subject(np.random.default_rng(seed)))
+        assert height < 0.85 * np.ptp(whole.verts[:, 1])
+    for emotion in ("happiness", "anger"):
+        verdict = familiarity.judge(reference, scanner.demo_face(emotion, 4, seed=5))
+        assert not verdict.unfamiliar, verdict.reasons
