@@ -19,7 +19,7 @@ import trimesh
 import evaluate
 import train
 from facet import build
-from facet.app import explain, uploads
+from facet.app import demo_faces, explain, uploads
 from facet.checkpoint import save_checkpoint, save_openai
 from facet.data.layouts import EMOTIONS
 from facet.data.meshio import save_wrl
@@ -159,6 +159,20 @@ def test_a_sphere_is_predicted_but_marked_unlike_the_training_faces(static, tmp_
     assert "! sphere.obj: unlike the training faces" in out
     assert "1 scan(s) unlike the training faces" in out
     assert (tmp_path / "sphere.png").is_file()
+
+
+@pytest.mark.slow
+def test_demo_face_comparison_classifies_as_explain_does(static):
+    predictor = build.load_predictor(static[0])
+    faces = [scanner.demo_face("anger", 4, seed=k) for k in range(2)]
+    quick = demo_faces.classify(predictor, faces)  # (2, K), without the saliency
+    for face, row in zip(faces, quick):
+        torch.testing.assert_close(row, explain.explain(predictor, face).probabilities)
+    variants = {"demo": demo_faces.VARIANTS["typical crop, on its bounding box (demo_face)"]}
+    result = demo_faces.compare(predictor, people=2, variants=variants)["demo"]
+    assert result["per_class"]["anger"] == float((quick.argmax(-1) == 0).float().mean())
+    assert set(result["per_class"]) == set(EMOTIONS) and 0 <= result["flagged"] <= 1
+    assert result["accuracy"] == pytest.approx(np.mean(list(result["per_class"].values())))
 
 
 @pytest.mark.slow
