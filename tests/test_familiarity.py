@@ -20,8 +20,8 @@ SETTINGS = RenderSettings(image_size=16, mode="normals")  # the tiny test models
 
 @pytest.fixture(scope="module")
 def reference():
-    """A reference of 4 people (28 faces) at 16 px: the default's recipe, smaller."""
-    faces = familiarity.reference_faces(people=4)
+    """A reference of 3 people (39 faces) at 16 px: the default's recipe, smaller."""
+    faces = familiarity.reference_faces(people=3)
     pixels = familiarity.view_pixels([mesh for _, mesh in faces], SETTINGS)
     return familiarity.fit_reference(pixels, np.array([k for k, _ in faces]), SETTINGS,
                                      components=10)
@@ -103,7 +103,7 @@ def test_a_reference_needs_two_people():
 def test_the_probe_set_holds_every_kind_and_shape():
     made = probes.probe_set(people=1, shapes_each=1)
     kinds = [p.kind for p in made]
-    assert kinds.count("face") == 7 and kinds.count("mis-oriented") == 7
+    assert kinds.count("face") == 13 and kinds.count("mis-oriented") == 13  # neutral, 6 x 2 levels
     assert kinds.count("clean face") == 6
     assert sorted(p.detail for p in made if p.kind == "non-face") == sorted(probes.SHAPES)
     assert {p.detail for p in made if p.kind == "mis-oriented"} == set(probes.MISTAKES)

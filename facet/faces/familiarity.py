@@ -1,20 +1,19 @@
 """Is a scan like the built-in faces? The "unlike the training faces" flag of a prediction.
 
 Our addition (the papers do not discuss inputs that are not faces). A model trained on faces
-answers with one of its classes whatever it is shown -- an icosphere gets "anger, 98.8 %" -- so
-each prediction also says how face-like its input looks to the renderer, before any model:
+answers with one of its classes whatever it is shown, often confidently, so each prediction
+also says how face-like its input looks to the renderer, before any model:
 
 - **Reference.** `build_reference` renders built-in faces of people no dataset holds (the
-  `REFERENCE_SEED` stream of `facet.faces.synth.person`: every emotion at a random intensity
-  in the person's own style, with the scanner's crop, pose and noise, as the training scans) at
-  the checkpoint's render settings, and keeps per view slot the mean image, its first
-  `COMPONENTS` principal components (the ways faces differ: person, expression, crop, pose) and
-  the typical distance of a face from that mean.
+  `REFERENCE_SEED` stream of `facet.faces.synth.person`: neutral and every emotion at the
+  protocol's intensities 3 and 4 in the person's own style, with the scanner's crop, pose and
+  noise, as the training scans) at the checkpoint's render settings, and keeps per view slot
+  the mean image, its first `COMPONENTS` principal components (the ways faces differ: person,
+  expression, crop, pose) and the typical distance of a face from that mean.
 - **Familiarity.** A scan's views minus the mean image, with what those components explain
-  taken out, leaves a residual; familiarity = 1 - |residual| / typical distance, averaged over
-  the views. A face of a new person keeps a small residual (familiarity near 0.2); a sphere, a
-  box or an upside-down face leave most of their difference from the mean face unexplained
-  (familiarity below 0).
+  taken out, leave a residual; familiarity = 1 - |residual| / typical distance, averaged over
+  the views. A face of a new person keeps a small residual; a sphere, a box or an upside-down
+  face leave most of their difference from the mean face unexplained.
 - **Threshold.** Each reference person in turn is scored against a reference made of the
   others (leave one person out); the threshold is the `THRESHOLD_QUANTILE` of those scores, so
   about 2 % of faces like the training ones fall below it. Pixels, not the model's embedding:
@@ -46,7 +45,8 @@ from facet.mesh import Mesh
 from facet.render import RenderSettings
 
 REFERENCE_SEED = 2026  # people of the reference: a stream no built-in dataset draws from
-REFERENCE_PEOPLE = 8  # x 7 expressions = 56 reference faces, about 7 s to make at 64 px
+REFERENCE_PEOPLE = 6  # x 13 expressions = 78 reference faces, about 10 s to make at 64 px
+REFERENCE_INTENSITIES = (3, 4)  # the built-in protocol's (BU-3DFE's): the training faces' levels
 COMPONENTS = 20  # principal components kept per view slot (of at most R - 1)
 THRESHOLD_QUANTILE = 0.02  # of the leave-one-person-out familiarity of the reference faces
 TURN_MARGIN = 0.1  # a turn must raise familiarity by this much to be named as the mistake
@@ -82,21 +82,22 @@ class Judgement:
         return bool(self.reasons)
 
 
-def reference_faces(people: int = REFERENCE_PEOPLE, seed: int = REFERENCE_SEED
+def reference_faces(people: int = REFERENCE_PEOPLE, seed: int = REFERENCE_SEED,
+                    intensities: tuple[int, ...] = REFERENCE_INTENSITIES
                     ) -> list[tuple[int, Mesh]]:
     """Built-in scans like the training ones, of people no dataset holds: per person neutral and
-    each emotion at an intensity drawn from 1-4, in the person's style, with the scanner's
-    crop, pose, noise and triangulation, and no landmarks (as a .wrl read without its .bnd).
+    each emotion at each of `intensities`, in the person's style, with the scanner's crop, pose,
+    noise and triangulation, and no landmarks (as a .wrl read without its .bnd).
 
     Returns:
-        (person index, mesh) for 7 * `people` faces, in millimetres, y up, looking down +z.
+        (person index, mesh) for (1 + 6 * len(intensities)) * `people` faces, in millimetres,
+        y up, looking down +z.
     """
     faces = []
     for k in range(people):
         subject, style = person(seed, k)
         rng = np.random.default_rng([seed, k, 9])
-        for emotion in (NEUTRAL, *EMOTIONS):
-            level = 0 if emotion == NEUTRAL else int(rng.integers(1, 5))
+        for emotion, level in [(NEUTRAL, 0)] + [(e, i) for e in EMOTIONS for i in intensities]:
             mesh = scan(subject, expression_aus(emotion, level, rng, style), rng,
                         texture_size=0).mesh
             faces.append((k, replace(mesh, landmarks={})))

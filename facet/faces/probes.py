@@ -12,6 +12,8 @@ Our addition, to calibrate and check `facet.faces.familiarity` (README: the rate
 
     python -m facet.faces.probes                 # flag rates at the default render settings
     python -m facet.faces.probes --image_size=16 # at other settings
+    python -m facet.faces.probes --files data/synth/bu3dfe-60subjects/*/*0[34]??_F3D.wrl
+                                                 # and how many of these scans it flags
 
 Shapes: N vertices, F triangles.
 """
@@ -19,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import trimesh
 
 from facet.data.layouts import EMOTIONS
+from facet.data.meshio import load_mesh
 from facet.faces import familiarity
 from facet.faces.scanner import demo_face, rotation
 from facet.mesh import Mesh
@@ -42,7 +46,7 @@ class Probe:
     """One test mesh and what the flag should say about it."""
 
     name: str  # e.g. "torus 3", "face 2 (upside down)"
-    kind: str  # "face", "clean face", "non-face" or "mis-oriented"
+    kind: str  # "face", "clean face", "non-face", "mis-oriented"; "file": one given by name
     mesh: Mesh
     detail: str = ""  # the shape of a non-face, the mistake of a mis-oriented face
 
@@ -87,8 +91,9 @@ def shape(kind: str, rng: np.random.Generator) -> Mesh:
 
 
 def probe_set(people: int = 10, shapes_each: int = 10, seed: int = PROBE_SEED) -> list[Probe]:
-    """The flag's test set (module docstring): 7 * `people` faces and as many mis-oriented
-    ones, 6 * `people` clean faces, 6 * `shapes_each` non-faces."""
+    """The flag's test set (module docstring): 13 * `people` faces (neutral, and each emotion at
+    intensities 3 and 4) and as many mis-oriented ones, 6 * `people` clean faces (intensity 4),
+    6 * `shapes_each` non-faces."""
     probes = []
     for _, mesh in familiarity.reference_faces(people, seed):
         probes.append(Probe(f"face {len(probes)}", "face", mesh))
@@ -127,10 +132,13 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[int, int]]:
     parser.add_argument("--image_size", type=int, default=TRAINING_RENDER.image_size)
     parser.add_argument("--mode", default=TRAINING_RENDER.mode)
     parser.add_argument("--people", type=int, default=10, help="probe people")
+    parser.add_argument("--files", nargs="*", default=[], metavar="SCAN",
+                        help="also judge these scans (kind 'file'), e.g. a dataset's")
     args = parser.parse_args(argv)
     settings = RenderSettings(image_size=args.image_size, mode=args.mode)
     reference = familiarity.build_reference(settings)
-    rates = flag_rates(reference, probe_set(args.people))
+    files = [Probe(Path(path).name, "file", load_mesh(path)) for path in args.files]
+    rates = flag_rates(reference, probe_set(args.people) + files)
     print(f"threshold {reference.threshold:.3f} ({settings.mode}, {settings.image_size} px)")
     for key, (flagged, total) in rates.items():
         print(f"{key:<32} flagged {flagged:>3} of {total:>3} ({100 * flagged / total:5.1f} %)")
