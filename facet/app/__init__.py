@@ -3,4 +3,6 @@
     explain.py      a checkpoint -> a predictor: prediction, per-view predictions, view weights,
                     saliency, a picture sheet
     uploads.py      files sent to the app, written safely (zips unpacked with limits)
+    demo_faces.py   a checkpoint on demo faces of many people, made six ways one change apart
+                    (python -m facet.app.demo_faces --ckpt CKPT)
 """
