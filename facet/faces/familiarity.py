@@ -75,7 +75,7 @@ class Judgement:
 
     familiarity: float  # 1 - residual / spread, mean over views (module docstring)
     threshold: float  # the reference's: below it the scan is unlike the training faces
-    reasons: tuple[str, ...]  # why it is flagged, for people ("" entries never)
+    reasons: tuple[str, ...]  # why it is flagged, in words; empty when it is not
 
     @property
     def unfamiliar(self) -> bool:
