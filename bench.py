@@ -341,7 +341,7 @@ def bench_raster(args) -> None:
     views = [(yaw, pitch) for yaw in (-30, 0, 30) for pitch in (-15, 0, 15)]
     _bench_allocator(views)
     meshes = [("dome", normalize(_dome_face(52))[0]),  # 5k faces
-              ("ICT face", normalize(demo_face())[0]),  # the real face, 13k faces
+              ("ICT face", normalize(demo_face())[0]),  # a real face: ICT-FaceKit, 9k triangles
               ("dome", normalize(_dome_face(123))[0]),  # 30k
               ("dome", normalize(_dome_face(188))[0])]  # 70k
     sizes = (112,) if args.quick else (112, 224)

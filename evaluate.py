@@ -17,9 +17,11 @@ out/cpu/eval-test/): the training run's own report is never overwritten.
 
 With SCAN arguments (mesh files, or folders of frames for a 4D sequence) it predicts each scan
 instead (facet/app/explain.py): prediction.json (probabilities, per-view predictions, view and frame
-weights, saliency maps) and one PNG sheet per scan into --out (default: predict/ beside the
-checkpoint), and a table on the terminal. A scan that cannot be read or renders blank is named
-and skipped; the exit code is then 1 (2: nothing could be done, with the reason).
+weights, saliency maps, familiarity) and one PNG sheet per scan into --out (default: predict/
+beside the checkpoint), and a table on the terminal. A scan unlike the built-in faces (a
+non-face, an upside-down face: facet/faces/familiarity.py) is still predicted, and marked "!" in
+the table, in the JSON and on its sheet, with the reason. A scan that cannot be read or renders
+blank is named and skipped; the exit code is then 1 (2: nothing could be done, with the reason).
 """
 from __future__ import annotations
 
@@ -301,9 +303,11 @@ def predict_scans(ckpt: str, scans: list[str], out: str, zero_shot: str,
               "predictions": [p.to_json() for p in predictions], "skipped": skipped}
     write_atomic(folder / "prediction.json", json.dumps(report))
     print(explain.prediction_table(predictions))
+    unfamiliar = sum(p.unfamiliar for p in predictions)
     print(f"wrote {folder}/: prediction.json and {len(predictions)} sheet(s) "
           f"({sum(p.seconds for p in predictions) / len(predictions):.2f} s per scan)" +
-          (f"; {len(skipped)} scan(s) skipped (prediction.json lists why)" if skipped else ""))
+          (f"; {len(skipped)} scan(s) skipped (prediction.json lists why)" if skipped else "") +
+          (f"; {unfamiliar} scan(s) unlike the training faces (!)" if unfamiliar else ""))
     return report
 
 

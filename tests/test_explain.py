@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import trimesh
 
 import evaluate
 import train
 from facet import build
-from facet.app import explain, uploads
+from facet.app import demo_faces, explain, uploads
 from facet.checkpoint import save_checkpoint, save_openai
 from facet.data.layouts import EMOTIONS
 from facet.data.meshio import save_wrl
@@ -137,6 +138,41 @@ def test_cli_writes_json_sheets_and_a_table(static, tmp_path, capsys):
     assert {p["prompt"] for p in prompts} == {"a wide open mouth"}  # a description: its own prompt
     assert "a 3D scan of a face showing happiness." in [
         p["prompt"] for p in zero["predictions"][0]["prompts"]["happiness"]]
+
+
+@pytest.mark.slow
+def test_a_sphere_is_predicted_but_marked_unlike_the_training_faces(static, tmp_path, capsys):
+    ckpt, _ = static
+    sphere = tmp_path / "sphere.obj"
+    trimesh.creation.icosphere(subdivisions=3).export(sphere)
+    config = build.load_predictor(ckpt).config
+    samples, _ = build.select_samples(Path(config.data), config)  # a training scan: familiar
+    face = samples[0].path
+    report = evaluate.main(["--ckpt", str(ckpt), str(sphere), face, "--out", str(tmp_path)])
+    odd, usual = (p["familiarity"] for p in report["predictions"])
+    assert odd["unfamiliar"] and odd["score"] < odd["threshold"]
+    assert "unlike the training faces" in odd["reasons"][0]
+    assert not usual["unfamiliar"] and usual["reasons"] == [] and usual["score"] > usual["threshold"]
+    out = capsys.readouterr().out
+    table = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert table["sphere.obj"].endswith(" !") and not table[Path(face).name].endswith("!")
+    assert "! sphere.obj: unlike the training faces" in out
+    assert "1 scan(s) unlike the training faces" in out
+    assert (tmp_path / "sphere.png").is_file()
+
+
+@pytest.mark.slow
+def test_demo_face_comparison_classifies_as_explain_does(static):
+    predictor = build.load_predictor(static[0])
+    faces = [scanner.demo_face("anger", 4, seed=k) for k in range(2)]
+    quick = demo_faces.classify(predictor, faces)  # (2, K), without the saliency
+    for face, row in zip(faces, quick):
+        torch.testing.assert_close(row, explain.explain(predictor, face).probabilities)
+    variants = {"demo": demo_faces.VARIANTS["typical crop, on its bounding box (demo_face)"]}
+    result = demo_faces.compare(predictor, people=2, variants=variants)["demo"]
+    assert result["per_class"]["anger"] == float((quick.argmax(-1) == 0).float().mean())
+    assert set(result["per_class"]) == set(EMOTIONS) and 0 <= result["flagged"] <= 1
+    assert result["accuracy"] == pytest.approx(np.mean(list(result["per_class"].values())))
 
 
 @pytest.mark.slow

@@ -8,6 +8,9 @@ checkpoint rebuilt as `evaluate.py` rebuilds it; `explain` runs it on one face:
       -> FacetVLM with the class-prompt ensemble encoded once (as `facet.loop.evaluate`)
       -> probabilities (K,), per-view predictions (T, V, K), MTGF view weights (T, V),
          temporal weights (T,), saliency (T, V, H, W), per-prompt similarities (K, P)
+    and, beside the model, the first frame's familiarity (`facet.faces.familiarity`): whether
+    the scan looks like the built-in faces at all, or looks turned, so an answer about a sphere
+    or an upside-down face says that it is one
 
 so a scan from a dataset gets the probabilities evaluate.py reports for it (to float32
 rounding). A lone scan has no subject metadata: checkpoints trained with metadata prompts are
@@ -44,8 +47,9 @@ from facet.atomic import atomic_file
 from facet.build import Predictor
 from facet.data.datasets import model_input, sample_frames
 from facet.data.layouts import natural_key
-from facet.data.meshio import MESH_SUFFIXES
+from facet.data.meshio import MESH_SUFFIXES, load_mesh
 from facet.data.view_cache import render_frames
+from facet.faces.familiarity import build_reference, judge
 from facet.loop import autocast
 from facet.mesh import Mesh
 from facet.model import FacetVLM
@@ -162,11 +166,19 @@ class Prediction:
     saliency_reference: float | None  # log p(predicted | reference): attributions sum to the rise
     prompts: list[list[str]] | None  # K x P prompt texts (None: learned head)
     prompt_similarities: torch.Tensor | None  # (K, P) cosine of the face to every prompt
+    familiarity: float  # how like built-in faces the (first) frame looks (facet.faces.familiarity)
+    familiarity_threshold: float  # below it: unlike the training faces
+    unfamiliar_reasons: tuple[str, ...]  # why the scan is flagged; empty when it is not
     seconds: float  # wall time of `explain`
 
     @property
     def predicted(self) -> str:
         return self.classes[int(self.probabilities.argmax())]
+
+    @property
+    def unfamiliar(self) -> bool:
+        """The scan is unlike the training faces (or looks turned): read the answer with care."""
+        return bool(self.unfamiliar_reasons)
 
     def to_json(self) -> dict:
         """Every number, as plain JSON values (saliency maps rounded to 4 significant digits)."""
@@ -196,6 +208,10 @@ class Prediction:
                 c: [{"prompt": text, "similarity": round(float(s), 6)}
                     for text, s in zip(texts, sims)]
                 for c, texts, sims in zip(self.classes, self.prompts, self.prompt_similarities)},
+            "familiarity": {"score": round(self.familiarity, 4),
+                            "threshold": round(self.familiarity_threshold, 4),
+                            "unfamiliar": self.unfamiliar,
+                            "reasons": list(self.unfamiliar_reasons)},
             "seconds": round(self.seconds, 3)}
 
 
@@ -273,6 +289,9 @@ def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None
                          "classify new class names; zero-shot needs the prompt head")
     pixels, frames = render_scan(scan, predictor.settings, config.frames, config.frame_sampling,
                                  config.onset)
+    first = _frames_of(scan)[0]  # read again: the judgement renders it turned as well
+    judgement = judge(build_reference(predictor.settings),
+                      first if isinstance(first, Mesh) else load_mesh(first))
     if config.onset != "none":
         frames = frames[1:]  # the first is the reference, not an input
     views = model_input(pixels, config.onset, config.magnify).to(device)[None]  # (1, T, V, 3, H, W)
@@ -304,7 +323,8 @@ def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None
         saliency=None if maps is None else maps.cpu(), saliency_reference=reference,
         prompts=texts,
         prompt_similarities=None if similarity is None else similarity.cpu(),
-        seconds=time.perf_counter() - start)
+        familiarity=judgement.familiarity, familiarity_threshold=judgement.threshold,
+        unfamiliar_reasons=judgement.reasons, seconds=time.perf_counter() - start)
 
 
 # --- pictures and tables ----------------------------------------------------------------------
@@ -447,8 +467,10 @@ def save_sheet(prediction: Prediction, path: str | Path, truth: str | None = Non
                                   "(grid): the model embeds each patch as a whole.")
     how = (f"Saliency: red raises, blue lowers log p({p.predicted}), relative to the model's "
            f"reference image.{edges}") if shown else "Saliency not computed."
+    warnings = "".join(f"\nWARNING: {reason}" for reason in p.unfamiliar_reasons)
     fig.suptitle(f"{p.name}: predicted {p.predicted} ({p.probabilities.max():.1%}){verdict}\n"
-                 f"{how}", fontsize=10, y=0.99, va="bottom")  # above the views' titles
+                 f"{how}{warnings}", fontsize=10, y=0.99, va="bottom",  # above the views' titles
+                 color="C3" if p.unfamiliar else "black")
     with atomic_file(path) as out:
         fig.savefig(out, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -456,10 +478,14 @@ def save_sheet(prediction: Prediction, path: str | Path, truth: str | None = Non
 
 
 def prediction_table(predictions: Sequence[Prediction]) -> str:
-    """One line per prediction: the scan, the predicted class, every probability in %."""
+    """One line per prediction: the scan, the predicted class, every probability in %, the
+    familiarity ("!" when flagged); then, per flagged scan, why."""
     classes = predictions[0].classes
     width = max(12, *(len(p.name) for p in predictions))
-    head = f"{'scan':<{width}}  {'predicted':<12}" + "".join(f" {c[:9]:>9}" for c in classes)
+    head = (f"{'scan':<{width}}  {'predicted':<12}" + "".join(f" {c[:9]:>9}" for c in classes)
+            + "  familiarity")
     rows = [f"{p.name:<{width}}  {p.predicted[:12]:<12}"
-            + "".join(f" {100 * float(q):>8.1f}%" for q in p.probabilities) for p in predictions]
-    return "\n".join([head, *rows])
+            + "".join(f" {100 * float(q):>8.1f}%" for q in p.probabilities)
+            + f"  {p.familiarity:>11.2f}" + (" !" if p.unfamiliar else "") for p in predictions]
+    notes = [f"! {p.name}: {reason}" for p in predictions for reason in p.unfamiliar_reasons]
+    return "\n".join([head, *rows, *notes])

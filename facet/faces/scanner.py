@@ -15,7 +15,7 @@ Shapes: V model vertices, N scan vertices, F scan triangles, T frames.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Sequence
 
@@ -52,43 +52,67 @@ def _template_normals(model: FaceModel) -> np.ndarray:
     return vertex_normals(torch.from_numpy(model.neutral), torch.from_numpy(model.faces)).numpy()
 
 
+# The scanner's crop, drawn per scan from these ranges: the oval's half width, its top above
+# and its bottom below the nose tip (mm; the brows are at ~60 above, the chin at ~80 below),
+# and the steepest surface still measured (degrees from the view axis).
+CROP_RANGES = {"half_width": (68.0, 84.0), "top": (72.0, 100.0), "bottom": (78.0, 90.0),
+               "steepest": (72.0, 85.0)}
+
+
+def _oval(model: FaceModel, half_width: float, top: float, bottom: float
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(angle, distance from the nose tip, the oval's radius at that angle), each (V,), in the
+    frontal plane of the generic face."""
+    x, y, _ = (model.neutral - model.neutral[model.landmarks68[30]]).T  # from the nose tip
+    angle, radius = np.arctan2(y, x), np.hypot(x, y)
+    b = np.where(y > 0, top, bottom)
+    return angle, radius, 1 / np.sqrt((np.cos(angle) / half_width) ** 2 + (np.sin(angle) / b) ** 2)
+
+
 def crop_mask(model: FaceModel, rng: np.random.Generator | None) -> np.ndarray:
     """(V,) bool: the model vertices one scan keeps.
 
-    With an rng: an oval in the frontal plane of the generic face -- half width 68-84 mm, top
-    72-100 mm above the nose tip (the brows are at ~60), bottom 78-90 mm below it (the chin
-    at ~80) -- its outline bent by a few low harmonics and ragged by 1.5 mm of per-vertex
-    jitter; surfaces seen at more than 72-85 degrees from the view axis are lost (the sides,
+    With an rng: an oval in the frontal plane of the generic face, its size drawn from
+    `CROP_RANGES`, its outline bent by a few low harmonics and ragged by 1.5 mm of per-vertex
+    jitter; surfaces seen more obliquely than the drawn steepest angle are lost (the sides,
     under the chin); and a few small holes (Poisson, mean 0.5; radius 2-6 mm). Without: ICT's
     narrow face area.
     """
     if rng is None:
         return np.arange(len(model.neutral)) < model.narrow_face
-    x, y, z = (model.neutral - model.neutral[model.landmarks68[30]]).T  # from the nose tip
-    angle, radius = np.arctan2(y, x), np.hypot(x, y)
-    half_width, top, bottom = rng.uniform(68, 84), rng.uniform(72, 100), rng.uniform(78, 90)
-    b = np.where(y > 0, top, bottom)
-    oval = 1 / np.sqrt((np.cos(angle) / half_width) ** 2 + (np.sin(angle) / b) ** 2)
+    angle, radius, oval = _oval(model, *(rng.uniform(*CROP_RANGES[key])
+                                         for key in ("half_width", "top", "bottom")))
     for k in range(2, 6):  # a bent outline: each scan's crop has its own shape
         oval *= 1 + rng.normal(0, 0.025) * np.cos(k * angle + rng.uniform(0, 2 * np.pi))
     keep = radius < oval + rng.normal(0, 1.5, len(radius))
-    keep &= _template_normals(model)[:, 2] > np.cos(np.radians(rng.uniform(72, 85)))
+    keep &= _template_normals(model)[:, 2] > np.cos(np.radians(
+        rng.uniform(*CROP_RANGES["steepest"])))
     for _ in range(rng.poisson(0.5)):  # hair, shine or shadow: no measurement
         centre = model.neutral[rng.choice(np.flatnonzero(keep))]
         keep &= np.linalg.norm(model.neutral - centre, axis=1) > rng.uniform(2, 6)
     return keep
 
 
+def typical_crop(model: FaceModel) -> np.ndarray:
+    """(V,) bool: the crop of a typical scan, the middle of every `CROP_RANGES` range with a
+    smooth outline and no holes (what `demo_face` keeps)."""
+    middle = {key: sum(bounds) / 2 for key, bounds in CROP_RANGES.items()}
+    _, radius, oval = _oval(model, middle["half_width"], middle["top"], middle["bottom"])
+    return (radius < oval) & (_template_normals(model)[:, 2]
+                              > np.cos(np.radians(middle["steepest"])))
+
+
 def scan_topology(model: FaceModel, rng: np.random.Generator | None,
-                  split_fraction: tuple[float, float] = (0.05, 0.2)) -> Topology:
-    """A scan's triangulation: `crop_mask`, then (with an rng) a fraction of the triangles
-    (drawn from `split_fraction`) split at their centre, and vertices, triangles and corners
-    shuffled.
+                  split_fraction: tuple[float, float] = (0.05, 0.2),
+                  keep: np.ndarray | None = None) -> Topology:
+    """A scan's triangulation: `crop_mask` (or the model vertices `keep`, (V,) bool), then (with
+    an rng) a fraction of the triangles (drawn from `split_fraction`) split at their centre, and
+    vertices, triangles and corners shuffled.
 
     Returns:
-        a `Topology` (without an rng: the narrow face area in model order).
+        a `Topology` (without an rng: the kept vertices in model order).
     """
-    keep = crop_mask(model, rng)
+    keep = crop_mask(model, rng) if keep is None else keep
     faces = model.faces[keep[model.faces].all(axis=1)]  # (F0, 3) model vertex ids
     split = np.zeros(len(faces), bool)
     if rng is not None:
@@ -159,7 +183,8 @@ def _smoothstep(t: np.ndarray | float) -> np.ndarray:
 
 def scan_sequence(subject: Subject, frames: Sequence[AUs], rng: np.random.Generator | None = None,
                   realism: bool = True, texture_size: int = 0, head_motion: float = 2.0,
-                  model: FaceModel | None = None) -> list[Scan]:
+                  model: FaceModel | None = None, keep: np.ndarray | None = None
+                  ) -> list[Scan]:
     """Scan a person through a sequence of expressions (one `AUs` per frame).
 
     With `realism` and an rng: one triangulation for the whole sequence (`scan_topology`), a head
@@ -176,6 +201,7 @@ def scan_sequence(subject: Subject, frames: Sequence[AUs], rng: np.random.Genera
         texture_size: side of the texture image; 0 = no texture and no uv.
         head_motion: sd of the pose change over the sequence, degrees.
         model: the face model (default: the packaged one).
+        keep: (V,) bool model vertices to keep instead of the scan's own crop (`crop_mask`).
     Returns:
         one `Scan` per frame; their truth holds "aus" (au -> [left, right]) and "pose".
     Raises:
@@ -185,7 +211,7 @@ def scan_sequence(subject: Subject, frames: Sequence[AUs], rng: np.random.Genera
         raise ValueError("scan_sequence: realism=True needs an rng (or pass realism=False)")
     model = model or load_face_model()
     scanner = rng if realism else None
-    topology = scan_topology(model, scanner)
+    topology = scan_topology(model, scanner, keep=keep)
     start = random_pose(scanner)
     motion = np.zeros(3) if scanner is None else rng.normal(0, head_motion, 3)
     drift = np.zeros(3) if scanner is None else rng.normal(0, 1.0, 3)  # mm
@@ -216,25 +242,38 @@ def scan_sequence(subject: Subject, frames: Sequence[AUs], rng: np.random.Genera
 
 
 def scan(subject: Subject, aus: AUs, rng: np.random.Generator | None = None, realism: bool = True,
-         texture_size: int = 256, model: FaceModel | None = None) -> Scan:
+         texture_size: int = 256, model: FaceModel | None = None,
+         keep: np.ndarray | None = None) -> Scan:
     """One static scan of a person showing any combination of action units (`scan_sequence`
     with one frame: its own crop, pose, noise, holes and triangulation)."""
-    return scan_sequence(subject, [aus], rng, realism, texture_size, model=model)[0]
+    return scan_sequence(subject, [aus], rng, realism, texture_size, model=model, keep=keep)[0]
 
 
 def face_mesh(subject: Subject, aus: AUs | None = None, texture_size: int = 256,
-              model: FaceModel | None = None) -> Mesh:
-    """The clean face of a person with these AUs (no scanner effects): narrow face area, frontal."""
+              model: FaceModel | None = None, keep: np.ndarray | None = None) -> Mesh:
+    """The clean face of a person with these AUs (no scanner effects), frontal: ICT's narrow face
+    area, or the model vertices `keep` ((V,) bool, e.g. `typical_crop`)."""
     return scan(subject, aus or {}, None, realism=False, texture_size=texture_size,
-                model=model).mesh
+                model=model, keep=keep).mesh
 
 
 def demo_face(emotion: str = "happiness", intensity: int = 4, seed: int = 0) -> Mesh:
-    """A ready-made face for demos and pictures: person `seed`, the exact prototype, no scanner
-    effects, textured. Intensity is ignored for "neutral"."""
+    """A ready-made face for demos and pictures: person `seed`, the exact prototype, textured,
+    cropped as a typical scan (`typical_crop`) but without its pose, noise and holes. Intensity
+    is ignored for "neutral".
+
+    Its landmarks are what its scan files give back (`save_wrl` and `save_bnd`, then
+    `load_mesh`): the 83 "bnd" points, no "nose_tip"; so in memory it is centred as on disk and
+    as the training scans are (`facet.mesh.normalize`: the bounding-box centre without a nose
+    tip). ICT's whole narrow face area (199 mm tall against a scan's ~165) centred on the nose
+    tip is unlike any training scan: README, Results, measures what each of the two changed.
+    """
     subject = sample_subject(np.random.default_rng(seed))
     level = 0 if emotion == NEUTRAL else intensity
-    return face_mesh(subject, expression_aus(emotion, level))
+    model = load_face_model()
+    mesh = face_mesh(subject, expression_aus(emotion, level), model=model,
+                     keep=typical_crop(model))
+    return replace(mesh, landmarks={"bnd": mesh.landmarks["bnd"]})
 
 
 def range_grid(mesh: Mesh, step: float = 1.5) -> dict[str, np.ndarray]:
