@@ -161,6 +161,12 @@ def show(p: explain.Prediction, truth: str | None, emotion: str | None, scan: Pa
     `patch`: the ViT's patch side in view pixels; `key`: unique per prediction on the page."""
     st.subheader(f"{p.name}: {p.predicted} ({p.probabilities.max():.0%})")
     verdict(p, truth, emotion)
+    familiar = f"familiarity {p.familiarity:+.3f}, threshold {p.familiarity_threshold:+.3f}"
+    if p.unfamiliar:  # the prediction of a scan unlike any training face is not to be trusted
+        st.warning("Unlike the training faces, so do not trust this prediction: "
+                   + "; ".join(p.unfamiliar_reasons) + f" ({familiar}).")
+    else:
+        st.caption(f"Like the training faces ({familiar}).")
     face, left, right = st.columns([1, 1.3, 1.3])
     first = explain.sequence_frames(scan)[0] if scan.is_dir() else scan
     try:

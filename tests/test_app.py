@@ -169,6 +169,20 @@ def test_one_prediction_per_upload_unless_a_sequence_is_chosen(checkpoints, scan
     assert not at.subheader and not at.sidebar.get("file_uploader")[0].value
 
 
+def test_a_scan_unlike_the_training_faces_is_flagged_on_the_page(checkpoints, scans, tmp_path):
+    """A sphere gets the warning with its reason; a built-in face is said to be like them."""
+    import numpy as np
+
+    from facet.faces.probes import shape
+    save_wrl(shape("icosphere", np.random.default_rng(0)), tmp_path / "ball.wrl")
+    at = upload(page(checkpoints), [("ball.wrl", (tmp_path / "ball.wrl").read_bytes()),
+                                    ("happy.wrl", scans["happy.wrl"])])
+    assert not at.exception and not at.error, texts(at.error)
+    warning = texts(at.warning)
+    assert warning.startswith("Unlike the training faces") and "threshold" in warning, warning
+    assert len(at.warning) == 1 and "Like the training faces" in texts(at.caption)
+
+
 def test_rejected_and_broken_files_are_named_with_the_reason(checkpoints, scans):
     at = upload(page(checkpoints), [("notes.txt", b"hello"), ("broken.wrl", b"#VRML V2.0 utf8\n"
                                     b"Shape { garbage"), ("happy.wrl", scans["happy.wrl"])])
