@@ -49,6 +49,8 @@ from facet.tokenizer import Tokenizer, train_bpe
 
 # facet's own CLIP, pretrained on captioned built-in faces (train.py --preset=pretrain)
 FACET_CLIP = Path(__file__).resolve().parent / "assets" / "facet_clip_tiny.pt"
+# facet's own 3D FACET-VLM (fine-tuned on BU-3DFE-like people): where a 4D run starts, --init
+FACET_3D = Path(__file__).resolve().parent / "assets" / "facet_3d_tiny.pt"
 
 
 def pretrained_path(config: TrainConfig) -> Path:
@@ -245,8 +247,16 @@ def view_slots(config: TrainConfig) -> int:
 
 
 def init_checkpoint(config: TrainConfig) -> dict:
-    """The train.py checkpoint of `--init`, every record checked (`load_checkpoint`)."""
-    return load_checkpoint(config.init, required=("model", "config", "merges"))
+    """The train.py checkpoint of `--init` ("facet-3d": facet's own 3D model, shipped with its
+    weights in float16 and widened here to the float32 the model trains in), every record
+    checked (`load_checkpoint`)."""
+    path = FACET_3D if config.init == "facet-3d" else config.init
+    ckpt = load_checkpoint(path, required=("model", "config", "merges"))
+    for entry in ("model", "ema"):
+        if isinstance(ckpt.get(entry), dict):
+            ckpt[entry] = {k: v.float() if v.is_floating_point() else v
+                           for k, v in ckpt[entry].items()}
+    return ckpt
 
 
 def checkpoint_towers(ckpt: dict, source: str | Path) -> CLIP:

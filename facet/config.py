@@ -65,7 +65,7 @@ class TrainConfig:
     # --- model ---
     model: str = "tiny"  # CLIP architecture (facet.clip.PRESETS)
     pretrained: str = "facet-clip"  # CLIP weights (OpenAI's layout) to fine-tune; "" = scratch
-    init: str = ""  # a train.py ckpt.pt to start from (e.g. 3D -> 4D): all but the new parts
+    init: str = ""  # a train.py ckpt.pt to start from (3D -> 4D), all but the new parts; "facet-3d"
     vocab: str = ""  # the BPE vocabulary of --pretrained (OpenAI: bpe_simple_vocab_16e6.txt.gz)
     fusion_depth: int = FacetConfig.fusion_depth  # CVSA transformer blocks
     temporal_depth: int = FacetConfig.temporal_depth  # temporal-fusion blocks (4D)
@@ -126,10 +126,10 @@ PRESETS: dict[str, TrainConfig] = {
     # otherwise the cpu preset
     "bosphorus": TrainConfig(preset="bosphorus", synth_kind="bosphorus"),
     # 4D: synthetic BU-4DFE sequences; 8 frames of the expressive part, each the aligned first
-    # frame plus twice its change (start from a 3D model with --init=out/cpu/ckpt.pt)
+    # frame plus three times its change; started from facet's 3D model (other people)
     "4d": TrainConfig(preset="4d", synth_kind="bu4dfe", synth_subjects=20, frames=8,
-                      frame_sampling="expressive", onset="magnified", magnify=2.0,
-                      batch_size=16, epochs=12),
+                      frame_sampling="expressive", onset="magnified", magnify=3.0,
+                      init="facet-3d", batch_size=16, epochs=12),
     # micro-expressions: synthetic 4DME-like clips, leave-one-subject-out, apex window
     "micro": TrainConfig(preset="micro", synth_kind="4dme", synth_subjects=12, split="loso",
                          frames=4, frame_sampling="apex", batch_size=16, epochs=10),

@@ -503,3 +503,18 @@ def test_a_validation_split_scores_the_epochs_and_the_test_fold_once(cache, tmp_
     # the checkpoint holds the weights the test fold was read with: evaluate.py agrees
     again = evaluate.main(["--ckpt", str(tmp_path / "t" / "ckpt.pt"), "--cache", str(cache)])
     assert again["accuracy"] == metrics["accuracy"] and again["n"] == 12
+
+
+def test_the_4d_preset_starts_from_facets_shipped_3d_model():
+    """--init=facet-3d (the 4d preset's): every weight of the shipped 3D model, stored in
+    float16, starts the 4D model in float32; only the temporal fusion starts fresh."""
+    config = parse_args(["--preset=4d"])
+    assert config.init == "facet-3d"
+    shipped = load_checkpoint(build.FACET_3D, required=("model", "config", "merges"))
+    model = build.build_model(config, build.build_tokenizer(config), 6)
+    state = model.state_dict()
+    assert all(k.startswith("fusion.temporal.") for k in state if k not in shipped["model"])
+    for name, tensor in shipped["model"].items():
+        assert state[name].dtype == torch.float32
+        assert torch.equal(state[name], tensor.float()), name
+    assert shipped["classes"] == list(EMOTIONS)
