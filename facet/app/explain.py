@@ -316,7 +316,9 @@ def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None
         name=name or "face", classes=classes, frames=frames, view_names=view_names,
         views=shown, probabilities=probabilities.cpu(),
         similarities=(output.logits.float()[0] / output.logit_scale.float()).cpu(),
-        view_probabilities=output.view_logits.float()[0].softmax(-1).cpu(),
+        # a view alone: its image embedding z against the prompts, the term of the face
+        # embedding f_t = mean_v z + gamma unit(...) each view contributes
+        view_probabilities=output.image_logits.float()[0].softmax(-1).cpu(),
         view_weights=output.view_weights.float()[0].cpu(),
         frame_weights=None if output.frame_weights is None
         else output.frame_weights.float()[0].cpu(),
