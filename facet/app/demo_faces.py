@@ -121,7 +121,9 @@ def compare(predictor: Predictor, people: int = 50, intensity: int = 4,
     return results
 
 
-def main(argv: list[str] | None = None) -> dict[str, dict]:
+def main(argv: list[str] | None = None) -> str:
+    """`python -m facet.app.demo_faces --ckpt CKPT`: the comparison as the table `__main__`
+    prints (library code stays silent)."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, help="a train.py checkpoint of the six emotions")
@@ -131,14 +133,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     results = compare(load_predictor(args.ckpt), args.people, args.intensity)
-    print(f"{args.people} people x 6 emotions at intensity {args.intensity}, {args.ckpt}")
-    print(f"{'face':<48} {'acc %':>6} {'flagged %':>9}  " + " ".join(f"{e[:5]:>5}"
-                                                              for e in EMOTIONS))
-    for name, row in results.items():
-        print(f"{name:<48} {100 * row['accuracy']:>6.1f} {100 * row['flagged']:>9.1f}  "
-              + " ".join(f"{100 * a:>5.0f}" for a in row["per_class"].values()))
-    return results
+    lines = [f"{args.people} people x 6 emotions at intensity {args.intensity}, {args.ckpt}",
+             f"{'face':<48} {'acc %':>6} {'flagged %':>9}  "
+             + " ".join(f"{e[:5]:>5}" for e in EMOTIONS)]
+    lines += [f"{name:<48} {100 * row['accuracy']:>6.1f} {100 * row['flagged']:>9.1f}  "
+              + " ".join(f"{100 * a:>5.0f}" for a in row["per_class"].values())
+              for name, row in results.items()]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    print(main())

@@ -126,7 +126,9 @@ def flag_rates(reference: familiarity.Reference, probes: list[Probe]
     return {key: (flagged, total) for key, (flagged, total) in rates.items()}
 
 
-def main(argv: list[str] | None = None) -> dict[str, tuple[int, int]]:
+def main(argv: list[str] | None = None) -> str:
+    """`python -m facet.faces.probes`: the flag rates per kind of probe, as the text `__main__`
+    prints (library code stays silent)."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image_size", type=int, default=TRAINING_RENDER.image_size)
@@ -139,11 +141,11 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[int, int]]:
     reference = familiarity.build_reference(settings)
     files = [Probe(Path(path).name, "file", load_mesh(path)) for path in args.files]
     rates = flag_rates(reference, probe_set(args.people) + files)
-    print(f"threshold {reference.threshold:.3f} ({settings.mode}, {settings.image_size} px)")
-    for key, (flagged, total) in rates.items():
-        print(f"{key:<32} flagged {flagged:>3} of {total:>3} ({100 * flagged / total:5.1f} %)")
-    return rates
+    lines = [f"threshold {reference.threshold:.3f} ({settings.mode}, {settings.image_size} px)"]
+    lines += [f"{key:<32} flagged {flagged:>3} of {total:>3} ({100 * flagged / total:5.1f} %)"
+              for key, (flagged, total) in rates.items()]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    print(main())
