@@ -185,7 +185,8 @@ def train_fold(config: TrainConfig, dist: runtime.DistInfo, tokenizer, train_set
         reports.write_report(run_dir, metrics, classes, parse_views(config.views),
                              config=to_dict(config), **provenance, seconds=seconds,
                              resumed=resumed, log=loop.read_log(run_dir / "log.jsonl"))
-        if config.onset != "none":  # what the model compared, for a sequence of each class
+        if config.frames > 1 and (config.onset != "none" or config.apex_motion > 0):
+            # what the model compared, for a sequence of each class
             write_onset_picture(test_set, classes, config, run_dir / "onset.png")
     return metrics
 
@@ -198,8 +199,16 @@ def write_onset_picture(test_set, classes: tuple[str, ...], config: TrainConfig,
         first_of.setdefault(sample.label, i)
     shown = [c for c in classes if c in first_of]
     yaws = [abs(yaw) for yaw, _ in parse_views(config.views)]
-    reports.plot_onset_change([test_set.onset_and_apex(first_of[c]) for c in shown], shown,
-                              path, config.magnify, view=yaws.index(min(yaws)))
+    alpha = (f"change scaled to RMS {config.change_rms:g}" if config.change_rms
+             else f"{config.magnify:g} x change")
+    input_title = {"none": "the apex frame", "difference": f"0.5 + {alpha}",
+                   "magnified": f"onset + {alpha}"}[config.onset]
+    apex_title = (f"apex, motion scaled\nto {config.apex_motion:g} % of the face"
+                  if config.apex_motion else "apex\n(aligned to the onset)")
+    indices = [first_of[c] for c in shown]
+    reports.plot_onset_change([test_set.onset_and_apex(i) for i in indices],
+                              [test_set.apex_input(i) for i in indices], shown, path,
+                              input_title, apex_title, view=yaws.index(min(yaws)))
 
 
 def pretrain(config: TrainConfig, dist: runtime.DistInfo, argv: list[str]) -> list[dict]:

@@ -156,7 +156,7 @@ def check_split(train: list[Sample], test: list[Sample], classes: tuple[str, ...
 def render_settings(config: TrainConfig) -> RenderSettings:
     """The views, image size and render mode of the run (the view cache's key)."""
     return RenderSettings(views=parse_views(config.views), image_size=config.image_size,
-                          mode=config.mode)
+                          mode=config.mode, apex_motion=config.apex_motion)
 
 
 def cache_folder(config: TrainConfig) -> Path:
@@ -185,7 +185,7 @@ def make_dataset(samples: list[Sample], cache: ViewCache, config: TrainConfig,
     """The torch Dataset of one split (random frame choice only for training)."""
     return FaceViewsDataset(samples, cache, frames=config.frames, sampling=config.frame_sampling,
                             train=train, seed=config.seed, classes=classes, onset=config.onset,
-                            magnify=config.magnify)
+                            magnify=config.magnify, change_rms=config.change_rms)
 
 
 def build_tokenizer(config: TrainConfig, merges: list | None = None) -> Tokenizer:

@@ -58,10 +58,12 @@ class TrainConfig:
     views: str = format_views(TRAINING_RENDER.views)  # "yaw,pitch;..." in degrees
     image_size: int = TRAINING_RENDER.image_size  # H = W pixels fed to the ViT (224 for ViT-B)
     mode: str = TRAINING_RENDER.mode  # shaded, texture, depth or normals (facet.render)
+    apex_motion: float = 0.0  # 4D: > 0 = motion scaled until the apex moves this % of the face
     frames: int = 1  # T frames per sample (1 = static 3D; 8 for 4D)
     frame_sampling: Literal["uniform", "apex", "expressive"] = "uniform"  # T frames picked how
     onset: Literal["none", "difference", "magnified"] = "none"  # frames vs the first one (4D)
     magnify: float = 1.0  # alpha of the onset change: x_0 + alpha (x_t - x_0), 0.5 + alpha (...)
+    change_rms: float = 0.0  # > 0: alpha per sample instead, so its largest change has this RMS
     # --- model ---
     model: str = "tiny"  # CLIP architecture (facet.clip.PRESETS)
     pretrained: str = "facet-clip"  # CLIP weights (OpenAI's layout) to fine-tune; "" = scratch
@@ -175,6 +177,13 @@ def validate(config: TrainConfig) -> TrainConfig:
         problems.append(f"--seed must be in 0..2**32-1 (got {c.seed})")
     if c.magnify <= 0:
         problems.append(f"--magnify must be > 0 (got {c.magnify})")
+    if c.apex_motion < 0:
+        problems.append(f"--apex_motion must be >= 0 (got {c.apex_motion})")
+    if c.change_rms < 0:
+        problems.append(f"--change_rms must be >= 0 (got {c.change_rms})")
+    if c.change_rms > 0 and c.onset == "none":
+        problems.append("--change_rms normalises the change from the first frame: it needs "
+                        "--onset=difference or --onset=magnified")
     if c.onset != "none" and c.frames < 2:
         problems.append(f"--onset={c.onset} compares frames with the first one: it needs "
                         f"--frames >= 2 (got {c.frames})")

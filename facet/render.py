@@ -227,6 +227,10 @@ class RenderSettings:
     mode: str = "shaded"  # one of MODES
     distance: float = DEFAULT_DISTANCE  # camera distance in face sizes (facet.camera)
     fov_y: float = DEFAULT_FOV  # vertical field of view in degrees
+    # sequences only (facet.data.view_cache.render_frames): > 0 renders every frame with the
+    # face's motion since the first frame scaled so that the most moved frame moves this many
+    # percent of the face's size (mean over vertices); 0 = the motion as scanned
+    apex_motion: float = 0.0
 
     def __post_init__(self) -> None:
         # canonical form, so that [[0, 0]] and ((0.0, 0.0),) are the same settings
@@ -237,6 +241,8 @@ class RenderSettings:
                              f"mode={self.mode!r}")
         object.__setattr__(self, "views", views)  # frozen dataclass: set once, here
         object.__setattr__(self, "image_size", int(self.image_size))
+        if not self.apex_motion >= 0:
+            raise ValueError(f"render settings need apex_motion >= 0, got {self.apex_motion}")
 
 
 # What the model sees: normal maps at 64 px (the `tiny` CLIP's input) from the three default

@@ -443,30 +443,36 @@ def plot_view_weights(weights: np.ndarray | torch.Tensor, view_names: Sequence[s
     return _save(fig, path)
 
 
-def plot_onset_change(pairs: Sequence[torch.Tensor | np.ndarray], labels: Sequence[str],
-                      path: str | Path, magnify: float, view: int = 0) -> Path:
+def plot_onset_change(pairs: Sequence[torch.Tensor | np.ndarray],
+                      inputs: Sequence[torch.Tensor | np.ndarray], labels: Sequence[str],
+                      path: str | Path, input_title: str, apex_title: str = "apex",
+                      view: int = 0) -> Path:
     """What an onset run compares, one sequence per row: its first frame (the neutral onset,
     the frames rigidly aligned to it), its apex frame, the size of their per-pixel change, and
-    the model's input at the apex, onset + alpha * change (`--onset=magnified`).
+    what the model reads of the apex (e.g. onset + alpha * change, `--onset=magnified`).
 
     Args:
         pairs: per sequence, (2, V, 3, H, W) in [0, 1]: first frame, apex frame
             (`FaceViewsDataset.onset_and_apex`).
+        inputs: per sequence, (V, 3, H, W) in [0, 1]: the model's input at the apex
+            (`FaceViewsDataset.apex_input`).
         labels: a row label per sequence (e.g. its emotion).
-        path: the PNG to write. magnify: alpha. view: the view slot drawn (e.g. the frontal).
+        path: the PNG to write. input_title, apex_title: what the last and second columns show.
+        view: the view slot drawn (e.g. the frontal).
     """
     pairs = [np.asarray(p, dtype=np.float32)[:, view] for p in pairs]  # each (2, 3, H, W)
+    inputs = [np.asarray(x, dtype=np.float32)[view] for x in inputs]  # each (3, H, W)
     changes = [np.abs(apex - first).sum(axis=0) for first, apex in pairs]  # each (H, W)
     # one colour scale for every row, at the 99.5th percentile: a few silhouette pixels that
     # the head's residual motion flips between face and background would set it otherwise
     top = max(float(np.percentile(np.stack(changes), 99.5)), 1e-6)
-    titles = ("onset\n(first frame)", "apex\n(aligned to the onset)", "change\n|apex - onset|",
-              f"model input\nonset + {magnify:g} x change")
+    titles = ("onset\n(first frame)", apex_title, "change\n|apex - onset|",
+              f"model input\n{input_title}")
     fig, axes = plt.subplots(len(pairs), 4, figsize=(8.4, 2.1 * len(pairs) + 0.6),
                              squeeze=False)
     fig.subplots_adjust(bottom=0.6 / (2.1 * len(pairs) + 0.6), top=0.95, hspace=0.08)
-    for row, ((first, apex), change, label) in enumerate(zip(pairs, changes, labels)):
-        shown = np.clip(first + magnify * (apex - first), 0, 1)
+    for row, ((first, apex), change, shown, label) in enumerate(zip(pairs, changes, inputs,
+                                                                    labels)):
         images = (first.transpose(1, 2, 0), apex.transpose(1, 2, 0), change,
                   shown.transpose(1, 2, 0))
         for col, (ax, image) in enumerate(zip(axes[row], images)):

@@ -110,6 +110,8 @@ def test_train_writes_a_checkpoint_that_evaluate_reloads(tiny_root, cache, tmp_p
     (["--subjects=-2"], "--subjects must be >= 1 (got -2)"),
     (["--seed=-1"], "--seed must be in 0..2**32-1 (got -1)"),
     (["--preset=gpu"], "unknown preset 'gpu'"),
+    (["--change_rms=0.3"], "--change_rms normalises the change from the first frame"),
+    (["--change_rms=-1", "--onset=difference", "--frames=2"], "--change_rms must be >= 0"),
 ])
 def test_bad_config_is_rejected_before_any_work(bad, message, tmp_path):
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -15,6 +15,7 @@ from facet import reports
 from facet.data.datasets import FaceViewsDataset, model_input, sample_frames
 from facet.data.layouts import index_dataset
 from facet.data.view_cache import ViewCache, align_to, render_frames, settings_key
+from facet.mesh import Mesh
 from facet.render import RenderSettings, render_views
 
 SMALL = RenderSettings(views=((-20.0, 0.0), (0.0, 0.0), (20.0, 0.0)), image_size=16)
@@ -120,7 +121,13 @@ def test_apex_from_displacement_and_dataset_sampling(tmp_path):
     pair = apex.onset_and_apex(0)
     cached = torch.from_numpy(cache.load(samples[0], [0, 3])).float() / 255
     assert torch.equal(pair, cached.expand_as(pair))
-    picture = reports.plot_onset_change([pair], ["happiness"], tmp_path / "onset.png", 2.0)
+    onset = FaceViewsDataset(samples, cache, frames=3, sampling="apex", onset="magnified",
+                             magnify=2.0)
+    torch.testing.assert_close(onset.apex_input(0),
+                               (pair[0] + 2 * (pair[1] - pair[0])).clamp(0, 1))
+    assert torch.equal(apex.apex_input(0), pair[1])  # no onset reference: the apex frame itself
+    picture = reports.plot_onset_change([pair], [onset.apex_input(0)], ["happiness"],
+                                        tmp_path / "onset.png", "onset + 2 x change")
     assert picture.stat().st_size > 0
 
 
@@ -324,3 +331,70 @@ def test_onset_inputs_are_the_change_from_the_first_frame():
     magnified = model_input(pixels, "magnified", 3.0)
     torch.testing.assert_close(magnified[:, 0, 2, 0], (x0 + 3 * (xt - x0)).clamp(0, 1))
     assert torch.equal(model_input(pixels[[0, 0]], "difference")[0], torch.full((1, 3, 1, 2), 0.5))
+
+
+def test_change_rms_normalises_the_largest_change():
+    """--change_rms: alpha = target / RMS of the most changed frame, computed by hand; a faint
+    and a broad copy of the same change come out the same; a change below half an 8-bit level
+    is not blown up."""
+    pixels = torch.tensor([[[[[100, 100]]]], [[[[104, 100]]]], [[[[100, 92]]]]],
+                          dtype=torch.uint8)  # (T'=3, V=1, C=1, H=1, W=2)
+    change = (pixels[1:, 0, 0, 0].float() - 100) / 255  # (2, 2): RMS 4/255/sqrt2, 8/255/sqrt2
+    alpha = 0.2 / (8 / 255 / 2 ** 0.5)  # frame 2 is the most changed
+    got = model_input(pixels, "difference", magnify=7.0, change_rms=0.2)  # magnify is ignored
+    torch.testing.assert_close(got[:, 0, 0, 0], (0.5 + alpha * change).clamp(0, 1))
+    broad = 100 + 5 * (pixels.long() - 100)  # the same change five times as large
+    torch.testing.assert_close(model_input(broad.to(torch.uint8), "difference", change_rms=0.2),
+                               got)
+    still = torch.tensor([[[[[100, 100]]]], [[[[100, 100]]]]], dtype=torch.uint8)
+    assert torch.equal(model_input(still, "magnified", change_rms=0.2)[0, 0, 0],
+                       torch.full((1, 2), 100 / 255))
+
+
+def test_magnify_motion_scales_the_motion_since_the_first_frame():
+    """Oracle by construction: with correspondence every vertex ends at x_0 + g (x_t - x_0);
+    without it (another sampling of the same surface) a sheet lifted by d along its normal ends
+    lifted by g d, its points' sliding kept."""
+    from facet.data.view_cache import magnify_motion
+
+    grid = np.stack(np.meshgrid(np.arange(5.0), np.arange(5.0)), -1).reshape(-1, 2)  # (25, 2)
+    corner = np.array([r * 5 + c for r in range(4) for c in range(4)])  # (16,) lower left
+    faces = np.concatenate([np.stack([corner, corner + 1, corner + 5], 1),
+                            np.stack([corner + 1, corner + 6, corner + 5], 1)])  # (32, 3)
+    sheet = Mesh(np.column_stack([grid, np.zeros(25)]).astype(np.float32), faces)  # z = 0
+    moved = sheet.verts + np.random.default_rng(0).normal(0, 0.1, (25, 3)).astype(np.float32)
+    np.testing.assert_allclose(magnify_motion(sheet, replace(sheet, verts=moved), 3.0),
+                               sheet.verts + 3 * (moved - sheet.verts), atol=1e-6)
+    dense = np.stack(np.meshgrid(np.linspace(1, 3, 7), np.linspace(1, 3, 7)), -1).reshape(-1, 2)
+    lifted = np.column_stack([dense, np.full(49, 0.2)]).astype(np.float32)  # (49, 3) resampled
+    dense_faces = np.array([[r * 7 + c, r * 7 + c + 1, r * 7 + c + 7] for r in range(6)
+                            for c in range(6)])  # (36, 3): a sampling of its own
+    out = magnify_motion(sheet, Mesh(lifted, dense_faces), 3.0)
+    np.testing.assert_allclose(out[:, :2], dense, atol=1e-6)  # sliding / sampling kept
+    np.testing.assert_allclose(out[:, 2], 0.6, atol=1e-5)  # the lift, three times
+
+
+def test_apex_motion_renders_every_sequence_at_one_motion_size():
+    """With apex_motion the apex frame of a faint and a broad copy of one sequence renders the
+    same; frame 0 is the scan itself; the displacement is the scanned one; a still sequence is
+    left as it is; the setting is part of the cache key (and 0 keeps the old key)."""
+    from facet.faces.scanner import demo_face
+
+    face = demo_face("neutral", seed=1)  # mm
+    centre = face.verts.mean(axis=0)
+    bump = np.zeros_like(face.verts)  # a 1 mm swelling of the cheeks' middle, 20 mm wide
+    bump[:, 2] = np.exp(-((face.verts[:, :2] - centre[:2]) ** 2).sum(axis=1) / 20 ** 2)
+    frames = lambda size: [face] + [replace(face, verts=face.verts + s * size * bump)
+                                    for s in (0.5, 1.0)]
+    settings = replace(SMALL, apex_motion=2.0)
+    faint_pixels, faint_moved = render_frames(frames(0.3), settings)
+    broad_pixels, broad_moved = render_frames(frames(3.0), settings)
+    assert np.array_equal(faint_pixels[0], render_frames([face], SMALL)[0][0])
+    np.testing.assert_allclose(broad_moved, 10 * faint_moved, rtol=1e-3)  # as scanned
+    # one size of motion: the same pixels up to a level of rounding here and there
+    assert np.abs(faint_pixels.astype(int) - broad_pixels.astype(int)).max() <= 1
+    assert not np.array_equal(faint_pixels, render_frames(frames(0.3), SMALL)[0])  # magnified
+    still, _ = render_frames([face, face], settings)
+    assert np.array_equal(still[1], still[0])
+    assert settings_key(settings) != settings_key(SMALL)
+    assert settings_key(replace(SMALL, apex_motion=0.0)) == settings_key(SMALL)

@@ -26,8 +26,11 @@ Onset reference (`onset`, 4D): the expression is the change from the sequence's 
 frame (the view cache renders every frame rigidly aligned to it). "difference" gives each
 frame's views as 0.5 + alpha (x_t - x_0), the identity and the scanner cancelled; "magnified"
 as x_0 + alpha (x_t - x_0), a face whose expression is amplified alpha times (Eulerian motion
-magnification in pixels); alpha = `magnify`. Our design, after the onset-apex differences and
-dynamic images of the micro-expression literature.
+magnification in pixels); alpha = `magnify`, or, with `change_rms`, chosen per sample so that
+its most changed frame has that RMS: a micro-expression is three times fainter than a broad one
+and varies more in strength, and the normalised change leaves the classifier the change's shape,
+not its size. Our design, after the onset-apex differences and dynamic images of the
+micro-expression literature.
 Random choices come from a generator seeded by (seed, epoch, index), not from global state, so
 batches do not depend on the number of DataLoader workers and a resumed run draws the same
 frames; each item also carries such a seed for its view augmentation (`facet.augment`). Call
@@ -215,14 +218,30 @@ def sample_frames(length: int, count: int, sampling: str = "uniform", apex: int 
     return np.minimum(np.arange(start, start + count), length - 1).astype(np.int64)
 
 
-def model_input(pixels: torch.Tensor, onset: str = "none", magnify: float = 1.0) -> torch.Tensor:
+# the smallest change `change_rms` normalises: half an 8-bit level, below which a cached
+# change is mostly rounding (a neutral-only sequence is then left unamplified, not blown up)
+MIN_CHANGE_RMS = 0.5 / 255
+
+
+def model_input(pixels: torch.Tensor, onset: str = "none", magnify: float = 1.0,
+                change_rms: float = 0.0) -> torch.Tensor:
     """Cached uint8 views (T', V, C, H, W) -> what the model reads, float (T, V, 3, H, W) in
     [0, 1]: the frames / 255, or with an onset reference (then row 0 is the first frame, T =
-    T' - 1) each frame's change from it (module docstring). Grey entries get three channels."""
+    T' - 1) each frame's change from it (module docstring). Grey entries get three channels.
+
+    The change is scaled by alpha = `magnify`, or, with `change_rms` > 0, by the alpha that
+    gives the most changed of the T frames that RMS (over all its views and pixels): an
+    intensity-normalised change, the same size for a faint micro-expression and a broad one.
+    """
     views = pixels.float().div_(255)
     if onset != "none":
         first, views = views[:1], views[1:]  # (1, V, C, H, W), (T, V, C, H, W)
-        change = magnify * (views - first)
+        change = views - first
+        if change_rms > 0:
+            largest = change.square().flatten(1).mean(dim=1).max().sqrt()  # () RMS of one frame
+            change *= change_rms / largest.clamp(min=MIN_CHANGE_RMS)
+        else:
+            change *= magnify
         views = (change + (0.5 if onset == "difference" else first)).clamp_(0, 1)
     return views.expand(-1, -1, 3, -1, -1).contiguous()  # (T, V, 3, H, W)
 
@@ -236,7 +255,8 @@ class FaceViewsDataset(Dataset):
         frames: T, frames per item (1 for static scans).
         sampling: "uniform", "apex" or "expressive" (4D frame sampling, `sample_frames`).
         onset: "none", "difference" or "magnified": frames relative to the first (module
-            docstring); magnify: its alpha.
+            docstring); magnify: its alpha; change_rms: > 0 normalises the change instead
+            (`model_input`).
         train: draw random frames (seeded by seed, epoch and index) instead of fixed ones.
         seed: base seed of the random frame choice.
         classes: class names; label = position in this tuple. Default: `class_names(samples)`;
@@ -252,12 +272,12 @@ class FaceViewsDataset(Dataset):
     def __init__(self, samples: Sequence[Sample], cache: ViewCache, frames: int = 1,
                  sampling: str = "uniform", train: bool = False, seed: int = 0,
                  classes: Sequence[str] | None = None, onset: str = "none",
-                 magnify: float = 1.0):
+                 magnify: float = 1.0, change_rms: float = 0.0):
         if sampling not in SAMPLING:
             raise ValueError(f"unknown frame sampling {sampling!r}; choose one of {SAMPLING}")
         if onset not in ONSETS:
             raise ValueError(f"unknown onset reference {onset!r}; choose one of {ONSETS}")
-        self.onset, self.magnify = onset, magnify
+        self.onset, self.magnify, self.change_rms = onset, magnify, change_rms
         if frames < 1:
             raise ValueError(f"frames must be >= 1, got {frames}")
         self.samples, self.cache = list(samples), cache
@@ -289,7 +309,7 @@ class FaceViewsDataset(Dataset):
         if self.onset != "none":  # the first frame is the reference: load it with the picks
             picks = np.concatenate([[0], picks])
         pixels = torch.from_numpy(self.cache.load(sample, picks))  # (T(+1), V, C, H, W) uint8
-        views = model_input(pixels, self.onset, self.magnify)  # (T, V, 3, H, W)
+        views = model_input(pixels, self.onset, self.magnify, self.change_rms)  # (T, V, 3, H, W)
         # the sample's own augmentation seed: the same draw in any batch, on any DDP rank
         seed = int(np.random.default_rng((self.seed, self.epoch, i, 1)).integers(2 ** 62))
         meta = {"subject": sample.subject, "intensity": sample.intensity, "sex": sample.sex,
@@ -303,6 +323,12 @@ class FaceViewsDataset(Dataset):
         the first), float (2, V, 3, H, W) in [0, 1]: the pair an onset run compares (pictures)."""
         pixels = torch.from_numpy(self.cache.load(self.samples[i], [0, self.apexes[i]]))
         return model_input(pixels)
+
+    def apex_input(self, i: int) -> torch.Tensor:
+        """What the model reads of item i's apex frame, float (V, 3, H, W) in [0, 1]."""
+        picks = [0, self.apexes[i]] if self.onset != "none" else [self.apexes[i]]
+        pixels = torch.from_numpy(self.cache.load(self.samples[i], picks))
+        return model_input(pixels, self.onset, self.magnify, self.change_rms)[-1]
 
 
 def view_statistics(dataset: Sequence) -> tuple[torch.Tensor, float]:

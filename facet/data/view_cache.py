@@ -44,17 +44,32 @@ from tqdm import tqdm
 from facet.atomic import atomic_file, write_atomic
 from facet.data.layouts import Sample, index_dataset
 from facet.data.meshio import load_mesh
-from facet.mesh import Mesh, normalize
-from facet.render import MIN_FOREGROUND, TRAINING_RENDER, RenderSettings, render_views
+from facet.mesh import Mesh, Similarity, normalize
+from facet.render import (MIN_FOREGROUND, TRAINING_RENDER, RenderSettings, render_views,
+                          vertex_normals)
 from facet.runtime import exit_with_parent, keep_freed_memory
 
 CACHE_FORMAT = 3  # bump when an entry's contents change: old folders are then ignored
 # (2: displacement without the head's rigid motion; 3: frames rendered aligned to the first)
 
+# the motion is smoothed over this radius (% of the face's size, ~4 mm on a face) before it is
+# magnified: scanner noise differs from vertex to vertex and frame to frame, and a gain of 10
+# would turn 0.05 mm of it into a visible speckle; an action unit moves the skin coherently over
+# a centimetre or more, which survives
+MOTION_SMOOTHING = 2.0
+
 
 def settings_key(settings: RenderSettings) -> str:
-    """Short stable hash of the render settings and the cache format: the folder's name."""
-    text = json.dumps({**asdict(settings), "format": CACHE_FORMAT}, sort_keys=True)
+    """Short stable hash of the render settings and the cache format: the folder's name.
+
+    `apex_motion` joined the settings later; at 0 (off) it is left out of the hash, so the
+    folders rendered before it existed, which hold exactly those pixels, stay valid."""
+    fields = asdict(settings)
+    if fields["apex_motion"] == 0:
+        del fields["apex_motion"]
+    else:  # the smoothing of the magnified motion changes those pixels too
+        fields["motion_smoothing"] = MOTION_SMOOTHING
+    text = json.dumps({**fields, "format": CACHE_FORMAT}, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
@@ -127,6 +142,51 @@ def align_to(verts: np.ndarray, first: np.ndarray, icp_steps: int = 8
     return (points @ rotation + shift).float().numpy(), distance
 
 
+def smooth_on_mesh(values: torch.Tensor, faces: np.ndarray, passes: int) -> torch.Tensor:
+    """Per-vertex values (N, D) after `passes` of the umbrella average: each vertex replaced by
+    the mean of itself and its 1-ring neighbours (a diffusion, whose reach grows as the square
+    root of the passes: k passes smooth over about sqrt(k) edge lengths)."""
+    edges = torch.from_numpy(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]],
+                                             faces[:, [2, 0]]])).long()  # (3F, 2)
+    edges = torch.cat([edges, edges.flip(1)])  # (6F, 2) both directions (shared ones twice)
+    ones = torch.ones(len(edges), 1, dtype=values.dtype)
+    count = torch.ones(len(values), 1, dtype=values.dtype).index_add_(0, edges[:, 0], ones)
+    for _ in range(passes):
+        values = values.clone().index_add_(0, edges[:, 0], values[edges[:, 1]]) / count
+    return values
+
+
+def magnify_motion(first: Mesh, frame: Mesh, gain: float, smoothing: float = 0.0) -> np.ndarray:
+    """A frame's aligned vertices with their motion since the first frame scaled by `gain`:
+    (N, 3) float32 (Lagrangian motion magnification: the geometry moves further, so the renders
+    show it as the face would look, edges and shading alike).
+
+    With vertex correspondence (same vertex count) each vertex moves to x_0 + gain d, d = x_t -
+    x_0 its motion since the first frame. Without it (raw scans of varying topology) a vertex's
+    own past place is unknown: only its offset along the surface normal of the nearest first-
+    frame vertex p is scaled, x_t + (gain - 1) a n_p, a = (x_t - p) . n_p -- the part of the
+    motion that changes the shape; sliding along the surface and the two scans' sampling are
+    left as they are. The motion (d, or a) is first smoothed over the surface over about
+    `smoothing` (the scan's length units; `smooth_on_mesh`) so that noise is not magnified.
+    """
+    start = torch.from_numpy(first.verts).double()
+    moved = torch.from_numpy(frame.verts).double()
+
+    def passes(mesh: Mesh, verts: torch.Tensor) -> int:  # sqrt(k) edge lengths ~ smoothing
+        edge = float((verts[mesh.faces[:, 0]] - verts[mesh.faces[:, 1]]).norm(dim=1).mean())
+        return min(int(np.ceil((smoothing / edge) ** 2)), 400) if smoothing > 0 else 0
+
+    if len(frame.verts) == len(first.verts):
+        motion = smooth_on_mesh(moved - start, first.faces, passes(first, start))  # (N, 3)
+        return (start + gain * motion).float().numpy()
+    normals = vertex_normals(start, torch.from_numpy(first.faces).long())  # (N_0, 3) unit
+    nearest = torch.cat([torch.cdist(chunk, start).argmin(dim=1)  # chunks of 1,024 rows:
+                         for chunk in moved.split(1024)])  # ~290 MB at 35k vertices; (N,)
+    along = ((moved - start[nearest]) * normals[nearest]).sum(dim=1, keepdim=True)  # (N, 1)
+    along = smooth_on_mesh(along, frame.faces, passes(frame, moved))
+    return (moved + (gain - 1) * along * normals[nearest]).float().numpy()
+
+
 def render_frames(frames: Sequence[str | Path | Mesh], settings: RenderSettings
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Load and render every frame as the cache stores it: uint8 (T, V, C, H, W) views and the
@@ -135,32 +195,52 @@ def render_frames(frames: Sequence[str | Path | Mesh], settings: RenderSettings
     Every frame is rigidly aligned to the first (`align_to`) and normalised as the first is
     (one centre and scale for the whole sequence), so the views of frame t differ from those
     of frame 0 only where the face moved: onset-relative inputs (`facet.data.datasets`) see the
-    expression, not the head's drift or a per-frame re-crop. Frames (files, or meshes already
-    loaded) are loaded one at a time (a BU-4DFE sequence holds ~100 scans of ~35k vertices);
-    only the first frame's vertices are kept, as the reference. Raises what
-    `facet.data.meshio.load_mesh` raises, and ValueError for a frame that renders to an
-    (almost) empty image (`facet.render`).
+    expression, not the head's drift or a per-frame re-crop. With `settings.apex_motion` > 0
+    every frame's motion is then scaled by one gain per sequence (`magnify_motion`), so that
+    its apex moves that percentage of the face's size: a faint micro-expression and a broad
+    one reach the same, visible size, and the timing is kept. The displacement returned is the
+    scanned one. Frames (files, or meshes already loaded) are loaded one at a time (a BU-4DFE
+    sequence holds ~100 scans of ~35k vertices); to magnify, the aligned meshes are kept until
+    the apex is known (~200 MB for such a sequence). Raises what `facet.data.meshio.load_mesh`
+    raises, and ValueError for a frame that renders to an (almost) empty image (`facet.render`).
     """
-    images, displacement, first, frame_of_first = [], [], None, None
+    images, kept, displacement, first, frame_of_first = [], [], [], None, None
     for frame in frames:
         mesh = frame if isinstance(frame, Mesh) else load_mesh(frame)
         if first is None:  # the first frame sets the rigid reference and the normalisation
-            first = mesh.verts
+            first = mesh
             frame_of_first = normalize(mesh)[1]
             moved = 0.0
         else:  # the head put back where it was in the first frame: the change is the face's
-            aligned, moved = align_to(mesh.verts, first)
+            aligned, moved = align_to(mesh.verts, first.verts)
             mesh = replace(mesh, verts=aligned)
         displacement.append(moved)
-        mesh = replace(mesh, verts=frame_of_first.apply(mesh.verts), landmarks={})
-        views = render_views(mesh, settings.views, settings.image_size, settings.mode,
-                             normalize=False, distance=settings.distance, fov_y=settings.fov_y,
-                             min_foreground=MIN_FOREGROUND)  # (V, 3, H, W) float in [0, 1]
-        images.append((views.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+        if settings.apex_motion > 0:  # rendered below, once the apex's motion is known
+            kept.append(mesh)
+        else:
+            images.append(_render_frame(mesh, frame_of_first, settings))
+    if kept:
+        apex_percent = 100 * max(displacement) * frame_of_first.scale  # of the face's size
+        # a still sequence (under 0.01 % of the face) is rendered as scanned, not blown up
+        gain = settings.apex_motion / apex_percent if apex_percent > 0.01 else 1.0
+        smoothing = MOTION_SMOOTHING / 100 / frame_of_first.scale  # in the scan's units
+        images = [_render_frame(mesh if t == 0 else replace(
+                      mesh, verts=magnify_motion(first, mesh, gain, smoothing)),
+                      frame_of_first, settings) for t, mesh in enumerate(kept)]
     pixels = np.stack(images)  # (T, V, 3, H, W)
     if (pixels[:, :, :1] == pixels[:, :, 1:]).all():
         pixels = pixels[:, :, :1]  # (T, V, 1, H, W): a grey image keeps one channel
     return np.ascontiguousarray(pixels), np.asarray(displacement, dtype=np.float32)
+
+
+def _render_frame(mesh: Mesh, frame_of_first: Similarity, settings: RenderSettings
+                  ) -> np.ndarray:
+    """One aligned frame in the first frame's normalisation -> uint8 (V, 3, H, W)."""
+    mesh = replace(mesh, verts=frame_of_first.apply(mesh.verts), landmarks={})
+    views = render_views(mesh, settings.views, settings.image_size, settings.mode,
+                         normalize=False, distance=settings.distance, fov_y=settings.fov_y,
+                         min_foreground=MIN_FOREGROUND)  # (V, 3, H, W) float in [0, 1]
+    return (views.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
 def _write_entry(npy: Path, meta: dict, pixels: np.ndarray) -> None:
