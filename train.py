@@ -160,7 +160,8 @@ def train_fold(config: TrainConfig, dist: runtime.DistInfo, tokenizer, train_set
     seed_everything(config.seed)
     generator = torch.Generator().manual_seed(config.seed)  # augmentation + prompt draws
     model = build.build_model(config, tokenizer, len(classes), train_set)
-    objective = build.build_objective(config, model, tokenizer, classes, generator)
+    objective = build.build_objective(config, model, tokenizer, classes, generator,
+                                      num_aus=len(train_set.aus))
     objective.to(dist.device)
 
     # --- the epochs, scored on the held-out people by the class-prompt ensemble ---

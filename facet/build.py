@@ -34,7 +34,7 @@ from facet.clip import PRESETS as CLIP_PRESETS
 from facet.config import TrainConfig, from_dict
 from facet.data.datasets import (PROTOCOLS, FaceViewsDataset, filter_samples,
                                  leave_one_subject_out, subject_kfold, view_statistics)
-from facet.data.layouts import EMOTIONS, Index, Sample, index_dataset
+from facet.data.layouts import EMOTIONS, Index, Sample, action_units, index_dataset
 from facet.data.view_cache import ViewCache
 from facet.faces import synth
 from facet.faces.pretraining import CaptionedViews
@@ -182,10 +182,25 @@ def fill_cache(samples: list[Sample], config: TrainConfig, dist: DistInfo = Dist
 
 def make_dataset(samples: list[Sample], cache: ViewCache, config: TrainConfig,
                  classes: tuple[str, ...], train: bool) -> FaceViewsDataset:
-    """The torch Dataset of one split (random frame choice only for training)."""
+    """The torch Dataset of one split (random frame choice only for training; with --lambda_au
+    the training items carry their action units, out of every AU the split annotates)."""
+    aus = annotated_aus(samples) if train and config.lambda_au > 0 else ()
     return FaceViewsDataset(samples, cache, frames=config.frames, sampling=config.frame_sampling,
                             train=train, seed=config.seed, classes=classes, onset=config.onset,
-                            magnify=config.magnify, change_rms=config.change_rms)
+                            magnify=config.magnify, change_rms=config.change_rms, aus=aus)
+
+
+def annotated_aus(samples: Sequence[Sample]) -> tuple[int, ...]:
+    """Every action unit the samples' AU annotations name, sorted (the AU head's outputs).
+
+    Raises:
+        ValueError: no sample has an AU annotation (then --lambda_au has nothing to learn).
+    """
+    aus = sorted({au for s in samples for au in action_units(s.aus)})
+    if not aus:
+        raise ValueError("--lambda_au needs action-unit annotations, and none of the training "
+                         "samples has one (4DME's labels.csv and Bosphorus' AU scans have them)")
+    return tuple(aus)
 
 
 def build_tokenizer(config: TrainConfig, merges: list | None = None) -> Tokenizer:
@@ -356,13 +371,15 @@ def class_prompts(config: TrainConfig, model: FacetVLM, tokenizer: Tokenizer,
 
 
 def build_objective(config: TrainConfig, model: FacetVLM, tokenizer: Tokenizer,
-                    classes: Sequence[str], generator: torch.Generator) -> Objective:
-    """The training step of the config around `model`: augmentation, prompts, loss weights."""
+                    classes: Sequence[str], generator: torch.Generator, num_aus: int = 0
+                    ) -> Objective:
+    """The training step of the config around `model`: augmentation, prompts, loss weights
+    (num_aus: the training set's action units, for --lambda_au)."""
     loss = LossConfig(config.label_smoothing, config.lambda_cons, config.lambda_aff,
-                      config.consistency)
+                      config.consistency, config.lambda_au)
     prompts = class_prompts(config, model, tokenizer, classes, train=True, generator=generator)
     return Objective(model, prompts, loss, augment=config.augment, mix_prob=config.mix_prob,
-                     mode=config.mode)
+                     mode=config.mode, num_aus=num_aus)
 
 
 # --- a trained model back from its file ------------------------------------------------------

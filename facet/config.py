@@ -98,6 +98,7 @@ class TrainConfig:
     lambda_cons: float = 0.1  # multiview consistency loss weight (0 = the ablation)
     consistency: Literal["encoder", "fusion", "both"] = "encoder"  # on z before CVSA, or u after
     lambda_aff: float = 0.0  # AffectVLM contrastive + triplet loss weight
+    lambda_au: float = 0.0  # auxiliary loss: the annotated action units read off the face (4DME)
     margin_lr: float = 0.05  # peak learning rate of AffectVLM's learned margin (its own group)
     ema_decay: float = 0.0  # also evaluate an exponential moving average of the weights; 0 = off
     augment: bool = True  # mixed view augmentation (independent warp per view)
@@ -164,7 +165,8 @@ def validate(config: TrainConfig) -> TrainConfig:
     problems += [f"--{k} must be >= 1 (got {getattr(c, k)})" for k in positive
                  if getattr(c, k) < 1]
     nonneg = ("weight_decay", "warmup", "min_lr_ratio", "grad_clip", "lambda_cons", "lambda_aff",
-              "workers", "threads", "fusion_depth", "temporal_depth", "margin_lr", "val_subjects")
+              "workers", "threads", "fusion_depth", "temporal_depth", "margin_lr", "val_subjects",
+              "lambda_au")
     problems += [f"--{k} must be >= 0 (got {getattr(c, k)})" for k in nonneg if getattr(c, k) < 0]
     ranges = {"lr": (0, math.inf, "> 0"), "tau": (0, math.inf, "> 0"),
               "tower_lr_scale": (0, math.inf, "> 0"),

@@ -178,10 +178,12 @@ def resume(path: Path, config: TrainConfig, objective: nn.Module, optimizer, sch
         ValueError: the config differs from the checkpoint's in an option that changes the run.
     """
     ckpt = load_checkpoint(path, required=("model", "config", "optimizer", "scheduler", "rng"))
-    changed = sorted(k for k, v in to_dict(config).items()
-                     if ckpt["config"].get(k) != v and k not in RESUMABLE)
+    # an option added since the run was made ran at its default (that is what it did)
+    defaults = to_dict(TrainConfig())
+    used = {k: ckpt["config"].get(k, defaults.get(k)) for k in to_dict(config)}
+    changed = sorted(k for k, v in to_dict(config).items() if used[k] != v and k not in RESUMABLE)
     if changed:
-        was = ", ".join(f"--{k}={ckpt['config'].get(k)!r}" for k in changed)
+        was = ", ".join(f"--{k}={used[k]!r}" for k in changed)
         raise ValueError(f"{path}: cannot resume with changed options {changed} (the run used "
                          f"{was}); start a new --name instead")
     load_weights(objective.model, ckpt["model"], path)

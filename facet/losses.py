@@ -156,12 +156,19 @@ def affect_loss(embeddings: torch.Tensor, labels: torch.Tensor,
     return pull + push + triplet
 
 
+def action_unit_loss(au_logits: torch.Tensor, aus: torch.Tensor) -> torch.Tensor:
+    """Which action units a face shows, as A independent yes/no questions: the mean binary
+    cross-entropy of (B, A) logits against (B, A) multi-hot annotations."""
+    return F.binary_cross_entropy_with_logits(au_logits.float(), aus.float())
+
+
 @dataclass
 class LossConfig:
     label_smoothing: float = 0.0  # CE smoothing
     lambda_cons: float = 0.1  # multiview consistency weight; 0 = the paper's ablation
     lambda_aff: float = 0.0  # AffectVLM contrastive + triplet weight; 0 = off (needs a margin)
     consistency: str = "encoder"  # on z before fusion ("encoder"), on u after ("fusion"), "both"
+    lambda_au: float = 0.0  # auxiliary action-unit loss weight (facet.objective); 0 = off
 
 
 def total_loss(output, labels: torch.Tensor, config: LossConfig = LossConfig(),

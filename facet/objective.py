@@ -6,7 +6,9 @@ margin -- a parameter of the loss, not of the model -- lives inside it, so its g
 averaged over ranks and the optimizer and checkpoint see it. Each objective returns
 (loss, logits, the loss's parts as floats for the log); the loop needs nothing else.
 
-- `Objective`: FACET-VLM, L = CE + lambda_cons L_cons (+ lambda_aff L_aff).
+- `Objective`: FACET-VLM, L = CE + lambda_cons L_cons (+ lambda_aff L_aff) (+ lambda_au L_au,
+  an auxiliary head that reads the action units off the face embedding: a part of the training
+  signal, not of the model, so it lives here and evaluation never sees it).
 - `ContrastiveObjective`: CLIP pretraining, the symmetric InfoNCE between images and captions.
 
 A batch is a dict (`facet.data.datasets.collate`): "views" (B, T, V, 3, H, W) float in [0, 1],
@@ -19,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from facet.augment import mix_view_augment
-from facet.losses import LearnedMargin, LossConfig, clip_loss, total_loss
+from facet.losses import LearnedMargin, LossConfig, action_unit_loss, clip_loss, total_loss
 from facet.model import CentredCLIP, FacetVLM
 from facet.prompts import ClassPrompts
 from facet.tokenizer import drop_padding
@@ -34,13 +36,20 @@ class Objective(nn.Module):
         loss: the loss weights; a LearnedMargin is built when lambda_aff > 0.
         augment: mixed view augmentation on; mix_prob: cross-sample view mixing.
         mode: the render mode of the views (how they may be augmented).
+        num_aus: A, the action units of the auxiliary loss (batches then carry "aus" (B, A));
+            a linear AU head on the face embedding is built when loss.lambda_au > 0.
     """
 
     def __init__(self, model: FacetVLM, prompts: ClassPrompts | None, loss: LossConfig,
-                 augment: bool = True, mix_prob: float = 0.0, mode: str = "normals"):
+                 augment: bool = True, mix_prob: float = 0.0, mode: str = "normals",
+                 num_aus: int = 0):
         super().__init__()
         self.model, self.prompts, self.loss_config = model, prompts, loss
         self.margin = LearnedMargin() if loss.lambda_aff > 0 else None
+        if loss.lambda_au > 0 and num_aus < 1:
+            raise ValueError("lambda_au > 0 needs the action units to predict (num_aus >= 1)")
+        embed_dim = model.clip.config.embed_dim
+        self.au_head = nn.Linear(embed_dim, num_aus) if loss.lambda_au > 0 else None
         self.augment, self.mix_prob, self.mode = augment, mix_prob, mode
         # a frozen text tower gives the same class embeddings every step: encode them once
         self.text_frozen = prompts is not None and prompts.fixed and model.config.freeze_text
@@ -66,6 +75,10 @@ class Objective(nn.Module):
             tokens = self.prompts.tokens(batch["meta"])  # (K, P, L) or (B, K, P, L)
             output = self.model(views, class_tokens=tokens.to(views.device))
         loss, parts = total_loss(output, batch["label"], self.loss_config, self.margin)
+        if self.au_head is not None:
+            au = action_unit_loss(self.au_head(output.embedding.float()), batch["aus"])
+            loss = loss + self.loss_config.lambda_au * au
+            parts["au"] = au.item()
         return loss, output.logits, parts
 
     @torch.no_grad()

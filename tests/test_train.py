@@ -208,6 +208,14 @@ def test_resume_with_changed_options_names_them(tiny_root, cache, tmp_path):
     train.main(args(tiny_root, cache, tmp_path, "--epochs=1"))
     with pytest.raises(ValueError, match=r"changed options \['epochs', 'lr'\].*--epochs=1"):
         train.main(args(tiny_root, cache, tmp_path, "--epochs=2", "--lr=1e-3", "--resume"))
+    # a run made before an option existed ran at its default: it resumes with it, not otherwise
+    ckpt_path = tmp_path / "t" / "ckpt.pt"
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    del ckpt["config"]["apex_motion"]
+    torch.save(ckpt, ckpt_path)
+    with pytest.raises(ValueError, match=r"changed options \['apex_motion'\].*=0.0"):
+        train.main(args(tiny_root, cache, tmp_path, "--epochs=1", "--apex_motion=1", "--resume"))
+    assert train.main(args(tiny_root, cache, tmp_path, "--epochs=1", "--resume"))  # resumes
 
 
 def test_synth_cli_and_train_share_the_generated_folder(tmp_path, monkeypatch, capsys):
@@ -520,3 +528,41 @@ def test_the_4d_preset_starts_from_facets_shipped_3d_model():
         assert state[name].dtype == torch.float32
         assert torch.equal(state[name], tensor.float()), name
     assert shipped["classes"] == list(EMOTIONS)
+
+
+def test_action_unit_head_reads_the_annotations_and_adds_its_loss(tiny_root, cache):
+    """--lambda_au: the training items carry their annotated AUs as multi-hot targets over every
+    AU of the split; the step's loss is the usual one plus lambda_au times the mean binary
+    cross-entropy of the head's AU logits on the face embedding (recomputed here); a split
+    without any annotation is refused."""
+    from dataclasses import replace
+
+    from facet.data.layouts import action_units
+    from facet.losses import total_loss
+
+    assert (action_units("6+12"), action_units("LFAU_12"), action_units("")) == ((6, 12), (12,), ())
+    config = parse_args([f"--data={tiny_root}", f"--cache={cache}", *TINY, "--no-augment",
+                         "--lambda_au=0.5"])
+    samples, _ = build.select_samples(tiny_root, config)
+    store, kept, _ = build.fill_cache(samples, config)
+    with pytest.raises(ValueError, match="--lambda_au needs action-unit annotations"):
+        build.make_dataset(kept[:4], store, config, tuple(EMOTIONS), train=True)
+    annotated = [replace(s, aus=a) for s, a in zip(kept[:4], ("1+2", "12", "", "2+26"))]
+    dataset = build.make_dataset(annotated, store, config, tuple(EMOTIONS), train=True)
+    assert dataset.aus == (1, 2, 12, 26)
+    batch = collate([dataset[i] for i in range(4)])
+    assert batch["aus"].tolist() == [[1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0], [0, 1, 0, 1]]
+    tokenizer = build.build_tokenizer(config)
+    model = build.build_model(config, tokenizer, 6)
+    objective = build.build_objective(config, model, tokenizer, tuple(EMOTIONS),
+                                      torch.Generator().manual_seed(0), num_aus=4)
+    model.eval()  # batch statistics and dropout off: two forward passes agree
+    loss, _, parts = objective(batch)
+    output = model(batch["views"], class_tokens=objective.prompts.tokens(batch["meta"]))
+    au_logits = output.embedding @ objective.au_head.weight.T + objective.au_head.bias  # (4, 4)
+    expected_au = torch.nn.functional.binary_cross_entropy_with_logits(au_logits, batch["aus"])
+    usual, _ = total_loss(output, batch["label"], objective.loss_config)
+    torch.testing.assert_close(loss, usual + 0.5 * expected_au)
+    assert parts["au"] == pytest.approx(expected_au.item(), rel=1e-5)
+    loss.backward()
+    assert objective.au_head.weight.grad.abs().sum() > 0

@@ -46,7 +46,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from facet.data.layouts import EMOTIONS, FOURDME_CLASSES, NEUTRAL, Sample, natural_key
+from facet.data.layouts import (EMOTIONS, FOURDME_CLASSES, NEUTRAL, Sample, action_units,
+                                natural_key)
 from facet.data.view_cache import ViewCache
 
 @dataclass(frozen=True)
@@ -261,6 +262,8 @@ class FaceViewsDataset(Dataset):
         seed: base seed of the random frame choice.
         classes: class names; label = position in this tuple. Default: `class_names(samples)`;
             pass the same tuple to the train and test sets.
+        aus: the action units of the auxiliary AU loss (`--lambda_au`), e.g. (1, 2, 4, ...):
+            each item's meta then holds its annotated ones as a multi-hot "aus" (A,) float32.
     Item:
         views (T, V, 3, H, W) float32 in [0, 1], label int, meta dict with subject (str),
         intensity (int, -1 if none), sex, age_group, ethnicity, path (str) -- all collatable.
@@ -272,7 +275,7 @@ class FaceViewsDataset(Dataset):
     def __init__(self, samples: Sequence[Sample], cache: ViewCache, frames: int = 1,
                  sampling: str = "uniform", train: bool = False, seed: int = 0,
                  classes: Sequence[str] | None = None, onset: str = "none",
-                 magnify: float = 1.0, change_rms: float = 0.0):
+                 magnify: float = 1.0, change_rms: float = 0.0, aus: Sequence[int] = ()):
         if sampling not in SAMPLING:
             raise ValueError(f"unknown frame sampling {sampling!r}; choose one of {SAMPLING}")
         if onset not in ONSETS:
@@ -283,6 +286,7 @@ class FaceViewsDataset(Dataset):
         self.samples, self.cache = list(samples), cache
         self.frames, self.sampling, self.train, self.seed = frames, sampling, train, seed
         self.classes = tuple(classes) if classes is not None else class_names(self.samples)
+        self.aus = tuple(aus)
         self.epoch = 0
         unknown = {str(s.label) for s in self.samples} - set(self.classes)
         if unknown:
@@ -315,6 +319,9 @@ class FaceViewsDataset(Dataset):
         meta = {"subject": sample.subject, "intensity": sample.intensity, "sex": sample.sex,
                 "age_group": sample.age_group, "ethnicity": sample.ethnicity, "path": sample.path,
                 "seed": seed if self.train else 0}
+        if self.aus:
+            shown = action_units(sample.aus)
+            meta["aus"] = torch.tensor([float(au in shown) for au in self.aus])  # (A,)
         return views, self.classes.index(sample.label), meta
 
 
@@ -361,11 +368,15 @@ def collate(items: list) -> dict:
     Returns:
         {"views": (B, T, V, 3, H, W) float32, "label": (B,) int64, "intensity": (B,) int64
         (-1 = unknown), "seed": (B,) int64 augmentation seeds, "meta": B metadata dicts
-        (subject, sex, age_group, ethnicity, path)}.
+        (subject, sex, age_group, ethnicity, path)}, and "aus" (B, A) float32 multi-hot when
+        the dataset has an AU list.
     """
     views, labels, metas = zip(*items)
-    return {"views": torch.stack(views),  # (B, T, V, 3, H, W)
-            "label": torch.tensor(labels, dtype=torch.long),
-            "intensity": torch.tensor([m["intensity"] for m in metas], dtype=torch.long),
-            "seed": torch.tensor([m["seed"] for m in metas], dtype=torch.long),
-            "meta": list(metas)}
+    batch = {"views": torch.stack(views),  # (B, T, V, 3, H, W)
+             "label": torch.tensor(labels, dtype=torch.long),
+             "intensity": torch.tensor([m["intensity"] for m in metas], dtype=torch.long),
+             "seed": torch.tensor([m["seed"] for m in metas], dtype=torch.long),
+             "meta": list(metas)}
+    if "aus" in metas[0]:
+        batch["aus"] = torch.stack([m["aus"] for m in metas])  # (B, A)
+    return batch

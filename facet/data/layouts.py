@@ -102,6 +102,12 @@ class Sample:
         return self.frames[0] if len(self.frames) == 1 else str(Path(self.frames[0]).parent)
 
 
+def action_units(annotation: str) -> tuple[int, ...]:
+    """The FACS action-unit numbers an AU annotation names, sorted: 4DME "6+12" -> (6, 12),
+    Bosphorus "LFAU_12" -> (12,), "" -> ()."""
+    return tuple(sorted({int(n) for n in re.findall(r"\d+", annotation)}))
+
+
 @dataclass
 class Index:
     """The result of indexing a root: samples plus every file that did not become one."""
