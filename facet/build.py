@@ -199,7 +199,8 @@ def annotated_aus(samples: Sequence[Sample]) -> tuple[int, ...]:
     aus = sorted({au for s in samples for au in action_units(s.aus)})
     if not aus:
         raise ValueError("--lambda_au needs action-unit annotations, and none of the training "
-                         "samples has one (4DME's labels.csv and Bosphorus' AU scans have them)")
+                         "samples has one (4DME's labels.csv and Bosphorus' AU scans have them); "
+                         "pass --lambda_au=0 to train without the AU head")
     return tuple(aus)
 
 

@@ -133,9 +133,14 @@ PRESETS: dict[str, TrainConfig] = {
     "4d": TrainConfig(preset="4d", synth_kind="bu4dfe", synth_subjects=20, frames=8,
                       frame_sampling="expressive", onset="magnified", magnify=3.0,
                       init="facet-3d", batch_size=16, epochs=12),
-    # micro-expressions: synthetic 4DME-like clips, leave-one-subject-out, apex window
+    # micro-expressions: synthetic 4DME-like clips, leave-one-subject-out (macro clips train
+    # too, micro clips are scored); 2 frames of the apex window, each the onset plus its change
+    # scaled to one RMS (faint and broad clips alike); started from facet's 3D model; an
+    # auxiliary head reads the annotated action units
     "micro": TrainConfig(preset="micro", synth_kind="4dme", synth_subjects=12, split="loso",
-                         frames=4, frame_sampling="apex", batch_size=16, epochs=10),
+                         train_macro=True, frames=2, frame_sampling="apex", onset="magnified",
+                         change_rms=0.3, init="facet-3d", lambda_au=1.0, batch_size=8,
+                         epochs=30),
     # facet's own CLIP: contrastive pretraining on captioned scans of new people; zero-shot
     # accuracy on the built-in BU-3DFE-like set (all of whose people it never sees) each epoch
     "pretrain": TrainConfig(preset="pretrain", task="pretrain", pretrained="", batch_size=128,
