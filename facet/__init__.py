@@ -54,4 +54,4 @@ import os
 # torch; a value the user set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
