@@ -398,3 +398,5 @@ def test_apex_motion_renders_every_sequence_at_one_motion_size():
     assert np.array_equal(still[1], still[0])
     assert settings_key(settings) != settings_key(SMALL)
     assert settings_key(replace(SMALL, apex_motion=0.0)) == settings_key(SMALL)
+    from facet.render import TRAINING_RENDER  # its folder's name before apex_motion existed:
+    assert settings_key(TRAINING_RENDER) == "0012dd0045"

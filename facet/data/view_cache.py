@@ -59,15 +59,16 @@ CACHE_FORMAT = 3  # bump when an entry's contents change: old folders are then i
 MOTION_SMOOTHING = 2.0
 
 
-def settings_key(settings: RenderSettings) -> str:
-    """Short stable hash of the render settings and the cache format: the folder's name.
+# render settings added after CACHE_FORMAT 3's folders were made: hashed only when they differ
+# from their default, so those folders, which hold exactly the default's pixels, stay valid
+ADDED_SETTINGS = ("apex_motion",)
 
-    `apex_motion` joined the settings later; at 0 (off) it is left out of the hash, so the
-    folders rendered before it existed, which hold exactly those pixels, stay valid."""
-    fields = asdict(settings)
-    if fields["apex_motion"] == 0:
-        del fields["apex_motion"]
-    else:  # the smoothing of the magnified motion changes those pixels too
+
+def settings_key(settings: RenderSettings) -> str:
+    """Short stable hash of the render settings and the cache format: the folder's name."""
+    fields = {k: v for k, v in asdict(settings).items()
+              if k not in ADDED_SETTINGS or v != getattr(RenderSettings, k)}
+    if settings.apex_motion:  # the smoothing of the magnified motion changes those pixels too
         fields["motion_smoothing"] = MOTION_SMOOTHING
     text = json.dumps({**fields, "format": CACHE_FORMAT}, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
