@@ -16,7 +16,7 @@ from facet.data.datasets import FaceViewsDataset, model_input, sample_frames
 from facet.data.layouts import index_dataset
 from facet.data.view_cache import ViewCache, align_to, render_frames, settings_key
 from facet.mesh import Mesh
-from facet.render import RenderSettings, render_views
+from facet.render import TRAINING_RENDER, RenderSettings, render_views
 
 SMALL = RenderSettings(views=((-20.0, 0.0), (0.0, 0.0), (20.0, 0.0)), image_size=16)
 
@@ -398,5 +398,5 @@ def test_apex_motion_renders_every_sequence_at_one_motion_size():
     assert np.array_equal(still[1], still[0])
     assert settings_key(settings) != settings_key(SMALL)
     assert settings_key(replace(SMALL, apex_motion=0.0)) == settings_key(SMALL)
-    from facet.render import TRAINING_RENDER  # its folder's name before apex_motion existed:
+    # the default's folder name from before apex_motion existed
     assert settings_key(TRAINING_RENDER) == "0012dd0045"
