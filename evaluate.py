@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("scans", nargs="*", metavar="SCAN",
                         help="predict these scans instead: mesh files (.wrl, .bnt, .obj, .ply, "
                              ".off, .stl, .glb) or folders of frames (4D sequences)")
+    parser.add_argument("--neutral", default="", metavar="FILE",
+                        help="with SCANs: a neutral scan of the same person, for a model trained "
+                             "on 3D scans with --onset (each scan is read as its change from it)")
     parser.add_argument("--data", default="", help="dataset root (default: the training data)")
     parser.add_argument("--dataset", default="auto",
                         help="layout of --data (default: auto); without --data, the built-in "
@@ -178,7 +181,8 @@ def run(args: argparse.Namespace, device: torch.device, argv: list[str], started
         if args.data or args.split or args.cache is not None:
             raise ValueError("SCAN arguments predict single scans; --data, --split and --cache "
                              "evaluate a dataset: use one or the other")
-        return predict_scans(args.ckpt, args.scans, args.out, args.zero_shot, device)
+        return predict_scans(args.ckpt, args.scans, args.out, args.zero_shot, device,
+                             args.neutral)
     predictor = build.load_predictor(args.ckpt, device)
     config, classes, tokenizer, model = (predictor.config, predictor.classes,
                                          predictor.tokenizer, predictor.model)
@@ -256,7 +260,7 @@ def run(args: argparse.Namespace, device: torch.device, argv: list[str], started
 
 
 def predict_scans(ckpt: str, scans: list[str], out: str, zero_shot: str,
-                  device: torch.device) -> dict:
+                  device: torch.device, neutral: str = "") -> dict:
     """Predict and explain each scan (facet.app.explain): prediction.json, a sheet per scan, a
     table.
     A scan that cannot be read or renders blank is skipped and reported (stderr and the
@@ -269,7 +273,7 @@ def predict_scans(ckpt: str, scans: list[str], out: str, zero_shot: str,
         ValueError / FileNotFoundError: no scan could be predicted (naming each and why).
     """
     folder = runtime.check_writable(Path(out) if out else Path(ckpt).parent / "predict", "--out")
-    missing = [s for s in scans if not Path(s).exists()]
+    missing = [s for s in scans + ([neutral] if neutral else []) if not Path(s).exists()]
     if missing:  # before the checkpoint is loaded
         raise FileNotFoundError(f"no such scan: {', '.join(missing)}")
     predictor = build.load_predictor(ckpt, device)
@@ -278,7 +282,8 @@ def predict_scans(ckpt: str, scans: list[str], out: str, zero_shot: str,
     predictions, skipped = [], []
     for scan in scans:
         try:
-            predictions.append(explain.explain(predictor, scan, classes))
+            predictions.append(explain.explain(predictor, scan, classes,
+                                               neutral=neutral or None))
         except ValueError as err:  # unreadable, blank render, too large: named in the message
             if len(scans) == 1:
                 raise

@@ -33,7 +33,8 @@ from facet.clip import CLIP, build_from_state_dict
 from facet.clip import PRESETS as CLIP_PRESETS
 from facet.config import TrainConfig, from_dict
 from facet.data.datasets import (PROTOCOLS, FaceViewsDataset, filter_samples,
-                                 leave_one_subject_out, subject_kfold, view_statistics)
+                                 leave_one_subject_out, subject_kfold, view_statistics,
+                                 with_neutral_references)
 from facet.data.layouts import EMOTIONS, Index, Sample, action_units, index_dataset
 from facet.data.view_cache import ViewCache
 from facet.faces import synth
@@ -118,6 +119,8 @@ def select_samples(root: Path, config: TrainConfig) -> tuple[list[Sample], Index
     if not samples:
         raise ValueError(f"{root}: no usable sample ({index.summary()}; kept expressions "
                          f"{protocol.expressions}, intensities {intensities})")
+    if config.onset != "none":  # static scans are compared with their person's neutral one
+        samples = with_neutral_references(samples, index.samples)
     return samples, index
 
 

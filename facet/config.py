@@ -61,7 +61,8 @@ class TrainConfig:
     apex_motion: float = 0.0  # 4D: > 0 = motion scaled until the apex moves this % of the face
     frames: int = 1  # T frames per sample (1 = static 3D; 8 for 4D)
     frame_sampling: Literal["uniform", "apex", "expressive"] = "uniform"  # T frames picked how
-    onset: Literal["none", "difference", "magnified"] = "none"  # frames vs the first one (4D)
+    # each frame vs the sequence's first (4D), each scan vs its person's neutral scan (3D)
+    onset: Literal["none", "difference", "magnified"] = "none"
     magnify: float = 1.0  # alpha of the onset change: x_0 + alpha (x_t - x_0), 0.5 + alpha (...)
     change_rms: float = 0.0  # > 0: alpha per sample instead, so its largest change has this RMS
     # --- model ---
@@ -191,9 +192,6 @@ def validate(config: TrainConfig) -> TrainConfig:
     if c.change_rms > 0 and c.onset == "none":
         problems.append("--change_rms normalises the change from the first frame: it needs "
                         "--onset=difference or --onset=magnified")
-    if c.onset != "none" and c.frames < 2:
-        problems.append(f"--onset={c.onset} compares frames with the first one: it needs "
-                        f"--frames >= 2 (got {c.frames})")
     if not 0 <= c.mix_prob <= 1:
         problems.append(f"--mix_prob must be in [0, 1] (got {c.mix_prob})")
     if not 0 <= c.ema_decay < 1:

@@ -409,3 +409,23 @@ def test_the_overlay_and_its_colour_scale_share_one_map():
     assert red[0] > 0.8 > red[2] and blue[2] > 0.8 > blue[0]  # red raises, blue lowers
     grey = explain.saliency_colours(torch.tensor([0.0]), torch.tensor([0.6]))[0]
     assert torch.allclose(grey, torch.full((3,), 0.35 + 0.5 * 0.6))  # no attribution: grey
+
+
+def test_a_scan_read_against_its_neutral_renders_as_the_cache_does(tmp_path):
+    """A model trained on 3D scans with --onset needs the person's neutral scan: without it the
+    scan is refused (saying what to give); with it the views are the cache's pair (the oracle:
+    `render_frames` of (neutral, scan)), the scan repeated T times after the reference."""
+    from facet.data.view_cache import render_frames
+    from facet.render import RenderSettings
+
+    settings = RenderSettings(image_size=16)
+    neutral, smile = tmp_path / "neutral.wrl", tmp_path / "smile.wrl"
+    save_wrl(scanner.demo_face("neutral", seed=3), neutral)
+    save_wrl(scanner.demo_face("happiness", 4, seed=3), smile)
+    with pytest.raises(ValueError, match="--neutral FILE"):
+        explain.render_scan(smile, settings, onset="magnified")
+    views, names = explain.render_scan(smile, settings, frames=2, onset="magnified",
+                                       neutral=neutral)
+    pair, _ = render_frames([neutral, smile], settings)
+    assert names == ["neutral.wrl", "smile.wrl", "smile.wrl"]
+    assert torch.equal(views, torch.from_numpy(pair[[0, 1, 1]]))

@@ -111,8 +111,8 @@ def _frames_of(scan: ScanInput) -> list[Path | Mesh]:
 
 
 def render_scan(scan: ScanInput, settings: RenderSettings, frames: int = 1,
-                sampling: str = "uniform", onset: str = "none"
-                ) -> tuple[torch.Tensor, list[str]]:
+                sampling: str = "uniform", onset: str = "none",
+                neutral: str | Path | Mesh | None = None) -> tuple[torch.Tensor, list[str]]:
     """The views a model trained with these settings sees, exactly as the view cache stores
     them (`facet.data.view_cache.render_frames`: uint8, the same renderer and settings).
 
@@ -124,21 +124,36 @@ def render_scan(scan: ScanInput, settings: RenderSettings, frames: int = 1,
         frames, sampling: T and "uniform" / "apex" / "expressive"
             (`facet.data.datasets.sample_frames`, evaluation mode); a static scan is repeated
             T times, as in the dataset.
-        onset: not "none": the first frame is prepended, the reference of the others.
+        onset: not "none": the first frame is prepended, the reference of the others; a
+            static scan needs `neutral` then (a model trained on 3D scans with --onset).
+        neutral: a neutral scan of the same person: rendered first, the scan aligned to it,
+            as the view cache renders a scan with its reference (`Sample.reference`).
     Returns:
         (views (T', V, C, H, W) uint8, the T' frames' names; T' = T, or T + 1 with an onset).
     Raises:
         FileNotFoundError / ValueError naming the file (`facet.data.meshio.load_mesh`).
     """
     items = _frames_of(scan)
+    if onset != "none" and len(items) == 1 and neutral is None:
+        raise ValueError(f"this model (--onset={onset}) reads a scan as its change from a neutral "
+                         "scan of the same person: give that scan too (evaluate.py --neutral "
+                         "FILE), or a sequence whose first frame is neutral")
+    if neutral is not None:
+        if len(items) != 1:
+            raise ValueError("a neutral reference goes with one static scan, not a sequence "
+                             "(a sequence's first frame is its reference)")
+        items = _frames_of(neutral) + items
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensor ops: faster on one thread (see facet.data.view_cache)
     try:
         pixels, displacement = render_frames(items, settings)  # (T_all, V, C, H, W)
     finally:
         torch.set_num_threads(threads)
-    picks = sample_frames(len(items), frames, sampling, int(displacement.argmax()),
-                          displacement=displacement).tolist()
+    if neutral is not None:  # (neutral, scan): the scan, T times, as the dataset picks it
+        picks = [1] * frames
+    else:
+        picks = sample_frames(len(items), frames, sampling, int(displacement.argmax()),
+                              displacement=displacement).tolist()
     picks = ([0] if onset != "none" else []) + picks
     names = [item.name if isinstance(item, Path) else (item.source or f"frame {i}")
              for i, item in enumerate(items)]
@@ -262,7 +277,8 @@ def integrated_gradients(model: FacetVLM, views: torch.Tensor, target: int,
 
 
 def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None = None,
-            name: str | None = None, saliency: bool = True) -> Prediction:
+            name: str | None = None, saliency: bool = True,
+            neutral: str | Path | Mesh | None = None) -> Prediction:
     """Classify one scan or sequence and explain the result (module docstring).
 
     Args:
@@ -273,6 +289,8 @@ def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None
         name: how to call the scan in reports; default: its file or folder name.
         saliency: compute the integrated gradients (SALIENCY_STEPS forward and backward passes,
             most of the time a prediction takes); False leaves `Prediction.saliency` None.
+        neutral: a neutral scan of the same person, for a model trained on static scans with
+            --onset (`render_scan`).
     Returns:
         Prediction.
     Raises:
@@ -288,7 +306,7 @@ def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None
         raise ValueError(f"{predictor.source}: a linear-head model (text_head=False) cannot "
                          "classify new class names; zero-shot needs the prompt head")
     pixels, frames = render_scan(scan, predictor.settings, config.frames, config.frame_sampling,
-                                 config.onset)
+                                 config.onset, neutral)
     first = _frames_of(scan)[0]  # read again: the judgement renders it turned as well
     judgement = judge(build_reference(predictor.settings),
                       first if isinstance(first, Mesh) else load_mesh(first))

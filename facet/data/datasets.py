@@ -30,7 +30,9 @@ magnification in pixels); alpha = `magnify`, or, with `change_rms`, chosen per s
 its most changed frame has that RMS: a micro-expression is three times fainter than a broad one
 and varies more in strength, and the normalised change leaves the classifier the change's shape,
 not its size. Our design, after the onset-apex differences and dynamic images of the
-micro-expression literature.
+micro-expression literature. A static scan has no first frame; with an onset reference it is
+compared with a neutral scan of the same person instead (`with_neutral_references`: BU-3DFE's
+NE00, Bosphorus' N_N_0), which the view cache renders first, the scan rigidly aligned to it.
 Random choices come from a generator seeded by (seed, epoch, index), not from global state, so
 batches do not depend on the number of DataLoader workers and a resumed run draws the same
 frames; each item also carries such a seed for its view augmentation (`facet.augment`). Call
@@ -39,7 +41,7 @@ the datasets pickle into worker processes. `CaptionedViews` serves CLIP pretrain
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -175,6 +177,29 @@ SAMPLING = ("uniform", "apex", "expressive")
 ONSETS = ("none", "difference", "magnified")
 
 
+def with_neutral_references(samples: Sequence[Sample], index: Sequence[Sample]
+                            ) -> list[Sample]:
+    """Each static scan with `reference` set to its person's neutral scan from `index` (the
+    first in natural order); sequences are returned unchanged (their first frame is the
+    reference). A neutral scan is compared with itself: no change, as it should read.
+
+    Raises:
+        ValueError: people with a static scan but no neutral scan in the index, named.
+    """
+    neutral: dict[str, str] = {}
+    for s in sorted((s for s in index if s.label == NEUTRAL and len(s.frames) == 1),
+                    key=lambda s: natural_key(s.path)):
+        neutral.setdefault(s.subject, s.path)
+    static = [s for s in samples if len(s.frames) == 1]
+    missing = sorted({s.subject for s in static} - set(neutral), key=natural_key)
+    if missing:
+        raise ValueError(f"--onset compares each scan with a neutral scan of the same person, and "
+                         f"{len(missing)} people have none: {', '.join(missing[:10])}"
+                         f"{' ...' if len(missing) > 10 else ''}; pass --onset=none")
+    return [replace(s, reference=neutral[s.subject]) if len(s.frames) == 1 else s
+            for s in samples]
+
+
 def sample_frames(length: int, count: int, sampling: str = "uniform", apex: int = 0,
                   rng: np.random.Generator | None = None,
                   displacement: Sequence[float] | None = None) -> np.ndarray:
@@ -296,7 +321,9 @@ class FaceViewsDataset(Dataset):
         self.lengths = [m["shape"][0] for m in metadata]
         self.displacements = [m["displacement"] for m in metadata]
         # an annotated apex (4DME labels.csv) wins over the displacement estimate of the cache
-        self.apexes = [s.apex if s.apex >= 0 else m["apex"] for s, m in zip(self.samples, metadata)]
+        # (a scan with a neutral reference is frame 1 of its entry: its own apex)
+        self.apexes = [1 if s.reference else s.apex if s.apex >= 0 else m["apex"]
+                       for s, m in zip(self.samples, metadata)]
 
     def set_epoch(self, epoch: int) -> None:
         """Change the random frame choice of the next epoch (training only)."""
@@ -308,8 +335,11 @@ class FaceViewsDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, dict]:
         sample = self.samples[i]
         rng = np.random.default_rng((self.seed, self.epoch, i)) if self.train else None
-        picks = sample_frames(self.lengths[i], self.frames, self.sampling, self.apexes[i], rng,
-                              self.displacements[i])
+        if sample.reference:  # (reference, scan): the scan, T times, as a static scan repeats
+            picks = np.ones(self.frames, dtype=np.int64)
+        else:
+            picks = sample_frames(self.lengths[i], self.frames, self.sampling, self.apexes[i],
+                                  rng, self.displacements[i])
         if self.onset != "none":  # the first frame is the reference: load it with the picks
             picks = np.concatenate([[0], picks])
         pixels = torch.from_numpy(self.cache.load(sample, picks))  # (T(+1), V, C, H, W) uint8

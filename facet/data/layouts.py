@@ -95,6 +95,15 @@ class Sample:
     aus: str = ""  # the dataset's AU annotation, opaque: Bosphorus "LFAU_12", 4DME "6+12"
     apex: int = -1  # annotated apex frame (4DME labels.csv); -1: use the displacement apex
     clip_kind: str = ""  # 4DME: "micro" or "macro" expression
+    # a static scan compared with a neutral scan of the same person (`--onset` on a 3D
+    # dataset, `facet.data.datasets.with_neutral_references`): that scan's file; "" = none
+    reference: str = ""
+
+    @property
+    def rendered(self) -> tuple[str, ...]:
+        """The files the view cache renders, in order: the neutral reference (if any) first,
+        the frame of reference for the rest, then the sample's frames."""
+        return ((self.reference,) if self.reference else ()) + self.frames
 
     @property
     def path(self) -> str:

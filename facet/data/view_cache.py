@@ -5,7 +5,8 @@ of a scan never change for fixed render settings. So `ViewCache.fill` loads each
 renders all frames with `facet.render.render_views`, and stores per sample
 
 - `<entry>.npy`: uint8 (T_all, V, C, H, W), T_all = every frame of the sequence (a 4D sampler
-  picks from them later), C = 1 when the three colour channels are identical (grey shaded, depth:
+  picks from them later; a static scan with a neutral reference (`Sample.reference`) is the
+  pair reference, scan), C = 1 when the three colour channels are identical (grey shaded, depth:
   a third of the disk) else 3;
 - `<entry>.json`: the key it was made from, the array shape, a CRC-32 of the array bytes, and the
   per-frame displacement from the first frame (the head's rigid motion taken out) with the apex
@@ -49,8 +50,18 @@ from facet.render import (MIN_FOREGROUND, TRAINING_RENDER, RenderSettings, rende
                           vertex_normals)
 from facet.runtime import exit_with_parent, keep_freed_memory
 
-CACHE_FORMAT = 3  # bump when an entry's contents change: old folders are then ignored
-# (2: displacement without the head's rigid motion; 3: frames rendered aligned to the first)
+CACHE_FORMAT = 4  # bump when an entry's contents change: old folders are then ignored
+# (2: displacement without the head's rigid motion; 3: frames rendered aligned to the first;
+# 4: ICP fitted to the closest matches only, `ICP_KEPT`)
+
+# ICP (`align_to`, scans of differing topology) refits on this fraction of the nearest-neighbour
+# matches, the closest: where two scans differ -- the expression, each scan's own crop -- the
+# matches are far and would pull the fit (a trimmed ICP, Chetverikov et al. 2002). On the
+# built-in BU-3DFE-like scans aligned to their person's neutral scan, a ridge probe of the
+# difference scores 92.8 % (10 folds) with 70 % kept over 20 steps, 91.9 % with 50 %, 89.0 %
+# with all matches over 8
+ICP_KEPT = 0.7
+ICP_STEPS = 20
 
 # the motion is smoothed over this radius (% of the face's size, ~4 mm on a face) before it is
 # magnified: scanner noise differs from vertex to vertex and frame to frame, and a gain of 10
@@ -95,11 +106,11 @@ def default_cache_root() -> Path:
 def _abs_frames(sample: Sample) -> list[str]:
     """The sample's frame paths made absolute: a root given as a relative path (the CLI) and the
     same root given absolutely (training) must name the same entry."""
-    return [os.path.abspath(f) for f in sample.frames]
+    return [os.path.abspath(f) for f in sample.rendered]
 
 
 def _stats(sample: Sample) -> list[list[int]]:
-    return [[st.st_size, st.st_mtime_ns] for st in map(os.stat, sample.frames)]
+    return [[st.st_size, st.st_mtime_ns] for st in map(os.stat, sample.rendered)]
 
 
 def _rigid_fit(source: torch.Tensor, target: torch.Tensor
@@ -113,7 +124,7 @@ def _rigid_fit(source: torch.Tensor, target: torch.Tensor
     return rotation, mu_t - mu_s @ rotation
 
 
-def align_to(verts: np.ndarray, first: np.ndarray, icp_steps: int = 8
+def align_to(verts: np.ndarray, first: np.ndarray, icp_steps: int = ICP_STEPS
              ) -> tuple[np.ndarray, float]:
     """A frame's vertices with the head's rigid motion since the first frame taken out, and how
     far the face itself moved: (aligned (N, 3) float32, mean distance in file units).
@@ -123,8 +134,8 @@ def align_to(verts: np.ndarray, first: np.ndarray, icp_steps: int = 8
     With vertex correspondence (same vertex count: synthetic data, registered scans) the fit is
     one Kabsch step and the distance the mean per-vertex displacement; otherwise (raw scans of
     varying topology) up to 2,000 evenly picked vertices of each are matched to their nearest
-    neighbours and refitted (`icp_steps` of ICP, Besl & McKay 1992), and the distance is that
-    to the nearest neighbour.
+    neighbours and refitted on the closest `ICP_KEPT` of the matches (`icp_steps` of trimmed
+    ICP, after Besl & McKay 1992), and the distance is that to the nearest neighbour.
     """
     points, reference = torch.from_numpy(verts).double(), torch.from_numpy(first).double()
     if len(verts) == len(first):
@@ -136,8 +147,9 @@ def align_to(verts: np.ndarray, first: np.ndarray, icp_steps: int = 8
     rotation, shift = torch.eye(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
     for _ in range(icp_steps):
         moved = source @ rotation + shift
-        nearest = target[torch.cdist(moved, target).argmin(dim=1)]  # (n, 3) current matches
-        rotation, shift = _rigid_fit(source, nearest)
+        distance, nearest = torch.cdist(moved, target).min(dim=1)  # (n,) each: current matches
+        kept = distance <= distance.quantile(ICP_KEPT)  # (n,) the closest matches
+        rotation, shift = _rigid_fit(source[kept], target[nearest[kept]])
     moved = source @ rotation + shift
     distance = float(torch.cdist(moved, target).min(dim=1).values.mean())
     return (points @ rotation + shift).float().numpy(), distance
@@ -401,13 +413,13 @@ class ViewCache:
             torch.set_num_threads(1)  # see init_render_worker; restored for the caller afterwards
             try:
                 for npy, (sample, stats) in todo.items():
-                    yield npy, _fill_one(sample.frames, self.settings, npy, stats)
+                    yield npy, _fill_one(sample.rendered, self.settings, npy, stats)
             finally:
                 torch.set_num_threads(threads)
             return
         pool = ProcessPoolExecutor(workers, initializer=init_render_worker)
         try:
-            futures = {pool.submit(_fill_one, sample.frames, self.settings, npy, stats): npy
+            futures = {pool.submit(_fill_one, sample.rendered, self.settings, npy, stats): npy
                        for npy, (sample, stats) in todo.items()}
             for future in as_completed(futures):
                 yield futures[future], future.result()
