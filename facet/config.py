@@ -61,8 +61,7 @@ class TrainConfig:
     apex_motion: float = 0.0  # 4D: > 0 = motion scaled until the apex moves this % of the face
     frames: int = 1  # T frames per sample (1 = static 3D; 8 for 4D)
     frame_sampling: Literal["uniform", "apex", "expressive"] = "uniform"  # T frames picked how
-    # each frame vs the sequence's first (4D), each scan vs its person's neutral scan (3D)
-    onset: Literal["none", "difference", "magnified"] = "none"
+    onset: Literal["none", "difference", "magnified"] = "none"  # vs the first frame / neutral scan
     magnify: float = 1.0  # alpha of the onset change: x_0 + alpha (x_t - x_0), 0.5 + alpha (...)
     change_rms: float = 0.0  # > 0: alpha per sample instead, so its largest change has this RMS
     # --- model ---
