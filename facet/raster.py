@@ -38,14 +38,16 @@ Algorithm:
 4. For the winning face of each pixel, screen barycentrics b_i = E_i / 2A are made
    perspective-correct: beta_i = (b_i / w_i) / sum_j (b_j / w_j), both affine in the pixel
    position, so each entry stores three planes at its row of a table and each covered pixel
-   evaluates its winner's.
+   evaluates its winner's. The covered pixels are handed out as a list with their
+   barycentrics (`Fragments.covered`): shading reads and writes those only, and no dense
+   (V, H, W, 3) array is filled unless someone asks for `Fragments.bary`.
 
 Memory layout, for speed on CPU (one core, eager PyTorch: every operation is a pass over
 memory): per-vertex and per-face quantities are rows of (C, K) tables, so a gather or an
 elementwise kernel runs along one contiguous row; per-pixel outputs are stored channel-major,
-(C, V, H, W), and handed out as (V, H, W, C) views (`bary`, `facet.render.interpolate`), since
-with C = 3 innermost each kernel would loop over rows of three numbers and run several times
-slower. The one exception is a read per pixel from a table indexed by face: there a face's
+(C, Q) for the Q covered pixels or (C, V, H, W), and handed out as (V, H, W, C) views (`bary`,
+`facet.render.interpolate`), since with C = 3 innermost each kernel would loop over rows of
+three numbers and run several times slower. The one exception is a read per pixel from a table indexed by face: there a face's
 record (9 plane coefficients, or 3 corners' attributes) is one row, so a pixel costs one
 cache line, not nine scattered reads; and only the covered pixels (a third to two thirds of a
 face's views) read at all.
@@ -59,6 +61,7 @@ Shapes: V views, N vertices, F faces, H x W image.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -84,14 +87,36 @@ class Fragments:
         pix_to_face: (V, H, W) int64 index of the nearest face covering the pixel, -1 if none.
         zbuf: (V, H, W) float32 NDC depth z/w in [-1, 1] of that face; 1 (the far plane, like a
             cleared OpenGL depth buffer) where no face covers the pixel.
-        bary: (V, H, W, 3) float32 perspective-correct barycentric coordinates of the pixel centre
-            in that face (non-negative, summing to 1); 0 where no face covers the pixel.
-            `rasterize` stores it channel-major (module docstring); any layout is accepted.
+        covered: (Q,) int64 flat indices into the (V*H*W) pixels of the Q pixels some face
+            covers, ascending.
+        covered_bary: (3, Q) float32 perspective-correct barycentric coordinates of those
+            pixels' centres in their faces (non-negative, summing to 1), one row per corner.
+
+    Shading works on the covered pixels only (often a third of the image), so the rasterizer
+    hands them out compactly; `bary` is the dense (V, H, W, 3) picture of the same numbers.
     """
 
     pix_to_face: torch.Tensor
     zbuf: torch.Tensor
-    bary: torch.Tensor
+    covered: torch.Tensor
+    covered_bary: torch.Tensor
+
+    @classmethod
+    def from_dense(cls, pix_to_face: torch.Tensor, zbuf: torch.Tensor,
+                   bary: torch.Tensor) -> Fragments:
+        """Fragments from (V, H, W) pix_to_face and zbuf and (V, H, W, 3) barycentrics."""
+        covered = (pix_to_face.reshape(-1) >= 0).nonzero().view(-1)  # (Q,)
+        return cls(pix_to_face, zbuf, covered,
+                   bary.reshape(-1, 3).index_select(0, covered).t().contiguous())
+
+    @functools.cached_property
+    def bary(self) -> torch.Tensor:
+        """(V, H, W, 3) float32 barycentrics of every pixel, 0 where no face covers it; stored
+        channel-major (module docstring). Built on first use: shading never needs it."""
+        n_views, h, w = self.pix_to_face.shape
+        dense = self.covered_bary.new_zeros(3, n_views * h * w)  # (3, V*H*W)
+        dense.index_copy_(1, self.covered, self.covered_bary)
+        return dense.view(3, n_views, h, w).permute(1, 2, 3, 0)
 
 
 def _image_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -195,8 +220,9 @@ def rasterize_reference(verts_clip: torch.Tensor, faces: torch.Tensor,
             b_over_w = b * inv_w  # (bh, bw, 3) perspective-correct: b_i / w_i, renormalised
             bary[box][nearer] = (b_over_w / b_over_w.sum(-1, keepdims=True))[nearer]
     zbuf = np.where(pix_to_face >= 0, zbuf, 1.0)  # the far plane where nothing is drawn
-    return Fragments(*(torch.from_numpy(t).to(verts_clip.device)
-                       for t in (pix_to_face, zbuf.astype(np.float32), bary.astype(np.float32))))
+    return Fragments.from_dense(*(torch.from_numpy(t).to(verts_clip.device)
+                                  for t in (pix_to_face, zbuf.astype(np.float32),
+                                            bary.astype(np.float32))))
 
 
 def _pixel_span(corners: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,11 +289,8 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
     verts_clip, faces = verts_clip.float(), faces.long()
     device, (n_views, n_verts), n_faces = verts_clip.device, verts_clip.shape[:2], faces.shape[0]
     n_entries = n_views * n_faces
-    background = Fragments(torch.full((n_views, h, w), -1, dtype=torch.int64, device=device),
-                           torch.ones(n_views, h, w, device=device),
-                           torch.zeros(n_views, h, w, 3, device=device))
     if n_faces == 0:
-        return background
+        return _nothing_drawn(n_views, h, w, device)
 
     # 1. Every (view, face) pair ("entry" v * F + f): its corners on the screen, its pixel box,
     #    its signed area; culled, empty, zero-area (and, if asked, back-facing) entries dropped.
@@ -294,7 +317,7 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
     counts = torch.bincount(size_class, minlength=NOT_DRAWN + 1).tolist()
     entry = entry[: len(entry) - counts[NOT_DRAWN]]  # (K,) drawn entries, bucket by bucket
     if len(entry) == 0:
-        return background
+        return _nothing_drawn(n_views, h, w, device)
     corner_index = corner_index.index_select(1, entry)  # (3, K)
     sx, sy, z, inv_w = (corners_of(corner_index, c) for c in range(4))  # (3, K) each
     box, area = box.index_select(1, entry), area.index_select(0, entry)  # (4, K), (K,)
@@ -320,9 +343,18 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
     plane_table.index_copy_(0, row, planes.t().contiguous())
     face_of_row = torch.cat([torch.tensor([-1], device=device),
                              torch.arange(n_faces, device=device).repeat(n_views)])  # (V*F + 1,)
-    pix_to_face, zbuf, bary = _resolve(keys[: n_views * h * w], plane_table, face_of_row, h, w)
-    return Fragments(pix_to_face.view(n_views, h, w), zbuf.view(n_views, h, w),
-                     bary.view(3, n_views, h, w).permute(1, 2, 3, 0))  # channel-major bary
+    pix_to_face, zbuf, covered, covered_bary = _resolve(keys[: n_views * h * w], plane_table,
+                                                       face_of_row, h, w)
+    return Fragments(pix_to_face.view(n_views, h, w), zbuf.view(n_views, h, w), covered,
+                     covered_bary)
+
+
+def _nothing_drawn(n_views: int, h: int, w: int, device: torch.device) -> Fragments:
+    """The fragments of V empty images: no face, the far plane, no covered pixel."""
+    return Fragments(torch.full((n_views, h, w), -1, dtype=torch.int64, device=device),
+                     torch.ones(n_views, h, w, device=device),
+                     torch.zeros(0, dtype=torch.int64, device=device),
+                     torch.zeros(3, 0, device=device))
 
 
 def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, inv_w: torch.Tensor,
@@ -376,8 +408,9 @@ def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, inv_w:
 
 
 def _resolve(keys: torch.Tensor, plane_table: torch.Tensor, face_of_row: torch.Tensor,
-             h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Unpack the z-buffer keys (P = V*H*W,) into pix_to_face (P,), zbuf (P,), bary (3, P).
+             h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unpack the z-buffer keys (P = V*H*W,) into pix_to_face (P,), zbuf (P,), the covered
+    pixels (Q,) and their barycentrics (3, Q).
 
     plane_table (V*F + 1, 9) and face_of_row (V*F + 1,) hold each entry's planes (as from
     `_setup_triangles`) and face at its row, -1 at row 0 (no face). Barycentrics are computed
@@ -393,16 +426,13 @@ def _resolve(keys: torch.Tensor, plane_table: torch.Tensor, face_of_row: torch.T
     planes = plane_table.index_select(0, row.index_select(0, covered))  # (Q, 9)
     in_view = covered % (h * w)
     col, line = (in_view % w).float(), (in_view // w).float()  # (Q,) each
-    weighted = torch.empty(3, len(covered), device=keys.device)  # (3, Q)
+    bary = torch.empty(3, len(covered), device=keys.device)  # (3, Q)
     for i in range(3):  # a_i + g_i col + k_i row
-        torch.addcmul(planes[:, i], planes[:, 3 + i], col, out=weighted[i])
-        weighted[i].addcmul_(planes[:, 6 + i], line)
-    weighted.clamp_(min=0)
-    weighted /= weighted[0] + weighted[1] + weighted[2]  # > 0: the pixel is inside the face
-    bary = torch.zeros(3, len(keys), device=keys.device)  # (3, P); 0 where no face is drawn
-    for i in range(3):
-        bary[i].index_copy_(0, covered, weighted[i])
-    return pix_to_face, zbuf, bary
+        torch.addcmul(planes[:, i], planes[:, 3 + i], col, out=bary[i])
+        bary[i].addcmul_(planes[:, 6 + i], line)
+    bary.clamp_(min=0)
+    bary /= bary[0] + bary[1] + bary[2]  # > 0: the pixel is inside the face
+    return pix_to_face, zbuf, covered, bary
 
 
 def _scatter_bucket(keys: torch.Tensor, scan: list[torch.Tensor], row: torch.Tensor,

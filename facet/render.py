@@ -3,7 +3,8 @@
 The second stage of facet's pipeline: FACET-VLM looks at a 3D scan through V rendered 2D views
 (the author's lineage: yaw -20 / 0 / +20). `render_views` normalises the mesh (`facet.mesh`),
 places the cameras (`facet.camera`), rasterizes (`facet.raster`) and shades the fragments, with
-per-corner attributes (normals, uv, colours, depths) carried to the pixels by `interpolate`:
+per-corner attributes (normals, uv, colours, depths) carried to the covered pixels by
+`interpolate_covered` (`interpolate` paints them into whole images):
 
 - `shaded`: grey albedo lit by a headlight (a directional light from the camera): Lambert diffuse
   plus a weak Blinn-Phong highlight; with the light at the eye the half vector equals the light
@@ -50,16 +51,15 @@ SPECULAR = 0.12  # weight of the highlight: weak, scans are matte
 SHININESS = 24  # Blinn-Phong exponent, a whole number (`_whole_power`)
 
 
-def interpolate(fragments: Fragments, face_attrs: torch.Tensor) -> torch.Tensor:
-    """Interpolate per-corner attributes at every pixel with the fragments' barycentrics.
+def interpolate_covered(fragments: Fragments, face_attrs: torch.Tensor) -> torch.Tensor:
+    """Interpolate per-corner attributes at the covered pixels with their barycentrics.
 
     Args:
         fragments: output of `rasterize`.
         face_attrs: (F, 3, D) attributes per face corner (e.g. `vertex_attrs[faces]`), or
             (V, F, 3, D) with one set per view (e.g. normals in each camera's frame).
     Returns:
-        (V, H, W, D) float32, stored channel-major like `Fragments.bary` (`facet.raster`); 0
-        where no face covers the pixel (the barycentrics are 0 there).
+        (D, Q) float32: row d holds attribute d at the Q pixels of `fragments.covered`.
     """
     n_views, h, w = fragments.pix_to_face.shape
     per_view = face_attrs.ndim == 4
@@ -68,23 +68,31 @@ def interpolate(fragments: Fragments, face_attrs: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"interpolate: face_attrs must be (F, 3, D) or ({n_views}, F, 3, D), "
                          f"got {tuple(face_attrs.shape)}")
     n_faces, dim = face_attrs.shape[-3], face_attrs.shape[-1]
-    pixel_face = fragments.pix_to_face.reshape(-1)  # (V*H*W,)
-    # Only the covered pixels (often a third of the image) read their face's corners, and
-    # whole records at a time: a record per face is one cache line, a column of it would not be.
-    covered = (pixel_face >= 0).nonzero().view(-1)  # (Q,)
-    rows = pixel_face.index_select(0, covered)  # (Q,)
+    covered = fragments.covered  # (Q,)
+    rows = fragments.pix_to_face.reshape(-1).index_select(0, covered)  # (Q,) face of each pixel
     if per_view:  # row of (view, face) in the flattened (V*F) list
         rows = rows + covered // (h * w) * n_faces
-    table = face_attrs.reshape(-1, 3 * dim).float()  # (F or V*F, 3*D): one record per face
-    corners = table.index_select(0, rows)  # (Q, 3*D), corner-major
-    bary = fragments.bary.permute(3, 0, 1, 2).reshape(3, -1)  # (3, V*H*W), no copy
-    weights = [b.index_select(0, covered) for b in bary]  # 3 x (Q,)
-    values = torch.zeros(dim, n_views * h * w, device=corners.device)  # (D, V*H*W)
-    for d in range(dim):  # sum_i bary_i * corner_i, into channel-major rows
-        value = torch.mul(weights[0], corners[:, d])
-        value.addcmul_(weights[1], corners[:, dim + d]).addcmul_(weights[2], corners[:, 2 * dim + d])
-        values[d].index_copy_(0, covered, value)
-    return values.view(dim, n_views, h, w).permute(1, 2, 3, 0)
+    # A pixel reads its face's corners as one record: a row per face is one cache line, a
+    # column of it would not be.
+    table = face_attrs.reshape(-1, 3 * dim).float()  # (F or V*F, 3*D), corner-major
+    corners = table.index_select(0, rows)  # (Q, 3*D)
+    weights = fragments.covered_bary  # (3, Q)
+    values = torch.empty(dim, len(covered), device=corners.device)  # (D, Q)
+    for d in range(dim):  # sum_i bary_i * corner_i
+        torch.mul(weights[0], corners[:, d], out=values[d])
+        values[d].addcmul_(weights[1], corners[:, dim + d]).addcmul_(weights[2],
+                                                                     corners[:, 2 * dim + d])
+    return values
+
+
+def interpolate(fragments: Fragments, face_attrs: torch.Tensor) -> torch.Tensor:
+    """`interpolate_covered` as an image: (V, H, W, D) float32, 0 where no face covers the
+    pixel, stored channel-major like `Fragments.bary` (`facet.raster`)."""
+    n_views, h, w = fragments.pix_to_face.shape
+    values = interpolate_covered(fragments, face_attrs)  # (D, Q)
+    image = values.new_zeros(len(values), n_views * h * w)  # (D, V*H*W)
+    image.index_copy_(1, fragments.covered, values)
+    return image.view(-1, n_views, h, w).permute(1, 2, 3, 0)
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -102,28 +110,46 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     return torch.where(length > 1e-12, normals / length.clamp(min=1e-12), fallback)
 
 
-def _pixel_normals(fragments: Fragments, verts: torch.Tensor,
-                   faces: torch.Tensor) -> list[torch.Tensor]:
-    """Interpolated smooth normals in world space, not unit length: x, y, z, each (V, H, W)."""
-    return list(interpolate(fragments, vertex_normals(verts, faces)[faces]).unbind(-1))
+def _view_spans(fragments: Fragments) -> list[slice]:
+    """Where each view's pixels lie in `fragments.covered`: its indices ascend, so the covered
+    pixels of view v are one run of them."""
+    n_views, h, w = fragments.pix_to_face.shape
+    view_starts = torch.arange(n_views + 1, device=fragments.covered.device) * (h * w)
+    bounds = torch.searchsorted(fragments.covered, view_starts).tolist()
+    return [slice(first, end) for first, end in zip(bounds[:-1], bounds[1:])]
+
+
+def _in_camera_frames(vectors: torch.Tensor, rows: torch.Tensor,
+                      spans: list[slice]) -> torch.Tensor:
+    """Rotate (3, Q) world-space vectors at the covered pixels into their views' camera frames,
+    by the (V, R, 3) rows of the cameras' rotations: (R, Q)."""
+    rotated = vectors.new_empty(rows.shape[1], vectors.shape[1])  # (R, Q)
+    for view, span in enumerate(spans):  # one small matrix product per view
+        rotated[:, span] = rows[view] @ vectors[:, span]
+    return rotated
+
+
+def _pixel_normals(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """(3, Q) interpolated smooth normals at the covered pixels, world space, not unit length."""
+    return interpolate_covered(fragments, vertex_normals(verts, faces)[faces])
 
 
 def _camera_normals(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor,
-                    cameras: Cameras) -> list[torch.Tensor]:
-    """Per-pixel unit normals in each camera's frame, flipped toward the camera: x, y, z, each
-    (V, H, W)."""
-    world = _pixel_normals(fragments, verts, faces)
-    rotation = cameras.view[:, :3, :3, None, None]  # (V, 3, 3, 1, 1)
-    normal = [sum(rotation[:, i, j] * world[j] for j in range(3)) for i in range(3)]
-    length = _length(normal)
+                    cameras: Cameras, spans: list[slice]) -> torch.Tensor:
+    """(3, Q) unit normals at the covered pixels in each camera's frame, flipped toward the
+    camera."""
+    normal = _in_camera_frames(_pixel_normals(fragments, verts, faces), cameras.view[:, :3, :3],
+                               spans)  # (3, Q)
     # Two-sided: the camera looks down -z, so a visible front has n_z > 0.
-    sign = torch.where(normal[2] < 0, -1.0, 1.0) / length
-    return [n * sign for n in normal]
+    sign = torch.where(normal[2] < 0, -1.0, 1.0) / _length(normal)  # (Q,)
+    return normal * sign
 
 
-def _length(vector: list[torch.Tensor]) -> torch.Tensor:
-    """Euclidean length of a vector given as a list of channels, never 0 (so safe to divide by)."""
-    return sum(c * c for c in vector).sqrt().clamp(min=1e-12)
+def _length(vector: torch.Tensor) -> torch.Tensor:
+    """(Q,) Euclidean length of (3, Q) vectors, never 0 (so safe to divide by); summed row by
+    row, since a reduction over a short outer dimension would not vectorise."""
+    return (vector[0] * vector[0] + vector[1] * vector[1]
+            + vector[2] * vector[2]).sqrt_().clamp_(min=1e-12)
 
 
 def _whole_power(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -139,19 +165,17 @@ def _whole_power(x: torch.Tensor, n: int) -> torch.Tensor:
     return result
 
 
-def _sample_texture(texture: torch.Tensor, uv: torch.Tensor) -> list[torch.Tensor]:
-    """Bilinear lookup of texture (Ht, Wt, 3) uint8 at uv (V, H, W, 2) -> r, g, b (V, H, W) each,
-    in [0, 1].
+def _sample_texture(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """Bilinear lookup of texture (Ht, Wt, 3) uint8 at (2, Q) uv -> (3, Q) rgb in [0, 1].
 
     u grows to the right and v upward (v = 0 is the image's bottom row); outside [0, 1] the
     border texel repeats.
     """
     image = texture.permute(2, 0, 1)[None].float() / 255  # (1, 3, Ht, Wt)
-    grid = torch.stack([uv[..., 0] * 2 - 1, 1 - uv[..., 1] * 2], dim=-1)  # grid_sample: y down
-    n_views, h, w, _ = uv.shape
-    sampled = nnf.grid_sample(image, grid.reshape(1, n_views * h, w, 2), mode="bilinear",
-                              padding_mode="border", align_corners=False)  # (1, 3, V*H, W)
-    return list(sampled[0].reshape(3, n_views, h, w))
+    grid = torch.stack([uv[0] * 2 - 1, 1 - uv[1] * 2], dim=-1)  # (Q, 2); grid_sample: y down
+    sampled = nnf.grid_sample(image, grid[None, None], mode="bilinear", padding_mode="border",
+                              align_corners=False)  # (1, 3, 1, Q)
+    return sampled[0, :, 0]
 
 
 def shade(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor, cameras: Cameras,
@@ -160,9 +184,9 @@ def shade(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor, camera
           background: float | tuple[float, float, float] = 1.0) -> torch.Tensor:
     """Colour every pixel of every view.
 
-    Per-pixel quantities are handled as lists of (V, H, W) channels: `interpolate` returns them
-    channel-major, and a sum over a channel list runs over long contiguous rows, where a
-    reduction over a last dimension of size 3 would not vectorise.
+    Only the covered pixels are shaded (`Fragments.covered`), as (C, Q) rows of channels: a
+    sum over rows runs along long contiguous memory, where a reduction over a last dimension
+    of size 3 would not vectorise. They are then written into an image of the background.
 
     Args:
         fragments: `rasterize` output for these cameras.
@@ -174,48 +198,59 @@ def shade(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor, camera
         colors: (N, 3) float32 vertex colours in [0, 1] (mode "colors").
         background: colour of pixels no face covers, a grey level or RGB in [0, 1].
     Returns:
-        (V, H, W, 3) float32 in [0, 1], stored channel-major ((3, V, H, W) memory); for grey
-        images the three channels share memory (`.contiguous()` before writing in place).
+        (V, H, W, 3) float32 in [0, 1]: a view of a contiguous (V, 3, H, W) array, the layout
+        `render_views` returns.
     """
     if mode not in MODES:
         raise ValueError(f"unknown render mode {mode!r}; choose one of {MODES}")
-    covered = fragments.pix_to_face >= 0  # (V, H, W)
+    spans = _view_spans(fragments)
     if mode == "shaded":
         # n . l with the headlight along the camera's +z axis (third row of its rotation);
         # only this component of the camera-space normal is needed. Two-sided: |n . l|.
-        normal = _pixel_normals(fragments, verts, faces)
-        toward_camera = cameras.view[:, 2, :3, None, None]  # (V, 3, 1, 1)
-        n_dot_l = sum(toward_camera[:, j] * normal[j] for j in range(3))  # (V, H, W)
-        facing = n_dot_l.abs() / _length(normal)
+        normal = _pixel_normals(fragments, verts, faces)  # (3, Q)
+        n_dot_l = _in_camera_frames(normal, cameras.view[:, 2:3, :3], spans)[0]  # (Q,)
+        facing = n_dot_l.abs_() / _length(normal)
         grey = ALBEDO * (AMBIENT + (1 - AMBIENT) * facing) + SPECULAR * _whole_power(facing,
                                                                                 SHININESS)
-        rgb = [grey] * 3
+        rgb = grey[None].expand(3, -1)  # (3, Q)
     elif mode == "normals":
-        rgb = [(n + 1) / 2 for n in _camera_normals(fragments, verts, faces, cameras)]
+        rgb = (_camera_normals(fragments, verts, faces, cameras, spans) + 1) / 2
     elif mode == "depth":
         depth = -cameras.to_camera(verts)[..., 2]  # (V, N) distance along each view axis
-        pixel_depth = interpolate(fragments, depth[:, faces, None])[..., 0]  # (V, H, W)
-        # Nearest and farthest covered depth per view (0 for a view where nothing is drawn).
-        near = torch.where(covered, pixel_depth, float("inf")).amin(dim=(1, 2))
-        far = torch.where(covered, pixel_depth, -float("inf")).amax(dim=(1, 2))
-        near, far = near.nan_to_num(posinf=0.0), far.nan_to_num(neginf=0.0)  # (V,) each
-        span = (far - near).clamp(min=1e-6)[:, None, None]
-        rgb = [1 - (pixel_depth - near[:, None, None]) / span] * 3  # nearest = white
+        pixel_depth = interpolate_covered(fragments, depth[:, faces, None])[0]  # (Q,)
+        grey = torch.empty_like(pixel_depth)
+        for span in spans:  # nearest = white, farthest = black, per view
+            if span.stop > span.start:
+                d = pixel_depth[span]
+                near, far = d.min(), d.max()
+                grey[span] = 1 - (d - near) / (far - near).clamp(min=1e-6)
+        rgb = grey[None].expand(3, -1)
     elif mode == "texture":
         if uv is None or texture is None:
             raise ValueError("render mode 'texture' needs a mesh with uv and a texture image")
         corner_uv = uv[faces] if uv.ndim == 2 else uv  # (F, 3, 2)
-        rgb = _sample_texture(texture, interpolate(fragments, corner_uv))
+        rgb = _sample_texture(texture, interpolate_covered(fragments, corner_uv))
     else:
         if colors is None:
             raise ValueError("render mode 'colors' needs a mesh with vertex colours")
-        rgb = interpolate(fragments, colors[faces]).unbind(-1)
-    fill = torch.as_tensor(background, dtype=torch.float32).expand(3).tolist()
-    if rgb[0] is rgb[1] is rgb[2] and fill[0] == fill[1] == fill[2]:  # grey: compose it once
-        image = torch.where(covered, rgb[0].clamp(0, 1), fill[0]).expand(3, -1, -1, -1)
-    else:
-        image = torch.stack([torch.where(covered, c.clamp(0, 1), f) for c, f in zip(rgb, fill)])
-    return image.permute(1, 2, 3, 0)  # (V, H, W, 3) view of (3, V, H, W)
+        rgb = interpolate_covered(fragments, colors[faces])
+    return _compose(fragments, rgb.clamp(0, 1), background)
+
+
+def _compose(fragments: Fragments, rgb: torch.Tensor,
+             background: float | tuple[float, float, float]) -> torch.Tensor:
+    """(3, Q) colours of the covered pixels on a background: (V, H, W, 3), a view of a
+    contiguous (V, 3, H, W) array."""
+    n_views, h, w = fragments.pix_to_face.shape
+    fill = torch.as_tensor(background, dtype=torch.float32, device=rgb.device).expand(3)
+    image = fill.view(1, 3, 1).repeat(n_views, 1, h * w)  # (V, 3, H*W)
+    # Covered pixel v*HW + k is element (v, c, k) of the image: v*3HW + c*HW + k.
+    target = fragments.covered + fragments.covered // (h * w) * (2 * h * w)  # (Q,) channel 0
+    flat = image.view(-1)
+    for channel in rgb:
+        flat.index_copy_(0, target, channel)
+        target += h * w  # the next channel's plane
+    return image.view(n_views, 3, h, w).permute(0, 2, 3, 1)
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,10 @@ def _assert_agree(verts_clip: torch.Tensor, faces: torch.Tensor, size,
     covered = fast.bary.numpy()[pix >= 0]  # (Q, 3): a convex combination at every drawn pixel
     assert (covered >= 0).all() and np.allclose(covered.sum(-1), 1, rtol=0, atol=1e-6)
     assert fast.pix_to_face.dtype == ref.pix_to_face.dtype == torch.int64
+    # The covered pixels as a list (what shading reads): the image's, in ascending order, with
+    # the dense barycentrics' values.
+    assert torch.equal(fast.covered, torch.from_numpy(np.flatnonzero(pix >= 0)))
+    assert torch.equal(fast.covered_bary.t(), fast.bary.reshape(-1, 3)[fast.covered])
     return ref
 
 
@@ -216,7 +220,7 @@ def test_perspective_correct_interpolation_on_a_slanted_quad(rasterizer):
     assert (got - expected)[covered].abs().max() < 2e-3
     # The test can tell: screen-space (affine) interpolation is measurably wrong on this quad.
     affine_bary = _screen_bary(frags, quad, cameras, faces)
-    affine = raster.Fragments(frags.pix_to_face, frags.zbuf, affine_bary)
+    affine = raster.Fragments.from_dense(frags.pix_to_face, frags.zbuf, affine_bary)
     screen = interpolate(affine, t[faces][..., None])[0, ..., 0]
     assert (screen - expected)[covered].abs().max() > 0.05
 
