@@ -219,6 +219,11 @@ def _dataset_name(kind: str, config: dict) -> str:
 
 def _protocol(run: Run) -> str:
     """The protocol as this run followed it."""
+    return _split_in_words(run) + _reference_in_words(run.trained_on or run.config)
+
+
+def _split_in_words(run: Run) -> str:
+    """How the run divided its people: k-fold, leave-one-subject-out, or an evaluate.py run."""
     c = run.config
     if run.trained_on is not None:  # an evaluate.py run
         t = run.trained_on
@@ -236,6 +241,15 @@ def _protocol(run: Run) -> str:
     scope = (f"all {len(run.folds)} folds" if len(run.folds) > 1
              else f"fold {c.get('fold')} only")
     return f"{folds}-fold subject-independent, {scope} ({run.n} test samples)"
+
+
+def _reference_in_words(config: dict) -> str:
+    """A static-scan model that read each scan against its person's neutral scan follows a
+    different protocol from the papers' (which classify the scan alone): the row says so. A
+    sequence's onset frame is part of the 4D protocols and is not flagged."""
+    if config.get("frames", 1) > 1 or config.get("onset", "none") == "none":
+        return ""
+    return f"; each scan read with its person's neutral scan (--onset={config['onset']})"
 
 
 def _percent(value: float | None) -> str:

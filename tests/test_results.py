@@ -140,6 +140,23 @@ def test_a_run_made_before_commands_were_recorded(runs, tmp_path):
     assert cells[8].endswith("(rebuilt from its config)")
 
 
+def test_a_scan_read_with_its_neutral_scan_is_a_protocol_of_its_own(runs, tmp_path):
+    """A static-scan run with --onset (the scan read beside its person's neutral scan) is
+    labelled so in its row; a 4D run's onset frame is the protocol and is not."""
+    for frames, onset, flagged in ((1, "magnified", True), (1, "none", False),
+                                   (8, "magnified", False)):
+        folder = tmp_path / f"{frames}-{onset}"
+        folder.mkdir()
+        report = json.loads((runs["bosphorus"] / "metrics.json").read_text())
+        report["config"].update(frames=frames, onset=onset)
+        (folder / "metrics.json").write_text(json.dumps(report))
+        (folder / "log.jsonl").write_text((runs["bosphorus"] / "log.jsonl").read_text())
+        protocol = row_of(results.table([results.read_run(folder)]), "Bosphorus-like")[1]
+        suffix = "; each scan read with its person's neutral scan (--onset=magnified)"
+        assert protocol == "2-fold subject-independent, fold 0 only (6 test samples)" + (
+            suffix if flagged else "")
+
+
 @pytest.mark.parametrize("argv", [
     [], ["--preset=4d", "--init=out/cpu/ckpt.pt", "--fold=all"],
     ["--preset=micro", "--views=-30,0;0,0;30,0", "--no-augment", "--intensities=1,2"],
