@@ -42,15 +42,15 @@ Algorithm:
    barycentrics (`Fragments.covered`): shading reads and writes those only, and no dense
    (V, H, W, 3) array is filled unless someone asks for `Fragments.bary`.
 
-Memory layout, for speed on CPU (one core, eager PyTorch: every operation is a pass over
-memory): per-vertex and per-face quantities are rows of (C, K) tables, so a gather or an
-elementwise kernel runs along one contiguous row; per-pixel outputs are stored channel-major,
-(C, Q) for the Q covered pixels or (C, V, H, W), and handed out as (V, H, W, C) views (`bary`,
-`facet.render.interpolate`), since with C = 3 innermost each kernel would loop over rows of
-three numbers and run several times slower. The one exception is a read per pixel from a table indexed by face: there a face's
-record (9 plane coefficients, or 3 corners' attributes) is one row, so a pixel costs one
-cache line, not nine scattered reads; and only the covered pixels (a third to two thirds of a
-face's views) read at all.
+Memory layout, for speed on CPU (one core, eager PyTorch: every operation is a pass over memory):
+per-vertex and per-face quantities are rows of (C, K) tables, so a gather or an elementwise kernel
+runs along one contiguous row; per-pixel outputs are stored channel-major, (C, Q) for the Q covered
+pixels or (C, V, H, W), and handed out as (V, H, W, C) views (`bary`, `facet.render.interpolate`),
+since with C = 3 innermost each kernel would loop over rows of three numbers and run several times
+slower. The one exception is a read per pixel from a table indexed by face: there a face's record
+(9 plane coefficients, or 3 corners' attributes) is one row, so a pixel costs one cache line, not
+nine scattered reads; and only the covered pixels (a third to two thirds of a face's views) read at
+all.
 
 Culling (never produces NaN or inf): a triangle is drawn only if all three vertices have w > 0
 and lie between the near and far planes (-w <= z <= w) and inside a guard band |x|, |y| <=

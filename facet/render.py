@@ -80,8 +80,8 @@ def interpolate_covered(fragments: Fragments, face_attrs: torch.Tensor) -> torch
     values = torch.empty(dim, len(covered), device=corners.device)  # (D, Q)
     for d in range(dim):  # sum_i bary_i * corner_i
         torch.mul(weights[0], corners[:, d], out=values[d])
-        values[d].addcmul_(weights[1], corners[:, dim + d]).addcmul_(weights[2],
-                                                                     corners[:, 2 * dim + d])
+        values[d].addcmul_(weights[1], corners[:, dim + d])
+        values[d].addcmul_(weights[2], corners[:, 2 * dim + d])
     return values
 
 
