@@ -159,7 +159,8 @@ def check_split(train: list[Sample], test: list[Sample], classes: tuple[str, ...
 def render_settings(config: TrainConfig) -> RenderSettings:
     """The views, image size and render mode of the run (the view cache's key)."""
     return RenderSettings(views=parse_views(config.views), image_size=config.image_size,
-                          mode=config.mode, apex_motion=config.apex_motion)
+                          mode=config.mode, apex_motion=config.apex_motion,
+                          align_frames=config.align_frames)
 
 
 def cache_folder(config: TrainConfig) -> Path:

@@ -59,6 +59,7 @@ class TrainConfig:
     image_size: int = TRAINING_RENDER.image_size  # H = W pixels fed to the ViT (224 for ViT-B)
     mode: str = TRAINING_RENDER.mode  # shaded, texture, depth or normals (facet.render)
     apex_motion: float = 0.0  # 4D: > 0 = motion scaled until the apex moves this % of the face
+    align_frames: bool = True  # 4D / --onset: frames aligned to the first (false: the ablation)
     frames: int = 1  # T frames per sample (1 = static 3D; 8 for 4D)
     frame_sampling: Literal["uniform", "apex", "expressive"] = "uniform"  # T frames picked how
     onset: Literal["none", "difference", "magnified"] = "none"  # vs the first frame / neutral scan
@@ -186,6 +187,9 @@ def validate(config: TrainConfig) -> TrainConfig:
         problems.append(f"--magnify must be > 0 (got {c.magnify})")
     if c.apex_motion < 0:
         problems.append(f"--apex_motion must be >= 0 (got {c.apex_motion})")
+    if c.apex_motion and not c.align_frames:
+        problems.append("--apex_motion magnifies the motion of aligned frames: it needs "
+                        "--align_frames")
     if c.change_rms < 0:
         problems.append(f"--change_rms must be >= 0 (got {c.change_rms})")
     if c.change_rms > 0 and c.onset == "none":

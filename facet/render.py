@@ -266,6 +266,9 @@ class RenderSettings:
     # face's motion since the first frame scaled so that the most moved frame moves this many
     # percent of the face's size (mean over vertices); 0 = the motion as scanned
     apex_motion: float = 0.0
+    # sequences only: False renders every frame where the scanner saw the head, its rigid motion
+    # since the first frame kept (the alignment's ablation); True aligns it to the first frame
+    align_frames: bool = True
 
     def __post_init__(self) -> None:
         # canonical form, so that [[0, 0]] and ((0.0, 0.0),) are the same settings
@@ -278,6 +281,9 @@ class RenderSettings:
         object.__setattr__(self, "image_size", int(self.image_size))
         if not self.apex_motion >= 0:
             raise ValueError(f"render settings need apex_motion >= 0, got {self.apex_motion}")
+        if self.apex_motion and not self.align_frames:  # it would magnify the head's turn too
+            raise ValueError("render settings: apex_motion magnifies the motion of frames "
+                             "aligned to the first, so it needs align_frames")
 
 
 # What the model sees: normal maps at 64 px (the `tiny` CLIP's input) from the three default

@@ -112,6 +112,7 @@ def test_train_writes_a_checkpoint_that_evaluate_reloads(tiny_root, cache, tmp_p
     (["--preset=gpu"], "unknown preset 'gpu'"),
     (["--change_rms=0.3"], "--change_rms normalises the change from the first frame"),
     (["--change_rms=-1", "--onset=difference", "--frames=2"], "--change_rms must be >= 0"),
+    (["--apex_motion=1", "--no-align_frames"], "--apex_motion magnifies the motion of aligned"),
 ])
 def test_bad_config_is_rejected_before_any_work(bad, message, tmp_path):
     with pytest.raises(ValueError, match=re.escape(message)):

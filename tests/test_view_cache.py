@@ -283,6 +283,17 @@ def test_a_sequence_that_only_moves_the_head_renders_unchanged():
     assert change.mean() < 0.5 and (change > 8).mean() < 0.005  # rounding at silhouette edges
     unaligned = [render_views(f, RenderSettings().views, 48, "normals") for f in frames]
     assert (unaligned[1] - unaligned[0]).abs().mean() * 255 > 5 * change.mean() + 1
+    # the ablation renders the frames as scanned: the pose change is back, the displacement
+    # (which picks the apex) is still the aligned one, and the setting has a cache folder of its own
+    settings = RenderSettings(image_size=48, align_frames=False)
+    as_scanned, same_displacement = render_frames(frames, settings)
+    np.testing.assert_array_equal(same_displacement, displacement)
+    assert np.array_equal(as_scanned[0], pixels[0])
+    scanned_change = np.abs(as_scanned[1:].astype(int) - as_scanned[:1].astype(int)).mean()
+    assert scanned_change > 5 * change.mean() + 1
+    assert settings_key(settings) != settings_key(RenderSettings(image_size=48))
+    with pytest.raises(ValueError, match="needs align_frames"):
+        replace(settings, apex_motion=1.0)  # it would magnify the head's turn
 
 
 def test_apex_of_built_in_sequences_lies_in_their_annotated_peak(tmp_path):

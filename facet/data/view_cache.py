@@ -72,7 +72,7 @@ MOTION_SMOOTHING = 2.0
 
 # render settings added after CACHE_FORMAT 3's folders were made: hashed only when they differ
 # from their default, so those folders, which hold exactly the default's pixels, stay valid
-ADDED_SETTINGS = ("apex_motion",)
+ADDED_SETTINGS = ("apex_motion", "align_frames")
 
 
 def settings_key(settings: RenderSettings) -> str:
@@ -212,7 +212,8 @@ def render_frames(frames: Sequence[str | Path | Mesh], settings: RenderSettings
     every frame's motion is then scaled by one gain per sequence (`magnify_motion`), so that
     its apex moves that percentage of the face's size: a faint micro-expression and a broad
     one reach the same, visible size, and the timing is kept. The displacement returned is the
-    scanned one. Frames (files, or meshes already loaded) are loaded one at a time (a BU-4DFE
+    scanned one, aligned either way. `settings.align_frames=False` renders the frames as scanned,
+    the head's rigid motion kept (the ablation of the alignment). Frames (files, or meshes already loaded) are loaded one at a time (a BU-4DFE
     sequence holds ~100 scans of ~35k vertices); to magnify, the aligned meshes are kept until
     the apex is known (~200 MB for such a sequence). Raises what `facet.data.meshio.load_mesh`
     raises, and ValueError for a frame that renders to an (almost) empty image (`facet.render`).
@@ -226,7 +227,8 @@ def render_frames(frames: Sequence[str | Path | Mesh], settings: RenderSettings
             moved = 0.0
         else:  # the head put back where it was in the first frame: the change is the face's
             aligned, moved = align_to(mesh.verts, first.verts)
-            mesh = replace(mesh, verts=aligned)
+            if settings.align_frames:  # else rendered as scanned; the displacement, the same
+                mesh = replace(mesh, verts=aligned)
         displacement.append(moved)
         if settings.apex_motion > 0:  # rendered below, once the apex's motion is known
             kept.append(mesh)
