@@ -212,8 +212,9 @@ def render_frames(frames: Sequence[str | Path | Mesh], settings: RenderSettings
     every frame's motion is then scaled by one gain per sequence (`magnify_motion`), so that
     its apex moves that percentage of the face's size: a faint micro-expression and a broad
     one reach the same, visible size, and the timing is kept. The displacement returned is the
-    scanned one, aligned either way. `settings.align_frames=False` renders the frames as scanned,
-    the head's rigid motion kept (the ablation of the alignment). Frames (files, or meshes already loaded) are loaded one at a time (a BU-4DFE
+    scanned one, measured after alignment either way: `settings.align_frames=False` (the
+    alignment's ablation) changes the pixels only, rendering each frame with the head's rigid
+    motion kept. Frames (files, or meshes already loaded) are loaded one at a time (a BU-4DFE
     sequence holds ~100 scans of ~35k vertices); to magnify, the aligned meshes are kept until
     the apex is known (~200 MB for such a sequence). Raises what `facet.data.meshio.load_mesh`
     raises, and ValueError for a frame that renders to an (almost) empty image (`facet.render`).
