@@ -320,7 +320,8 @@ def build_model(config: TrainConfig, tokenizer: Tokenizer, num_classes: int,
     from the train.py checkpoint `config.init` (its towers, fusion and input statistics; the
     parts it lacks, such as a 3D model's temporal fusion, start fresh), else on the pretrained
     CLIP when `config.pretrained` is set, else on fresh towers; with the training set's pixel
-    statistics (from scratch, `center_inputs`) when `train_set` is given.
+    statistics (from scratch, `center_inputs`; and from --init for a difference input, which
+    no face-trained start describes) when `train_set` is given.
 
     Raises:
         ValueError: pretrained or --init weights that do not fit (naming the file).
@@ -346,7 +347,13 @@ def build_model(config: TrainConfig, tokenizer: Tokenizer, num_classes: int,
     model = FacetVLM(facet_config, clip)
     if init is not None:  # the averaged weights where that run kept an EMA: its result
         start_from(model, init.get("ema") or init["model"], config.init)
-    elif train_set is not None and config.center_inputs and not config.pretrained:
+    if init is not None and config.onset == "difference" and train_set is not None:
+        # a difference image 0.5 + (x_t - x_0) is no face: the start's mean face would leave
+        # the change a small ripple on a face-shaped offset; the training set's own mean
+        # (about grey) and its far smaller std give the change the range a face had
+        model.set_input_statistics(*view_statistics(train_set))
+    elif (init is None and train_set is not None and config.center_inputs
+          and not config.pretrained):
         # every rank averages the whole training split, so all ranks hold the same statistics
         model.set_input_statistics(*view_statistics(train_set))
     return model

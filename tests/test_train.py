@@ -475,10 +475,8 @@ def test_a_log_torn_by_a_kill_mid_append_still_reads(tmp_path):
         loop.read_log(log)
 
 
-def test_a_4d_model_starts_from_a_3d_checkpoint_and_refuses_a_mismatch(tmp_path):
-    """--init: every weight of the 3D checkpoint (towers, fusion, input statistics) starts the
-    4D model, whose temporal fusion starts fresh; its tokenizer is the checkpoint's; weights of
-    another shape (other view slots) are refused, naming the file."""
+def _save_3d_checkpoint(tmp_path):
+    """A small from-scratch 3D model saved as train.py does: (path, model, tokenizer)."""
     config3d = parse_args(["--image_size=32", "--pretrained=", "--views=-20,0;0,0;20,0"])
     tokenizer = build.build_tokenizer(config3d)
     torch.manual_seed(1)
@@ -487,6 +485,14 @@ def test_a_4d_model_starts_from_a_3d_checkpoint_and_refuses_a_mismatch(tmp_path)
     save_checkpoint(ckpt, {"model": model3d.state_dict(), "config": to_dict(config3d),
                            "merges": [list(m) for m in tokenizer.merges],
                            "classes": list(EMOTIONS), "quick_gelu": False})
+    return ckpt, model3d, tokenizer
+
+
+def test_a_4d_model_starts_from_a_3d_checkpoint_and_refuses_a_mismatch(tmp_path):
+    """--init: every weight of the 3D checkpoint (towers, fusion, input statistics) starts the
+    4D model, whose temporal fusion starts fresh; its tokenizer is the checkpoint's; weights of
+    another shape (other view slots) are refused, naming the file."""
+    ckpt, model3d, tokenizer = _save_3d_checkpoint(tmp_path)
     config4d = parse_args(["--image_size=32", "--frames=4", "--views=-20,0;0,0;20,0",
                            "--pretrained=", f"--init={ckpt}"])
     assert build.build_tokenizer(config4d).merges == tokenizer.merges
@@ -499,6 +505,28 @@ def test_a_4d_model_starts_from_a_3d_checkpoint_and_refuses_a_mismatch(tmp_path)
                         "--views=" + ";".join(f"{y},0" for y in range(-50, 51, 10))])  # 11 slots
     with pytest.raises(ValueError, match=r"3d\.pt: --init weights do not fit"):
         build.build_model(wider, build.build_tokenizer(wider), 6)
+
+
+def test_a_difference_input_takes_its_statistics_from_its_training_set(tmp_path):
+    """--init with --onset=difference: the start's mean face does not describe a grey
+    difference image, so the pixel statistics are the training set's (recomputed here by
+    hand); a magnified input, still a face, keeps the start's."""
+    ckpt, model3d, _ = _save_3d_checkpoint(tmp_path)
+    generator = torch.Generator().manual_seed(0)
+    items = [(0.5 + 0.02 * torch.randn(2, 3, 3, 32, 32, generator=generator), 0, {})
+             for _ in range(3)]  # (T, V, 3, H, W) difference images around grey
+    pixels = torch.stack([views for views, _, _ in items]).double()  # (N, T, V, 3, H, W)
+    mean = pixels.mean(dim=(0, 1))  # (V, 3, H, W)
+    std = (pixels - mean).square().mean().sqrt()
+    for onset, expect_mean, expect_std in (
+            ("difference", mean.float(), float(std)),
+            ("magnified", model3d.pixel_mean[:3], model3d.pixel_std[:3])):
+        config = parse_args(["--image_size=32", "--frames=2", "--views=-20,0;0,0;20,0",
+                             "--pretrained=", f"--init={ckpt}", f"--onset={onset}"])
+        model = build.build_model(config, build.build_tokenizer(config), 6, train_set=items)
+        torch.testing.assert_close(model.pixel_mean[:3], expect_mean)
+        torch.testing.assert_close(model.pixel_std[:3], torch.full_like(model.pixel_std[:3], 1)
+                                   * expect_std)
 
 
 def test_a_validation_split_scores_the_epochs_and_the_test_fold_once(cache, tmp_path):
