@@ -135,11 +135,11 @@ PRESETS: dict[str, TrainConfig] = {
                       frame_sampling="expressive", onset="magnified", magnify=3.0,
                       init="facet-3d", batch_size=16, epochs=12),
     # micro-expressions: synthetic 4DME-like clips, leave-one-subject-out (macro clips train
-    # too, micro clips are scored); 2 frames of the apex window, each the onset plus its change
-    # scaled to one RMS (faint and broad clips alike); started from facet's 3D model; an
-    # auxiliary head reads the annotated action units
+    # too, micro clips are scored); 2 frames of the apex window, each its change from the
+    # onset alone (grey + the change: no identity), scaled to one RMS (faint and broad clips
+    # alike); started from facet's 3D model; an auxiliary head reads the annotated action units
     "micro": TrainConfig(preset="micro", synth_kind="4dme", synth_subjects=12, split="loso",
-                         train_macro=True, frames=2, frame_sampling="apex", onset="magnified",
+                         train_macro=True, frames=2, frame_sampling="apex", onset="difference",
                          change_rms=0.3, init="facet-3d", lambda_au=1.0, batch_size=8,
                          epochs=30),
     # facet's own CLIP: contrastive pretraining on captioned scans of new people; zero-shot
