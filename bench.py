@@ -140,7 +140,9 @@ def bench_clip(args) -> None:
 
     Matmul FLOPs per image (2 per multiply-add), N = (S/P)^2 + 1 tokens of width C, L blocks:
     L * (24 N C^2 [qkv 6NC^2 + out 2NC^2 + MLP 16NC^2] + 4 N^2 C [QK^T and AV])
-    + 6 P^2 C (N - 1) [patch conv] + 2 C E [proj]; forward+backward = 3x forward.
+    + 2 p^2 C_in C (N - 1) [conv1: p = P / 2^k on C_in channels] + 2 C E [proj]
+    + sum over the k stem convolutions of 2 * 9 C_i-1 C_i (S / 2^i)^2; forward+backward = 3x
+    forward.
     MFU = achieved / the fp32 matmul rate of a large square matmul measured in the same run
     (best of before and after the models, so that a busy machine does not inflate MFU).
     """
@@ -155,13 +157,17 @@ def bench_clip(args) -> None:
         return 2 * n**3 / timed(lambda: a @ b, repeat=3 if args.quick else 5) / 1e9
 
     peak_before, measured = matmul_peak(), []
-    for preset, batch in (("tiny", 8 if args.quick else 32), ("vit-b-16", 1 if args.quick else 4)):
+    small, large = (8, 1) if args.quick else (32, 4)
+    for preset, batch in (("tiny", small), ("tiny-stem", small), ("vit-b-16", large)):
         c = PRESETS[preset]
         tokens = (c.image_size // c.patch_size) ** 2 + 1
         width = c.vision_width
-        gflop = (c.vision_layers * (24 * tokens * width**2 + 4 * tokens**2 * width)
-                 + 6 * c.patch_size**2 * width * (tokens - 1) + 2 * width * c.embed_dim) / 1e9
         visual = CLIP(c).visual
+        stem = sum(2 * conv.weight[0].numel() * conv.out_channels * (c.image_size >> i + 1) ** 2
+                   for i, conv in enumerate(visual.stem))
+        gflop = (c.vision_layers * (24 * tokens * width**2 + 4 * tokens**2 * width)
+                 + 2 * visual.conv1.weight[0].numel() * width * (tokens - 1)
+                 + 2 * width * c.embed_dim + stem) / 1e9
         images = torch.randn(batch, 3, c.image_size, c.image_size)
 
         def forward():
@@ -172,7 +178,7 @@ def bench_clip(args) -> None:
             visual.zero_grad(set_to_none=True)
             visual(images).square().mean().backward()
 
-        repeat = 1 if preset != "tiny" and args.quick else 2
+        repeat = 1 if preset == "vit-b-16" and args.quick else 2
         for mode, fn, factor in (("fwd", forward, 1), ("fwd+bwd", forward_backward, 3)):
             rate = batch / timed(fn, repeat=repeat)
             measured.append([preset, c.image_size, batch, mode, rate, gflop * factor,

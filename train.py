@@ -247,8 +247,8 @@ def pretrain(config: TrainConfig, dist: runtime.DistInfo, argv: list[str]) -> li
         clip = CentredCLIP.identity(pretrained.train())
     else:
         tokenizer = build.caption_tokenizer(config, train_set)
-        clip = CentredCLIP(build.build_clip(config, tokenizer),
-                           *pretraining.image_statistics(views))
+        clip = CentredCLIP.for_tower(build.build_clip(config, tokenizer),
+                                     *pretraining.image_statistics(views))
     clip = clip.to(dist.device)
     objective = ContrastiveObjective(clip, tokenizer, config.augment, config.mode)
 

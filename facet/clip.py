@@ -9,7 +9,10 @@ The encoder stage of facet's pipeline (views -> embeddings); FACET-VLM builds on
 - Image tower: a ViT (Dosovitskiy et al. 2021). Patches (conv1 with stride = patch) plus a
   class token, positional embeddings, pre-LN blocks (`facet.transformer`), ln_post; the class
   token @ proj is the image embedding. Images of another size work too: the positional grid is
-  resized bicubically (as done to fine-tune ViTs at higher resolution).
+  resized bicubically (as done to fine-tune ViTs at higher resolution). Optionally a
+  convolutional stem (`stem_layers`, Xiao et al. 2021, "Early convolutions help transformers
+  see better") runs before conv1: a few 3x3 convolutions of stride 2, so that small tokens still
+  see their neighbourhood; OpenAI's presets have none.
 - Text tower: a causal transformer over BPE tokens (`facet.tokenizer`), pooled at the
   end-of-text token: the causal mask lets position t see positions <= t only, so that vector
   summarises exactly the prompt and never the padding after it (GPT-2 style, CLIP sec. 2.4). We
@@ -46,7 +49,8 @@ class CLIPConfig:
 
     embed_dim: int = 128  # E, joint image-text embedding size
     image_size: int = 64  # input side in pixels the positional embedding is built for
-    patch_size: int = 16  # P, ViT patch side in pixels
+    patch_size: int = 16  # P, ViT patch side in pixels (what one token covers, stem included)
+    stem_layers: int = 0  # 3x3 stride-2 convolutions before conv1 (a conv stem); 0 = OpenAI's
     vision_width: int = 192  # C of the image tower
     vision_layers: int = 4  # blocks in the image tower
     vision_heads: int = 3  # attention heads in the image tower (head dim 64)
@@ -60,12 +64,15 @@ class CLIPConfig:
 
 # The ViT presets are OpenAI's released models; `tiny` trains from scratch on 2 CPU cores.
 PRESETS: dict[str, CLIPConfig] = {
-    # columns: embed_dim, image_size, patch_size, vision width/layers/heads,
+    # columns: embed_dim, image_size, patch_size, stem_layers, vision width/layers/heads,
     #          context_length, vocab_size, text width/heads/layers
-    "tiny":     CLIPConfig(128,  64, 16,  192,  4,  3, 64,  1024, 128,  2,  3, quick_gelu=False),
-    "vit-b-32": CLIPConfig(512, 224, 32,  768, 12, 12, 77, 49408, 512,  8, 12, quick_gelu=True),
-    "vit-b-16": CLIPConfig(512, 224, 16,  768, 12, 12, 77, 49408, 512,  8, 12, quick_gelu=True),
-    "vit-l-14": CLIPConfig(768, 224, 14, 1024, 24, 16, 77, 49408, 768, 12, 12, quick_gelu=True),
+    "tiny":     CLIPConfig(128,  64, 16, 0,  192,  4,  3, 64,  1024, 128,  2,  3, quick_gelu=False),
+    # tiny whose 4 x 4 tokens come from three 3x3 convolutions (24, 48, 96 channels), not one
+    # 16-px patch: a convolutional stem
+    "tiny-stem": CLIPConfig(128, 64, 16, 3,  192,  4,  3, 64,  1024, 128,  2,  3, quick_gelu=False),
+    "vit-b-32": CLIPConfig(512, 224, 32, 0,  768, 12, 12, 77, 49408, 512,  8, 12, quick_gelu=True),
+    "vit-b-16": CLIPConfig(512, 224, 16, 0,  768, 12, 12, 77, 49408, 512,  8, 12, quick_gelu=True),
+    "vit-l-14": CLIPConfig(768, 224, 14, 0, 1024, 24, 16, 77, 49408, 768, 12, 12, quick_gelu=True),
 }
 
 
@@ -121,18 +128,31 @@ class VisionTransformer(nn.Module):
         heads: attention heads.
         output_dim: E, the joint embedding size.
         quick_gelu: QuickGELU MLPs (OpenAI's checkpoints).
+        stem_layers: 3x3 convolutions of stride 2 before conv1 (`stem.i`), each followed by a
+            GELU; their channels double up to width / 2, and conv1 then patchifies their output
+            with patch_size / 2**stem_layers. 0 (OpenAI's towers): conv1 alone.
     """
 
     def __init__(self, image_size: int, patch_size: int, width: int, layers: int, heads: int,
-                 output_dim: int, quick_gelu: bool):
+                 output_dim: int, quick_gelu: bool, stem_layers: int = 0):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of patch {patch_size}")
+        if patch_size % 2 ** stem_layers or width % 2 ** stem_layers:
+            raise ValueError(f"a stem of {stem_layers} stride-2 layers needs patch_size and width "
+                             f"divisible by {2 ** stem_layers}, got {patch_size} and {width}")
         self.image_size, self.patch_size, self.output_dim = image_size, patch_size, output_dim
         grid = image_size // patch_size
         scale = width ** -0.5  # OpenAI's init scale for the class token, positions and proj
-        # registration order = OpenAI's, so state_dict() lists names in the same order
-        self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
+        # A conv stem (Xiao et al. 2021): width/2^k, ..., width/2 channels, each layer halving
+        # the image; padding 1 keeps an even side exactly halved.
+        channels = [3] + [width >> (stem_layers - i) for i in range(stem_layers)]
+        self.stem = nn.ModuleList(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False)
+                                  for c_in, c_out in zip(channels, channels[1:]))
+        # registration order = OpenAI's, so state_dict() lists names in the same order (an
+        # empty stem has no parameters)
+        patch = patch_size >> stem_layers  # conv1's patch on the stem's output
+        self.conv1 = nn.Conv2d(channels[-1], width, kernel_size=patch, stride=patch, bias=False)
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
         self.ln_pre = nn.LayerNorm(width)
@@ -153,6 +173,8 @@ class VisionTransformer(nn.Module):
         B, _, H, W = x.shape
         if H % self.patch_size or W % self.patch_size:
             raise ValueError(f"image size {H}x{W} is not a multiple of patch {self.patch_size}")
+        for conv in self.stem:
+            x = F.gelu(conv(x))  # (B, C_i, H/2^(i+1), W/2^(i+1))
         x = self.conv1(x)  # (B, C, H/P, W/P)
         grid = x.shape[-2:]
         x = x.flatten(2).transpose(1, 2)  # (B, N, C)
@@ -217,7 +239,8 @@ class CLIP(nn.Module):
         nn.init.normal_(self.positional_embedding, std=0.01)
         nn.init.normal_(self.text_projection, std=c.text_width ** -0.5)
         self.visual = VisionTransformer(c.image_size, c.patch_size, c.vision_width,
-                                        c.vision_layers, c.vision_heads, c.embed_dim, c.quick_gelu)
+                                        c.vision_layers, c.vision_heads, c.embed_dim, c.quick_gelu,
+                                        c.stem_layers)
         # logit scale = 1 / temperature of the contrastive softmax, learned in log space;
         # init 1/0.07 (CLIP sec. 2.5)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
@@ -300,13 +323,16 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor],
         return len({k.split(".")[len(prefix.split("."))] for k in state_dict
                     if k.startswith(prefix + ".")})
 
-    conv = state_dict["visual.conv1.weight"]  # (C, 3, P, P)
+    conv = state_dict["visual.conv1.weight"]  # (C, C_stem or 3, P / 2^stem, P / 2^stem)
+    stem_layers = count_layers("visual.stem")
+    patch_size = conv.shape[-1] << stem_layers  # pixels per token, the stem's halvings included
     grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
     text_width = state_dict["ln_final.weight"].shape[0]
     return CLIPConfig(
         embed_dim=state_dict["text_projection"].shape[1],
-        image_size=conv.shape[-1] * grid,
-        patch_size=conv.shape[-1],
+        image_size=patch_size * grid,
+        patch_size=patch_size,
+        stem_layers=stem_layers,
         vision_width=conv.shape[0],
         vision_layers=count_layers("visual.transformer.resblocks"),
         vision_heads=conv.shape[0] // HEAD_DIM,

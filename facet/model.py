@@ -288,6 +288,16 @@ class CentredCLIP(nn.Module):
         mean = torch.tensor(CLIP_MEAN).view(3, 1, 1).expand(3, side, side)
         return cls(clip, mean, torch.tensor(CLIP_STD))
 
+    @classmethod
+    def for_tower(cls, clip: CLIP, pixel_mean: torch.Tensor, pixel_std: torch.Tensor | float
+                  ) -> CentredCLIP:
+        """The wrapper for fresh towers: the pretraining set's statistics, or CLIP's own where
+        a convolutional stem stands before conv1 (`folded`'s docstring says why); the
+        embedding centring either way."""
+        if len(clip.visual.stem):
+            return cls.identity(clip)
+        return cls(clip, pixel_mean, pixel_std)
+
     def scale(self) -> torch.Tensor:
         return self.clip.scale()
 
@@ -315,16 +325,26 @@ class CentredCLIP(nn.Module):
         P's columns by sigma and move b by the delta with delta @ P' = -mu / sigma (P' has full
         column rank, E <= C, so least squares solves it exactly). Changing ln_post's bias also
         shifts the patch tokens of `return_tokens` (unused by facet's models).
+
+        A tower with a convolutional stem has a non-linearity before conv1, so a mean image
+        cannot be folded into it: such a wrapper must keep CLIP's own statistics
+        (`for_tower`), and only the embedding centring is folded.
         """
         clip = copy.deepcopy(self.clip).eval()
         visual = clip.visual
         clip_mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
         clip_std = torch.tensor(CLIP_STD).view(3, 1, 1)
-        weight = visual.conv1.weight  # (C, 3, P, P)
-        offset = F.conv2d(((clip_mean - self.pixel_mean) / self.pixel_std)[None], weight,
-                          stride=visual.patch_size)  # (1, C, G, G)
-        visual.conv1.weight.mul_((clip_std / self.pixel_std).view(1, 3, 1, 1))
-        visual.positional_embedding[1:] += offset.flatten(2)[0].T  # (G*G, C)
+        if len(visual.stem):  # only CLIP's own statistics, whose fold changes nothing
+            if not (torch.equal(self.pixel_mean, clip_mean.expand_as(self.pixel_mean))
+                    and torch.equal(self.pixel_std, clip_std)):
+                raise ValueError("a tower with a convolutional stem cannot fold pixel "
+                                 "statistics into conv1: build its CentredCLIP with for_tower")
+        else:
+            weight = visual.conv1.weight  # (C, 3, P, P)
+            offset = F.conv2d(((clip_mean - self.pixel_mean) / self.pixel_std)[None], weight,
+                              stride=visual.patch_size)  # (1, C, G, G)
+            visual.conv1.weight.mul_((clip_std / self.pixel_std).view(1, 3, 1, 1))
+            visual.positional_embedding[1:] += offset.flatten(2)[0].T  # (G*G, C)
         sigma = (self.centre.running_var + self.centre.eps).sqrt()  # (E,)
         visual.proj.div_(sigma)  # (C, E) / (E,)
         target = -(self.centre.running_mean / sigma)[:, None]  # (E, 1)

@@ -200,6 +200,30 @@ def test_folded_clip_computes_what_the_centred_wrapper_computes():
         normalize_images(images)), dim=-1), atol=1e-2)  # the fold is not a no-op
 
 
+def test_a_stem_tower_folds_its_centring_and_refuses_a_mean_image():
+    """A conv stem puts a GELU before conv1, so a mean image cannot be folded: `for_tower` keeps
+    CLIP's statistics for such a tower, and the BatchNorm centring still folds exactly (oracle:
+    the wrapper in eval mode); a wrapper given a mean image refuses to fold."""
+    config = replace(PRESETS["tiny-stem"], image_size=32, vocab_size=300)
+    g = torch.Generator().manual_seed(0)
+    mean = torch.rand(3, 32, 32, generator=g)
+    centred = CentredCLIP.for_tower(CLIP(config), mean, 0.2)
+    centred.train()
+    for _ in range(20):  # BatchNorm running statistics far from (0, 1)
+        centred.encode_image(torch.rand(16, 3, 32, 32, generator=g) * 0.5 + 0.3)
+    centred.eval()
+    images = torch.rand(8, 3, 32, 32, generator=g)
+    with torch.no_grad():
+        want = F.normalize(centred.encode_image(images), dim=-1)
+        got = F.normalize(centred.folded().encode_image(normalize_images(images)), dim=-1)
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=0)  # as the patch tower's fold
+    with pytest.raises(ValueError, match="convolutional stem"):
+        CentredCLIP(CLIP(config), mean, 0.2).folded()
+    plain = CentredCLIP.for_tower(CLIP(replace(PRESETS["tiny"], image_size=32, vocab_size=300)),
+                                  mean, 0.2)
+    assert torch.equal(plain.pixel_mean, mean)  # a patch tower keeps the set's statistics
+
+
 def test_identity_wrapper_is_the_plain_clip():
     clip = CLIP(replace(PRESETS["tiny"], image_size=32, vocab_size=300)).eval()
     centred = CentredCLIP.identity(clip).eval()
@@ -212,7 +236,7 @@ def test_identity_wrapper_is_the_plain_clip():
 
 
 def test_the_default_run_fine_tunes_the_shipped_clip():
-    """`python train.py` starts from facet/assets/facet_clip_tiny.pt: its towers, its BPE, no
+    """`python train.py` starts from facet/assets/facet_clip_stem.pt: its towers, its BPE, no
     from-scratch embedding centring; the file says how it was made and rendered."""
     config = parse_args([])
     assert config.pretrained == "facet-clip" and config.center_images is False
@@ -227,6 +251,8 @@ def test_the_default_run_fine_tunes_the_shipped_clip():
     clip = load_openai(build.FACET_CLIP)
     for name, value in clip.state_dict().items():
         assert torch.equal(model.clip.state_dict()[name], value), name
+    # the architecture the run records (--model) is the shipped file's
+    assert clip.config == replace(PRESETS[config.model], vocab_size=clip.config.vocab_size)
 
 
 def test_a_run_rendered_smaller_than_its_pretrained_clip_reloads(pretrained, tmp_path):

@@ -179,14 +179,15 @@ def test_a_refused_pickle_is_named_with_torch_s_reason(tmp_path):
         load_checkpoint(tmp_path / "evil.pt")
 
 
-ASSET = REPO / "facet" / "assets" / "facet_clip_tiny.pt"
+ASSETS = {"shipped": REPO / "facet" / "assets" / "facet_clip_stem.pt",
+          "shipped-patch": REPO / "facet" / "assets" / "facet_clip_tiny.pt"}
 
 
-@pytest.mark.parametrize("source", ["saved", "shipped"])
+@pytest.mark.parametrize("source", ["saved", "shipped", "shipped-patch"])
 def test_clip_weights_with_a_flipped_bit_are_refused(tmp_path, source):
     path = tmp_path / "clip.pt"
-    if source == "shipped":
-        shutil.copy(ASSET, path)
+    if source in ASSETS:
+        shutil.copy(ASSETS[source], path)
     else:
         save_openai(path, CLIP(SMALL), merges=[("a", "b")])
     assert openai_merges(path) is not None and load_openai(path) is not None  # intact: reads
@@ -219,13 +220,15 @@ def test_pickle_payloads_are_refused_and_never_run(tmp_path):
     assert not marker.exists()
 
 
-def test_state_dict_round_trip_is_bit_exact(tmp_path):
-    model = CLIP(SMALL).eval()
+@pytest.mark.parametrize("config", [SMALL, replace(SMALL, stem_layers=2)],
+                         ids=["patches", "conv-stem"])
+def test_state_dict_round_trip_is_bit_exact(tmp_path, config):
+    model = CLIP(config).eval()
     torch.save({"state_dict": model.state_dict()}, tmp_path / "ckpt.pt")
     loaded = load_openai(tmp_path / "ckpt.pt", quick_gelu=False)
     state_dict = torch.load(tmp_path / "ckpt.pt", weights_only=True)["state_dict"]
     rebuilt = build_from_state_dict(state_dict, quick_gelu=False)
-    assert loaded.config == rebuilt.config == SMALL
+    assert loaded.config == rebuilt.config == config
     for a, b, c in zip(_features(model), _features(loaded), _features(rebuilt)):
         assert torch.equal(a, b) and torch.equal(a, c)
 

@@ -132,10 +132,37 @@ def test_parameter_layout_equals_openai(shared_data, preset, layout):
     assert config_from_state_dict(model.state_dict()) == PRESETS[preset]
 
 
-def test_tiny_preset_rebuilds_from_shapes():
+@pytest.mark.parametrize("preset", ["tiny", "tiny-stem"])
+def test_tiny_presets_rebuild_from_shapes(preset):
     with torch.device("meta"):
-        model = CLIP(PRESETS["tiny"])
-    assert config_from_state_dict(model.state_dict(), quick_gelu=False) == PRESETS["tiny"]
+        model = CLIP(PRESETS[preset])
+    assert config_from_state_dict(model.state_dict(), quick_gelu=False) == PRESETS[preset]
+
+
+def test_conv_stem_tokens_see_their_receptive_field_only():
+    """Oracle: the receptive field of the stem's token grid, computed by hand. Two 3x3 stride-2
+    convolutions (padding 1) then conv1 on 2x2 of their outputs: token (r, c) of an 8-px grid
+    reads input rows 8r - 3 .. 8r + 7 (and the same columns), so a pixel changed at (20, 20)
+    moves the token of row and column 2 (16 - 3 <= 20 <= 16 + 7) only, the others exactly not."""
+    visual = CLIP(replace(SMALL, stem_layers=2)).visual.eval()
+    assert [conv.stride for conv in visual.stem] == [(2, 2), (2, 2)]
+    assert visual.conv1.kernel_size == (2, 2)  # 8 px per token = 2 x 2 x 2
+
+    def tokens(x: torch.Tensor) -> torch.Tensor:
+        for conv in visual.stem:
+            x = F.gelu(conv(x))
+        return visual.conv1(x)[0].abs().sum(0)  # (4, 4) grid of 8-px tokens
+
+    image = torch.randn(1, 3, 32, 32)
+    changed = image.clone()
+    changed[0, :, 20, 20] += 10.0
+    with torch.no_grad():
+        moved = (tokens(changed) - tokens(image)).abs() > 0  # (4, 4)
+    expected = torch.zeros(4, 4, dtype=torch.bool)
+    expected[2, 2] = True
+    assert torch.equal(moved, expected)
+    with pytest.raises(ValueError, match="stride-2 layers"):
+        CLIP(replace(SMALL, patch_size=8, stem_layers=4))
 
 
 def test_zero_shot_gives_probabilities():
