@@ -49,7 +49,7 @@ from facet.tokenizer import Tokenizer, train_bpe
 
 
 # facet's own CLIP, pretrained on captioned built-in faces (train.py --preset=pretrain)
-FACET_CLIP = Path(__file__).resolve().parent / "assets" / "facet_clip_tiny.pt"
+FACET_CLIP = Path(__file__).resolve().parent / "assets" / "facet_clip_stem.pt"
 # facet's own 3D FACET-VLM (fine-tuned on BU-3DFE-like people): where a 4D run starts, --init
 FACET_3D = Path(__file__).resolve().parent / "assets" / "facet_3d_tiny.pt"
 

@@ -66,7 +66,7 @@ class TrainConfig:
     magnify: float = 1.0  # alpha of the onset change: x_0 + alpha (x_t - x_0), 0.5 + alpha (...)
     change_rms: float = 0.0  # > 0: alpha per sample instead, so its largest change has this RMS
     # --- model ---
-    model: str = "tiny"  # CLIP architecture (facet.clip.PRESETS)
+    model: str = "tiny-stem"  # CLIP architecture (facet.clip.PRESETS)
     pretrained: str = "facet-clip"  # CLIP weights (OpenAI's layout) to fine-tune; "" = scratch
     init: str = ""  # a train.py ckpt.pt to start from (3D -> 4D), all but the new parts; "facet-3d"
     vocab: str = ""  # the BPE vocabulary of --pretrained (OpenAI: bpe_simple_vocab_16e6.txt.gz)

@@ -23,8 +23,8 @@ inputs (`FacetVLM.pixel_mean`: the training set's mean face per view slot from s
 mean colour with pretrained towers) -- to the views, summed over colour channels. Attributions
 add up to log p(class | views) - log p(class | reference) (the JSON reports both sides of that
 sum), so red pixels are where this face departs from the reference in a way that raises the
-class, blue where it lowers it. Why not attention rollout: the `tiny` ViT cuts a
-64-px view into 4 x 4 patches, so rollout can only say "this sixteenth of the face", it is the
+class, blue where it lowers it. Why not attention rollout: the `tiny` ViTs make 4 x 4 tokens
+of a 64-px view, so rollout can only say "this sixteenth of the face", it is the
 same for every class, and it stops at the image tower, while MTGF and CVSA decide too. Gradients
 see the whole model, per class and at full resolution; integrating along the path (64 steps,
 batched) avoids the saturation of a single gradient x input at a confident prediction.
@@ -353,11 +353,13 @@ def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None
 def patch_pixels(predictor: Predictor) -> float:
     """The side of one ViT patch in view pixels: the grid the saliency's edges follow.
 
-    The image tower cuts each view (resized to its input side S) into P x P patches and embeds
-    each patch with one linear map (`visual.conv1`); everything after sees patches, not pixels.
-    How strongly the prediction depends on a pixel therefore changes at patch borders: with the
-    `tiny` ViT's 16-px patches on 64-px views the saliency is a 4 x 4 mosaic -- a faithful
-    picture of the model, not an artefact of the method or the renderer.
+    The image tower makes one token of each P x P patch of a view (resized to its input side
+    S); everything after sees tokens, not pixels. With OpenAI's patch embedding (one linear map,
+    `visual.conv1`, the `tiny` preset) how strongly the prediction depends on a pixel changes at
+    patch borders: on 64-px views with 16-px patches the saliency is a 4 x 4 mosaic -- a
+    faithful picture of the model, not an artefact of the method or the renderer. A
+    convolutional stem (`tiny-stem`, the default) lets each token read a few pixels beyond its
+    patch, so its edges are softer; the grid still shows the tokens.
     """
     visual = predictor.model.clip.visual
     return visual.patch_size * predictor.settings.image_size / visual.image_size
