@@ -15,7 +15,8 @@ imports only modules above it):
     CLIP
       tokenizer.py  CLIP's byte-level BPE
       transformer.py  pre-LN attention blocks
-      clip.py       the ViT image tower, the causal text tower, CLIP
+      clip.py       the ViT image tower (OpenAI's patches, or a convolutional stem), the causal
+                    text tower, CLIP
     FACET-VLM
       prompts.py    class words, templates, metadata prompts, ensembles; ClassPrompts
       fusion.py     CVSA, MTGF, temporal fusion, and their composition ViewFusion

@@ -130,18 +130,20 @@ PRESETS: dict[str, TrainConfig] = {
     # otherwise the cpu preset
     "bosphorus": TrainConfig(preset="bosphorus", synth_kind="bosphorus"),
     # 4D: synthetic BU-4DFE sequences; 8 frames of the expressive part, each the aligned first
-    # frame plus three times its change; started from facet's 3D model (other people)
+    # frame plus three times its change; started from facet's 3D model (other people), whose
+    # towers are the patch tower `tiny`
     "4d": TrainConfig(preset="4d", synth_kind="bu4dfe", synth_subjects=20, frames=8,
                       frame_sampling="expressive", onset="magnified", magnify=3.0,
-                      init="facet-3d", batch_size=16, epochs=12),
+                      init="facet-3d", model="tiny", batch_size=16, epochs=12),
     # micro-expressions: synthetic 4DME-like clips, leave-one-subject-out (macro clips train
     # too, micro clips are scored); 2 frames of the apex window, each its change from the
     # onset alone (grey + the change: no identity), scaled to one RMS (faint and broad clips
-    # alike); started from facet's 3D model; an auxiliary head reads the annotated action units
+    # alike); started from facet's 3D model (`tiny`); an auxiliary head reads the annotated
+    # action units
     "micro": TrainConfig(preset="micro", synth_kind="4dme", synth_subjects=12, split="loso",
                          train_macro=True, frames=2, frame_sampling="apex", onset="difference",
-                         change_rms=0.3, init="facet-3d", lambda_au=1.0, batch_size=8,
-                         epochs=30),
+                         change_rms=0.3, init="facet-3d", model="tiny", lambda_au=1.0,
+                         batch_size=8, epochs=30),
     # facet's own CLIP: contrastive pretraining on captioned scans of new people; zero-shot
     # accuracy on the built-in BU-3DFE-like set (all of whose people it never sees) each epoch
     "pretrain": TrainConfig(preset="pretrain", task="pretrain", pretrained="", batch_size=128,

@@ -45,7 +45,7 @@ def test_validation_lists_every_problem_at_once():
                     "--name=a/b", "--views=1,2,3", "--tau=inf"])
     text = str(caught.value)
     for words in ("--epochs must be >= 1", "--lr must be > 0", "--mix_prob must be in [0, 1]",
-                  "not a multiple of the tiny patch size", "--mode='ink'", "--name='a/b'",
+                  "not a multiple of the tiny-stem patch size", "--mode='ink'", "--name='a/b'",
                   "cannot read '1,2,3'", "--tau=inf must be a finite number"):
         assert words in text, words
 

@@ -103,7 +103,7 @@ def test_train_writes_a_checkpoint_that_evaluate_reloads(tiny_root, cache, tmp_p
     (["--name=../../x"], "--name='../../x' must be one folder name"),
     (["--lr=-1"], "--lr must be > 0"),
     (["--fold=5", "--folds=2"], "--fold=5 is outside 0..1"),
-    (["--image_size=20"], "not a multiple of the tiny patch size"),
+    (["--image_size=20"], "not a multiple of the tiny-stem patch size"),
     (["--views=0,1,2;1,2"], "cannot read '0,1,2'"),
     (["--views=1000,0;0,0"], "view 1000,0 is outside yaw -180..180, pitch -90..90"),
     (["--render_workers=-1"], "--render_workers must be >= 1 (got -1)"),
