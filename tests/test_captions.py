@@ -177,23 +177,30 @@ def test_fine_tuning_starts_from_the_pretrained_towers(pretrained, tmp_path):
         assert torch.equal(model.clip.state_dict()[name], value), name
 
 
-def test_folded_clip_computes_what_the_centred_wrapper_computes():
-    """CentredCLIP standardises pixels by a mean image and centres embeddings by BatchNorm;
-    `folded()` moves both into conv1, the patch positions, ln_post and proj. Oracle: the
-    wrapper itself in eval mode, on the same images (CLIP-normalised for the folded CLIP)."""
-    config = replace(PRESETS["tiny"], image_size=32, vocab_size=300)
-    clip = CLIP(config)
-    g = torch.Generator().manual_seed(0)
-    mean = torch.rand(3, 32, 32, generator=g)
-    centred = CentredCLIP(clip, mean, 0.2)
+def _wrapper_and_fold(centred: CentredCLIP, g: torch.Generator
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Give the wrapper's BatchNorm running statistics far from (0, 1), then embed 8 images by
+    the wrapper in eval mode (the oracle) and by its folded CLIP on CLIP-normalised pixels.
+    Returns (images, want, got), the embeddings unit vectors."""
     centred.train()
-    for _ in range(20):  # give the BatchNorm running statistics far from (0, 1)
+    for _ in range(20):
         centred.encode_image(torch.rand(16, 3, 32, 32, generator=g) * 0.5 + 0.3)
     centred.eval()
     images = torch.rand(8, 3, 32, 32, generator=g)
     with torch.no_grad():
         want = F.normalize(centred.encode_image(images), dim=-1)
         got = F.normalize(centred.folded().encode_image(normalize_images(images)), dim=-1)
+    return images, want, got
+
+
+def test_folded_clip_computes_what_the_centred_wrapper_computes():
+    """CentredCLIP standardises pixels by a mean image and centres embeddings by BatchNorm;
+    `folded()` moves both into conv1, the patch positions, ln_post and proj. Oracle: the
+    wrapper itself in eval mode, on the same images (CLIP-normalised for the folded CLIP)."""
+    clip = CLIP(replace(PRESETS["tiny"], image_size=32, vocab_size=300))
+    g = torch.Generator().manual_seed(0)
+    images, want, got = _wrapper_and_fold(CentredCLIP(clip, torch.rand(3, 32, 32, generator=g),
+                                                      0.2), g)
     # float32 through 4 blocks; the fold changes the order of the sums, not the maths
     torch.testing.assert_close(got, want, atol=2e-5, rtol=0)
     assert not torch.allclose(want, F.normalize(clip.eval().encode_image(
@@ -207,15 +214,7 @@ def test_a_stem_tower_folds_its_centring_and_refuses_a_mean_image():
     config = replace(PRESETS["tiny-stem"], image_size=32, vocab_size=300)
     g = torch.Generator().manual_seed(0)
     mean = torch.rand(3, 32, 32, generator=g)
-    centred = CentredCLIP.for_tower(CLIP(config), mean, 0.2)
-    centred.train()
-    for _ in range(20):  # BatchNorm running statistics far from (0, 1)
-        centred.encode_image(torch.rand(16, 3, 32, 32, generator=g) * 0.5 + 0.3)
-    centred.eval()
-    images = torch.rand(8, 3, 32, 32, generator=g)
-    with torch.no_grad():
-        want = F.normalize(centred.encode_image(images), dim=-1)
-        got = F.normalize(centred.folded().encode_image(normalize_images(images)), dim=-1)
+    _, want, got = _wrapper_and_fold(CentredCLIP.for_tower(CLIP(config), mean, 0.2), g)
     torch.testing.assert_close(got, want, atol=2e-5, rtol=0)  # as the patch tower's fold
     with pytest.raises(ValueError, match="convolutional stem"):
         CentredCLIP(CLIP(config), mean, 0.2).folded()
