@@ -426,7 +426,7 @@ def save_sheet(prediction: Prediction, path: str | Path, truth: str | None = Non
         truth: the face's known class (a built-in face, a dataset scan), marked on the sheet
             with whether the prediction is correct; None when unknown.
         patch: the ViT's patch side in view pixels (`patch_pixels`), drawn as a grid over the
-            saliency and named as the cause of its edges; None: no grid.
+            saliency and named in the title; None: no grid.
     Returns:
         The path written.
     """
@@ -486,8 +486,8 @@ def save_sheet(prediction: Prediction, path: str | Path, truth: str | None = Non
 
     verdict = "" if truth is None else \
         f"; true: {truth}, {'correct' if correct else 'WRONG'}"
-    edges = "" if not patch else (f" Its square edges are the ViT's {patch:g}-px patches "
-                                  "(grid): the model embeds each patch as a whole.")
+    edges = "" if not patch else (f" The grid marks the ViT's {patch:g}-px tokens: after its "
+                                  "first layers the model sees tokens, not pixels.")
     how = (f"Saliency: red raises, blue lowers log p({p.predicted}), relative to the model's "
            f"reference image.{edges}") if shown else "Saliency not computed."
     warnings = "".join(f"\nWARNING: {reason}" for reason in p.unfamiliar_reasons)
