@@ -193,9 +193,7 @@ def show(p: explain.Prediction, truth: str | None, emotion: str | None, scan: Pa
         tab.caption(f"{weight}Top: the views exactly as the model sees them. " + (
             "Saliency off." if tiles is None else
             f"Bottom: saliency, red raises and blue lowers log p({p.predicted}), full colour "
-            f"from {scale:.2g} per pixel; the image transformer sees it as {patch:g}-px "
-            f"tokens (a 4 x 4 mosaic for the patch tower, the finer grain of its 3x3 filters "
-            f"for the stem tower)."))
+            f"from {scale:.2g} per pixel; {explain.token_grid_note(patch)}."))
         for j, column in enumerate(tab.columns(len(p.view_names))):
             alone = p.classes[int(p.view_probabilities[f, j].argmax())]
             column.image(zoom(p.views[f, j].permute(1, 2, 0).numpy()),

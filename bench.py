@@ -163,7 +163,7 @@ def bench_clip(args) -> None:
         tokens = (c.image_size // c.patch_size) ** 2 + 1
         width = c.vision_width
         visual = CLIP(c).visual
-        stem = sum(2 * conv.weight[0].numel() * conv.out_channels * (c.image_size >> i + 1) ** 2
+        stem = sum(2 * conv.weight[0].numel() * conv.out_channels * (c.image_size >> (i + 1)) ** 2
                    for i, conv in enumerate(visual.stem))
         gflop = (c.vision_layers * (24 * tokens * width**2 + 4 * tokens**2 * width)
                  + 2 * visual.conv1.weight[0].numel() * width * (tokens - 1)

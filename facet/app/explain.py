@@ -351,18 +351,25 @@ def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None
 # --- pictures and tables ----------------------------------------------------------------------
 
 def patch_pixels(predictor: Predictor) -> float:
-    """The side of one ViT patch in view pixels: the grid the saliency's edges follow.
+    """The side of one ViT token's patch in view pixels: the grid drawn over the saliency.
 
     The image tower makes one token of each P x P patch of a view (resized to its input side
     S); everything after sees tokens, not pixels. With OpenAI's patch embedding (one linear map,
     `visual.conv1`, the `tiny` preset) how strongly the prediction depends on a pixel changes at
-    patch borders: on 64-px views with 16-px patches the saliency is a 4 x 4 mosaic -- a
-    faithful picture of the model, not an artefact of the method or the renderer. A
-    convolutional stem (`tiny-stem`, the default) lets each token read a few pixels beyond its
-    patch, so its edges are softer; the grid still shows the tokens.
+    patch borders: on 64-px views with 16-px patches the saliency is a 4 x 4 mosaic. With a
+    convolutional stem (`tiny-stem`, the default) the first layers are 3x3 convolutions of
+    stride 2, and the saliency takes their fine checkerboard grain instead. Either is a faithful
+    picture of the model, not an artefact of the method or the renderer.
     """
     visual = predictor.model.clip.visual
     return visual.patch_size * predictor.settings.image_size / visual.image_size
+
+
+def token_grid_note(patch: float) -> str:
+    """What the grid over a saliency map shows, for a patch side from `patch_pixels` (the
+    sheet's title and the app's caption say it in these words)."""
+    return (f"the grid marks the ViT's {patch:g}-px tokens: after its first layers the model "
+            "sees tokens, not pixels")
 
 
 def saliency_scale(saliency: torch.Tensor) -> float:
@@ -486,8 +493,8 @@ def save_sheet(prediction: Prediction, path: str | Path, truth: str | None = Non
 
     verdict = "" if truth is None else \
         f"; true: {truth}, {'correct' if correct else 'WRONG'}"
-    edges = "" if not patch else (f" The grid marks the ViT's {patch:g}-px tokens: after its "
-                                  "first layers the model sees tokens, not pixels.")
+    note = token_grid_note(patch) if patch else ""
+    edges = f" {note[:1].upper()}{note[1:]}." if note else ""
     how = (f"Saliency: red raises, blue lowers log p({p.predicted}), relative to the model's "
            f"reference image.{edges}") if shown else "Saliency not computed."
     warnings = "".join(f"\nWARNING: {reason}" for reason in p.unfamiliar_reasons)
