@@ -177,8 +177,7 @@ def train_fold(config: TrainConfig, dist: runtime.DistInfo, tokenizer, train_set
         held_out="test" if val_set is None else "val",
         final=None if val_set is None else scored_on(test_set),
         generator=generator, say=say,
-        saved={"merges": [list(m) for m in tokenizer.merges], "classes": list(classes),
-               "quick_gelu": model.clip.config.quick_gelu})  # read back by evaluate.py
+        saved=checkpoint_extras(model, tokenizer, classes))
 
     # --- reports ---
     if dist.is_main:
@@ -190,6 +189,15 @@ def train_fold(config: TrainConfig, dist: runtime.DistInfo, tokenizer, train_set
             # what the model compared, for a sequence of each class
             write_onset_picture(test_set, classes, config, run_dir / "onset.png")
     return metrics
+
+
+def checkpoint_extras(model, tokenizer, classes: tuple[str, ...]) -> dict:
+    """What a checkpoint carries beside the training state, read back by evaluate.py: the
+    classes, the BPE merges and the towers' activation (nothing to read for the CNN baseline)."""
+    if tokenizer is None:  # the CNN baseline reads no text
+        return {"merges": [], "classes": list(classes)}
+    return {"merges": [list(m) for m in tokenizer.merges], "classes": list(classes),
+            "quick_gelu": model.clip.config.quick_gelu}
 
 
 def write_onset_picture(test_set, classes: tuple[str, ...], config: TrainConfig,

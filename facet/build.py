@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import torch
 
 from facet import prompts as prompt_lib
+from facet.baseline import CNN_MODEL, BaselineObjective, ViewsCNN
 from facet.camera import parse_views
 from facet.checkpoint import (load_checkpoint, load_openai, load_weights, openai_merges,
                               read_torch_file)
@@ -208,9 +209,10 @@ def annotated_aus(samples: Sequence[Sample]) -> tuple[int, ...]:
     return tuple(aus)
 
 
-def build_tokenizer(config: TrainConfig, merges: list | None = None) -> Tokenizer:
+def build_tokenizer(config: TrainConfig, merges: list | None = None) -> Tokenizer | None:
     """The run's BPE tokenizer: from a checkpoint's merges, the pretrained weights' vocabulary
-    (`--vocab`), or learned on the prompts when training from scratch.
+    (`--vocab`), or learned on the prompts when training from scratch; None for the CNN
+    baseline, which reads no text.
 
     From scratch we learn merges on every prompt of every known class (plain and with metadata),
     sized to the CLIP preset's vocabulary; unseen words still encode, byte by byte.
@@ -219,6 +221,8 @@ def build_tokenizer(config: TrainConfig, merges: list | None = None) -> Tokenize
         ValueError: --pretrained corrupted or unreadable, or without --vocab when it carries no
             merges (naming where OpenAI's vocabulary comes from); --vocab not a CLIP vocabulary.
     """
+    if config.model == CNN_MODEL:
+        return None
     if merges is not None:
         return Tokenizer.from_merges(merges)
     if config.init:  # the text tower of --init reads its own vocabulary
@@ -314,9 +318,10 @@ def start_from(model: FacetVLM, weights: dict[str, torch.Tensor], source: str | 
     return [k for k in own if k not in weights]
 
 
-def build_model(config: TrainConfig, tokenizer: Tokenizer, num_classes: int,
-                train_set: FaceViewsDataset | None = None, clip: CLIP | None = None) -> FacetVLM:
-    """FacetVLM for the config: on `clip` when given (a checkpoint's own towers), else started
+def build_model(config: TrainConfig, tokenizer: Tokenizer | None, num_classes: int,
+                train_set: FaceViewsDataset | None = None, clip: CLIP | None = None
+                ) -> FacetVLM | ViewsCNN:
+    """FacetVLM for the config (the CNN baseline for `--model=cnn`): on `clip` when given (a checkpoint's own towers), else started
     from the train.py checkpoint `config.init` (its towers, fusion and input statistics; the
     parts it lacks, such as a 3D model's temporal fusion, start fresh), else on the pretrained
     CLIP when `config.pretrained` is set, else on fresh towers; with the training set's pixel
@@ -326,6 +331,8 @@ def build_model(config: TrainConfig, tokenizer: Tokenizer, num_classes: int,
     Raises:
         ValueError: pretrained or --init weights that do not fit (naming the file).
     """
+    if config.model == CNN_MODEL:
+        return build_baseline(config, num_classes, train_set)
     init = init_checkpoint(config) if clip is None and config.init else None
     if init is not None:
         clip = checkpoint_towers(init, config.init)
@@ -359,6 +366,15 @@ def build_model(config: TrainConfig, tokenizer: Tokenizer, num_classes: int,
     return model
 
 
+def build_baseline(config: TrainConfig, num_classes: int,
+                   train_set: FaceViewsDataset | None = None) -> ViewsCNN:
+    """The CNN baseline on the config's views, its inputs standardised by `train_set`'s."""
+    model = ViewsCNN(len(parse_views(config.views)), num_classes, config.image_size)
+    if train_set is not None:
+        model.set_input_statistics(*view_statistics(train_set))
+    return model
+
+
 def class_prompts(config: TrainConfig, model: FacetVLM, tokenizer: Tokenizer,
                   classes: Sequence[str], train: bool = False,
                   generator: torch.Generator | None = None,
@@ -372,7 +388,7 @@ def class_prompts(config: TrainConfig, model: FacetVLM, tokenizer: Tokenizer,
         descriptions: what each class is prompted with, if not its name (zero-shot by
             description: label "happiness", prompt "a face with the lip corners pulled up").
     """
-    if model.class_head is not None:
+    if not config.text_head:  # the learned head (or the CNN baseline): no prompts
         return None
     prompts = list(descriptions or classes)
     if len(prompts) != len(classes):
@@ -382,11 +398,14 @@ def class_prompts(config: TrainConfig, model: FacetVLM, tokenizer: Tokenizer,
                         metadata=config.metadata_prompts, generator=draw)
 
 
-def build_objective(config: TrainConfig, model: FacetVLM, tokenizer: Tokenizer,
+def build_objective(config: TrainConfig, model: FacetVLM | ViewsCNN, tokenizer: Tokenizer | None,
                     classes: Sequence[str], generator: torch.Generator, num_aus: int = 0
-                    ) -> Objective:
+                    ) -> Objective | BaselineObjective:
     """The training step of the config around `model`: augmentation, prompts, loss weights
     (num_aus: the training set's action units, for --lambda_au)."""
+    if isinstance(model, ViewsCNN):
+        return BaselineObjective(model, augment=config.augment, mix_prob=config.mix_prob,
+                                 mode=config.mode, label_smoothing=config.label_smoothing)
     loss = LossConfig(config.label_smoothing, config.lambda_cons, config.lambda_aff,
                       config.consistency, config.lambda_au)
     prompts = class_prompts(config, model, tokenizer, classes, train=True, generator=generator)
@@ -429,6 +448,10 @@ def rebuild(ckpt: dict, source: str, device: torch.device | str = "cpu"
         config = dataclasses.replace(from_dict(ckpt["config"]), pretrained="", init="")
     except ValueError as err:
         raise ValueError(f"{source}: its config is not valid ({err})") from None
+    if config.model == CNN_MODEL:
+        raise ValueError(f"{source}: a CNN baseline checkpoint (--preset=cnn-baseline); "
+                         "evaluate.py and the app read FACET-VLM checkpoints. Its scores are "
+                         "in its run folder (metrics.json, predictions.csv)")
     classes = tuple(ckpt["classes"])
     tokenizer = build_tokenizer(config, ckpt["merges"])
     model = build_model(config, tokenizer, len(classes), clip=checkpoint_towers(ckpt, source))

@@ -25,6 +25,7 @@ import typing
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Optional
 
+from facet.baseline import CNN_MODEL, CNN_WIDTHS
 from facet.camera import format_views, parse_views
 from facet.clip import PRESETS as CLIP_PRESETS
 from facet.faces.synth import WRITERS
@@ -66,7 +67,7 @@ class TrainConfig:
     magnify: float = 1.0  # alpha of the onset change: x_0 + alpha (x_t - x_0), 0.5 + alpha (...)
     change_rms: float = 0.0  # > 0: alpha per sample instead, so its largest change has this RMS
     # --- model ---
-    model: str = "tiny-stem"  # CLIP architecture (facet.clip.PRESETS)
+    model: str = "tiny-stem"  # CLIP architecture (facet.clip.PRESETS); "cnn": the baseline
     pretrained: str = "facet-clip"  # CLIP weights (OpenAI's layout) to fine-tune; "" = scratch
     init: str = ""  # a train.py ckpt.pt to start from (3D -> 4D), all but the new parts; "facet-3d"
     vocab: str = ""  # the BPE vocabulary of --pretrained (OpenAI: bpe_simple_vocab_16e6.txt.gz)
@@ -144,6 +145,10 @@ PRESETS: dict[str, TrainConfig] = {
                          train_macro=True, frames=2, frame_sampling="apex", onset="difference",
                          change_rms=0.3, init="facet-3d", model="tiny", lambda_au=1.0,
                          batch_size=8, epochs=30),
+    # the reference row: a plain CNN from scratch on the same views (facet.baseline), trained
+    # by the same loop and recipe as the cpu preset; no CLIP, prompts, fusion or consistency
+    "cnn-baseline": TrainConfig(preset="cnn-baseline", model=CNN_MODEL, pretrained="",
+                                text_head=False, lambda_cons=0.0, center_images=False),
     # facet's own CLIP: contrastive pretraining on captioned scans of new people; zero-shot
     # accuracy on the built-in BU-3DFE-like set (all of whose people it never sees) each epoch
     "pretrain": TrainConfig(preset="pretrain", task="pretrain", pretrained="", batch_size=128,
@@ -207,8 +212,11 @@ def validate(config: TrainConfig) -> TrainConfig:
         problems.append(f"--fold must be an index or 'all' (got {c.fold!r})")
     elif isinstance(c.fold, int) and c.split == "kfold" and not 0 <= c.fold < c.folds:
         problems.append(f"--fold={c.fold} is outside 0..{c.folds - 1}")
-    if c.model not in CLIP_PRESETS:
-        problems.append(f"--model={c.model!r}: choose one of {', '.join(CLIP_PRESETS)}")
+    if c.model == CNN_MODEL:
+        problems += _baseline_problems(c)
+    elif c.model not in CLIP_PRESETS:
+        problems.append(f"--model={c.model!r}: choose one of {', '.join(CLIP_PRESETS)}, or "
+                        f"{CNN_MODEL} (the baseline)")
     elif c.image_size % CLIP_PRESETS[c.model].patch_size:
         problems.append(f"--image_size={c.image_size} is not a multiple of the {c.model} patch "
                         f"size {CLIP_PRESETS[c.model].patch_size}")
@@ -231,6 +239,24 @@ def validate(config: TrainConfig) -> TrainConfig:
     if problems:
         raise ValueError("invalid configuration:\n  " + "\n  ".join(problems))
     return config
+
+
+def _baseline_problems(c: TrainConfig) -> list[str]:
+    """What the CNN baseline has no part for: it reads views and nothing else."""
+    problems = [f"--model={CNN_MODEL} is the CNN baseline: it has no {part} ({fix})"
+                for part, fix, present in (
+                    ("pretrained CLIP", "--pretrained=", c.pretrained),
+                    ("train.py start", "--init=", c.init),
+                    ("prompts", "--no-text_head", c.text_head),
+                    ("view embeddings to keep consistent", "--lambda_cons=0", c.lambda_cons),
+                    ("view embeddings for AffectVLM's loss", "--lambda_aff=0", c.lambda_aff),
+                    ("action-unit head", "--lambda_au=0", c.lambda_au)) if present]
+    if problems:
+        problems.append("--preset=cnn-baseline sets all of these")
+    if c.image_size % 2 ** len(CNN_WIDTHS):
+        problems.append(f"--image_size={c.image_size}: the CNN baseline halves it "
+                        f"{len(CNN_WIDTHS)} times; use a multiple of {2 ** len(CNN_WIDTHS)}")
+    return problems
 
 
 def for_fold(config: TrainConfig, fold: int) -> TrainConfig:
