@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from facet import reports
+from facet.baseline import CNN_MODEL
 from facet.config import PRESETS, parse_args, to_dict
 from facet.data.datasets import PROTOCOLS
 from facet.data.layouts import natural_key
@@ -218,8 +219,9 @@ def _dataset_name(kind: str, config: dict) -> str:
 
 
 def _protocol(run: Run) -> str:
-    """The protocol as this run followed it."""
-    return _split_in_words(run) + _reference_in_words(run.trained_on or run.config)
+    """The protocol as this run followed it (and the model, where it is not FACET-VLM)."""
+    return (_split_in_words(run) + _reference_in_words(run.trained_on or run.config)
+            + _model_in_words(run.config))
 
 
 def _split_in_words(run: Run) -> str:
@@ -250,6 +252,13 @@ def _reference_in_words(config: dict) -> str:
     if config.get("frames", 1) > 1 or config.get("onset", "none") == "none":
         return ""
     return f"; each scan read with its person's neutral scan (--onset={config['onset']})"
+
+
+def _model_in_words(config: dict) -> str:
+    """A reference row is labelled as one: its scores are not FACET-VLM's."""
+    if config.get("model") == CNN_MODEL:
+        return "; the CNN baseline (facet.baseline), not FACET-VLM"
+    return ""
 
 
 def _percent(value: float | None) -> str:

@@ -157,6 +157,17 @@ def test_a_scan_read_with_its_neutral_scan_is_a_protocol_of_its_own(runs, tmp_pa
             suffix if flagged else "")
 
 
+def test_the_cnn_baseline_row_says_it_is_not_facet_vlm(runs, tmp_path):
+    for model, labelled in (("cnn", True), ("tiny-stem", False)):
+        folder = tmp_path / model
+        folder.mkdir()
+        report = json.loads((runs["bosphorus"] / "metrics.json").read_text())
+        report["config"]["model"] = model
+        (folder / "metrics.json").write_text(json.dumps(report))
+        protocol = row_of(results.table([results.read_run(folder)]), "Bosphorus-like")[1]
+        assert protocol.endswith("; the CNN baseline (facet.baseline), not FACET-VLM") == labelled
+
+
 @pytest.mark.parametrize("argv", [
     [], ["--preset=4d", "--init=out/cpu/ckpt.pt", "--fold=all"],
     ["--preset=micro", "--views=-30,0;0,0;30,0", "--no-augment", "--intensities=1,2"],
