@@ -36,10 +36,10 @@ CNN_WIDTHS = (32, 64, 128, 256, 256)  # channels of the five blocks, each halvin
 
 @dataclass
 class BaselineOutput:
-    """What `facet.loop.evaluate` reads of a model's output (a subset of FacetOutput's)."""
+    """What `facet.loop.evaluate` reads of a model's output (FacetOutput's `logits`; the views
+    are channels of one image, so there are no view weights to report)."""
 
     logits: torch.Tensor  # (B, K)
-    view_weights: torch.Tensor  # (B, T, V) every view counts the same: 1 / V
 
 
 class ViewsCNN(nn.Module):
@@ -86,8 +86,7 @@ class ViewsCNN(nn.Module):
         x = x.reshape(b * t, v * c, h, w)  # (B*T, 3V, H, W): the views as channels
         x = self.features(x).mean(dim=(2, 3))  # (B*T, C) global average over the last grid
         logits = self.classifier(self.dropout(x)).reshape(b, t, -1).mean(dim=1)  # (B, K)
-        view_weights = views.new_full((b, t, v), 1.0 / v)  # (B, T, V)
-        return BaselineOutput(logits=logits, view_weights=view_weights)
+        return BaselineOutput(logits=logits)
 
 
 class BaselineObjective(nn.Module):

@@ -422,7 +422,8 @@ def evaluate(model: FacetVLM, dataset: Dataset, classes: tuple[str, ...],
     plus the mean view weights per true class and every prediction (module docstring).
 
     Args:
-        model: the FacetVLM (unwrapped is fine: no gradients, no DDP sync needed).
+        model: the FacetVLM (unwrapped is fine: no gradients, no DDP sync needed), or the
+            CNN baseline (`facet.baseline`), which has no view weights (metrics: None).
         dataset: a FaceViewsDataset; each rank scores its shard (`shard_indices`).
         classes: the K class names, in label order.
         prompts: the classes' prompts (the ensemble; per sample with metadata prompts), None
@@ -438,6 +439,7 @@ def evaluate(model: FacetVLM, dataset: Dataset, classes: tuple[str, ...],
     confusion = torch.zeros(k, k, dtype=torch.long)
     levels = torch.zeros(num_levels, 2, dtype=torch.long)
     weight_sum = torch.zeros(k, v, dtype=torch.float64)  # every rank the same shape, even empty
+    weighs_views = isinstance(model, FacetVLM)  # the CNN baseline reads its views as one image
     predictions, shared = [], None
     for batch in tqdm(loader, disable=not (dist.is_main and sys.stderr.isatty()), leave=False,
                       desc="eval"):
@@ -456,8 +458,9 @@ def evaluate(model: FacetVLM, dataset: Dataset, classes: tuple[str, ...],
         preds = probs.argmax(-1)
         confusion += confusion_matrix(labels, preds, k)
         levels += intensity_counts(labels, preds, batch["intensity"].cpu(), num_levels)
-        weights = output.view_weights.float().mean(dim=1).double().cpu()  # (B, V) over frames
-        weight_sum.index_add_(0, labels, weights)  # (K, V)
+        if weighs_views:
+            weights = output.view_weights.float().mean(dim=1).double().cpu()  # (B, V), frames
+            weight_sum.index_add_(0, labels, weights)  # (K, V)
         predictions += [{"path": m["path"], "subject": m["subject"], "label": classes[y],
                          "predicted": classes[p], "probabilities": q.tolist()}
                         for m, y, p, q in zip(batch["meta"], labels.tolist(), preds.tolist(),
@@ -466,7 +469,8 @@ def evaluate(model: FacetVLM, dataset: Dataset, classes: tuple[str, ...],
     confusion = all_reduce_sum(confusion)
     metrics = summarize(confusion, classes, all_reduce_sum(levels))
     per_class = all_reduce_sum(weight_sum) / confusion.sum(dim=1).clamp_min(1)[:, None].double()
-    metrics["view_weights"] = {c: w.tolist() for c, w in zip(classes, per_class)}  # (K, V)
+    metrics["view_weights"] = {c: w.tolist() for c, w in zip(classes, per_class)
+                               } if weighs_views else None  # (K, V)
     metrics["predictions"] = all_gather_objects(predictions)
     return metrics
 

@@ -219,7 +219,8 @@ def write_report(folder: str | Path, metrics: dict, classes: Sequence[str],
                  views: Sequence[tuple[float, float]], curves: tuple | None = None,
                  **extra) -> None:
     """A run's or an evaluation's files in `folder`: metrics.json (the metrics and `extra`, e.g.
-    the config), predictions.csv, confusion.png, view_weights.png, and curves.png (its panels:
+    the config), predictions.csv, confusion.png, view_weights.png (for a model that weighs its
+    views: not the CNN baseline), and curves.png (its panels:
     `curves`, default CURVES, see `plot_curves`) when `extra` holds the training log as
     `log`."""
     folder = Path(folder)
@@ -229,9 +230,10 @@ def write_report(folder: str | Path, metrics: dict, classes: Sequence[str],
     if "predictions" in metrics:
         write_predictions(folder / "predictions.csv", metrics["predictions"], classes)
     plot_confusion(metrics["confusion"], classes, folder / "confusion.png")
-    names = [view_name(yaw, pitch) for yaw, pitch in views]
-    plot_view_weights([metrics["view_weights"][c] for c in classes], names,
-                      folder / "view_weights.png", class_names=list(classes))
+    if metrics.get("view_weights") is not None:
+        names = [view_name(yaw, pitch) for yaw, pitch in views]
+        plot_view_weights([metrics["view_weights"][c] for c in classes], names,
+                          folder / "view_weights.png", class_names=list(classes))
     if log is not None:
         plot_curves(log, folder / "curves.png", curves or CURVES)
 

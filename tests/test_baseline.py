@@ -18,7 +18,6 @@ def test_a_clip_is_the_mean_of_its_frames_logits():
     per_frame = torch.stack([model(clip[:, t:t + 1]).logits for t in range(4)], dim=1)
     torch.testing.assert_close(output.logits, per_frame.mean(dim=1))
     assert output.logits.shape == (2, 6)
-    torch.testing.assert_close(output.view_weights, torch.full((2, 4, 3), 1 / 3))
 
 
 def test_inputs_are_standardised_by_the_training_statistics():
@@ -70,6 +69,8 @@ def test_train_py_trains_the_baseline_and_evaluate_names_what_it_is(tmp_path):
     run = tmp_path / "cnn"
     for name in ("ckpt.pt", "metrics.json", "log.jsonl", "predictions.csv", "confusion.png"):
         assert (run / name).is_file(), name
+    assert not (run / "view_weights.png").exists()  # no view weights: one 9-channel image
+    assert metrics["view_weights"] is None
     assert metrics["n"] == 12 and sum(map(sum, metrics["confusion"])) == 12
     with pytest.raises(ValueError, match=r"cnn/ckpt.pt: a CNN baseline checkpoint"):
         evaluate.main(["--ckpt", str(run / "ckpt.pt")])
