@@ -51,8 +51,10 @@ from facet.tokenizer import Tokenizer, train_bpe
 
 # facet's own CLIP, pretrained on captioned built-in faces (train.py --preset=pretrain)
 FACET_CLIP = Path(__file__).resolve().parent / "assets" / "facet_clip_stem.pt"
-# facet's own 3D FACET-VLM (fine-tuned on BU-3DFE-like people): where a 4D run starts, --init
-FACET_3D = Path(__file__).resolve().parent / "assets" / "facet_3d_tiny.pt"
+# facet's own 3D FACET-VLMs (fine-tuned on BU-3DFE-like people), where a 4D run starts, by the
+# name --init knows them by: on the stem tower (the 4d preset's), and on the patch tower `tiny`
+SHIPPED_3D = {"facet-3d": Path(__file__).resolve().parent / "assets" / "facet_3d_stem.pt",
+              "facet-3d-tiny": Path(__file__).resolve().parent / "assets" / "facet_3d_tiny.pt"}
 
 
 def pretrained_path(config: TrainConfig) -> Path:
@@ -271,10 +273,10 @@ def view_slots(config: TrainConfig) -> int:
 
 
 def init_checkpoint(config: TrainConfig) -> dict:
-    """The train.py checkpoint of `--init` ("facet-3d": facet's own 3D model, shipped with its
-    weights in float16 and widened here to the float32 the model trains in), every record
-    checked (`load_checkpoint`)."""
-    path = FACET_3D if config.init == "facet-3d" else config.init
+    """The train.py checkpoint of `--init` (a file, or a name of SHIPPED_3D: facet's own 3D
+    models, shipped with their weights in float16 and widened here to the float32 the model
+    trains in), every record checked (`load_checkpoint`)."""
+    path = SHIPPED_3D.get(config.init, config.init)
     ckpt = load_checkpoint(path, required=("model", "config", "merges"))
     for entry in ("model", "ema"):
         if isinstance(ckpt.get(entry), dict):

@@ -69,7 +69,8 @@ class TrainConfig:
     # --- model ---
     model: str = "tiny-stem"  # CLIP architecture (facet.clip.PRESETS); "cnn": the baseline
     pretrained: str = "facet-clip"  # CLIP weights (OpenAI's layout) to fine-tune; "" = scratch
-    init: str = ""  # a train.py ckpt.pt to start from (3D -> 4D), all but the new parts; "facet-3d"
+    init: str = ""  # a train.py ckpt.pt to start from (3D -> 4D), all but the new parts; or
+    # facet's own: "facet-3d" (the stem tower), "facet-3d-tiny" (the patch tower)
     vocab: str = ""  # the BPE vocabulary of --pretrained (OpenAI: bpe_simple_vocab_16e6.txt.gz)
     fusion_depth: int = FacetConfig.fusion_depth  # CVSA transformer blocks
     temporal_depth: int = FacetConfig.temporal_depth  # temporal-fusion blocks (4D)
@@ -131,19 +132,19 @@ PRESETS: dict[str, TrainConfig] = {
     # otherwise the cpu preset
     "bosphorus": TrainConfig(preset="bosphorus", synth_kind="bosphorus"),
     # 4D: synthetic BU-4DFE sequences; 8 frames of the expressive part, each the aligned first
-    # frame plus three times its change; started from facet's 3D model (other people), whose
-    # towers are the patch tower `tiny`
+    # frame plus three times its change; started from facet's 3D model (other people; the
+    # stem tower, chosen over the patch tower's start on validation people)
     "4d": TrainConfig(preset="4d", synth_kind="bu4dfe", synth_subjects=20, frames=8,
                       frame_sampling="expressive", onset="magnified", magnify=3.0,
-                      init="facet-3d", model="tiny", batch_size=16, epochs=12),
+                      init="facet-3d", batch_size=16, epochs=12),
     # micro-expressions: synthetic 4DME-like clips, leave-one-subject-out (macro clips train
     # too, micro clips are scored); 2 frames of the apex window, each its change from the
     # onset alone (grey + the change: no identity), scaled to one RMS (faint and broad clips
-    # alike); started from facet's 3D model (`tiny`); an auxiliary head reads the annotated
-    # action units
+    # alike); started from facet's 3D model on the patch tower `tiny`; an auxiliary head reads
+    # the annotated action units
     "micro": TrainConfig(preset="micro", synth_kind="4dme", synth_subjects=12, split="loso",
                          train_macro=True, frames=2, frame_sampling="apex", onset="difference",
-                         change_rms=0.3, init="facet-3d", model="tiny", lambda_au=1.0,
+                         change_rms=0.3, init="facet-3d-tiny", model="tiny", lambda_au=1.0,
                          batch_size=8, epochs=30),
     # the reference row: a plain CNN from scratch on the same views (facet.baseline), trained
     # by the same loop and recipe as the cpu preset but at a 4x larger rate (chosen on

@@ -544,12 +544,15 @@ def test_a_validation_split_scores_the_epochs_and_the_test_fold_once(cache, tmp_
     assert again["accuracy"] == metrics["accuracy"] and again["n"] == 12
 
 
-def test_the_4d_preset_starts_from_facets_shipped_3d_model():
-    """--init=facet-3d (the 4d preset's): every weight of the shipped 3D model, stored in
-    float16, starts the 4D model in float32; only the temporal fusion starts fresh."""
-    config = parse_args(["--preset=4d"])
-    assert config.init == "facet-3d"
-    shipped = load_checkpoint(build.FACET_3D, required=("model", "config", "merges"))
+@pytest.mark.parametrize("preset, init", [("4d", "facet-3d"), ("micro", "facet-3d-tiny")])
+def test_the_4d_presets_start_from_facets_shipped_3d_models(preset, init):
+    """--init=facet-3d (the 4d preset's; facet-3d-tiny, micro's): every weight of the shipped
+    3D model, stored in float16, starts the 4D model in float32; only the temporal fusion
+    starts fresh."""
+    config = parse_args([f"--preset={preset}"])
+    assert config.init == init
+    shipped = load_checkpoint(build.SHIPPED_3D[init], required=("model", "config", "merges"))
+    assert shipped["config"]["model"] == config.model  # the preset names the shipped towers
     model = build.build_model(config, build.build_tokenizer(config), 6)
     state = model.state_dict()
     assert all(k.startswith("fusion.temporal.") for k in state if k not in shipped["model"])
