@@ -140,11 +140,11 @@ PRESETS: dict[str, TrainConfig] = {
     # micro-expressions: synthetic 4DME-like clips, leave-one-subject-out (macro clips train
     # too, micro clips are scored); 2 frames of the apex window, each its change from the
     # onset alone (grey + the change: no identity), scaled to one RMS (faint and broad clips
-    # alike); started from facet's 3D model on the patch tower `tiny`; an auxiliary head reads
-    # the annotated action units
+    # alike); started from facet's 3D model (the stem tower, chosen on validation people as
+    # for 4d); an auxiliary head reads the annotated action units
     "micro": TrainConfig(preset="micro", synth_kind="4dme", synth_subjects=12, split="loso",
                          train_macro=True, frames=2, frame_sampling="apex", onset="difference",
-                         change_rms=0.3, init="facet-3d-tiny", model="tiny", lambda_au=1.0,
+                         change_rms=0.3, init="facet-3d", lambda_au=1.0,
                          batch_size=8, epochs=30),
     # the reference row: a plain CNN from scratch on the same views (facet.baseline), trained
     # by the same loop and recipe as the cpu preset but at a 4x larger rate (chosen on

@@ -544,12 +544,13 @@ def test_a_validation_split_scores_the_epochs_and_the_test_fold_once(cache, tmp_
     assert again["accuracy"] == metrics["accuracy"] and again["n"] == 12
 
 
-@pytest.mark.parametrize("preset, init", [("4d", "facet-3d"), ("micro", "facet-3d-tiny")])
+@pytest.mark.parametrize("preset, init", [("4d", "facet-3d"), ("micro", "facet-3d"),
+                                          ("4d --init=facet-3d-tiny --model=tiny", "facet-3d-tiny")])
 def test_the_4d_presets_start_from_facets_shipped_3d_models(preset, init):
-    """--init=facet-3d (the 4d preset's; facet-3d-tiny, micro's): every weight of the shipped
-    3D model, stored in float16, starts the 4D model in float32; only the temporal fusion
-    starts fresh."""
-    config = parse_args([f"--preset={preset}"])
+    """--init=facet-3d (the 4d and micro presets'; facet-3d-tiny, the patch tower's): every
+    weight of the shipped 3D model, stored in float16, starts the 4D model in float32; only the
+    temporal fusion starts fresh."""
+    config = parse_args(f"--preset={preset}".split())
     assert config.init == init
     shipped = load_checkpoint(build.SHIPPED_3D[init], required=("model", "config", "merges"))
     assert shipped["config"]["model"] == config.model  # the preset names the shipped towers
