@@ -7,8 +7,8 @@ two rows differ in the model alone: no CLIP, no pretraining, no prompts, no fusi
 
 The model (`ViewsCNN`):
 - the V views of a frame stacked as one image of 3V channels (the views come from different
-  cameras, so their pixels do not line up; the first convolution learns filters per view
-  channel, so each view is still read on its own terms);
+  cameras, so their pixels do not line up; but every first-layer filter has its own weights
+  for each view's channels, so it can read one view alone as well as combine them);
 - standardised like a from-scratch FacetVLM: minus the training set's mean rendering per view,
   divided by one pixel std (`facet.data.datasets.view_statistics`);
 - five blocks conv 3x3 -> BatchNorm -> ReLU -> max-pool 2 (64 px -> 2 px), a global average,
