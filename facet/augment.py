@@ -17,8 +17,12 @@ factor -- applied so that the result is still a render of the same kind:
   Depth maps likewise get no brightness change. Shaded, texture and colour renders do.
 - Frames of a 4D clip share their view's draw, so the augmentation adds no frame-to-frame
   jitter the temporal model would mistake for motion.
-- No horizontal flip: a flipped yaw -20 view looks like a yaw +20 view of the mirrored face and
-  would break the view-slot semantics CVSA learns.
+- Mirroring (`mirror`, optional): the face mirrored left-right, x -> -x, as a whole. A flipped
+  yaw -20 view is the yaw +20 view of the mirrored face, so flipping every view alone would
+  break the view-slot semantics CVSA learns; `mirror_faces` flips each view *and* moves it to
+  its mirror slot (yaw -> -yaw), and negates the normals' x component: exactly the views of
+  the mirrored mesh (tested against rendering it). An expression keeps its label in the
+  mirror, so each training face is also a new, plausible person.
 - Optional cross-sample mixing (`mix_prob`, needs labels): a view slot is replaced by the same
   slot (same viewpoint) of another sample of the same class, so one "face" combines views of
   different subjects showing the same emotion.
@@ -30,6 +34,7 @@ uninterrupted one. Shapes: B batch, T frames, V views, H x W images.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +81,8 @@ def mix_view_augment(views: torch.Tensor, seeds: torch.Tensor, mode: str = "shad
                      mean: torch.Tensor | None = None, max_rotation: float = 10.0,
                      scale: tuple[float, float] = (0.9, 1.1), max_shift: float = 0.05,
                      brightness: float = 0.1, labels: torch.Tensor | None = None,
-                     view_mask: torch.Tensor | None = None, mix_prob: float = 0.0) -> torch.Tensor:
+                     view_mask: torch.Tensor | None = None, mix_prob: float = 0.0,
+                     mirror: Sequence[int] | None = None) -> torch.Tensor:
     """Independent random rotation / zoom / shift (/ brightness) per view (module docstring).
 
     Args:
@@ -90,6 +96,8 @@ def mix_view_augment(views: torch.Tensor, seeds: torch.Tensor, mode: str = "shad
             [1 - brightness, 1 + brightness] (photometric modes only).
         labels: (B,) int64, needed when mix_prob > 0. view_mask: (B, V) bool, True = present.
         mix_prob: probability that a view slot is taken from another sample of the same class.
+        mirror: the views' mirror slots (`mirror_slots`) to mirror each face with probability
+            1/2, or None for no mirroring.
     Returns:
         (B, T, V, 3, H, W) augmented views in [0, 1], same dtype and device.
     """
@@ -100,12 +108,61 @@ def mix_view_augment(views: torch.Tensor, seeds: torch.Tensor, mode: str = "shad
     if seeds.shape != (b,):
         raise ValueError(f"mix_view_augment wants one seed per sample, got {tuple(seeds.shape)}")
     angle, zoom, shift, gain = _draws(seeds.cpu(), v, max_rotation, scale, max_shift, brightness)
+    if mirror is not None:
+        # a stream of its own (seed + 2): the warp's draws stay what they were without it
+        flip = torch.tensor([bool(torch.rand(1, generator=torch.Generator().manual_seed(
+            int(seed) + 2)) < 0.5) for seed in seeds.tolist()], device=views.device)  # (B,)
+        views = torch.where(flip[:, None, None, None, None, None],
+                            mirror_faces(views, mirror, mode), views)
     if mix_prob > 0:
         if labels is None:
             raise ValueError("mix_prob > 0 needs the labels of the batch")
         mask = torch.ones(b, v, dtype=torch.bool) if view_mask is None else view_mask
         views = _mix_across_samples(views, labels, mask, mix_prob, seeds)
     return warp_views(views, angle, zoom, shift, gain, mode, mean)
+
+
+def mirror_slots(views: Sequence[tuple[float, float]]) -> tuple[int, ...]:
+    """For each view slot j, the slot whose view, flipped, is slot j's view of the mirrored face:
+    the slot of (-yaw, pitch). An involution: mirror_slots(v)[mirror_slots(v)[j]] == j.
+
+    Args:
+        views: V (yaw, pitch) pairs in degrees (`facet.camera.parse_views`).
+    Raises:
+        ValueError: a view whose mirror (-yaw, pitch) is not among the views.
+    """
+    slots = []
+    for yaw, pitch in views:
+        twins = [j for j, (y, p) in enumerate(views)
+                 if math.isclose(y, -yaw, abs_tol=1e-6) and math.isclose(p, pitch, abs_tol=1e-6)]
+        if not twins:
+            raise ValueError(f"views {views}: the view {yaw:g},{pitch:g} has no mirror "
+                             f"{-yaw:g},{pitch:g} among them; mirroring needs a left-right "
+                             "symmetric set of views")
+        slots.append(twins[0])
+    return tuple(slots)
+
+
+def mirror_faces(views: torch.Tensor, slots: Sequence[int], mode: str) -> torch.Tensor:
+    """The views of the mirrored faces (x -> -x): every view flipped left-right and moved to its
+    mirror slot; in normal maps the x component negated (the background kept).
+
+    Negating x is `1 - channel 0` in the encoding (n + 1) / 2. It holds as well for the onset
+    inputs (`facet.data.datasets.model_input`), which are affine in the encoded frames with
+    weights that sum to 1 (x_0 + a (x_t - x_0)) or to 0 around a grey 0.5 (0.5 + a (x_t - x_0)).
+
+    Args:
+        views: (B, T, V, 3, H, W) in [0, 1]. slots: `mirror_slots` of the V views.
+        mode: the render mode (only normal maps change their values).
+    Returns:
+        (B, T, V, 3, H, W), the same dtype.
+    """
+    mirrored = views[:, :, list(slots)].flip(-1)  # (B, T, V, 3, H, W): slot j <- slots[j]
+    if mode != "normals":  # shading under a headlight, depth, colour: symmetric
+        return mirrored
+    x = 1 - mirrored[:, :, :, :1]  # (B, T, V, 1, H, W)
+    background = (mirrored == 1).all(dim=3, keepdim=True)  # no unit normal encodes (1, 1, 1)
+    return torch.where(background, mirrored, torch.cat([x, mirrored[:, :, :, 1:]], dim=3))
 
 
 def warp_views(views: torch.Tensor, angle: torch.Tensor, zoom: torch.Tensor,

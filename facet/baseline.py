@@ -23,6 +23,7 @@ Shapes: B batch, T frames, V views, K classes, C channels, H = W pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -97,13 +98,14 @@ class BaselineObjective(nn.Module):
         augment: mixed view augmentation on (as FACET-VLM's, `facet.augment`);
             mix_prob: cross-sample view mixing.
         mode: the render mode of the views (how they may be augmented).
-        label_smoothing: of the cross-entropy.
+        label_smoothing: of the cross-entropy. mirror: mirror slots, as FACET-VLM's.
     """
 
     def __init__(self, model: ViewsCNN, augment: bool = True, mix_prob: float = 0.0,
-                 mode: str = "normals", label_smoothing: float = 0.0):
+                 mode: str = "normals", label_smoothing: float = 0.0,
+                 mirror: Sequence[int] | None = None):
         super().__init__()
-        self.model, self.augment, self.mix_prob = model, augment, mix_prob
+        self.model, self.augment, self.mix_prob, self.mirror = model, augment, mix_prob, mirror
         self.mode, self.label_smoothing = mode, label_smoothing
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
@@ -111,7 +113,8 @@ class BaselineObjective(nn.Module):
         views = batch["views"]  # (B, T, V, 3, H, W)
         if self.augment:  # the warp pads with the mean face, as FACET-VLM's does
             views = mix_view_augment(views, batch["seed"], self.mode, self.model.pixel_mean,
-                                     labels=batch["label"], mix_prob=self.mix_prob)
+                                     labels=batch["label"], mix_prob=self.mix_prob,
+                                     mirror=self.mirror)
         logits = self.model(views).logits
         loss = F.cross_entropy(logits.float(), batch["label"],
                                label_smoothing=self.label_smoothing)

@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import torch
 
 from facet import prompts as prompt_lib
+from facet.augment import mirror_slots
 from facet.baseline import CNN_MODEL, BaselineObjective, ViewsCNN
 from facet.camera import parse_views
 from facet.checkpoint import (load_checkpoint, load_openai, load_weights, openai_merges,
@@ -405,14 +406,16 @@ def build_objective(config: TrainConfig, model: FacetVLM | ViewsCNN, tokenizer: 
                     ) -> Objective | BaselineObjective:
     """The training step of the config around `model`: augmentation, prompts, loss weights
     (num_aus: the training set's action units, for --lambda_au)."""
+    mirror = mirror_slots(parse_views(config.views)) if config.mirror else None
     if isinstance(model, ViewsCNN):
         return BaselineObjective(model, augment=config.augment, mix_prob=config.mix_prob,
-                                 mode=config.mode, label_smoothing=config.label_smoothing)
+                                 mode=config.mode, label_smoothing=config.label_smoothing,
+                                 mirror=mirror)
     loss = LossConfig(config.label_smoothing, config.lambda_cons, config.lambda_aff,
                       config.consistency, config.lambda_au)
     prompts = class_prompts(config, model, tokenizer, classes, train=True, generator=generator)
     return Objective(model, prompts, loss, augment=config.augment, mix_prob=config.mix_prob,
-                     mode=config.mode, num_aus=num_aus)
+                     mode=config.mode, mirror=mirror, num_aus=num_aus)
 
 
 # --- a trained model back from its file ------------------------------------------------------

@@ -25,6 +25,7 @@ import typing
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Optional
 
+from facet.augment import mirror_slots
 from facet.baseline import CNN_MODEL, CNN_WIDTHS
 from facet.camera import format_views, parse_views
 from facet.clip import PRESETS as CLIP_PRESETS
@@ -106,6 +107,8 @@ class TrainConfig:
     ema_decay: float = 0.0  # also evaluate an exponential moving average of the weights; 0 = off
     augment: bool = True  # mixed view augmentation (independent warp per view)
     mix_prob: float = 0.0  # chance a view slot comes from another face of the same class
+    mirror: bool = False  # train on each face or its left-right mirror image, 1/2 each
+    mirror_test: bool = False  # score a face by the mean of its and its mirror's probabilities
     # --- machinery ---
     device: str = "auto"  # auto (GPU if present), cpu or cuda
     amp: bool = False  # bf16 autocast (default on GPUs; on CPU only if it measures faster)
@@ -239,6 +242,11 @@ def validate(config: TrainConfig) -> TrainConfig:
         problems += [f"--views={c.views!r}: view {yaw:g},{pitch:g} is outside yaw -180..180, "
                      f"pitch -90..90 (degrees)" for yaw, pitch in views
                      if not (-180 <= yaw <= 180 and -90 <= pitch <= 90)]
+        if c.mirror or c.mirror_test:
+            try:
+                mirror_slots(views)
+            except ValueError as err:
+                problems.append(f"--mirror / --mirror_test: {err}")
     if problems:
         raise ValueError("invalid configuration:\n  " + "\n  ".join(problems))
     return config

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
 from facet.atomic import write_atomic
+from facet.augment import mirror_faces, mirror_slots
 from facet.camera import parse_views
 from facet.checkpoint import capture_rng, load_checkpoint, load_weights, restore_rng, \
     save_checkpoint
@@ -440,26 +441,40 @@ def evaluate(model: FacetVLM, dataset: Dataset, classes: tuple[str, ...],
     levels = torch.zeros(num_levels, 2, dtype=torch.long)
     weight_sum = torch.zeros(k, v, dtype=torch.float64)  # every rank the same shape, even empty
     weighs_views = isinstance(model, FacetVLM)  # the CNN baseline reads its views as one image
+    mirror = mirror_slots(parse_views(config.views)) if config.mirror_test else None
     predictions, shared = [], None
-    for batch in tqdm(loader, disable=not (dist.is_main and sys.stderr.isatty()), leave=False,
-                      desc="eval"):
-        batch = to_device(batch, dist.device)
+
+    def scored(views: torch.Tensor, meta: list[dict]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(class probabilities (B, K), view weights (B, V) averaged over frames, or None)."""
+        nonlocal shared
         with autocast(dist.device, amp_dtype):
             if prompts is None:  # the learned head
-                output = model(batch["views"])
+                output = model(views)
             elif prompts.metadata:  # every sample its own prompts
-                tokens = prompts.tokens(batch["meta"]).to(dist.device)  # (B, K, P, L)
-                output = model(batch["views"], class_tokens=tokens)
+                tokens = prompts.tokens(meta).to(dist.device)  # (B, K, P, L)
+                output = model(views, class_tokens=tokens)
             else:  # the ensemble's class embeddings do not depend on the batch: encode once
                 if shared is None:
                     shared = model.encode_classes(prompts.tokens().to(dist.device))  # (K, E)
-                output = model(batch["views"], class_embeddings=shared)
-        labels, probs = batch["label"].cpu(), output.logits.float().softmax(-1).cpu()
-        preds = probs.argmax(-1)
+                output = model(views, class_embeddings=shared)
+        weights = output.view_weights.float().mean(dim=1).double().cpu() if weighs_views \
+            else None  # (B, V)
+        return output.logits.float().softmax(-1).cpu(), weights
+
+    for batch in tqdm(loader, disable=not (dist.is_main and sys.stderr.isatty()), leave=False,
+                      desc="eval"):
+        batch = to_device(batch, dist.device)
+        probs, weights = scored(batch["views"], batch["meta"])
+        if mirror is not None:  # the mean with the mirrored face's (slot j of it is slot m[j])
+            mirrored, mirrored_weights = scored(mirror_faces(batch["views"], mirror, config.mode),
+                                                batch["meta"])
+            probs = (probs + mirrored) / 2
+            if weights is not None:
+                weights = (weights + mirrored_weights[:, list(mirror)]) / 2
+        labels, preds = batch["label"].cpu(), probs.argmax(-1)
         confusion += confusion_matrix(labels, preds, k)
         levels += intensity_counts(labels, preds, batch["intensity"].cpu(), num_levels)
-        if weighs_views:
-            weights = output.view_weights.float().mean(dim=1).double().cpu()  # (B, V), frames
+        if weights is not None:
             weight_sum.index_add_(0, labels, weights)  # (K, V)
         predictions += [{"path": m["path"], "subject": m["subject"], "label": classes[y],
                          "predicted": classes[p], "probabilities": q.tolist()}

@@ -17,6 +17,8 @@ batches (`facet.faces.pretraining.collate_captions`) carry "captions" instead of
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn as nn
 
@@ -36,13 +38,15 @@ class Objective(nn.Module):
         loss: the loss weights; a LearnedMargin is built when lambda_aff > 0.
         augment: mixed view augmentation on; mix_prob: cross-sample view mixing.
         mode: the render mode of the views (how they may be augmented).
+        mirror: the views' mirror slots (`facet.augment.mirror_slots`) to mirror half of the
+            faces, or None.
         num_aus: A, the action units of the auxiliary loss (batches then carry "aus" (B, A));
             a linear AU head on the face embedding is built when loss.lambda_au > 0.
     """
 
     def __init__(self, model: FacetVLM, prompts: ClassPrompts | None, loss: LossConfig,
                  augment: bool = True, mix_prob: float = 0.0, mode: str = "normals",
-                 num_aus: int = 0):
+                 mirror: Sequence[int] | None = None, num_aus: int = 0):
         super().__init__()
         self.model, self.prompts, self.loss_config = model, prompts, loss
         self.margin = LearnedMargin() if loss.lambda_aff > 0 else None
@@ -50,7 +54,7 @@ class Objective(nn.Module):
             raise ValueError("lambda_au > 0 needs the action units to predict (num_aus >= 1)")
         embed_dim = model.clip.config.embed_dim
         self.au_head = nn.Linear(embed_dim, num_aus) if loss.lambda_au > 0 else None
-        self.augment, self.mix_prob, self.mode = augment, mix_prob, mode
+        self.augment, self.mix_prob, self.mode, self.mirror = augment, mix_prob, mode, mirror
         # a frozen text tower gives the same class embeddings every step: encode them once
         self.text_frozen = prompts is not None and prompts.fixed and model.config.freeze_text
         self._frozen_embeddings = None
@@ -66,7 +70,8 @@ class Objective(nn.Module):
         views = batch["views"]  # (B, T, V, 3, H, W)
         if self.augment:
             views = mix_view_augment(views, batch["seed"], self.mode, self.mean_face(views),
-                                     labels=batch["label"], mix_prob=self.mix_prob)
+                                     labels=batch["label"], mix_prob=self.mix_prob,
+                                     mirror=self.mirror)
         if self.prompts is None:  # the learned head
             output = self.model(views)
         elif self.text_frozen:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from facet.augment import mix_view_augment, rotate_normals, warp_views
+from facet.augment import (mirror_faces, mirror_slots, mix_view_augment, rotate_normals,
+                           warp_views)
 from facet.mesh import Mesh
 from facet.render import render_views
 
@@ -101,6 +102,52 @@ def test_rotating_a_normal_map_equals_rendering_a_rolled_camera():
     assert unrolled.median() > 3 * error.median()  # the test can fail: rolling matters
     geometry_only = warp_views(views, one * angle, one, torch.zeros(1, 1, 2), one, "depth")
     assert (geometry_only[0, 0, 0] - reference).abs()[:, inside].median() > 2 * error.median()
+
+
+@pytest.mark.parametrize("mode", ["normals", "shaded", "depth"])
+def test_mirroring_the_views_equals_rendering_the_mirrored_mesh(mode):
+    """Oracle: the views of the mesh mirrored x -> -x (triangles turned to stay front-facing)
+    are the views flipped, moved to their mirror slots and, for normals, x negated (up to the
+    rasterizer's pixel-centre ties at a few edge pixels)."""
+    mesh, views = _bump(), ((-25.0, 0.0), (0.0, 10.0), (25.0, 0.0))
+    mirrored = Mesh(mesh.verts * np.float32([-1, 1, 1]), mesh.faces[:, ::-1].copy())
+    kwargs = dict(views=views, image_size=48, mode=mode, normalize=False)
+    reference = render_views(mirrored, **kwargs)  # (V, 3, H, W)
+    rendered = render_views(mesh, **kwargs)[None, None]  # (1, 1, V, 3, H, W)
+    out = mirror_faces(rendered, mirror_slots(views), mode)[0, 0]
+    error = (out - reference).abs()
+    assert (error > 0.02).float().mean() < 0.01, (error > 0.02).float().mean()
+    assert (rendered[0, 0] - reference).abs().gt(0.02).float().mean() > 0.05  # it can fail
+
+
+def test_mirror_slots_pair_opposite_yaws_and_refuse_an_asymmetric_set():
+    assert mirror_slots(((-20, 0), (0, 0), (20, 0))) == (2, 1, 0)
+    assert mirror_slots(((0, -15), (30, 5), (-30, 5))) == (0, 2, 1)
+    with pytest.raises(ValueError, match="no mirror -10,0"):
+        mirror_slots(((10, 0), (0, 0)))
+
+
+def test_mirroring_twice_is_the_identity_and_keeps_the_background():
+    views = torch.rand(2, 3, 3, 3, 8, 8)
+    views[..., 0, 0] = 1.0  # background pixels
+    slots = mirror_slots(((-20, 0), (0, 0), (20, 0)))
+    once = mirror_faces(views, slots, "normals")
+    assert torch.equal(once[..., :, 0, 7], torch.ones(2, 3, 3, 3))  # flipped, still background
+    torch.testing.assert_close(mirror_faces(once, slots, "normals"), views)
+
+
+def test_augmentation_mirrors_about_half_the_faces_by_their_own_seed():
+    views, slots = _faces(b=64), (2, 1, 0)
+    views[:, :, 0] *= 0.5  # slots told apart, so a mirrored face shows it
+    plain = mix_view_augment(views, _seeds(*range(64)), "depth", **OFF)
+    mixed = mix_view_augment(views, _seeds(*range(64)), "depth", mirror=slots, **OFF)
+    flipped = ~(plain == mixed).flatten(1).all(1)  # (B,)
+    assert 20 < int(flipped.sum()) < 44
+    expected = mix_view_augment(mirror_faces(views, slots, "depth"), _seeds(*range(64)), "depth",
+                                **OFF)  # the identity warp, rounded as the mixed ones are
+    assert torch.equal(mixed[flipped], expected[flipped])
+    alone = mix_view_augment(views[5:6], _seeds(5), "depth", mirror=slots, **OFF)
+    assert torch.equal(alone, mixed[5:6])  # the same draw in any batch
 
 
 def test_rotate_normals_keeps_unit_length_and_the_background():

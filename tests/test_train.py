@@ -17,6 +17,7 @@ import torch
 import evaluate
 import train
 from facet import build, loop, objective
+from facet.augment import mirror_faces
 from facet.checkpoint import load_checkpoint, save_checkpoint
 from facet.config import help_text, parse_args, to_dict
 from facet.data.datasets import collate
@@ -24,7 +25,7 @@ from facet.data.layouts import EMOTIONS
 from facet.data.meshio import save_wrl
 from facet.faces import synth
 from facet.mesh import Mesh
-from facet.runtime import run_lock
+from facet.runtime import DistInfo, run_lock
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -371,6 +372,34 @@ def test_a_frozen_text_tower_is_encoded_once_with_the_same_result(tiny_root, cac
         torch.testing.assert_close(loss, fresh, rtol=0, atol=1e-6)
     grads = torch.autograd.grad(cached[0], [model.clip.logit_scale], allow_unused=True)
     assert grads[0] is not None  # the temperature still learns through cached embeddings
+
+
+def test_mirror_test_scores_the_mean_of_a_face_and_its_mirror_image(tiny_root, cache):
+    """--mirror_test: each probability is the mean of the face's and its mirrored face's
+    (`facet.augment.mirror_faces`), and the view weights are mapped back to their slots."""
+    config = parse_args([f"--data={tiny_root}", f"--cache={cache}", *TINY, "--mirror_test"])
+    samples, _ = build.select_samples(tiny_root, config)
+    store, kept, _ = build.fill_cache(samples, config)
+    dataset = build.make_dataset(kept[:6], store, config, tuple(EMOTIONS), train=False)
+    model = build.build_model(config, build.build_tokenizer(config), 6).eval()
+    prompts = build.class_prompts(config, model, build.build_tokenizer(config), tuple(EMOTIONS))
+    metrics = loop.evaluate(model, dataset, tuple(EMOTIONS), prompts, config, DistInfo())
+    batch = loop.to_device(collate([dataset[i] for i in range(6)]), torch.device("cpu"))
+    views = batch["views"]  # (6, 1, 3, 3, H, W) in [0, 1]
+    with torch.no_grad():
+        shared = model.encode_classes(prompts.tokens())
+        plain = model(views, class_embeddings=shared)
+        mirrored = model(mirror_faces(views, (2, 1, 0), config.mode), class_embeddings=shared)
+    expected = (plain.logits.softmax(-1) + mirrored.logits.softmax(-1)) / 2  # (6, K)
+    got = torch.tensor([p["probabilities"] for p in metrics["predictions"]])
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    assert not torch.allclose(got, plain.logits.softmax(-1), atol=1e-3)  # the mirror counted
+    weights = (plain.view_weights[:, 0] + mirrored.view_weights[:, 0].flip(-1)) / 2  # (6, V)
+    labels = batch["label"]
+    for k, name in enumerate(EMOTIONS):
+        if (labels == k).any():
+            torch.testing.assert_close(torch.tensor(metrics["view_weights"][name]).double(),
+                                       weights[labels == k].mean(0).double(), atol=1e-5, rtol=0)
 
 
 def test_a_run_that_finished_while_this_one_rendered_is_not_overwritten(tiny_root, cache,
