@@ -440,37 +440,21 @@ def evaluate(model: FacetVLM, dataset: Dataset, classes: tuple[str, ...],
     confusion = torch.zeros(k, k, dtype=torch.long)
     levels = torch.zeros(num_levels, 2, dtype=torch.long)
     weight_sum = torch.zeros(k, v, dtype=torch.float64)  # every rank the same shape, even empty
-    weighs_views = isinstance(model, FacetVLM)  # the CNN baseline reads its views as one image
-    mirror = mirror_slots(parse_views(config.views)) if config.mirror_test else None
-    predictions, shared = [], None
-
-    def scored(views: torch.Tensor, meta: list[dict]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(class probabilities (B, K), view weights (B, V) averaged over frames, or None)."""
-        nonlocal shared
-        with autocast(dist.device, amp_dtype):
-            if prompts is None:  # the learned head
-                output = model(views)
-            elif prompts.metadata:  # every sample its own prompts
-                tokens = prompts.tokens(meta).to(dist.device)  # (B, K, P, L)
-                output = model(views, class_tokens=tokens)
-            else:  # the ensemble's class embeddings do not depend on the batch: encode once
-                if shared is None:
-                    shared = model.encode_classes(prompts.tokens().to(dist.device))  # (K, E)
-                output = model(views, class_embeddings=shared)
-        weights = output.view_weights.float().mean(dim=1).double().cpu() if weighs_views \
-            else None  # (B, V)
-        return output.logits.float().softmax(-1).cpu(), weights
-
+    shared = None  # the ensemble's class embeddings do not depend on the batch: encode once
+    predictions = []
     for batch in tqdm(loader, disable=not (dist.is_main and sys.stderr.isatty()), leave=False,
                       desc="eval"):
         batch = to_device(batch, dist.device)
-        probs, weights = scored(batch["views"], batch["meta"])
-        if mirror is not None:  # the mean with the mirrored face's (slot j of it is slot m[j])
-            mirrored, mirrored_weights = scored(mirror_faces(batch["views"], mirror, config.mode),
-                                                batch["meta"])
-            probs = (probs + mirrored) / 2
-            if weights is not None:
-                weights = (weights + mirrored_weights[:, list(mirror)]) / 2
+        with autocast(dist.device, amp_dtype):
+            if prompts is None:  # the learned head
+                conditioning = {}
+            elif prompts.metadata:  # every sample its own prompts (B, K, P, L)
+                conditioning = {"class_tokens": prompts.tokens(batch["meta"]).to(dist.device)}
+            else:
+                if shared is None:
+                    shared = model.encode_classes(prompts.tokens().to(dist.device))  # (K, E)
+                conditioning = {"class_embeddings": shared}
+            probs, weights = class_probabilities(model, batch["views"], config, **conditioning)
         labels, preds = batch["label"].cpu(), probs.argmax(-1)
         confusion += confusion_matrix(labels, preds, k)
         levels += intensity_counts(labels, preds, batch["intensity"].cpu(), num_levels)
@@ -485,9 +469,39 @@ def evaluate(model: FacetVLM, dataset: Dataset, classes: tuple[str, ...],
     metrics = summarize(confusion, classes, all_reduce_sum(levels))
     per_class = all_reduce_sum(weight_sum) / confusion.sum(dim=1).clamp_min(1)[:, None].double()
     metrics["view_weights"] = {c: w.tolist() for c, w in zip(classes, per_class)
-                               } if weighs_views else None  # (K, V)
+                               } if isinstance(model, FacetVLM) else None  # (K, V)
     metrics["predictions"] = all_gather_objects(predictions)
     return metrics
+
+
+def class_probabilities(model: nn.Module, views: torch.Tensor, config: TrainConfig,
+                        **conditioning) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What evaluation scores a batch by: class probabilities and view weights, with
+    `--mirror_test` the means of the faces' and their mirror images' (`facet.augment`).
+
+    Args:
+        model: a FacetVLM or the CNN baseline, in eval mode.
+        views: (B, T, V, 3, H, W) in [0, 1]. config: the run's (views, mode, mirror_test).
+        conditioning: the model's class input (class_embeddings= or class_tokens=; none for
+            a learned head).
+    Returns:
+        (probabilities (B, K) float32 on the CPU, view weights (B, V) float64 averaged over
+        frames, or None for a model that does not weigh views).
+    """
+    def scored(faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        output = model(faces, **conditioning)
+        weights = output.view_weights.float().mean(dim=1).double().cpu() \
+            if isinstance(model, FacetVLM) else None  # (B, V); the CNN reads views as one image
+        return output.logits.float().softmax(-1).cpu(), weights
+
+    probs, weights = scored(views)
+    if config.mirror_test:  # slot j of the mirrored face shows slot mirror[j] of the face
+        mirror = mirror_slots(parse_views(config.views))
+        mirrored, mirrored_weights = scored(mirror_faces(views, mirror, config.mode))
+        probs = (probs + mirrored) / 2
+        if weights is not None:
+            weights = (weights + mirrored_weights[:, list(mirror)]) / 2
+    return probs, weights
 
 
 def shard_indices(n: int, rank: int, world_size: int) -> list[int]:

@@ -32,7 +32,7 @@ from facet.faces.expressions import expression_aus, sample_style
 from facet.faces.face_model import NOSE_TIP, load_face_model, sample_subject
 from facet.faces.familiarity import build_reference, familiarity
 from facet.faces.scanner import demo_face, face_mesh, scan, typical_crop
-from facet.loop import autocast
+from facet.loop import autocast, class_probabilities
 from facet.mesh import Mesh
 from facet.prompts import ensemble_embeddings
 from facet.runtime import amp_dtype
@@ -89,8 +89,8 @@ def classify(predictor: Predictor, meshes: list[Mesh]) -> torch.Tensor:
                          for mesh in meshes])  # (M, 1, V, 3, H, W)
     device = predictor.device
     with torch.no_grad(), autocast(device, amp_dtype(predictor.config.amp, device)):
-        output = predictor.model(views.to(device), class_embeddings=ensemble_embeddings(each))
-    return output.logits.float().softmax(-1).cpu()
+        return class_probabilities(predictor.model, views.to(device), predictor.config,
+                                   class_embeddings=ensemble_embeddings(each))[0]
 
 
 def compare(predictor: Predictor, people: int = 50, intensity: int = 4,

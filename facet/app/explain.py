@@ -6,7 +6,8 @@ checkpoint rebuilt as `evaluate.py` rebuilds it; `explain` runs it on one face:
     scan (mesh file, folder of frames, or Mesh) -> T frames (the checkpoint's frames/sampling)
       -> render_views at the training settings -> uint8 (as the view cache stores them) -> / 255
       -> FacetVLM with the class-prompt ensemble encoded once (as `facet.loop.evaluate`)
-      -> probabilities (K,), per-view predictions (T, V, K), MTGF view weights (T, V),
+      -> probabilities (K,) (with --mirror_test the mean with the mirror image's, as
+         evaluation scores), per-view predictions (T, V, K), MTGF view weights (T, V),
          temporal weights (T,), saliency (T, V, H, W), per-prompt similarities (K, P)
     and, beside the model, the first frame's familiarity (`facet.faces.familiarity`): whether
     the scan looks like the built-in faces at all, or looks turned, so an answer about a sphere
@@ -50,7 +51,7 @@ from facet.data.layouts import natural_key
 from facet.data.meshio import MESH_SUFFIXES, load_mesh
 from facet.data.view_cache import render_frames
 from facet.faces.familiarity import build_reference, judge
-from facet.loop import autocast
+from facet.loop import autocast, class_probabilities
 from facet.mesh import Mesh
 from facet.model import FacetVLM
 from facet.prompts import build_prompts, ensemble_embeddings, tokenize_grid
@@ -321,7 +322,8 @@ def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None
         prompts = ensemble_embeddings(each)  # (K, E), as evaluation encodes the classes
     with torch.no_grad(), autocast(device, amp_dtype(config.amp, device)):
         output = model(views, class_embeddings=prompts)
-    probabilities = output.logits.float().softmax(-1)[0]  # (K,)
+        # scored as evaluation scores (with --mirror_test: the mean with its mirror image's)
+        probabilities = class_probabilities(model, views, config, class_embeddings=prompts)[0][0]
     target = int(probabilities.argmax())
     maps, reference = integrated_gradients(model, views, target, prompts) if saliency \
         else (None, None)
