@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--intensities", default=None,
                         help="comma-separated intensity levels to evaluate, e.g. 1,2,3,4 (the "
                              "held-out subjects at levels the protocol did not train on)")
+    parser.add_argument("--mirror_test", action=argparse.BooleanOptionalAction, default=None,
+                        help="score each face by the mean of its and its mirror image's "
+                             "probabilities (default: as the checkpoint was trained)")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--cache", default=None, help="view cache folder (default: as trained)")
@@ -182,7 +185,7 @@ def run(args: argparse.Namespace, device: torch.device, argv: list[str], started
             raise ValueError("SCAN arguments predict single scans; --data, --split and --cache "
                              "evaluate a dataset: use one or the other")
         return predict_scans(args.ckpt, args.scans, args.out, args.zero_shot, device,
-                             args.neutral)
+                             args.neutral, args.mirror_test)
     predictor = build.load_predictor(args.ckpt, device)
     config, classes, tokenizer, model = (predictor.config, predictor.classes,
                                          predictor.tokenizer, predictor.model)
@@ -219,12 +222,15 @@ def run(args: argparse.Namespace, device: torch.device, argv: list[str], started
         out = out.with_name(out.name + "-zero-shot")
     if args.intensities and not args.out:
         out = out.with_name(out.name + "-levels" + args.intensities.replace(",", ""))
+    mirror_test = config.mirror_test if args.mirror_test is None else args.mirror_test
+    if mirror_test != config.mirror_test and not args.out:
+        out = out.with_name(out.name + ("-mirror" if mirror_test else "-no-mirror"))
     shipped = build.FACET_CLIP.parent in Path(args.ckpt).resolve().parents
     if shipped and not args.out:  # facet's own weights: never write into the package
         out = Path("out") / f"{Path(args.ckpt).stem}-{out.name}"
     runtime.check_writable(out, "--out")  # before the (slow) rendering, not after
 
-    changes = {"eval_batch_size": args.batch_size, "workers": 0}
+    changes = {"eval_batch_size": args.batch_size, "workers": 0, "mirror_test": mirror_test}
     if args.data:
         changes.update(data=args.data, dataset=args.dataset, intensities=None, subjects=None)
     elif builtin:  # the built-in set of that kind, at its writer's size, in its own folder
@@ -260,7 +266,8 @@ def run(args: argparse.Namespace, device: torch.device, argv: list[str], started
 
 
 def predict_scans(ckpt: str, scans: list[str], out: str, zero_shot: str,
-                  device: torch.device, neutral: str = "") -> dict:
+                  device: torch.device, neutral: str = "", mirror_test: bool | None = None
+                  ) -> dict:
     """Predict and explain each scan (facet.app.explain): prediction.json, a sheet per scan, a
     table.
     A scan that cannot be read or renders blank is skipped and reported (stderr and the
@@ -277,6 +284,9 @@ def predict_scans(ckpt: str, scans: list[str], out: str, zero_shot: str,
     if missing:  # before the checkpoint is loaded
         raise FileNotFoundError(f"no such scan: {', '.join(missing)}")
     predictor = build.load_predictor(ckpt, device)
+    if mirror_test is not None:  # None: as the checkpoint was trained
+        predictor = dataclasses.replace(predictor, config=dataclasses.replace(
+            predictor.config, mirror_test=mirror_test))
     # a single scan has no label to keep: a "label=description" class is shown by its prompt
     classes = zero_shot_classes(zero_shot)[1] if zero_shot else None
     predictions, skipped = [], []

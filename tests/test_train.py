@@ -402,6 +402,19 @@ def test_mirror_test_scores_the_mean_of_a_face_and_its_mirror_image(tiny_root, c
                                        weights[labels == k].mean(0).double(), atol=1e-5, rtol=0)
 
 
+def test_evaluate_can_switch_the_mirror_test_of_a_checkpoint(tiny_root, cache, tmp_path):
+    """evaluate.py --mirror_test / --no-mirror_test overrides the checkpoint's choice, into a
+    folder of its own; without the flag it scores as trained."""
+    train.main(args(tiny_root, cache, tmp_path, "--no-mirror_test"))
+    ckpt = str(tmp_path / "t" / "ckpt.pt")
+    plain = evaluate.main(["--ckpt", ckpt, "--cache", str(cache)])
+    mirrored = evaluate.main(["--ckpt", ckpt, "--cache", str(cache), "--mirror_test"])
+    assert (tmp_path / "t" / "eval-test-mirror" / "metrics.json").is_file()
+    p = torch.tensor([q["probabilities"] for q in plain["predictions"]])
+    m = torch.tensor([q["probabilities"] for q in mirrored["predictions"]])
+    assert p.shape == m.shape and not torch.allclose(p, m, atol=1e-4)
+
+
 def test_a_run_that_finished_while_this_one_rendered_is_not_overwritten(tiny_root, cache,
                                                                          tmp_path, monkeypatch):
     # the race: a second run with the same --name passes run()'s early check, and the first
