@@ -39,7 +39,7 @@ from facet.augment import mirror_faces, mirror_slots
 from facet.camera import parse_views
 from facet.checkpoint import capture_rng, load_checkpoint, load_weights, restore_rng, \
     save_checkpoint
-from facet.config import RESUMABLE, TrainConfig, to_dict
+from facet.config import BEFORE_THEY_EXISTED, RESUMABLE, TrainConfig, to_dict
 from facet.data.datasets import collate
 from facet.model import FacetVLM
 from facet.prompts import ClassPrompts
@@ -179,8 +179,8 @@ def resume(path: Path, config: TrainConfig, objective: nn.Module, optimizer, sch
         ValueError: the config differs from the checkpoint's in an option that changes the run.
     """
     ckpt = load_checkpoint(path, required=("model", "config", "optimizer", "scheduler", "rng"))
-    # an option added since the run was made ran at its default (that is what it did)
-    defaults = to_dict(TrainConfig())
+    # an option added since the run was made ran at its default then (that is what it did)
+    defaults = {**to_dict(TrainConfig()), **BEFORE_THEY_EXISTED}
     used = {k: ckpt["config"].get(k, defaults.get(k)) for k in to_dict(config)}
     changed = sorted(k for k, v in to_dict(config).items() if used[k] != v and k not in RESUMABLE)
     if changed:

@@ -5,8 +5,8 @@ from dataclasses import replace
 
 import pytest
 
-from facet.config import (PRESETS, SYNTH_KINDS, TrainConfig, from_dict, help_text, parse_args,
-                          to_dict)
+from facet.config import (BEFORE_THEY_EXISTED, PRESETS, SYNTH_KINDS, TrainConfig, from_dict,
+                          help_text, parse_args, to_dict)
 from facet.faces import synth
 
 
@@ -55,7 +55,7 @@ def test_presets_and_roundtrip():
     assert (config.preset, config.frames, config.lr) == ("4d", PRESETS["4d"].frames, 0.1)
     assert parse_args(["--preset", "micro"]).split == "loso"
     default = parse_args([])  # fine-tunes facet's CLIP, so no from-scratch embedding centring
-    assert default == replace(TrainConfig(), center_images=False)
+    assert default == replace(PRESETS["cpu"], center_images=False)
     assert parse_args(["--pretrained="]).center_images is True  # from scratch: centred
     assert parse_args(["--pretrained=", "--no-center_images"]).center_images is False
     assert parse_args(["--center_images"]).center_images is True  # an explicit choice wins
@@ -95,3 +95,13 @@ def test_a_checkpoint_config_of_the_wrong_types_is_refused(entry, words):
         assert from_dict(to_dict(preset)) == preset
     with pytest.raises(ValueError, match=words):
         from_dict({**to_dict(TrainConfig()), **entry})
+
+
+def test_a_config_stored_before_an_option_existed_reads_as_it_ran():
+    """A checkpoint made before --mirror existed ran without mirror images, whatever today's
+    default is; one that stored the option keeps its value."""
+    old = to_dict(TrainConfig())
+    for key in BEFORE_THEY_EXISTED:
+        del old[key]
+    assert not from_dict(old).mirror and not from_dict(old).mirror_test
+    assert from_dict(to_dict(TrainConfig())).mirror == TrainConfig().mirror
