@@ -177,10 +177,18 @@ def test_demo_face_comparison_classifies_as_explain_does(static):
 
 @pytest.mark.slow
 def test_saliency_adds_up_to_the_rise_in_log_probability(static):
-    """Integrated gradients' completeness: the attributions sum to log p(x) - log p(mean face)."""
+    """Integrated gradients' completeness: the attributions sum to log p(x) - log p(mean face),
+    where p(x) is of the face as read (with --mirror_test the reported probability is the mean
+    with its mirror image's: the model without the mirror gives the same endpoint)."""
     predictor = build.load_predictor(static[0])
     prediction = explain.explain(predictor, scanner.demo_face("happiness", 4, seed=2))
-    rise = prediction.probabilities.max().log().item() - prediction.saliency_reference
+    rise = prediction.saliency_endpoint - prediction.saliency_reference
+    plain = dataclasses.replace(predictor, config=dataclasses.replace(predictor.config,
+                                                                      mirror_test=False))
+    alone = explain.explain(plain, scanner.demo_face("happiness", 4, seed=2), saliency=False)
+    k = int(prediction.probabilities.argmax())
+    assert prediction.saliency_endpoint == pytest.approx(alone.probabilities[k].log().item(),
+                                                         abs=1e-5)
     assert prediction.saliency.sum().item() == pytest.approx(rise, rel=0.05, abs=1e-3)
     # pixels that equal the mean face (the background every view shares) get nothing
     reference = predictor.model.pixel_mean[:3]

@@ -180,6 +180,7 @@ class Prediction:
     saliency: torch.Tensor | None  # (T, V, H, W) attribution to log p(predicted class); None:
     # not computed (`explain(..., saliency=False)`)
     saliency_reference: float | None  # log p(predicted | reference): attributions sum to the rise
+    saliency_endpoint: float | None  # ... to log p(predicted | the views as read, unmirrored)
     prompts: list[list[str]] | None  # K x P prompt texts (None: learned head)
     prompt_similarities: torch.Tensor | None  # (K, P) cosine of the face to every prompt
     familiarity: float  # how like built-in faces the (first) frame looks (facet.faces.familiarity)
@@ -198,7 +199,6 @@ class Prediction:
 
     def to_json(self) -> dict:
         """Every number, as plain JSON values (saliency maps rounded to 4 significant digits)."""
-        k = int(self.probabilities.argmax())
         per_class = lambda values: {c: round(float(v), 6) for c, v in zip(self.classes, values)}
         maps = None if self.saliency is None else self.saliency.numpy()
         return {
@@ -215,7 +215,7 @@ class Prediction:
                 "method": "integrated gradients of log p(predicted class), from the model's "
                           f"reference image to the views, {SALIENCY_STEPS} steps",
                 "target": self.predicted,
-                "log_prob": float(self.probabilities[k].log()),
+                "log_prob": self.saliency_endpoint,  # of the views as read (not mirrored)
                 "log_prob_mean_face": self.saliency_reference,
                 "sum": float(maps.sum()),
                 "per_view": maps.sum(axis=(2, 3)).tolist(),  # (T, V) each view's share of the sum
@@ -259,7 +259,8 @@ def integrated_gradients(model: FacetVLM, views: torch.Tensor, target: int,
         target: the class index. prompts: class embeddings (K, E), or None (learned head).
         steps: points on the straight path from the reference to the views (midpoint rule).
     Returns:
-        (attributions (T, V, H, W) summed over colour channels, log p(target | reference)).
+        (attributions (T, V, H, W) summed over colour channels, log p(target | reference),
+        log p(target | views)): the attributions add up to the difference of the two.
     """
     _, t, v, c, h, w = views.shape
     reference = model.resized(model.pixel_mean[:v].float(), (h, w))  # what the model subtracts
@@ -273,8 +274,9 @@ def integrated_gradients(model: FacetVLM, views: torch.Tensor, target: int,
             grad += torch.autograd.grad(logits.log_softmax(-1)[:, target].sum(), path)[0].sum(0)
     with torch.no_grad():
         base = model(reference, class_embeddings=prompts).logits.float().log_softmax(-1)
+        end = model(views, class_embeddings=prompts).logits.float().log_softmax(-1)
     attribution = (views - reference)[0] * grad / steps  # (T, V, 3, H, W)
-    return attribution.sum(dim=2), float(base[0, target])  # (T, V, H, W)
+    return attribution.sum(dim=2), float(base[0, target]), float(end[0, target])
 
 
 def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None = None,
@@ -325,8 +327,9 @@ def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None
         # scored as evaluation scores (with --mirror_test: the mean with its mirror image's)
         probabilities = class_probabilities(model, views, config, class_embeddings=prompts)[0][0]
     target = int(probabilities.argmax())
-    maps, reference = integrated_gradients(model, views, target, prompts) if saliency \
-        else (None, None)
+    # the saliency explains the face as read: with --mirror_test, not its mirror image's share
+    maps, reference, endpoint = integrated_gradients(model, views, target, prompts) \
+        if saliency else (None, None, None)
     face = output.embedding.float()[0]  # (E,) unit norm
     similarity = None if each is None else each @ face  # (K, P)
     if isinstance(scan, (str, Path)):
@@ -344,6 +347,7 @@ def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None
         frame_weights=None if output.frame_weights is None
         else output.frame_weights.float()[0].cpu(),
         saliency=None if maps is None else maps.cpu(), saliency_reference=reference,
+        saliency_endpoint=endpoint,
         prompts=texts,
         prompt_similarities=None if similarity is None else similarity.cpu(),
         familiarity=judgement.familiarity, familiarity_threshold=judgement.threshold,
