@@ -481,9 +481,11 @@ def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> Pred
     if {"state_dict", "merges"} <= entries:  # the merges and render settings
         clip = load_openai(path)
         render = stored.get("render", {})
+        # scored as pretraining scored it each epoch: the faces as read, no mirror images
         config = TrainConfig(image_size=render.get("image_size", clip.config.image_size),
                              views=render.get("views", TrainConfig.views),
-                             mode=render.get("mode", TrainConfig.mode), model="tiny")
+                             mode=render.get("mode", TrainConfig.mode), model="tiny",
+                             mirror=False, mirror_test=False)
         tokenizer = Tokenizer.from_merges(stored["merges"])
         model = zero_shot_model(clip, view_slots(config))
         return Predictor(model.to(device).eval(), tokenizer, EMOTIONS, config,
