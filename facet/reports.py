@@ -332,7 +332,9 @@ CURVES = (("losses", "loss (nats)", {"loss": "total (per step)", "ce": "cross-en
                                      "cons": "multiview consistency", "aff": "AffectVLM",
                                      "train_loss": "total (epoch mean)"}),
           ("accuracy", "accuracy", {"train_acc": "training split", "val_acc": "validation split",
-                                    "test_acc": "held-out split"}),
+                                    "val_acc_ema": "validation split, moving average",
+                                    "test_acc": "held-out split",
+                                    "test_acc_ema": "held-out split, moving average"}),
           ("learning rate", "learning rate", {"lr": "lr"}))
 # CLIP pretraining logs the same keys for other quantities: train_acc is in-batch retrieval
 # (each image's caption among the batch's, chance 1 / batch size) and test_acc the zero-shot
