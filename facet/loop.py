@@ -9,7 +9,9 @@ One loop for FACET-VLM and for CLIP pretraining; what differs is the objective (
 - `train_epoch` runs `grad_accum` micro-batches per optimizer step; under DDP the gradient
   all-reduce runs only on the last micro-batch of a step (`no_sync` on the others). A loss that
   stops being finite stops the run at that step (the last good checkpoint stays).
-- `evaluate` scores a model by its class prompts (or learned head) -- no loss, no objective.
+- `evaluate` scores a model by its class prompts (or learned head) -- no loss, no objective --
+  through `class_probabilities`, which explain.py and the app share (with `--mirror_test`, the
+  mean with each face's mirror image).
   Each rank takes its own shard (r, r + W, ...: no sample padded or counted twice); *counts*
   (confusion matrix, per-intensity hits, view-weight sums) are summed across ranks and the
   per-sample predictions gathered for predictions.csv.
