@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +78,9 @@ _MISS_DEPTH = 4.0
 _MISS = 0x40800000 << 32  # an empty pixel's key: float32 bits of 4.0 high, row 0 (no face) low
 MAX_IMAGE_SIDE = 1 << 14  # so that size classes (16 log2 height + log2 width) fit in a byte
 NOT_DRAWN = 255  # size class of culled and empty faces: sorts after every real class
+# Which 32-bit half of an int64 key holds its low bits (the row): the first in memory on a
+# little-endian machine.
+_LOW_HALF = 0 if sys.byteorder == "little" else 1
 
 
 @dataclass
@@ -310,6 +314,8 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
     drawn = (inside[0] * inside[1] * inside[2] > 0) & (box[2] > 0) & (box[3] > 0) & (area != 0)
     if cull_backfaces:
         drawn &= area < 0
+    # The barycentric planes step 4 reads, in entry order: column entry + 1 of the table.
+    plane_table = _barycentric_planes(sx, sy, corners_of(corner_index, 3), area)  # (9, V*F + 1)
 
     # 2. Sort the drawn entries by size class (a one-byte key: a fast radix sort), so that each
     #    bucket is a contiguous range of columns, and gather their corners again in that order.
@@ -319,12 +325,12 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
     if len(entry) == 0:
         return _nothing_drawn(n_views, h, w, device)
     corner_index = corner_index.index_select(1, entry)  # (3, K)
-    sx, sy, z, inv_w = (corners_of(corner_index, c) for c in range(4))  # (3, K) each
+    sx, sy, z = (corners_of(corner_index, c) for c in range(3))  # (3, K) each
     box, area = box.index_select(1, entry), area.index_select(0, entry)  # (4, K), (K,)
     view = entry // n_faces  # (K,)
 
     # 3. Edge functions and depth planes per entry, then the z-buffer: one int64 key per pixel.
-    scan, base, planes = _setup_triangles(sx, sy, z, inv_w, area, box, view, h, w)
+    scan, base = _setup_triangles(sx, sy, z, area, box, view, h, w)
     keys = torch.full((n_views * h * w + h * w,), _MISS, dtype=torch.int64, device=device)
     row = entry + 1  # (K,) row of each entry in the entry-indexed tables below; row 0: none
     start = 0
@@ -339,12 +345,11 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
 
     # 4. Resolve: the winner of each pixel, its depth and barycentrics, from tables indexed by
     #    row (entry + 1), so that a pixel no face won (low half 0) reads row 0: no face, zeros.
-    plane_table = torch.zeros(n_entries + 1, 9, device=device)  # (V*F + 1, 9)
-    plane_table.index_copy_(0, row, planes.t().contiguous())
-    face_of_row = torch.cat([torch.tensor([-1], device=device),
-                             torch.arange(n_faces, device=device).repeat(n_views)])  # (V*F + 1,)
+    face_of_row = torch.empty(n_entries + 1, dtype=torch.int64, device=device)  # (V*F + 1,)
+    face_of_row[0] = -1
+    face_of_row[1:].view(n_views, n_faces).copy_(torch.arange(n_faces, device=device))
     pix_to_face, zbuf, covered, covered_bary = _resolve(keys[: n_views * h * w], plane_table,
-                                                       face_of_row, h, w)
+                                                       face_of_row, n_views, h, w)
     return Fragments(pix_to_face.view(n_views, h, w), zbuf.view(n_views, h, w), covered,
                      covered_bary)
 
@@ -357,13 +362,13 @@ def _nothing_drawn(n_views: int, h: int, w: int, device: torch.device) -> Fragme
                      torch.zeros(3, 0, device=device))
 
 
-def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, inv_w: torch.Tensor,
-                     area: torch.Tensor, box: torch.Tensor, view: torch.Tensor, h: int,
-                     w: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-    """Edge functions, depth and barycentric planes of K triangles on the fixed-point grid.
+def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, area: torch.Tensor,
+                     box: torch.Tensor, view: torch.Tensor, h: int,
+                     w: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Edge functions and depth planes of K triangles on the fixed-point grid.
 
     Args:
-        sx, sy, z, inv_w: (3, K) snapped screen corners, z_ndc and 1/w of each corner.
+        sx, sy, z: (3, K) snapped screen corners and z_ndc of each corner.
         area: (K,) twice the signed area (`_doubled_area`), never 0.
         box: (4, K) first column, first row, width, height (not empty).
         view: (K,) the view of each triangle.
@@ -372,8 +377,6 @@ def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, inv_w:
             non-top-left edges), dE_i/dcolumn, dE_i/drow (3, K) each; depth + 2 at the first
             pixel and its two steps (3, K); box width and height (K,) each.
         base: (K,) int64 index of the box's first pixel in the (V*H*W) image stack.
-        planes: (9, K) a_i, g_i, k_i (i = 0, 1, 2): b_i / w_i = a_i + g_i col + k_i row at
-            pixel (row, col), for the perspective-correct barycentrics.
     """
     half = SUBPIXEL // 2
     col0, row0, box_w, box_h = box.unbind(0)
@@ -398,38 +401,79 @@ def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, inv_w:
     scan = [origin - not_top_left.float(),  # E' = E - 1 on other edges: E' >= 0 inside
             step_x, step_y, depth_plane, box_w, box_h]
     base = view * (h * w) + row0.long() * w + col0.long()  # (K,)
-    # Perspective-correct barycentrics: beta_i is proportional to b_i / w_i = E_i / (2A w_i),
-    # affine in the pixel's column and row: E_i at pixel (0, 0) and its steps, scaled.
-    at_first_pixel = edge_x * (half - a_y) - edge_y * (half - a_x)  # (3, K)
-    scale = inv_w / area  # (3, K) 1 / (2A w_i)
-    planes = torch.cat([at_first_pixel * scale, -edge_y * (SUBPIXEL * scale),
-                        edge_x * (SUBPIXEL * scale)])  # (9, K)
-    return scan, base, planes
+    return scan, base
+
+
+def _barycentric_planes(sx: torch.Tensor, sy: torch.Tensor, inv_w: torch.Tensor,
+                        area: torch.Tensor) -> torch.Tensor:
+    """The perspective-correct barycentric planes of E triangles, as the table `_resolve` reads.
+
+    beta_i is proportional to b_i / w_i = E_i / (2A w_i), affine in the pixel's column and row:
+    a_i + g_i col + k_i row, with a_i the value at pixel (0, 0) and g_i, k_i its steps.
+
+    Args:
+        sx, sy, inv_w: (3, E) snapped screen corners and 1/w of each corner.
+        area: (E,) twice the signed area; entries with 0 are never drawn (harmless numbers).
+    Returns:
+        (9, E + 1) float32: rows a_0..a_2, g_0..g_2, k_0..k_2; column e + 1 for triangle e and
+        column 0 zeros (the row of "no face"), so a pixel indexes it by its key's row.
+    """
+    half = SUBPIXEL // 2
+    a_x, a_y, b_x, b_y = sx.roll(-1, 0), sy.roll(-1, 0), sx.roll(-2, 0), sy.roll(-2, 0)
+    edge_x, edge_y = b_x - a_x, b_y - a_y  # (3, E): edge i runs from v_{i+1} to v_{i+2}
+    scale = inv_w / torch.where(area == 0, 1.0, area)  # (3, E) 1 / (2A w_i)
+    table = sx.new_empty(9, sx.shape[1] + 1)
+    table[:, 0] = 0.0
+    torch.mul(edge_x * (half - a_y) - edge_y * (half - a_x), scale, out=table[0:3, 1:])
+    torch.mul(edge_y, scale * -SUBPIXEL, out=table[3:6, 1:])
+    torch.mul(edge_x, scale * SUBPIXEL, out=table[6:9, 1:])
+    return table
+
+
+@functools.lru_cache(maxsize=8)
+def _pixel_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """(2, H*W) float32 column and row of each pixel of one view, in pixel order.
+
+    Cached: every call of `_resolve` at this image size reads it, and computing it per call
+    would cost two integer divisions per pixel (which do not vectorise) on every render.
+    """
+    pixel = torch.arange(h * w, device=device)
+    return torch.stack([pixel % w, pixel // w]).float()
 
 
 def _resolve(keys: torch.Tensor, plane_table: torch.Tensor, face_of_row: torch.Tensor,
-             h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+             n_views: int, h: int,
+             w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unpack the z-buffer keys (P = V*H*W,) into pix_to_face (P,), zbuf (P,), the covered
     pixels (Q,) and their barycentrics (3, Q).
 
-    plane_table (V*F + 1, 9) and face_of_row (V*F + 1,) hold each entry's planes (as from
-    `_setup_triangles`) and face at its row, -1 at row 0 (no face). Barycentrics are computed
-    for the covered pixels only (often a third of the image): their planes are the per-pixel
-    stage's largest read, from a table too big for the cache.
+    plane_table (9, V*F + 1) (`_barycentric_planes`) and face_of_row (V*F + 1,) hold each
+    entry's planes and face at its row, -1 at row 0 (no face). Barycentrics are computed for the
+    covered pixels only (often a third of the image), one plane coefficient at a time, so that
+    each gather reads one row of the table and each sum runs along contiguous memory.
     """
-    row = keys & 0xFFFFFFFF  # (P,) row of the winning entry; 0 where no face covers the pixel
+    # A key's two 32-bit halves, read in place: the row (low) and the depth's float bits (high).
+    halves = keys.view(torch.int32)  # (2P,)
+    row = halves[_LOW_HALF::2]  # (P,) row of the winning entry; 0 where no face covers the pixel
     pix_to_face = face_of_row.index_select(0, row)
     # Depth + 2 is in [1, 3] where a face is drawn and _MISS_DEPTH elsewhere: clamped to 3, it
     # is the far plane's 1 there, like a cleared OpenGL depth buffer.
-    zbuf = (keys >> 32).to(torch.int32).view(torch.float32).clamp_(max=3.0).sub_(2.0)
+    zbuf = keys.view(torch.float32)[1 - _LOW_HALF::2].clamp(max=3.0).sub_(2.0)
     covered = row.nonzero().view(-1)  # (Q,) flat indices of the pixels some face won
-    planes = plane_table.index_select(0, row.index_select(0, covered))  # (Q, 9)
-    in_view = covered % (h * w)
-    col, line = (in_view % w).float(), (in_view // w).float()  # (Q,) each
+    winner = row.index_select(0, covered)  # (Q,)
+    # Each view's covered pixels are one run of `covered` (it ascends): their column and row
+    # come from the one-view grid, so no pixel pays an integer division.
+    grid = _pixel_grid(h, w, keys.device)  # (2, H*W)
+    bounds = torch.searchsorted(covered, torch.arange(n_views + 1, device=keys.device)
+                                * (h * w)).tolist()
+    col_row = torch.cat([grid.index_select(1, covered[first:end] - v * h * w)
+                         for v, (first, end) in enumerate(zip(bounds[:-1], bounds[1:]))], 1)
+    col, line = col_row  # (Q,) each
     bary = torch.empty(3, len(covered), device=keys.device)  # (3, Q)
     for i in range(3):  # a_i + g_i col + k_i row
-        torch.addcmul(planes[:, i], planes[:, 3 + i], col, out=bary[i])
-        bary[i].addcmul_(planes[:, 6 + i], line)
+        a, g, k = (plane_table[i + 3 * j].index_select(0, winner) for j in range(3))
+        torch.addcmul(a, g, col, out=bary[i])
+        bary[i].addcmul_(k, line)
     bary.clamp_(min=0)
     bary /= bary[0] + bary[1] + bary[2]  # > 0: the pixel is inside the face
     return pix_to_face, zbuf, covered, bary
