@@ -71,7 +71,7 @@ import torch
 
 SUBPIXEL = 16  # fixed-point steps per pixel (4 bits): exact integer edge functions in float32
 GUARD_BAND = 64.0  # |x_ndc|, |y_ndc| limit; keeps snapped coordinates far below float32 overflow
-CANDIDATE_BUDGET = 1 << 21  # (face, pixel) candidates per chunk: ~8 MB per float32 temporary
+CANDIDATE_BUDGET = 1 << 16  # (face, pixel) candidates per chunk: its temporaries stay near 1 MB
 # An empty pixel's depth in its key, above any drawn z_ndc + 2 <= 3; an outside candidate's
 # depth gains as much per unit of its most negative E'.
 _MISS_DEPTH = 4.0
@@ -330,17 +330,17 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
     view = entry // n_faces  # (K,)
 
     # 3. Edge functions and depth planes per entry, then the z-buffer: one int64 key per pixel.
-    scan, base = _setup_triangles(sx, sy, z, area, box, view, h, w)
+    planes, base = _setup_triangles(sx, sy, z, area, box, view, h, w)  # (3, 4, K), (K,)
     keys = torch.full((n_views * h * w + h * w,), _MISS, dtype=torch.int64, device=device)
-    row = entry + 1  # (K,) row of each entry in the entry-indexed tables below; row 0: none
+    row = (entry + 1).int()  # (K,) row of each entry in the entry-indexed tables below; 0: none
     start = 0
     for size_class, count in enumerate(counts[:NOT_DRAWN]):
         gh, gw = min(2 ** (size_class // 16), h), min(2 ** (size_class % 16), w)
         chunk = max(1, CANDIDATE_BUDGET // (gh * gw))
         for first in range(start, start + count, chunk):
             part = slice(first, min(first + chunk, start + count))
-            _scatter_bucket(keys, [t[..., part] for t in scan], row[part], base[part],
-                            gh, gw, w)
+            _scatter_bucket(keys, planes[..., part], box[2, part], box[3, part], row[part],
+                            base[part], gh, gw, w)
         start += count
 
     # 4. Resolve: the winner of each pixel, its depth and barycentrics, from tables indexed by
@@ -373,13 +373,14 @@ def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, area: 
         box: (4, K) first column, first row, width, height (not empty).
         view: (K,) the view of each triangle.
     Returns:
-        scan: what `_scatter_bucket` reads: E_i at the box's first pixel (E_i - 1 on
-            non-top-left edges), dE_i/dcolumn, dE_i/drow (3, K) each; depth + 2 at the first
-            pixel and its two steps (3, K); box width and height (K,) each.
+        planes: (3, 4, K) what `_scatter_bucket` reads: the value at the box's first pixel, its
+            step per column and its step per row (first index) of four affine functions
+            (second index): E'_0, E'_1, E'_2 (E_i, less 1 on edges that are not top-left, so
+            that E' >= 0 inside) and depth + 2.
         base: (K,) int64 index of the box's first pixel in the (V*H*W) image stack.
     """
     half = SUBPIXEL // 2
-    col0, row0, box_w, box_h = box.unbind(0)
+    col0, row0 = box[0], box[1]
     a_x, a_y, b_x, b_y = sx.roll(-1, 0), sy.roll(-1, 0), sx.roll(-2, 0), sy.roll(-2, 0)
     edge_x, edge_y = b_x - a_x, b_y - a_y  # (3, K): edge i runs from v_{i+1} to v_{i+2}
     # E_i(P) = edge_x_i (P_y - a_y_i) - edge_y_i (P_x - a_x_i) at pixel centre P: twice the
@@ -396,12 +397,12 @@ def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, area: 
     origin = origin * orient
     # Depth is affine in screen space: z = sum_i E_i z_i / 2A, evaluated like the E_i.
     z_weights = z / area.abs()  # (3, K)
-    depth_plane = torch.stack([(origin * z_weights).sum(0) + 2.0,  # +2: keys need depth > 0
-                               (step_x * z_weights).sum(0), (step_y * z_weights).sum(0)])
-    scan = [origin - not_top_left.float(),  # E' = E - 1 on other edges: E' >= 0 inside
-            step_x, step_y, depth_plane, box_w, box_h]
+    planes = torch.stack([torch.cat([origin - not_top_left.float(),
+                                     (origin * z_weights).sum(0, keepdim=True) + 2.0]),
+                          torch.cat([step_x, (step_x * z_weights).sum(0, keepdim=True)]),
+                          torch.cat([step_y, (step_y * z_weights).sum(0, keepdim=True)])])
     base = view * (h * w) + row0.long() * w + col0.long()  # (K,)
-    return scan, base
+    return planes, base  # depth + 2 above: keys need depth > 0
 
 
 def _barycentric_planes(sx: torch.Tensor, sy: torch.Tensor, inv_w: torch.Tensor,
@@ -479,40 +480,50 @@ def _resolve(keys: torch.Tensor, plane_table: torch.Tensor, face_of_row: torch.T
     return pix_to_face, zbuf, covered, bary
 
 
-def _scatter_bucket(keys: torch.Tensor, scan: list[torch.Tensor], row: torch.Tensor,
-                    base: torch.Tensor, gh: int, gw: int, w: int) -> None:
+@functools.lru_cache(maxsize=64)
+def _grid_offsets(gh: int, gw: int, w: int,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A (gh, gw) grid of candidate pixels: its rows (gh, 1) and columns (gw, 1) as float32,
+    and each cell's offset from the grid's first pixel in an image W wide, (gh, gw, 1) int64.
+    Cached: a render calls `_scatter_bucket` once per bucket with the same few grids."""
+    dy = torch.arange(gh, device=device, dtype=torch.float32)[:, None]
+    dx = torch.arange(gw, device=device, dtype=torch.float32)[:, None]
+    offset = (torch.arange(gh, device=device)[:, None, None] * w
+              + torch.arange(gw, device=device)[None, :, None])
+    return dy, dx, offset
+
+
+def _scatter_bucket(keys: torch.Tensor, planes: torch.Tensor, box_w: torch.Tensor,
+                    box_h: torch.Tensor, row: torch.Tensor, base: torch.Tensor, gh: int, gw: int,
+                    w: int) -> None:
     """Test a (gh, gw) grid of candidate pixels for each of Fb faces and scatter-min their keys.
 
-    scan: as from `_setup_triangles`, for Fb faces; row (entry + 1), base (Fb,).
-    Every value is a row term (gh, 1, Fb) plus a column term (1, gw, Fb), so each full-size
-    tensor costs one broadcast add; grid cells outside a face's box get -1e30 in E_0.
+    planes (3, 4, Fb): as from `_setup_triangles`; box_w, box_h, base (Fb,); row (Fb,) int32.
+    All four affine functions are evaluated at once: each is a row term (gh, 1, Fb) plus a
+    column term (1, gw, Fb), one broadcast add for the whole (4, gh, gw, Fb) block. Grid cells
+    past a face's box (which the image border may have cut) get -1e30 in E'_0.
     """
-    device = keys.device
-    dy = torch.arange(gh, device=device, dtype=torch.float32)[:, None]  # (gh, 1)
-    dx = torch.arange(gw, device=device, dtype=torch.float32)[:, None]  # (gw, 1)
-    origin, step_x, step_y, plane = (t[:, None, :] for t in scan[:4])  # each (3, 1, Fb)
-    box_w, box_h = scan[4], scan[5]  # (Fb,)
+    dy, dx, offset = _grid_offsets(gh, gw, w, keys.device)
+    at_first, step_x, step_y = planes[:, :, None, :]  # (4, 1, Fb) each
     # Faces are the last (contiguous) dimension: broadcasting over a long inner dimension
     # vectorises, while a (Fb, 2, 2) layout would run elementwise kernels on rows of 2.
-    rows = origin + step_y * dy  # (3, gh, Fb)
-    cols = step_x * dx  # (3, gw, Fb)
-    rows[0] = torch.where(dy < box_h, rows[0], -1e30)  # outside the box: rejected
-    cols[0] = torch.where(dx < box_w, cols[0], -1e30)
-    e0, e1, e2 = (rows[i, :, None, :] + cols[i, None, :, :] for i in range(3))  # (gh, gw, Fb)
+    rows = torch.addcmul(at_first, step_y, dy)  # (4, gh, Fb)
+    cols = step_x * dx  # (4, gw, Fb)
+    rows[0].masked_fill_(dy >= box_h, -1e30)  # outside the box: rejected
+    cols[0].masked_fill_(dx >= box_w, -1e30)
+    values = rows[:, :, None, :] + cols[:, None, :, :]  # (4, gh, gw, Fb)
     # E'_i are whole numbers (integer corners and steps), so a candidate is inside when the
     # smallest is >= 0 and outside when it is <= -1; 4 |E'_min| added to the depth of an outside
     # one lifts it to >= _MISS_DEPTH + 1, so it never beats an empty pixel's key, with
     # arithmetic only (a comparison and a select would each cost a pass over a boolean array).
-    outside_by = torch.minimum(torch.minimum(e0, e1), e2).clamp_(max=0)  # (gh, gw, Fb) <= 0
-    depth = ((plane[0] + plane[2] * dy)[:, None, :]
-             + (plane[1] * dx)[None, :, :])  # (gh, gw, Fb) z_ndc + 2, in [1, 3]
-    depth.sub_(outside_by, alpha=_MISS_DEPTH)
-    # Positive floats order like their bit patterns: depth bits high, row (entry + 1) low; a
-    # rejected candidate's key is never below the empty pixel's _MISS (row 0).
-    key = (depth.view(torch.int32).long() << 32) | row
+    outside_by = values[:3].amin(0).clamp_(max=0)  # (gh, gw, Fb) <= 0
+    # The key: depth bits in the high half, row (entry + 1) in the low half, written in place.
+    # Positive floats order like their bit patterns; a rejected candidate's key is never below
+    # the empty pixel's _MISS (row 0).
+    key = torch.empty(gh, gw, len(row), dtype=torch.int64, device=keys.device)
+    torch.sub(values[3], outside_by, alpha=_MISS_DEPTH,
+              out=key.view(torch.float32)[..., 1 - _LOW_HALF::2])
+    key.view(torch.int32)[..., _LOW_HALF::2] = row
     # Cells past the box may wrap into the next row; their key never wins, and `keys` has an
     # image's worth of padding so indices stay in range.
-    offset = (torch.arange(gh, device=device)[:, None, None] * w
-              + torch.arange(gw, device=device)[None, :, None])  # (gh, gw, 1)
-    pixel = base + offset  # (gh, gw, Fb)
-    keys.scatter_reduce_(0, pixel.view(-1), key.view(-1), reduce="amin")
+    keys.scatter_reduce_(0, (base + offset).view(-1), key.view(-1), reduce="amin")
