@@ -114,6 +114,13 @@ class Fragments:
                    bary.reshape(-1, 3).index_select(0, covered).t().contiguous())
 
     @functools.cached_property
+    def view_spans(self) -> list[slice]:
+        """Where each view's pixels lie in `covered`: as it ascends, view v's are one run."""
+        n_views, h, w = self.pix_to_face.shape
+        bounds = _view_bounds(self.covered, n_views, h * w)
+        return [slice(first, end) for first, end in zip(bounds[:-1], bounds[1:])]
+
+    @functools.cached_property
     def bary(self) -> torch.Tensor:
         """(V, H, W, 3) float32 barycentrics of every pixel, 0 where no face covers it; stored
         channel-major (module docstring). Built on first use: shading never needs it."""
@@ -121,6 +128,13 @@ class Fragments:
         dense = self.covered_bary.new_zeros(3, n_views * h * w)  # (3, V*H*W)
         dense.index_copy_(1, self.covered, self.covered_bary)
         return dense.view(3, n_views, h, w).permute(1, 2, 3, 0)
+
+
+def _view_bounds(covered: torch.Tensor, n_views: int, view_pixels: int) -> list[int]:
+    """V + 1 positions in the ascending (Q,) flat pixel indices `covered` where each view's
+    pixels start (and the last ends), for views of `view_pixels` pixels each."""
+    starts = torch.arange(n_views + 1, device=covered.device) * view_pixels
+    return torch.searchsorted(covered, starts).tolist()
 
 
 def _image_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -324,9 +338,9 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
     entry = entry[: len(entry) - counts[NOT_DRAWN]]  # (K,) drawn entries, bucket by bucket
     if len(entry) == 0:
         return _nothing_drawn(n_views, h, w, device)
-    corner_index = corner_index.index_select(1, entry)  # (3, K)
-    sx, sy, z = (corners_of(corner_index, c) for c in range(3))  # (3, K) each
-    box, area = box.index_select(1, entry), area.index_select(0, entry)  # (4, K), (K,)
+    sx, sy, box = (t.index_select(1, entry) for t in (sx, sy, box))  # (3, K), (3, K), (4, K)
+    z = corners_of(corner_index.index_select(1, entry), 2)  # (3, K)
+    area = area.index_select(0, entry)  # (K,)
     view = entry // n_faces  # (K,)
 
     # 3. Edge functions and depth planes per entry, then the z-buffer: one int64 key per pixel.
@@ -362,6 +376,15 @@ def _nothing_drawn(n_views: int, h: int, w: int, device: torch.device) -> Fragme
                      torch.zeros(3, 0, device=device))
 
 
+def _edges(sx: torch.Tensor,
+           sy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Edge i of each triangle runs from corner i + 1 to corner i + 2 (mod 3): for (3, E) corner
+    coordinates, (3, E) each of its start a_x, a_y and its vector edge_x, edge_y."""
+    x2, y2 = torch.cat([sx, sx]), torch.cat([sy, sy])  # (6, E): rows i + 1, i + 2 as slices
+    a_x, a_y = x2[1:4], y2[1:4]
+    return a_x, a_y, x2[2:5] - a_x, y2[2:5] - a_y
+
+
 def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, area: torch.Tensor,
                      box: torch.Tensor, view: torch.Tensor, h: int,
                      w: int) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -381,8 +404,7 @@ def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, area: 
     """
     half = SUBPIXEL // 2
     col0, row0 = box[0], box[1]
-    a_x, a_y, b_x, b_y = sx.roll(-1, 0), sy.roll(-1, 0), sx.roll(-2, 0), sy.roll(-2, 0)
-    edge_x, edge_y = b_x - a_x, b_y - a_y  # (3, K): edge i runs from v_{i+1} to v_{i+2}
+    a_x, a_y, edge_x, edge_y = _edges(sx, sy)  # (3, K) each
     # E_i(P) = edge_x_i (P_y - a_y_i) - edge_y_i (P_x - a_x_i) at pixel centre P: twice the
     # signed area of (v_{i+1}, v_{i+2}, P). At the box's first pixel the coordinate differences
     # are small, so E_i is an exact integer there.
@@ -420,8 +442,7 @@ def _barycentric_planes(sx: torch.Tensor, sy: torch.Tensor, inv_w: torch.Tensor,
         column 0 zeros (the row of "no face"), so a pixel indexes it by its key's row.
     """
     half = SUBPIXEL // 2
-    a_x, a_y, b_x, b_y = sx.roll(-1, 0), sy.roll(-1, 0), sx.roll(-2, 0), sy.roll(-2, 0)
-    edge_x, edge_y = b_x - a_x, b_y - a_y  # (3, E): edge i runs from v_{i+1} to v_{i+2}
+    a_x, a_y, edge_x, edge_y = _edges(sx, sy)  # (3, E) each
     scale = inv_w / torch.where(area == 0, 1.0, area)  # (3, E) 1 / (2A w_i)
     table = sx.new_empty(9, sx.shape[1] + 1)
     table[:, 0] = 0.0
@@ -465,8 +486,7 @@ def _resolve(keys: torch.Tensor, plane_table: torch.Tensor, face_of_row: torch.T
     # Each view's covered pixels are one run of `covered` (it ascends): their column and row
     # come from the one-view grid, so no pixel pays an integer division.
     grid = _pixel_grid(h, w, keys.device)  # (2, H*W)
-    bounds = torch.searchsorted(covered, torch.arange(n_views + 1, device=keys.device)
-                                * (h * w)).tolist()
+    bounds = _view_bounds(covered, n_views, h * w)
     col_row = torch.cat([grid.index_select(1, covered[first:end] - v * h * w)
                          for v, (first, end) in enumerate(zip(bounds[:-1], bounds[1:]))], 1)
     col, line = col_row  # (Q,) each

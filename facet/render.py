@@ -71,17 +71,18 @@ def interpolate_covered(fragments: Fragments, face_attrs: torch.Tensor) -> torch
     covered = fragments.covered  # (Q,)
     rows = fragments.pix_to_face.reshape(-1).index_select(0, covered)  # (Q,) face of each pixel
     if per_view:  # row of (view, face) in the flattened (V*F) list
-        rows = rows + covered // (h * w) * n_faces
-    # A pixel reads its face's corners as one record: a row per face is one cache line, a
-    # column of it would not be.
+        for view, span in enumerate(fragments.view_spans):
+            rows[span] += view * n_faces
     table = face_attrs.reshape(-1, 3 * dim).float()  # (F or V*F, 3*D), corner-major
-    corners = table.index_select(0, rows)  # (Q, 3*D)
     weights = fragments.covered_bary  # (3, Q)
-    values = torch.empty(dim, len(covered), device=corners.device)  # (D, Q)
+    values = torch.empty(dim, len(covered), device=covered.device)  # (D, Q)
     for d in range(dim):  # sum_i bary_i * corner_i
-        torch.mul(weights[0], corners[:, d], out=values[d])
-        values[d].addcmul_(weights[1], corners[:, dim + d])
-        values[d].addcmul_(weights[2], corners[:, 2 * dim + d])
+        # One column of the table at a time: each gather yields a contiguous row, so that the
+        # sums run along contiguous memory (on (Q, 3*D) records they would stride).
+        c0, c1, c2 = (table[:, i * dim + d].index_select(0, rows) for i in range(3))
+        torch.mul(weights[0], c0, out=values[d])
+        values[d].addcmul_(weights[1], c1)
+        values[d].addcmul_(weights[2], c2)
     return values
 
 
@@ -100,7 +101,7 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 
     Vertices no face uses get (0, 0, 1) rather than a 0/0.
     """
-    corners = verts[faces]  # (F, 3, 3)
+    corners = verts.index_select(0, faces.reshape(-1)).view(-1, 3, 3)  # (F, 3, 3)
     face_normals = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0],
                                       dim=-1)  # (F, 3), length = 2 * area
     normals = torch.zeros_like(verts).index_add_(0, faces.reshape(-1),
@@ -108,15 +109,6 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     length = normals.norm(dim=-1, keepdim=True)
     fallback = torch.tensor([0.0, 0.0, 1.0], device=verts.device).expand_as(normals)
     return torch.where(length > 1e-12, normals / length.clamp(min=1e-12), fallback)
-
-
-def _view_spans(fragments: Fragments) -> list[slice]:
-    """Where each view's pixels lie in `fragments.covered`: its indices ascend, so the covered
-    pixels of view v are one run of them."""
-    n_views, h, w = fragments.pix_to_face.shape
-    view_starts = torch.arange(n_views + 1, device=fragments.covered.device) * (h * w)
-    bounds = torch.searchsorted(fragments.covered, view_starts).tolist()
-    return [slice(first, end) for first, end in zip(bounds[:-1], bounds[1:])]
 
 
 def _in_camera_frames(vectors: torch.Tensor, rows: torch.Tensor,
@@ -203,7 +195,7 @@ def shade(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor, camera
     """
     if mode not in MODES:
         raise ValueError(f"unknown render mode {mode!r}; choose one of {MODES}")
-    spans = _view_spans(fragments)
+    spans = fragments.view_spans
     if mode == "shaded":
         # n . l with the headlight along the camera's +z axis (third row of its rotation);
         # only this component of the camera-space normal is needed. Two-sided: |n . l|.
@@ -243,13 +235,11 @@ def _compose(fragments: Fragments, rgb: torch.Tensor,
     contiguous (V, 3, H, W) array."""
     n_views, h, w = fragments.pix_to_face.shape
     fill = torch.as_tensor(background, dtype=torch.float32, device=rgb.device).expand(3)
-    image = fill.view(1, 3, 1).repeat(n_views, 1, h * w)  # (V, 3, H*W)
-    # Covered pixel v*HW + k is element (v, c, k) of the image: v*3HW + c*HW + k.
-    target = fragments.covered + fragments.covered // (h * w) * (2 * h * w)  # (Q,) channel 0
-    flat = image.view(-1)
-    for channel in rgb:
-        flat.index_copy_(0, target, channel)
-        target += h * w  # the next channel's plane
+    image = torch.empty(n_views, 3, h * w, device=rgb.device)  # (V, 3, H*W)
+    for channel in range(3):  # a fill per channel plane (a broadcast copy would stride)
+        image[:, channel].fill_(fill[channel])
+    for view, span in enumerate(fragments.view_spans):  # its pixels, as indices into one view
+        image[view].index_copy_(1, fragments.covered[span] - view * h * w, rgb[:, span])
     return image.view(n_views, 3, h, w).permute(0, 2, 3, 1)
 
 
@@ -326,7 +316,8 @@ def render_views(mesh: Mesh, views: Sequence[tuple[float, float]] | str = DEFAUL
     faces = torch.from_numpy(mesh.faces).to(device)
     cameras = view_cameras(views, distance=distance, fov_y=fov_y).to(device)
     fragments = rasterize(cameras.transform(verts), faces, image_size, cull_backfaces)
-    covered = (fragments.pix_to_face >= 0).float().mean(dim=(1, 2))  # (V,) foreground fraction
+    covered = torch.tensor([span.stop - span.start for span in fragments.view_spans]) / (
+        image_size * image_size)  # (V,) foreground fraction
     if covered.min() < min_foreground:
         view = int(covered.argmin())
         raise ValueError(f"{mesh.source or 'mesh'}: renders to an (almost) empty image: the face "
