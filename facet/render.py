@@ -234,10 +234,10 @@ def _compose(fragments: Fragments, rgb: torch.Tensor,
     """(3, Q) colours of the covered pixels on a background: (V, H, W, 3), a view of a
     contiguous (V, 3, H, W) array."""
     n_views, h, w = fragments.pix_to_face.shape
-    fill = torch.as_tensor(background, dtype=torch.float32, device=rgb.device).expand(3)
+    fill = torch.as_tensor(background, dtype=torch.float32).expand(3).tolist()  # r, g, b
     image = torch.empty(n_views, 3, h * w, device=rgb.device)  # (V, 3, H*W)
-    for channel in range(3):  # a fill per channel plane (a broadcast copy would stride)
-        image[:, channel].fill_(fill[channel])
+    for channel, value in enumerate(fill):  # a fill per plane (a broadcast copy would stride)
+        image[:, channel].fill_(value)
     for view, span in enumerate(fragments.view_spans):  # its pixels, as indices into one view
         image[view].index_copy_(1, fragments.covered[span] - view * h * w, rgb[:, span])
     return image.view(n_views, 3, h, w).permute(0, 2, 3, 1)
