@@ -323,12 +323,13 @@ def _llvmpipe_renderer(ctx, mesh, views, size: int):
 
 
 def bench_raster(args) -> None:
-    """render_views (9 views, shaded) vs Mesa llvmpipe: 5k/30k/70k-face domes and a real face
-    (ICT-FaceKit), 112/224 px, in views per CPU-second.
+    """render_views (9 views, shaded) vs Mesa llvmpipe: 5k/30k/70k-face domes and real faces
+    (ICT-FaceKit: the demo face, 9k triangles, and the whole face area, 13k), 112/224 px, in
+    views per CPU-second.
 
     Both draw the same, already normalised mesh (render_views(normalize=False)) from the same
     cameras, with smooth normals normalised per pixel and headlight shading, and return pixels;
-    llvmpipe gets as many threads (LP_NUM_THREADS) as torch ($BENCH_THREADS, default 2).
+    llvmpipe gets as many threads (LP_NUM_THREADS) as torch ($BENCH_THREADS, default 1).
     The CPU may be shared with other work, so the calls are interleaved -- each round times
     every case once with facet and once with llvmpipe -- and the table shows medians over the
     rounds of CPU time (time.process_time: all of this process's threads, llvmpipe's included),
@@ -337,17 +338,25 @@ def bench_raster(args) -> None:
     import numpy as np
     import torch
 
-    from facet.faces.scanner import demo_face
+    from facet.faces.expressions import expression_aus
+    from facet.faces.face_model import sample_subject
+    from facet.faces.scanner import demo_face, face_mesh
     from facet.mesh import normalize
     from facet.render import render_views
 
-    threads = int(os.environ.get("BENCH_THREADS", "2"))
+    # One thread by default: facet renders on one thread per worker process (the view cache),
+    # as torch's second thread slows eager rasterization down (measured: 153 views/s on 2
+    # threads against 250 on one, ICT face, 224 px, AMD EPYC), and llvmpipe gained nothing.
+    threads = int(os.environ.get("BENCH_THREADS", "1"))
     torch.set_num_threads(threads)
     ctx, renderer = _llvmpipe_context(threads)
     views = [(yaw, pitch) for yaw in (-30, 0, 30) for pitch in (-15, 0, 15)]
     _bench_allocator(views)
+    whole_face = face_mesh(sample_subject(np.random.default_rng(0)),
+                           expression_aus("happiness", 4))  # ICT's whole face area, uncropped
     meshes = [("dome", normalize(_dome_face(52))[0]),  # 5k faces
               ("ICT face", normalize(demo_face())[0]),  # a real face: ICT-FaceKit, 9k triangles
+              ("ICT face area", normalize(whole_face)[0]),  # 13k
               ("dome", normalize(_dome_face(123))[0]),  # 30k
               ("dome", normalize(_dome_face(188))[0])]  # 70k
     sizes = (112,) if args.quick else (112, 224)

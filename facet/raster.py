@@ -24,33 +24,39 @@ Algorithm:
    (the top-left rule), and meshes are watertight: no holes, no pixel drawn twice by one
    surface. Entries that cannot cover a pixel (culled, empty box, zero area, back faces when
    asked) are dropped here, before any per-pixel work.
-2. Each face's pixel bounding box is enumerated as a kh x kw grid of candidate pixels, with kh,
-   kw the next powers of two of the box size: faces are sorted by this size class (one byte,
-   so a fast radix sort), so the many one-pixel triangles of a dense scan do not pay for the
-   few big ones, and each class is processed in chunks of at most `CANDIDATE_BUDGET`
-   candidates (bounded memory at 100k faces).
+2. Each face's pixel bounding box is enumerated as a gh x gw grid of candidate pixels, with
+   sides 1, 2, 3, 4, 6, 8, 12, 16, ... (the smallest that holds the box, at most 1.5x its
+   side): faces are sorted by this size class, so the many one-pixel triangles of a dense scan
+   do not pay for the few big ones. A call per class would cost more than the candidates of the
+   many small classes, so neighbouring classes share a grid while the padding costs less than a
+   call (`_plan_chunks`), and a chunk holds at most `CANDIDATE_BUDGET` candidates (bounded
+   memory at 100k faces).
 3. A candidate is inside when all E_i >= 0 (E_i > 0 on non-top-left edges); as the E_i are
    whole numbers, adding 4 |min(E_i, 0)| to its depth lifts an outside one above every drawn
    depth without a boolean mask. Its depth and its row r = entry + 1 are packed into one int64
-   key (float bits of the depth in the high half, r in the low half) and
-   `scatter_reduce(amin)` keeps the nearest; equal depths go to the lower face id, so the
-   result is deterministic on every device. An empty pixel keeps the key of row 0.
+   key (float bits of the depth in the high half, r in the low half, each written in place
+   through a 32-bit view) and `scatter_reduce(amin)` keeps the nearest; equal depths go to the
+   lower face id, so the result is deterministic on every device. An empty pixel keeps the key
+   of row 0.
 4. For the winning face of each pixel, screen barycentrics b_i = E_i / 2A are made
    perspective-correct: beta_i = (b_i / w_i) / sum_j (b_j / w_j), both affine in the pixel
-   position, so each entry stores three planes at its row of a table and each covered pixel
+   position, so each entry stores three planes in its column of a table and each covered pixel
    evaluates its winner's. The covered pixels are handed out as a list with their
    barycentrics (`Fragments.covered`): shading reads and writes those only, and no dense
    (V, H, W, 3) array is filled unless someone asks for `Fragments.bary`.
 
-Memory layout, for speed on CPU (one core, eager PyTorch: every operation is a pass over memory):
+Memory layout, for speed on CPU (one core, eager PyTorch: every operation is a pass over memory,
+and a call costs ~2-8 us before it touches any):
 per-vertex and per-face quantities are rows of (C, K) tables, so a gather or an elementwise kernel
 runs along one contiguous row; per-pixel outputs are stored channel-major, (C, Q) for the Q covered
 pixels or (C, V, H, W), and handed out as (V, H, W, C) views (`bary`, `facet.render.interpolate`),
 since with C = 3 innermost each kernel would loop over rows of three numbers and run several times
-slower. The one exception is a read per pixel from a table indexed by face: there a face's record
-(9 plane coefficients, or 3 corners' attributes) is one row, so a pixel costs one cache line, not
-nine scattered reads; and only the covered pixels (a third to two thirds of a face's views) read at
-all.
+slower. This holds for the reads per pixel from a table indexed by face too: a gather per
+coefficient row gives a contiguous (Q,) row to compute with, where gathering whole (Q, 9) records
+(fewer, larger reads) leaves the arithmetic strided, and that ran ~10x slower. Only the covered
+pixels (a third to two thirds of a face's views) read at all, and no per-pixel step divides
+integers (it does not vectorise): each view's covered pixels are one run of the ascending list,
+and their columns and rows come from a cached grid.
 
 Culling (never produces NaN or inf): a triangle is drawn only if all three vertices have w > 0
 and lie between the near and far planes (-w <= z <= w) and inside a guard band |x|, |y| <=
@@ -72,9 +78,9 @@ import torch
 SUBPIXEL = 16  # fixed-point steps per pixel (4 bits): exact integer edge functions in float32
 GUARD_BAND = 64.0  # |x_ndc|, |y_ndc| limit; keeps snapped coordinates far below float32 overflow
 # What a `_scatter_bucket` call costs beyond its candidates, in candidates: ~0.1 ms of fixed
-# cost at ~7 ns a candidate (AMD EPYC, one thread).
+# cost at ~7-12 ns a candidate (AMD EPYC, one thread); 2^13 to 2^15 timed alike, within noise.
 CHUNK_COST = 1 << 13
-CANDIDATE_BUDGET = 1 << 17  # (face, pixel) candidates per chunk: its temporaries stay near 1 MB
+CANDIDATE_BUDGET = 1 << 17  # (face, pixel) candidates per chunk: temporaries of 0.5-2 MB
 # An empty pixel's depth in its key, above any drawn z_ndc + 2 <= 3; an outside candidate's
 # depth gains as much per unit of its most negative E'.
 _MISS_DEPTH = 4.0
@@ -384,8 +390,8 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
     # The barycentric planes step 4 reads, in entry order: column entry + 1 of the table.
     plane_table = _barycentric_planes(sx, sy, corners_of(corner_index, 3), area)  # (9, V*F + 1)
 
-    # 2. Sort the drawn entries by size class (a one-byte key: a fast radix sort), so that each
-    #    bucket is a contiguous range of columns, and gather their corners again in that order.
+    # 2. Sort the drawn entries by size class (a two-byte key: a fast radix sort), so that each
+    #    class is a contiguous range of columns, and gather their corners again in that order.
     size_class, entry = torch.sort(_size_class(box, drawn), stable=True)  # (V*F,) each
     counts = torch.bincount(size_class, minlength=NOT_DRAWN + 1).tolist()
     entry = entry[: len(entry) - counts[NOT_DRAWN]]  # (K,) drawn entries, bucket by bucket

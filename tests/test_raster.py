@@ -127,6 +127,50 @@ def test_small_bucket_budget_gives_the_same_result(monkeypatch):
     assert torch.equal(full.bary, chunked.bary)
 
 
+@pytest.mark.parametrize("chunk_cost", [0, 1 << 30], ids=["a-call-per-class", "one-grid"])
+def test_how_size_classes_share_chunks_does_not_change_the_result(monkeypatch, chunk_cost):
+    # Boxes of many sizes (a triangle soup over a 40 px image) and a budget that splits classes.
+    g = torch.Generator().manual_seed(4)
+    verts_clip = torch.cat([torch.rand(2, 90, 3, generator=g) * 2 - 1, torch.ones(2, 90, 1)], -1)
+    faces = torch.randint(0, 90, (150, 3), generator=g)
+    default = rasterize(verts_clip, faces, 40)
+    monkeypatch.setattr(raster, "CHUNK_COST", chunk_cost)
+    monkeypatch.setattr(raster, "CANDIDATE_BUDGET", 4096)
+    other = rasterize(verts_clip, faces, 40)
+    assert torch.equal(default.pix_to_face, other.pix_to_face)
+    assert torch.equal(default.zbuf, other.zbuf) and torch.equal(default.bary, other.bary)
+
+
+def test_grid_sides_are_the_smallest_that_hold_the_box():
+    sides = torch.arange(1, raster.MAX_IMAGE_SIDE + 1).float()
+    codes = raster._side_code(sides).long().tolist()
+    grid = torch.tensor([raster._grid_side(c) for c in codes])
+    below = torch.tensor([raster._grid_side(c - 1) if c else 0 for c in codes])
+    assert (grid >= sides).all() and (below < sides).all()  # holds the box; the next smaller not
+    assert (grid <= 1.5 * sides).all() and max(codes) < raster.N_SIDES
+
+
+def test_chunk_plan_covers_every_entry_once_on_a_grid_that_holds_it(monkeypatch):
+    monkeypatch.setattr(raster, "CANDIDATE_BUDGET", 256)
+    counts = [0] * raster.NOT_DRAWN
+    sizes = {(1, 1): 500, (1, 2): 3, (2, 2): 40, (3, 4): 1, (8, 12): 9, (64, 64): 2}
+    code = {side: raster._side_code(torch.tensor(float(side))).long().item()
+            for side in (1, 2, 3, 4, 8, 12, 64)}
+    for (gh, gw), count in sizes.items():
+        counts[code[gh] * raster.N_SIDES + code[gw]] = count
+    chunks = raster._plan_chunks(counts, h=48, w=48)
+    assert [c[0] for c in chunks] == [0] + [c[1] for c in chunks[:-1]]  # contiguous, in order
+    assert chunks[-1][1] == sum(sizes.values())
+    first = 0
+    for (gh, gw), count in sizes.items():  # each class's entries lie in chunks whose grid holds
+        for start, end, chunk_h, chunk_w in chunks:  # its boxes (capped at the image)
+            if start < first + count and end > first:
+                assert chunk_h >= min(gh, 48) and chunk_w >= min(gw, 48)
+        first += count
+    # within budget, unless a single entry's grid exceeds it
+    assert all((end - start) * gh * gw <= 256 or end - start == 1 for start, end, gh, gw in chunks)
+
+
 @RASTERIZERS
 def test_top_left_rule_splits_a_shared_diagonal(rasterizer):
     # Square [2, 6]^2 in pixels split along the diagonal through pixel centres (i+.5, i+.5).
