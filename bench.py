@@ -330,8 +330,8 @@ def bench_raster(args) -> None:
     Both draw the same, already normalised mesh (render_views(normalize=False)) from the same
     cameras, with smooth normals normalised per pixel and headlight shading, and return pixels;
     llvmpipe gets as many threads (LP_NUM_THREADS) as torch ($BENCH_THREADS, default 1).
-    The CPU may be shared with other work, so the calls are interleaved -- each round times
-    every case once with facet and once with llvmpipe -- and the table shows medians over the
+    The CPU may be shared with other work, so the calls are interleaved -- each round times a
+    case once with facet and once with llvmpipe -- and the table shows medians over the
     rounds of CPU time (time.process_time: all of this process's threads, llvmpipe's included),
     which other processes inflate far less than wall time.
     """
@@ -373,8 +373,10 @@ def bench_raster(args) -> None:
             cases.append(dict(label=f"{name} {mesh.num_faces}", size=size, facet=facet, gl=gl,
                               agree=agree, facet_cpu=[], facet_wall=[], gl_cpu=[], gl_wall=[]))
     rounds = 3 if args.quick else 7
-    for _ in range(1 + rounds):  # the first round warms up and is not counted
-        for case in cases:
+    # Case by case (llvmpipe ran up to 1.5x slower in some processes when the cases alternated,
+    # its framebuffers changing size on every call), the two renderers alternating within it.
+    for case in cases:
+        for _ in range(1 + rounds):  # the first round warms up and is not counted
             for side in ("facet", "gl"):
                 if case[side] is None:
                     continue

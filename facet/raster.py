@@ -40,10 +40,11 @@ Algorithm:
    of row 0.
 4. For the winning face of each pixel, screen barycentrics b_i = E_i / 2A are made
    perspective-correct: beta_i = (b_i / w_i) / sum_j (b_j / w_j), both affine in the pixel
-   position, so each entry stores three planes in its column of a table and each covered pixel
-   evaluates its winner's. The covered pixels are handed out as a list with their
-   barycentrics (`Fragments.covered`): shading reads and writes those only, and no dense
-   (V, H, W, 3) array is filled unless someone asks for `Fragments.bary`.
+   position, so each entry stores three planes in its column of a table, and a covered pixel
+   evaluates its winner's when shading asks (`Fragments.covered_bary`; `facet.render` may
+   combine a face's corner attributes into planes of their own first). The covered pixels are
+   handed out as a list (`Fragments.covered`): shading reads and writes those only, and no
+   dense (V, H, W, 3) array is filled unless someone asks for `Fragments.bary`.
 
 Memory layout, for speed on CPU (one core, eager PyTorch: every operation is a pass over memory,
 and a call costs ~2-8 us before it touches any):
@@ -108,25 +109,35 @@ class Fragments:
             cleared OpenGL depth buffer) where no face covers the pixel.
         covered: (Q,) int64 flat indices into the (V*H*W) pixels of the Q pixels some face
             covers, ascending.
-        covered_bary: (3, Q) float32 perspective-correct barycentric coordinates of those
-            pixels' centres in their faces (non-negative, summing to 1), one row per corner.
+        planes: (9, R) float32 perspective-correct barycentric planes, a column per record:
+            rows a_0..a_2, g_0..g_2, k_0..k_2, with b_i / w_i = a_i + g_i col + k_i row at pixel
+            (row, col) of a view (module docstring, step 4); column 0 is zeros (no face).
+        covered_record: (Q,) int32 or int64 column of `planes` for each covered pixel.
+        faces_per_view: F when `planes` has a column per (view, face) entry, v * F + f + 1
+            (`rasterize`); 0 when it has one per covered pixel (`from_dense`).
 
     Shading works on the covered pixels only (often a third of the image), so the rasterizer
-    hands them out compactly; `bary` is the dense (V, H, W, 3) picture of the same numbers.
+    hands them out compactly, with their barycentrics as planes to evaluate: `covered_bary`
+    does, on first use; `bary` is the dense (V, H, W, 3) picture of the same numbers.
     """
 
     pix_to_face: torch.Tensor
     zbuf: torch.Tensor
     covered: torch.Tensor
-    covered_bary: torch.Tensor
+    planes: torch.Tensor
+    covered_record: torch.Tensor
+    faces_per_view: int = 0
 
     @classmethod
     def from_dense(cls, pix_to_face: torch.Tensor, zbuf: torch.Tensor,
                    bary: torch.Tensor) -> Fragments:
-        """Fragments from (V, H, W) pix_to_face and zbuf and (V, H, W, 3) barycentrics."""
+        """Fragments from (V, H, W) pix_to_face and zbuf and (V, H, W, 3) barycentrics: a
+        constant plane per covered pixel."""
         covered = (pix_to_face.reshape(-1) >= 0).nonzero().view(-1)  # (Q,)
-        return cls(pix_to_face, zbuf, covered,
-                   bary.reshape(-1, 3).index_select(0, covered).t().contiguous())
+        planes = bary.new_zeros(9, len(covered) + 1)
+        planes[:3, 1:] = bary.reshape(-1, 3).index_select(0, covered).t()
+        return cls(pix_to_face, zbuf, covered, planes,
+                   torch.arange(1, len(covered) + 1, device=covered.device))
 
     @functools.cached_property
     def view_spans(self) -> list[slice]:
@@ -134,6 +145,40 @@ class Fragments:
         n_views, h, w = self.pix_to_face.shape
         bounds = _view_bounds(self.covered, n_views, h * w)
         return [slice(first, end) for first, end in zip(bounds[:-1], bounds[1:])]
+
+    @functools.cached_property
+    def covered_xy(self) -> torch.Tensor:
+        """(2, Q) float32 column and row of each covered pixel in its view. Each view's pixels
+        are one run of `covered`: they index the one-view grid, so no pixel pays an integer
+        division (which does not vectorise)."""
+        n_views, h, w = self.pix_to_face.shape
+        grid = _pixel_grid(h, w, self.covered.device)  # (2, H*W)
+        return torch.cat([grid.index_select(1, self.covered[span] - view * h * w)
+                          for view, span in enumerate(self.view_spans)], 1)
+
+    def evaluate(self, table: torch.Tensor) -> torch.Tensor:
+        """(C, Q) values at the covered pixels of C affine functions given per record, as a
+        (3C, R) table like `planes`: C rows of values at pixel (0, 0), C of steps per column,
+        C of steps per row. One coefficient row at a time, so that each gather yields a
+        contiguous row and each sum runs along contiguous memory (module docstring)."""
+        n_functions = len(table) // 3
+        col, line = self.covered_xy  # (Q,) each
+        values = table.new_empty(n_functions, len(self.covered))  # (C, Q)
+        for c in range(n_functions):  # a + g col + k row
+            a, g, k = (table[c + n_functions * j].index_select(0, self.covered_record)
+                       for j in range(3))
+            torch.addcmul(a, g, col, out=values[c])
+            values[c].addcmul_(k, line)
+        return values
+
+    @functools.cached_property
+    def covered_bary(self) -> torch.Tensor:
+        """(3, Q) float32 perspective-correct barycentric coordinates of the covered pixels'
+        centres in their faces (non-negative, summing to 1), one row per corner."""
+        bary = self.evaluate(self.planes)  # b_i / w_i
+        bary.clamp_(min=0)
+        bary /= bary[0] + bary[1] + bary[2]  # > 0: the pixel is inside the face
+        return bary
 
     @functools.cached_property
     def bary(self) -> torch.Tensor:
@@ -410,15 +455,15 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
         _scatter_bucket(keys, planes[..., first:end], box[2, first:end], box[3, first:end],
                         row[first:end], base[first:end], gh, gw, w)
 
-    # 4. Resolve: the winner of each pixel, its depth and barycentrics, from tables indexed by
-    #    row (entry + 1), so that a pixel no face won (low half 0) reads row 0: no face, zeros.
+    # 4. Resolve: the winner of each pixel and its depth; its row (entry + 1) indexes the
+    #    tables of faces and barycentric planes, so that a pixel no face won (low half 0) reads
+    #    row 0: no face, zeros. Barycentrics are evaluated when shading asks for them.
     face_of_row = torch.empty(n_entries + 1, dtype=torch.int64, device=device)  # (V*F + 1,)
     face_of_row[0] = -1
     face_of_row[1:].view(n_views, n_faces).copy_(torch.arange(n_faces, device=device))
-    pix_to_face, zbuf, covered, covered_bary = _resolve(keys[: n_views * h * w], plane_table,
-                                                       face_of_row, n_views, h, w)
+    pix_to_face, zbuf, covered, winner = _resolve(keys[: n_views * h * w], face_of_row)
     return Fragments(pix_to_face.view(n_views, h, w), zbuf.view(n_views, h, w), covered,
-                     covered_bary)
+                     plane_table, winner, n_faces)
 
 
 def _nothing_drawn(n_views: int, h: int, w: int, device: torch.device) -> Fragments:
@@ -426,7 +471,8 @@ def _nothing_drawn(n_views: int, h: int, w: int, device: torch.device) -> Fragme
     return Fragments(torch.full((n_views, h, w), -1, dtype=torch.int64, device=device),
                      torch.ones(n_views, h, w, device=device),
                      torch.zeros(0, dtype=torch.int64, device=device),
-                     torch.zeros(3, 0, device=device))
+                     torch.zeros(9, 1, device=device),
+                     torch.zeros(0, dtype=torch.int64, device=device))
 
 
 def _edges(sx: torch.Tensor,
@@ -509,24 +555,19 @@ def _barycentric_planes(sx: torch.Tensor, sy: torch.Tensor, inv_w: torch.Tensor,
 def _pixel_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
     """(2, H*W) float32 column and row of each pixel of one view, in pixel order.
 
-    Cached: every call of `_resolve` at this image size reads it, and computing it per call
-    would cost two integer divisions per pixel (which do not vectorise) on every render.
+    Cached: every render at this image size reads it (`Fragments.covered_xy`), and computing it
+    per call would cost two integer divisions per pixel (which do not vectorise) each time.
     """
     pixel = torch.arange(h * w, device=device)
     return torch.stack([pixel % w, pixel // w]).float()
 
 
-def _resolve(keys: torch.Tensor, plane_table: torch.Tensor, face_of_row: torch.Tensor,
-             n_views: int, h: int,
-             w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _resolve(keys: torch.Tensor,
+             face_of_row: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                 torch.Tensor]:
     """Unpack the z-buffer keys (P = V*H*W,) into pix_to_face (P,), zbuf (P,), the covered
-    pixels (Q,) and their barycentrics (3, Q).
-
-    plane_table (9, V*F + 1) (`_barycentric_planes`) and face_of_row (V*F + 1,) hold each
-    entry's planes and face at its row, -1 at row 0 (no face). Barycentrics are computed for the
-    covered pixels only (often a third of the image), one plane coefficient at a time, so that
-    each gather reads one row of the table and each sum runs along contiguous memory.
-    """
+    pixels (Q,) and the row of each one's face (Q,) int32; face_of_row (V*F + 1,) holds each
+    entry's face at its row, -1 at row 0 (no face)."""
     # A key's two 32-bit halves, read in place: the row (low) and the depth's float bits (high).
     halves = keys.view(torch.int32)  # (2P,)
     row = halves[_LOW_HALF::2]  # (P,) row of the winning entry; 0 where no face covers the pixel
@@ -535,22 +576,7 @@ def _resolve(keys: torch.Tensor, plane_table: torch.Tensor, face_of_row: torch.T
     # is the far plane's 1 there, like a cleared OpenGL depth buffer.
     zbuf = keys.view(torch.float32)[1 - _LOW_HALF::2].clamp(max=3.0).sub_(2.0)
     covered = row.nonzero().view(-1)  # (Q,) flat indices of the pixels some face won
-    winner = row.index_select(0, covered)  # (Q,)
-    # Each view's covered pixels are one run of `covered` (it ascends): their column and row
-    # come from the one-view grid, so no pixel pays an integer division.
-    grid = _pixel_grid(h, w, keys.device)  # (2, H*W)
-    bounds = _view_bounds(covered, n_views, h * w)
-    col_row = torch.cat([grid.index_select(1, covered[first:end] - v * h * w)
-                         for v, (first, end) in enumerate(zip(bounds[:-1], bounds[1:]))], 1)
-    col, line = col_row  # (Q,) each
-    bary = torch.empty(3, len(covered), device=keys.device)  # (3, Q)
-    for i in range(3):  # a_i + g_i col + k_i row
-        a, g, k = (plane_table[i + 3 * j].index_select(0, winner) for j in range(3))
-        torch.addcmul(a, g, col, out=bary[i])
-        bary[i].addcmul_(k, line)
-    bary.clamp_(min=0)
-    bary /= bary[0] + bary[1] + bary[2]  # > 0: the pixel is inside the face
-    return pix_to_face, zbuf, covered, bary
+    return pix_to_face, zbuf, covered, row.index_select(0, covered)
 
 
 @functools.lru_cache(maxsize=64)

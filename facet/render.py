@@ -51,26 +51,41 @@ SPECULAR = 0.12  # weight of the highlight: weak, scans are matte
 SHININESS = 24  # Blinn-Phong exponent, a whole number (`_whole_power`)
 
 
-def interpolate_covered(fragments: Fragments, face_attrs: torch.Tensor) -> torch.Tensor:
-    """Interpolate per-corner attributes at the covered pixels with their barycentrics.
+def interpolate_covered(fragments: Fragments, face_attrs: torch.Tensor,
+                        homogeneous: bool = False) -> torch.Tensor:
+    """Interpolate per-corner attributes at the covered pixels, perspective-correct.
 
     Args:
         fragments: output of `rasterize`.
         face_attrs: (F, 3, D) attributes per face corner (e.g. `vertex_attrs[faces]`), or
             (V, F, 3, D) with one set per view (e.g. normals in each camera's frame).
+        homogeneous: return each pixel's values times a positive number of its own (the sum of
+            its b_i / w_i), skipping a division: enough for directions normalised afterwards.
     Returns:
         (D, Q) float32: row d holds attribute d at the Q pixels of `fragments.covered`.
     """
-    n_views, h, w = fragments.pix_to_face.shape
+    n_views = fragments.pix_to_face.shape[0]
     per_view = face_attrs.ndim == 4
     if face_attrs.shape[-2:-1] != (3,) or face_attrs.ndim not in (3, 4) or (
             per_view and face_attrs.shape[0] != n_views):
         raise ValueError(f"interpolate: face_attrs must be (F, 3, D) or ({n_views}, F, 3, D), "
                          f"got {tuple(face_attrs.shape)}")
+    # Directions, where fewer (view, face) entries than covered pixels: combine each entry's
+    # corners once. (Values keep the barycentrics: a plane through attributes that differ little
+    # across a face, like depth, evaluates as a small difference of large numbers.)
+    if homogeneous and fragments.faces_per_view and (
+            n_views * fragments.faces_per_view <= len(fragments.covered)):
+        return _interpolate_by_planes(fragments, face_attrs)
+    return _interpolate_by_barycentrics(fragments, face_attrs)
+
+
+def _interpolate_by_barycentrics(fragments: Fragments, face_attrs: torch.Tensor) -> torch.Tensor:
+    """`interpolate_covered` pixel by pixel: sum_i beta_i attr_i with each pixel's
+    barycentrics beta and its face's corners."""
     n_faces, dim = face_attrs.shape[-3], face_attrs.shape[-1]
     covered = fragments.covered  # (Q,)
     rows = fragments.pix_to_face.reshape(-1).index_select(0, covered)  # (Q,) face of each pixel
-    if per_view:  # row of (view, face) in the flattened (V*F) list
+    if face_attrs.ndim == 4:  # row of (view, face) in the flattened (V*F) list
         for view, span in enumerate(fragments.view_spans):
             rows[span] += view * n_faces
     table = face_attrs.reshape(-1, 3 * dim).float()  # (F or V*F, 3*D), corner-major
@@ -84,6 +99,26 @@ def interpolate_covered(fragments: Fragments, face_attrs: torch.Tensor) -> torch
         values[d].addcmul_(weights[1], c1)
         values[d].addcmul_(weights[2], c2)
     return values
+
+
+def _interpolate_by_planes(fragments: Fragments, face_attrs: torch.Tensor) -> torch.Tensor:
+    """`interpolate_covered(homogeneous=True)` entry by entry: sum_i attr_i (b_i / w_i) is affine
+    in the pixel's position like each b_i / w_i (`Fragments.planes`), so each (view, face) entry
+    combines its corners' attributes with its planes once, and a pixel evaluates D planes, where
+    it would read 3 barycentric planes and 3 D corner values."""
+    n_views, n_faces = fragments.pix_to_face.shape[0], fragments.faces_per_view
+    dim = face_attrs.shape[-1]
+    # (3, D, F) or (3, D, V, F): a contiguous row per corner and attribute
+    corners = face_attrs.float().movedim(-2, 0).movedim(-1, 1).contiguous()
+    planes = fragments.planes[:, 1:].view(9, n_views, n_faces)  # column 0: no face
+    table = planes.new_zeros(3 * dim, n_views * n_faces + 1)  # laid out like `planes`
+    for j in range(3):  # value at pixel (0, 0), step per column, step per row
+        a_0, a_1, a_2 = planes[3 * j: 3 * j + 3]  # (V, F) each: corner i's b_i / w_i term
+        for d in range(dim):
+            out = table[j * dim + d, 1:].view(n_views, n_faces)
+            torch.mul(a_0, corners[0, d], out=out)
+            out.addcmul_(a_1, corners[1, d]).addcmul_(a_2, corners[2, d])
+    return fragments.evaluate(table)  # (D, Q)
 
 
 def interpolate(fragments: Fragments, face_attrs: torch.Tensor) -> torch.Tensor:
@@ -123,7 +158,7 @@ def _in_camera_frames(vectors: torch.Tensor, rows: torch.Tensor,
 
 def _pixel_normals(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """(3, Q) interpolated smooth normals at the covered pixels, world space, not unit length."""
-    return interpolate_covered(fragments, vertex_normals(verts, faces)[faces])
+    return interpolate_covered(fragments, vertex_normals(verts, faces)[faces], homogeneous=True)
 
 
 def _camera_normals(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor,

@@ -396,3 +396,36 @@ def test_interpolate_shared_and_per_view_attributes_agree():
     assert torch.allclose(shared[covered], manual[covered]) and (shared[~covered] == 0).all()
     with pytest.raises(ValueError, match="face_attrs"):
         interpolate(frags, torch.rand(40, 4, 5))
+
+
+@pytest.mark.parametrize("per_view", [False, True], ids=["shared", "per-view"])
+def test_homogeneous_interpolation_by_entry_planes_matches_barycentrics(per_view):
+    # 20 faces in 2 views over 48 x 48 pixels: fewer entries than covered pixels, so the
+    # homogeneous path combines each entry's corners into planes; directions must agree with
+    # the barycentric interpolation (which values use).
+    import facet.render as render
+
+    g = torch.Generator().manual_seed(5)
+    verts_clip = torch.cat([torch.rand(2, 30, 3, generator=g) * 2 - 1, torch.ones(2, 30, 1)], -1)
+    verts_clip[..., 3] += torch.rand(2, 30, generator=g)  # perspective: w from 1 to 2
+    verts_clip[..., :3] *= verts_clip[..., 3:]
+    faces = torch.randint(0, 30, (20, 3), generator=g)
+    frags = rasterize(verts_clip, faces, 48)
+    assert 2 * 20 <= len(frags.covered)  # the entry-plane path applies
+    attrs = torch.rand(20, 3, 3, generator=g) - 0.5
+    attrs = attrs.expand(2, -1, -1, -1) * torch.tensor([1.0, -2.0])[:, None, None, None] \
+        if per_view else attrs
+    planes = render.interpolate_covered(frags, attrs, homogeneous=True)  # (3, Q), scaled
+    exact = render._interpolate_by_barycentrics(frags, attrs)  # (3, Q)
+    # the same direction at every pixel, scaled by a positive number
+    scale = (planes * exact).sum(0) / (exact * exact).sum(0)
+    assert (scale > 0).all()
+    torch.testing.assert_close(planes / scale, exact, atol=1e-5, rtol=1e-4)
+
+
+def test_fragments_from_dense_hand_back_their_barycentrics():
+    pix_to_face = torch.tensor([[[-1, 0], [1, -1]]])
+    bary = torch.tensor([[[[0, 0, 0], [0.2, 0.3, 0.5]], [[0.6, 0.4, 0.0], [0, 0, 0]]]])
+    frags = raster.Fragments.from_dense(pix_to_face, torch.zeros(1, 2, 2), bary)
+    assert frags.covered.tolist() == [1, 2]
+    torch.testing.assert_close(frags.bary, bary)
