@@ -210,7 +210,9 @@ def _check_inputs(verts_clip: torch.Tensor, faces: torch.Tensor) -> None:
     if faces.ndim != 2 or faces.shape[-1] != 3 or faces.dtype.is_floating_point:
         raise ValueError(f"rasterize: faces must be (F, 3) integer, got {tuple(faces.shape)} "
                          f"{faces.dtype}")
-    if not torch.isfinite(verts_clip).all():
+    # The sum is finite unless a value is NaN or infinite (or the sum overflows: then look at
+    # each value), and costs a fraction of an elementwise test.
+    if not torch.isfinite(verts_clip.sum()) and not torch.isfinite(verts_clip).all():
         bad = int((~torch.isfinite(verts_clip)).any(-1).sum())
         raise ValueError(f"rasterize: {bad} clip-space vertices are NaN or infinite")
     if len(faces) and (faces.min() < 0 or faces.max() >= verts_clip.shape[1]):
@@ -342,9 +344,18 @@ def _grid_side(code: int) -> int:
     return 2 ** (code // 2) if code % 2 == 0 else 3 * 2 ** ((code - 3) // 2)
 
 
+@functools.lru_cache(maxsize=4)
+def _side_codes(device: torch.device) -> torch.Tensor:
+    """(MAX_IMAGE_SIDE + 1,) int16 `_side_code` of every box side (0 for an empty box): a
+    lookup per box costs less than the logarithms. Cached per device."""
+    sides = torch.arange(MAX_IMAGE_SIDE + 1, device=device).float().clamp(min=1)
+    return _side_code(sides).to(torch.int16)
+
+
 def _size_class(box: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
     """(E,) int16 bucket of each box: N_SIDES code(height) + code(width), or NOT_DRAWN."""
-    code_w, code_h = _side_code(box[2].clamp(min=1)), _side_code(box[3].clamp(min=1))
+    codes = _side_codes(box.device)
+    code_w, code_h = (codes.index_select(0, side.clamp(min=0).long()) for side in box[2:4])
     return torch.where(drawn, code_h * N_SIDES + code_w, NOT_DRAWN).to(torch.int16)
 
 
@@ -426,7 +437,7 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
         """(3, E) one vertex quantity at the corners of the entries whose (3, E) rows these are."""
         return vertex_records[channel].index_select(0, index.reshape(-1)).view(3, -1)
 
-    sx, sy, inside = (corners_of(corner_index, c) for c in (0, 1, 4))  # (3, V*F) each
+    sx, sy, z, inside = (corners_of(corner_index, c) for c in (0, 1, 2, 4))  # (3, V*F) each
     box = _pixel_boxes(sx, sy, h, w)  # (4, V*F)
     area = _doubled_area(sx, sy)  # (V*F,)
     drawn = (inside[0] * inside[1] * inside[2] > 0) & (box[2] > 0) & (box[3] > 0) & (area != 0)
@@ -442,8 +453,7 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
     entry = entry[: len(entry) - counts[NOT_DRAWN]]  # (K,) drawn entries, bucket by bucket
     if len(entry) == 0:
         return _nothing_drawn(n_views, h, w, device)
-    sx, sy, box = (t.index_select(1, entry) for t in (sx, sy, box))  # (3, K), (3, K), (4, K)
-    z = corners_of(corner_index.index_select(1, entry), 2)  # (3, K)
+    sx, sy, z, box = (t.index_select(1, entry) for t in (sx, sy, z, box))  # (3 or 4, K)
     area = area.index_select(0, entry)  # (K,)
     view = entry // n_faces  # (K,)
 
