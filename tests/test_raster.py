@@ -294,6 +294,10 @@ def test_degenerate_and_hostile_input(rasterizer):
     assert all(torch.isfinite(t).all() for t in (frags.zbuf, frags.bary))
     with pytest.raises(ValueError, match="NaN"):
         rasterizer(torch.full((1, 3, 4), float("nan")), tri, 8)
+    with pytest.raises(ValueError, match="1 clip-space vertices"):  # one infinite among finite
+        rasterizer(torch.cat([zero_area, torch.full((1, 1, 4), float("inf"))], 1), tri, 8)
+    far = torch.full((1, 3, 4), 3e38)  # finite, though their sum overflows: culled, no error
+    assert (rasterizer(far, tri, 8).pix_to_face < 0).all()
     with pytest.raises(ValueError, match="out of range"):
         rasterizer(zero_area, torch.tensor([[0, 1, 7]]), 8)
     empty = rasterizer(torch.zeros(2, 0, 4), torch.zeros(0, 3, dtype=torch.long), (3, 5))
