@@ -239,7 +239,7 @@ def shade(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor, camera
         facing = n_dot_l.abs_() / _length(normal)
         grey = ALBEDO * (AMBIENT + (1 - AMBIENT) * facing) + SPECULAR * _whole_power(facing,
                                                                                 SHININESS)
-        rgb = grey[None].expand(3, -1)  # (3, Q)
+        rgb = grey[None]  # (1, Q): grey
     elif mode == "normals":
         rgb = (_camera_normals(fragments, verts, faces, cameras, spans) + 1) / 2
     elif mode == "depth":
@@ -251,7 +251,7 @@ def shade(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor, camera
                 d = pixel_depth[span]
                 near, far = d.min(), d.max()
                 grey[span] = 1 - (d - near) / (far - near).clamp(min=1e-6)
-        rgb = grey[None].expand(3, -1)
+        rgb = grey[None]  # (1, Q): grey
     elif mode == "texture":
         if uv is None or texture is None:
             raise ValueError("render mode 'texture' needs a mesh with uv and a texture image")
@@ -266,17 +266,22 @@ def shade(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor, camera
 
 def _compose(fragments: Fragments, rgb: torch.Tensor,
              background: float | tuple[float, float, float]) -> torch.Tensor:
-    """(3, Q) colours of the covered pixels on a background: (V, H, W, 3), a view of a
-    contiguous (V, 3, H, W) array."""
+    """(3, Q) colours, or (1, Q) grey levels, of the covered pixels on a background:
+    (V, H, W, 3), a view of a contiguous (V, 3, H, W) array."""
     n_views, h, w = fragments.pix_to_face.shape
     fill = torch.as_tensor(background, dtype=torch.float32).expand(3).tolist()  # r, g, b
     image = torch.empty(n_views, 3, h * w, device=rgb.device)  # (V, 3, H*W)
-    for channel, value in enumerate(fill):  # a fill per plane (a broadcast copy would stride)
-        image[:, channel].fill_(value)
+    # A grey picture on a grey background: one channel drawn, copied to the others (a copy
+    # costs a fraction of a scatter).
+    drawn = 1 if len(rgb) == 1 and fill[0] == fill[1] == fill[2] else 3
+    for channel in range(drawn):  # a fill per plane (a broadcast copy would stride)
+        image[:, channel].fill_(fill[channel])
     for view, span in enumerate(fragments.view_spans):  # its pixels, as indices into one view
         pixel = fragments.covered[span] - view * h * w
-        for channel in range(3):  # scatter_ into contiguous planes: twice index_copy_'s speed
-            image[view, channel].scatter_(0, pixel, rgb[channel, span])
+        for channel in range(drawn):  # scatter_ into contiguous planes: twice index_copy_'s
+            image[view, channel].scatter_(0, pixel, rgb[channel % len(rgb), span])  # speed
+    if drawn == 1:
+        image[:, 1:] = image[:, :1]
     return image.view(n_views, 3, h, w).permute(0, 2, 3, 1)
 
 

@@ -360,14 +360,20 @@ def _hemisphere() -> Mesh:
                 texture=np.full((4, 4, 3), 200, np.uint8))
 
 
+@pytest.mark.parametrize("background", [(0.0, 0.5, 1.0), (0.25, 0.25, 0.25)],
+                         ids=["colour", "grey"])
 @pytest.mark.parametrize("mode", ["shaded", "texture", "colors", "depth", "normals"])
-def test_render_views_modes(mode):
+def test_render_views_modes(mode, background):
     images = render_views(_hemisphere(), views=((-20, 0), (0, 0), (20, 0)), image_size=32,
-                          mode=mode, background=(0.0, 0.5, 1.0))
+                          mode=mode, background=background)
     assert images.shape == (3, 3, 32, 32) and images.dtype == torch.float32
     assert images.min() >= 0 and images.max() <= 1 and torch.isfinite(images).all()
-    assert torch.equal(images[1, :, 0, 0], torch.tensor([0.0, 0.5, 1.0]))  # corner: background
-    assert not torch.equal(images[1, :, 16, 16], torch.tensor([0.0, 0.5, 1.0]))  # centre: face
+    assert torch.equal(images[1, :, 0, 0], torch.tensor(background))  # corner: background
+    assert not torch.equal(images[1, :, 16, 16], torch.tensor(background))  # centre: face
+    if mode in ("shaded", "depth"):  # grey pictures, whatever the background
+        face = (images[:, 0] != background[0]) | (images[:, 2] != background[2])  # (V, H, W)
+        assert torch.equal(images[:, 0][face], images[:, 1][face])
+        assert torch.equal(images[:, 0][face], images[:, 2][face])
     if mode == "texture":  # a uniform texture comes back as itself
         assert torch.allclose(images[1, :, 16, 16], torch.tensor(200 / 255))
     if mode == "shaded":  # the headlight makes the frontal centre the brightest spot
