@@ -373,6 +373,10 @@ def bench_raster(args) -> None:
             cases.append(dict(label=f"{name} {mesh.num_faces}", size=size, facet=facet, gl=gl,
                               agree=agree, facet_cpu=[], facet_wall=[], gl_cpu=[], gl_wall=[]))
     rounds = 3 if args.quick else 7
+    # llvmpipe ran slower for its first seconds in some processes: warm it up for 3 s first.
+    warm_until = time.perf_counter() + 3
+    while cases[0]["gl"] is not None and time.perf_counter() < warm_until:
+        cases[0]["gl"]()
     # Case by case (llvmpipe ran up to 1.5x slower in some processes when the cases alternated,
     # its framebuffers changing size on every call), the two renderers alternating within it.
     for case in cases:
