@@ -91,9 +91,11 @@ MAX_IMAGE_SIDE = 1 << 14
 # that holds the box, so a grid side is at most 1.5x its box's (33 % waste; powers of two alone
 # waste up to 100 %, and the typical 3- and 5-pixel boxes of a dense scan would pay it).
 # Code c names side 2^(c/2) (c even) or 3 * 2^((c-3)/2) (c odd); a size class is
-# N_SIDES * code(height) + code(width), an int16.
+# N_SIDES * code(height) + code(width), plus CUT_CLASSES for boxes the image's edge cut (their
+# grids need masks, `_scatter_bucket`), an int16.
 N_SIDES = 2 * 14 + 1  # codes 0..28: sides up to 2^14 = MAX_IMAGE_SIDE
-NOT_DRAWN = N_SIDES * N_SIDES  # size class of culled and empty faces: sorts after every other
+CUT_CLASSES = N_SIDES * N_SIDES
+NOT_DRAWN = 2 * CUT_CLASSES  # size class of culled and empty faces: sorts after every other
 # Which 32-bit half of an int64 key holds its low bits (the row): the first in memory on a
 # little-endian machine.
 _LOW_HALF = 0 if sys.byteorder == "little" else 1
@@ -305,25 +307,29 @@ def rasterize_reference(verts_clip: torch.Tensor, faces: torch.Tensor,
                                             bary.astype(np.float32))))
 
 
-def _pixel_span(corners: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _pixel_span(corners: torch.Tensor,
+                size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """First pixel and number of pixels (<= 0: none) whose centres j*S + S/2 lie between the
-    smallest and largest of (3, E) snapped corner coordinates, within [0, size)."""
+    smallest and largest of (3, E) snapped corner coordinates, within [0, size); and whether
+    the image's far edge (size) cut the span short."""
     # Elementwise over the three corners: a reduction over a short outer dimension would not
     # vectorise.
     low = torch.minimum(torch.minimum(corners[0], corners[1]), corners[2])
     high = torch.maximum(torch.maximum(corners[0], corners[1]), corners[2])
     half = SUBPIXEL // 2
     first = torch.ceil((low - half) / SUBPIXEL).clamp(min=0)
-    return first, torch.floor((high - half) / SUBPIXEL).clamp(max=size - 1) - first + 1
+    last = torch.floor((high - half) / SUBPIXEL)
+    return first, last.clamp(max=size - 1) - first + 1, last > size - 1
 
 
-def _pixel_boxes(sx: torch.Tensor, sy: torch.Tensor, h: int, w: int) -> torch.Tensor:
+def _pixel_boxes(sx: torch.Tensor, sy: torch.Tensor, h: int,
+                 w: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(4, E) rows (first column, first row, width, height) of the pixel centres in each
-    triangle's bounding box, for (3, E) corner coordinates; empty boxes have width or height
-    <= 0."""
-    col0, box_w = _pixel_span(sx, w)
-    row0, box_h = _pixel_span(sy, h)
-    return torch.stack([col0, row0, box_w, box_h])
+    triangle's bounding box, for (3, E) corner coordinates, empty boxes with width or height
+    <= 0; and (E,) bool, True where the image's right or bottom edge cut the box."""
+    col0, box_w, cut_x = _pixel_span(sx, w)
+    row0, box_h, cut_y = _pixel_span(sy, h)
+    return torch.stack([col0, row0, box_w, box_h]), cut_x | cut_y
 
 
 def _doubled_area(sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
@@ -352,44 +358,49 @@ def _side_codes(device: torch.device) -> torch.Tensor:
     return _side_code(sides).to(torch.int16)
 
 
-def _size_class(box: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
-    """(E,) int16 bucket of each box: N_SIDES code(height) + code(width), or NOT_DRAWN."""
+def _size_class(box: torch.Tensor, cut: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
+    """(E,) int16 bucket of each box: N_SIDES code(height) + code(width), plus CUT_CLASSES if
+    the image's edge cut it, or NOT_DRAWN."""
     codes = _side_codes(box.device)
     code_w, code_h = (codes.index_select(0, side.clamp(min=0).long()) for side in box[2:4])
-    return torch.where(drawn, code_h * N_SIDES + code_w, NOT_DRAWN).to(torch.int16)
+    size_class = code_h * N_SIDES + code_w + cut * CUT_CLASSES
+    return torch.where(drawn, size_class, NOT_DRAWN).to(torch.int16)
 
 
-def _plan_chunks(counts: list[int], h: int, w: int) -> list[tuple[int, int, int, int]]:
+def _plan_chunks(counts: list[int], h: int,
+                 w: int) -> list[tuple[int, int, int, int, bool]]:
     """Cut the size-sorted entries into chunks that `_scatter_bucket` tests on one grid each.
 
     counts[c] is the number of entries of size class c, which come sorted by class. A chunk is
     a range of consecutive entries and its grid (gh, gw) holds all their boxes. Neighbouring
     classes share a chunk while padding them to a common grid costs fewer candidates than
-    CHUNK_COST (what a call costs beyond its candidates); a chunk holds at most
-    CANDIDATE_BUDGET candidates. Returns (first, end, gh, gw) per chunk.
+    CHUNK_COST (what a call costs beyond its candidates), never mixing boxes the image's edge
+    cut with others; a chunk holds at most CANDIDATE_BUDGET candidates. Returns (first, end,
+    gh, gw, cut) per chunk.
     """
-    classes = []  # (first, end, gh, gw) of each non-empty class, in order
+    classes = []  # (first, end, gh, gw, cut) of each non-empty class, in order
     first = 0
     for size_class, count in enumerate(counts):
         if count:
-            classes.append((first, first + count, min(_grid_side(size_class // N_SIDES), h),
-                            min(_grid_side(size_class % N_SIDES), w)))
+            code_h, code_w = divmod(size_class % CUT_CLASSES, N_SIDES)
+            classes.append((first, first + count, min(_grid_side(code_h), h),
+                            min(_grid_side(code_w), w), size_class >= CUT_CLASSES))
             first += count
     merged = []
-    for first, end, gh, gw in classes:
-        if merged:
-            m_first, m_end, m_gh, m_gw = merged[-1]
+    for first, end, gh, gw, cut in classes:
+        if merged and merged[-1][4] == cut:
+            m_first, m_end, m_gh, m_gw, _ = merged[-1]
             both_h, both_w = max(m_gh, gh), max(m_gw, gw)
             cells = (end - m_first) * both_h * both_w
             padding = cells - (m_end - m_first) * m_gh * m_gw - (end - first) * gh * gw
             if padding < CHUNK_COST and cells <= CANDIDATE_BUDGET:
-                merged[-1] = (m_first, end, both_h, both_w)
+                merged[-1] = (m_first, end, both_h, both_w, cut)
                 continue
-        merged.append((first, end, gh, gw))
+        merged.append((first, end, gh, gw, cut))
     chunks = []
-    for first, end, gh, gw in merged:
+    for first, end, gh, gw, cut in merged:
         step = max(1, CANDIDATE_BUDGET // (gh * gw))
-        chunks += [(at, min(at + step, end), gh, gw) for at in range(first, end, step)]
+        chunks += [(at, min(at + step, end), gh, gw, cut) for at in range(first, end, step)]
     return chunks
 
 
@@ -438,7 +449,7 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
         return vertex_records[channel].index_select(0, index.reshape(-1)).view(3, -1)
 
     sx, sy, z, inside = (corners_of(corner_index, c) for c in (0, 1, 2, 4))  # (3, V*F) each
-    box = _pixel_boxes(sx, sy, h, w)  # (4, V*F)
+    box, cut = _pixel_boxes(sx, sy, h, w)  # (4, V*F), (V*F,)
     area = _doubled_area(sx, sy)  # (V*F,)
     drawn = (inside[0] * inside[1] * inside[2] > 0) & (box[2] > 0) & (box[3] > 0) & (area != 0)
     if cull_backfaces:
@@ -448,7 +459,7 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
 
     # 2. Sort the drawn entries by size class (a two-byte key: a fast radix sort), so that each
     #    class is a contiguous range of columns, and gather their corners again in that order.
-    size_class, entry = torch.sort(_size_class(box, drawn), stable=True)  # (V*F,) each
+    size_class, entry = torch.sort(_size_class(box, cut, drawn), stable=True)  # (V*F,) each
     counts = torch.bincount(size_class, minlength=NOT_DRAWN + 1).tolist()
     entry = entry[: len(entry) - counts[NOT_DRAWN]]  # (K,) drawn entries, bucket by bucket
     if len(entry) == 0:
@@ -461,9 +472,9 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
     planes, base = _setup_triangles(sx, sy, z, area, box, view, h, w)  # (3, 4, K), (K,)
     keys = torch.full((n_views * h * w + h * w,), _MISS, dtype=torch.int64, device=device)
     row = (entry + 1).int()  # (K,) row of each entry in the entry-indexed tables below; 0: none
-    for first, end, gh, gw in _plan_chunks(counts[:NOT_DRAWN], h, w):
+    for first, end, gh, gw, cut in _plan_chunks(counts[:NOT_DRAWN], h, w):
         _scatter_bucket(keys, planes[..., first:end], box[2, first:end], box[3, first:end],
-                        row[first:end], base[first:end], gh, gw, w)
+                        row[first:end], base[first:end], gh, gw, w, cut)
 
     # 4. Resolve: the winner of each pixel and its depth; its row (entry + 1) indexes the
     #    tables of faces and barycentric planes, so that a pixel no face won (low half 0) reads
@@ -604,13 +615,16 @@ def _grid_offsets(gh: int, gw: int, w: int,
 
 def _scatter_bucket(keys: torch.Tensor, planes: torch.Tensor, box_w: torch.Tensor,
                     box_h: torch.Tensor, row: torch.Tensor, base: torch.Tensor, gh: int, gw: int,
-                    w: int) -> None:
+                    w: int, cut: bool) -> None:
     """Test a (gh, gw) grid of candidate pixels for each of Fb faces and scatter-min their keys.
 
     planes (3, 4, Fb): as from `_setup_triangles`; box_w, box_h, base (Fb,); row (Fb,) int32.
     All four affine functions are evaluated at once: each is a row term (gh, 1, Fb) plus a
-    column term (1, gw, Fb), one broadcast add for the whole (4, gh, gw, Fb) block. Grid cells
-    past a face's box (which the image border may have cut) get -1e30 in E'_0.
+    column term (1, gw, Fb), one broadcast add for the whole (4, gh, gw, Fb) block.
+
+    A grid cell past a face's box lies past the triangle, so its E' reject it, except where the
+    image's edge cut the box (`cut`): the triangle goes on there, and the cells, which wrap into
+    the next row or view, get -1e30 in E'_0.
     """
     dy, dx, offset = _grid_offsets(gh, gw, w, keys.device)
     at_first, step_x, step_y = planes[:, :, None, :]  # (4, 1, Fb) each
@@ -618,8 +632,9 @@ def _scatter_bucket(keys: torch.Tensor, planes: torch.Tensor, box_w: torch.Tenso
     # vectorises, while a (Fb, 2, 2) layout would run elementwise kernels on rows of 2.
     rows = torch.addcmul(at_first, step_y, dy)  # (4, gh, Fb)
     cols = step_x * dx  # (4, gw, Fb)
-    rows[0].masked_fill_(dy >= box_h, -1e30)  # outside the box: rejected
-    cols[0].masked_fill_(dx >= box_w, -1e30)
+    if cut:
+        rows[0].masked_fill_(dy >= box_h, -1e30)  # outside the box: rejected
+        cols[0].masked_fill_(dx >= box_w, -1e30)
     values = rows[:, :, None, :] + cols[:, None, :, :]  # (4, gh, gw, Fb)
     # E'_i are whole numbers (integer corners and steps), so a candidate is inside when the
     # smallest is >= 0 and outside when it is <= -1; 4 |E'_min| added to the depth of an outside

@@ -158,17 +158,20 @@ def test_chunk_plan_covers_every_entry_once_on_a_grid_that_holds_it(monkeypatch)
             for side in (1, 2, 3, 4, 8, 12, 64)}
     for (gh, gw), count in sizes.items():
         counts[code[gh] * raster.N_SIDES + code[gw]] = count
+    counts[raster.CUT_CLASSES + code[2] * raster.N_SIDES + code[2]] = 7  # cut by the edge
     chunks = raster._plan_chunks(counts, h=48, w=48)
     assert [c[0] for c in chunks] == [0] + [c[1] for c in chunks[:-1]]  # contiguous, in order
-    assert chunks[-1][1] == sum(sizes.values())
+    assert chunks[-1][1] == sum(sizes.values()) + 7
     first = 0
     for (gh, gw), count in sizes.items():  # each class's entries lie in chunks whose grid holds
-        for start, end, chunk_h, chunk_w in chunks:  # its boxes (capped at the image)
+        for start, end, chunk_h, chunk_w, cut in chunks:  # its boxes (capped at the image)
             if start < first + count and end > first:
-                assert chunk_h >= min(gh, 48) and chunk_w >= min(gw, 48)
+                assert chunk_h >= min(gh, 48) and chunk_w >= min(gw, 48) and not cut
         first += count
+    assert [c[4] for c in chunks if c[0] >= first] == [True]  # the cut boxes: masked, alone
     # within budget, unless a single entry's grid exceeds it
-    assert all((end - start) * gh * gw <= 256 or end - start == 1 for start, end, gh, gw in chunks)
+    assert all((end - start) * gh * gw <= 256 or end - start == 1
+               for start, end, gh, gw, _ in chunks)
 
 
 @RASTERIZERS
@@ -439,3 +442,15 @@ def test_fragments_from_dense_hand_back_their_barycentrics():
     frags = raster.Fragments.from_dense(pix_to_face, torch.zeros(1, 2, 2), bary)
     assert frags.covered.tolist() == [1, 2]
     torch.testing.assert_close(frags.bary, bary)
+
+
+def test_triangles_cut_by_the_image_edge_do_not_wrap_into_the_next_row_or_view():
+    # Two views; in the first, triangles run past the right and bottom edges, where their grid
+    # cells would land in the next row or the next view without the box masks.
+    verts = pixel_to_clip([(5, 1, 0), (13, 3, 0), (6, 7, 0), (1, 6, 0.2), (7, 12, 0.2),
+                           (2, 12, 0.2)], 8, 8)
+    verts = torch.cat([verts, pixel_to_clip([(0, 0, 0)] * 6, 8, 8)])  # view 2: nothing drawn
+    faces = torch.tensor([[0, 2, 1], [3, 5, 4]])
+    _assert_agree(verts, faces, (8, 8), cull=False)
+    frags = rasterize(verts, faces, 8)
+    assert (frags.pix_to_face[1] == -1).all() and (frags.pix_to_face[0, :, 7] == 0).any()
