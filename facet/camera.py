@@ -49,7 +49,10 @@ class Cameras:
         """Project world points (N, 3) into clip space (V, N, 4) for every camera."""
         homogeneous = torch.cat([verts, torch.ones_like(verts[:, :1])], dim=1)  # (N, 4)
         world_to_clip = self.projection @ self.view  # (V, 4, 4)
-        return homogeneous @ world_to_clip.transpose(1, 2)  # (V, N, 4)
+        # One (N, 4) x (4, 4V) product for all views: a batch of V products with an inner
+        # dimension of 4 ran five times slower.
+        clip = homogeneous @ world_to_clip.reshape(-1, 4).t()  # (N, 4V)
+        return clip.view(len(verts), -1, 4).transpose(0, 1).contiguous()  # (V, N, 4)
 
     def to_camera(self, verts: torch.Tensor) -> torch.Tensor:
         """World points (N, 3) in every camera's frame (V, N, 3); depth along the view is -z."""
