@@ -254,8 +254,10 @@ def _llvmpipe_context(threads: int):
     rasterizer threads, or (None, why not). moderngl is optional (pip install moderngl; Mesa's
     EGL from the system, e.g. libegl-mesa0 libegl1 libgl1-mesa-dri libgbm1 on Debian)."""
     # Mesa reads these when it creates its first context: software rendering on llvmpipe, with
-    # as many threads as torch gets, so that the ratio compares equal resources.
-    os.environ.update(LP_NUM_THREADS=str(threads), GALLIUM_DRIVER="llvmpipe",
+    # as many threads as torch gets, so that the ratio compares equal resources. One thread is
+    # LP_NUM_THREADS=0, drawing in the calling thread as facet does: with 1, llvmpipe hands the
+    # work to a worker thread and ran up to 1.6x slower at times (where the scheduler put it).
+    os.environ.update(LP_NUM_THREADS=str(threads if threads > 1 else 0), GALLIUM_DRIVER="llvmpipe",
                       LIBGL_ALWAYS_SOFTWARE="1")
     try:
         import moderngl
@@ -373,12 +375,7 @@ def bench_raster(args) -> None:
             cases.append(dict(label=f"{name} {mesh.num_faces}", size=size, facet=facet, gl=gl,
                               agree=agree, facet_cpu=[], facet_wall=[], gl_cpu=[], gl_wall=[]))
     rounds = 3 if args.quick else 7
-    # llvmpipe ran slower for its first seconds in some processes: warm it up for 3 s first.
-    warm_until = time.perf_counter() + 3
-    while cases[0]["gl"] is not None and time.perf_counter() < warm_until:
-        cases[0]["gl"]()
-    # Case by case (llvmpipe ran up to 1.5x slower in some processes when the cases alternated,
-    # its framebuffers changing size on every call), the two renderers alternating within it.
+    # Case by case, the two renderers alternating within it.
     for case in cases:
         for _ in range(1 + rounds):  # the first round warms up and is not counted
             for side in ("facet", "gl"):
