@@ -71,7 +71,8 @@ from __future__ import annotations
 import functools
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -106,29 +107,33 @@ class Fragments:
     """What the rasterizer knows about each pixel of each view (the input of shading).
 
     Attributes:
-        pix_to_face: (V, H, W) int64 index of the nearest face covering the pixel, -1 if none.
-        zbuf: (V, H, W) float32 NDC depth z/w in [-1, 1] of that face; 1 (the far plane, like a
-            cleared OpenGL depth buffer) where no face covers the pixel.
+        shape: (V, H, W).
         covered: (Q,) int64 flat indices into the (V*H*W) pixels of the Q pixels some face
             covers, ascending.
         planes: (9, R) float32 perspective-correct barycentric planes, a column per record:
             rows a_0..a_2, g_0..g_2, k_0..k_2, with b_i / w_i = a_i + g_i col + k_i row at pixel
             (row, col) of a view (module docstring, step 4); column 0 is zeros (no face).
-        covered_record: (Q,) int32 or int64 column of `planes` for each covered pixel.
-        faces_per_view: F when `planes` has a column per (view, face) entry, v * F + f + 1
-            (`rasterize`); 0 when it has one per covered pixel (`from_dense`).
+        record_face: (R,) int64 the face of each record, -1 for column 0.
+        covered_record: (Q,) int32 or int64 the record of each covered pixel.
+        faces_per_view: F when the records are the (view, face) entries, v * F + f + 1
+            (`rasterize`); 0 when they are the covered pixels (`from_dense`).
+        unpack: makes the dense maps `pix_to_face` and `zbuf` (below) when first asked for.
 
     Shading works on the covered pixels only (often a third of the image), so the rasterizer
     hands them out compactly, with their barycentrics as planes to evaluate: `covered_bary`
-    does, on first use; `bary` is the dense (V, H, W, 3) picture of the same numbers.
+    does, on first use. The dense maps are made on first use too: `pix_to_face` (V, H, W) int64,
+    the nearest face covering each pixel, -1 if none; `zbuf` (V, H, W) float32, its NDC depth
+    z/w in [-1, 1], 1 (the far plane, like a cleared OpenGL depth buffer) where no face covers
+    the pixel; `bary` (V, H, W, 3), the barycentrics of every pixel.
     """
 
-    pix_to_face: torch.Tensor
-    zbuf: torch.Tensor
+    shape: tuple[int, int, int]
     covered: torch.Tensor
     planes: torch.Tensor
+    record_face: torch.Tensor
     covered_record: torch.Tensor
-    faces_per_view: int = 0
+    faces_per_view: int
+    unpack: Callable[[], tuple[torch.Tensor, torch.Tensor]] = field(repr=False)
 
     @classmethod
     def from_dense(cls, pix_to_face: torch.Tensor, zbuf: torch.Tensor,
@@ -138,13 +143,30 @@ class Fragments:
         covered = (pix_to_face.reshape(-1) >= 0).nonzero().view(-1)  # (Q,)
         planes = bary.new_zeros(9, len(covered) + 1)
         planes[:3, 1:] = bary.reshape(-1, 3).index_select(0, covered).t()
-        return cls(pix_to_face, zbuf, covered, planes,
-                   torch.arange(1, len(covered) + 1, device=covered.device))
+        record_face = torch.cat([covered.new_full((1,), -1),
+                                 pix_to_face.reshape(-1).index_select(0, covered)])
+        return cls(tuple(pix_to_face.shape), covered, planes, record_face,
+                   torch.arange(1, len(covered) + 1, device=covered.device), 0,
+                   lambda: (pix_to_face, zbuf))
+
+    @functools.cached_property
+    def _dense(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.unpack()
+
+    @property
+    def pix_to_face(self) -> torch.Tensor:
+        """(V, H, W) int64 index of the nearest face covering each pixel, -1 if none."""
+        return self._dense[0]
+
+    @property
+    def zbuf(self) -> torch.Tensor:
+        """(V, H, W) float32 NDC depth of that face, 1 where no face covers the pixel."""
+        return self._dense[1]
 
     @functools.cached_property
     def view_spans(self) -> list[slice]:
         """Where each view's pixels lie in `covered`: as it ascends, view v's are one run."""
-        n_views, h, w = self.pix_to_face.shape
+        n_views, h, w = self.shape
         bounds = _view_bounds(self.covered, n_views, h * w)
         return [slice(first, end) for first, end in zip(bounds[:-1], bounds[1:])]
 
@@ -153,7 +175,7 @@ class Fragments:
         """(2, Q) float32 column and row of each covered pixel in its view. Each view's pixels
         are one run of `covered`: they index the one-view grid, so no pixel pays an integer
         division (which does not vectorise)."""
-        n_views, h, w = self.pix_to_face.shape
+        n_views, h, w = self.shape
         grid = _pixel_grid(h, w, self.covered.device)  # (2, H*W)
         return torch.cat([grid.index_select(1, self.covered[span] - view * h * w)
                           for view, span in enumerate(self.view_spans)], 1)
@@ -186,7 +208,7 @@ class Fragments:
     def bary(self) -> torch.Tensor:
         """(V, H, W, 3) float32 barycentrics of every pixel, 0 where no face covers it; stored
         channel-major (module docstring). Built on first use: shading never needs it."""
-        n_views, h, w = self.pix_to_face.shape
+        n_views, h, w = self.shape
         dense = self.covered_bary.new_zeros(3, n_views * h * w)  # (3, V*H*W)
         dense.index_copy_(1, self.covered, self.covered_bary)
         return dense.view(3, n_views, h, w).permute(1, 2, 3, 0)
@@ -476,24 +498,28 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
         _scatter_bucket(keys, planes[..., first:end], box[2, first:end], box[3, first:end],
                         row[first:end], base[first:end], gh, gw, w, cut)
 
-    # 4. Resolve: the winner of each pixel and its depth; its row (entry + 1) indexes the
+    # 4. Resolve: the covered pixels and their winners; a winner's row (entry + 1) indexes the
     #    tables of faces and barycentric planes, so that a pixel no face won (low half 0) reads
-    #    row 0: no face, zeros. Barycentrics are evaluated when shading asks for them.
+    #    row 0: no face, zeros. Barycentrics are evaluated when shading asks for them, the
+    #    dense maps (pix_to_face, zbuf) when someone asks for them.
     face_of_row = torch.empty(n_entries + 1, dtype=torch.int64, device=device)  # (V*F + 1,)
     face_of_row[0] = -1
     face_of_row[1:].view(n_views, n_faces).copy_(torch.arange(n_faces, device=device))
-    pix_to_face, zbuf, covered, winner = _resolve(keys[: n_views * h * w], face_of_row)
-    return Fragments(pix_to_face.view(n_views, h, w), zbuf.view(n_views, h, w), covered,
-                     plane_table, winner, n_faces)
+    keys = keys[: n_views * h * w]  # (P,) without the padding
+    row = _key_rows(keys)  # (P,)
+    covered = row.nonzero().view(-1)  # (Q,) flat indices of the pixels some face won
+    shape = (n_views, h, w)
+    return Fragments(shape, covered, plane_table, face_of_row, row.index_select(0, covered),
+                     n_faces, functools.partial(_unpack_keys, keys, face_of_row, shape))
 
 
 def _nothing_drawn(n_views: int, h: int, w: int, device: torch.device) -> Fragments:
     """The fragments of V empty images: no face, the far plane, no covered pixel."""
-    return Fragments(torch.full((n_views, h, w), -1, dtype=torch.int64, device=device),
-                     torch.ones(n_views, h, w, device=device),
-                     torch.zeros(0, dtype=torch.int64, device=device),
-                     torch.zeros(9, 1, device=device),
-                     torch.zeros(0, dtype=torch.int64, device=device))
+    pix_to_face = torch.full((n_views, h, w), -1, dtype=torch.int64, device=device)
+    zbuf = torch.ones(n_views, h, w, device=device)
+    nothing = torch.zeros(0, dtype=torch.int64, device=device)
+    return Fragments((n_views, h, w), nothing, torch.zeros(9, 1, device=device),
+                     torch.full((1,), -1, device=device), nothing, 0, lambda: (pix_to_face, zbuf))
 
 
 def _edges(sx: torch.Tensor,
@@ -583,21 +609,21 @@ def _pixel_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
     return torch.stack([pixel % w, pixel // w]).float()
 
 
-def _resolve(keys: torch.Tensor,
-             face_of_row: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                 torch.Tensor]:
-    """Unpack the z-buffer keys (P = V*H*W,) into pix_to_face (P,), zbuf (P,), the covered
-    pixels (Q,) and the row of each one's face (Q,) int32; face_of_row (V*F + 1,) holds each
-    entry's face at its row, -1 at row 0 (no face)."""
-    # A key's two 32-bit halves, read in place: the row (low) and the depth's float bits (high).
-    halves = keys.view(torch.int32)  # (2P,)
-    row = halves[_LOW_HALF::2]  # (P,) row of the winning entry; 0 where no face covers the pixel
-    pix_to_face = face_of_row.index_select(0, row)
-    # Depth + 2 is in [1, 3] where a face is drawn and _MISS_DEPTH elsewhere: clamped to 3, it
-    # is the far plane's 1 there, like a cleared OpenGL depth buffer.
+def _key_rows(keys: torch.Tensor) -> torch.Tensor:
+    """(P,) int32 view of the z-buffer keys' low halves: the row (entry + 1) of each pixel's
+    winner, 0 where no face covers it. Read in place, through a 32-bit view of the keys."""
+    return keys.view(torch.int32)[_LOW_HALF::2]
+
+
+def _unpack_keys(keys: torch.Tensor, face_of_row: torch.Tensor,
+                 shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dense maps from the z-buffer keys (P = V*H*W,): pix_to_face and zbuf (V, H, W);
+    face_of_row (V*F + 1,) holds each entry's face at its row, -1 at row 0 (no face)."""
+    pix_to_face = face_of_row.index_select(0, _key_rows(keys))
+    # The high halves are the float bits of depth + 2: in [1, 3] where a face is drawn and
+    # _MISS_DEPTH elsewhere; clamped to 3, it is the far plane's 1 there.
     zbuf = keys.view(torch.float32)[1 - _LOW_HALF::2].clamp(max=3.0).sub_(2.0)
-    covered = row.nonzero().view(-1)  # (Q,) flat indices of the pixels some face won
-    return pix_to_face, zbuf, covered, row.index_select(0, covered)
+    return pix_to_face.view(shape), zbuf.view(shape)
 
 
 @functools.lru_cache(maxsize=64)

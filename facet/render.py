@@ -64,7 +64,7 @@ def interpolate_covered(fragments: Fragments, face_attrs: torch.Tensor,
     Returns:
         (D, Q) float32: row d holds attribute d at the Q pixels of `fragments.covered`.
     """
-    n_views = fragments.pix_to_face.shape[0]
+    n_views = fragments.shape[0]
     per_view = face_attrs.ndim == 4
     if face_attrs.shape[-2:-1] != (3,) or face_attrs.ndim not in (3, 4) or (
             per_view and face_attrs.shape[0] != n_views):
@@ -84,7 +84,7 @@ def _interpolate_by_barycentrics(fragments: Fragments, face_attrs: torch.Tensor)
     barycentrics beta and its face's corners."""
     n_faces, dim = face_attrs.shape[-3], face_attrs.shape[-1]
     covered = fragments.covered  # (Q,)
-    rows = fragments.pix_to_face.reshape(-1).index_select(0, covered)  # (Q,) face of each pixel
+    rows = fragments.record_face.index_select(0, fragments.covered_record)  # (Q,) their faces
     if face_attrs.ndim == 4:  # row of (view, face) in the flattened (V*F) list
         for view, span in enumerate(fragments.view_spans):
             rows[span] += view * n_faces
@@ -106,7 +106,7 @@ def _interpolate_by_planes(fragments: Fragments, face_attrs: torch.Tensor) -> to
     in the pixel's position like each b_i / w_i (`Fragments.planes`), so each (view, face) entry
     combines its corners' attributes with its planes once, and a pixel evaluates D planes, where
     it would read 3 barycentric planes and 3 D corner values."""
-    n_views, n_faces = fragments.pix_to_face.shape[0], fragments.faces_per_view
+    n_views, n_faces = fragments.shape[0], fragments.faces_per_view
     dim = face_attrs.shape[-1]
     # (3, D, F) or (3, D, V, F): a contiguous row per corner and attribute
     corners = face_attrs.float().movedim(-2, 0).movedim(-1, 1).contiguous()
@@ -124,7 +124,7 @@ def _interpolate_by_planes(fragments: Fragments, face_attrs: torch.Tensor) -> to
 def interpolate(fragments: Fragments, face_attrs: torch.Tensor) -> torch.Tensor:
     """`interpolate_covered` as an image: (V, H, W, D) float32, 0 where no face covers the
     pixel, stored channel-major like `Fragments.bary` (`facet.raster`)."""
-    n_views, h, w = fragments.pix_to_face.shape
+    n_views, h, w = fragments.shape
     values = interpolate_covered(fragments, face_attrs)  # (D, Q)
     image = values.new_zeros(len(values), n_views * h * w)  # (D, V*H*W)
     image.index_copy_(1, fragments.covered, values)
@@ -268,7 +268,7 @@ def _compose(fragments: Fragments, rgb: torch.Tensor,
              background: float | tuple[float, float, float]) -> torch.Tensor:
     """(3, Q) colours, or (1, Q) grey levels, of the covered pixels on a background:
     (V, H, W, 3), a view of a contiguous (V, 3, H, W) array."""
-    n_views, h, w = fragments.pix_to_face.shape
+    n_views, h, w = fragments.shape
     fill = torch.as_tensor(background, dtype=torch.float32).expand(3).tolist()  # r, g, b
     image = torch.empty(n_views, 3, h * w, device=rgb.device)  # (V, 3, H*W)
     # A grey picture on a grey background: one channel drawn, copied to the others (a copy
