@@ -30,6 +30,7 @@ Shapes: M meshes, V views, N vertices, F faces, H x W image.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -324,6 +325,14 @@ TRAINING_RENDER = RenderSettings(image_size=64, mode="normals")
 PICTURE_RENDER = RenderSettings(image_size=224, mode="shaded")
 
 
+@functools.lru_cache(maxsize=16)
+def _view_cameras(views: tuple[tuple[float, float], ...], distance: float,
+                  fov_y: float) -> Cameras:
+    """`view_cameras`, cached: a dataset's renders ask for the same few cameras (read only),
+    and making them costs more than a small render's rasterization of a view."""
+    return view_cameras(views, distance=distance, fov_y=fov_y)
+
+
 def render_views(mesh: Mesh, views: Sequence[tuple[float, float]] | str = DEFAULT_VIEWS,
                  image_size: int = PICTURE_RENDER.image_size, mode: str = PICTURE_RENDER.mode,
                  background: float | tuple[float, float, float] = 1.0,
@@ -356,7 +365,7 @@ def render_views(mesh: Mesh, views: Sequence[tuple[float, float]] | str = DEFAUL
     device = torch.device(device) if device is not None else torch.device("cpu")
     verts = torch.from_numpy(mesh.verts).to(device)
     faces = torch.from_numpy(mesh.faces).to(device)
-    cameras = view_cameras(views, distance=distance, fov_y=fov_y).to(device)
+    cameras = _view_cameras(tuple(map(tuple, views)), distance, fov_y).to(device)
     fragments = rasterize(cameras.transform(verts), faces, image_size, cull_backfaces)
     covered = torch.tensor([span.stop - span.start for span in fragments.view_spans]) / (
         image_size * image_size)  # (V,) foreground fraction
