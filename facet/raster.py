@@ -551,6 +551,8 @@ def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, area: 
     half = SUBPIXEL // 2
     col0, row0 = box[0], box[1]
     a_x, a_y, edge_x, edge_y = _edges(sx, sy)  # (3, K) each
+    planes = sx.new_empty(3, 4, len(area))  # filled in place, row by row
+    at_first, step_x, step_y = planes[:, :3]  # (3, K) each: the edge functions' rows
     # E_i(P) = edge_x_i (P_y - a_y_i) - edge_y_i (P_x - a_x_i) at pixel centre P: twice the
     # signed area of (v_{i+1}, v_{i+2}, P). At the box's first pixel the coordinate differences
     # are small, so E_i is an exact integer there.
@@ -558,19 +560,21 @@ def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, area: 
               - edge_y * (col0 * SUBPIXEL + half - a_x))  # (3, K)
     # Screen y points down, so front faces have area < 0; make E >= 0 inside either way.
     orient = torch.sign(area)  # (K,)
-    step_x, step_y = -edge_y * (SUBPIXEL * orient), edge_x * (SUBPIXEL * orient)  # dE_i / pixel
+    torch.mul(edge_y, -SUBPIXEL * orient, out=step_x)  # dE_i / column
+    torch.mul(edge_x, SUBPIXEL * orient, out=step_y)  # dE_i / row
     # Top-left rule: a centre exactly on an edge belongs to the face only if the edge is a left
     # edge (inside lies to its right: step_x > 0) or a top edge (horizontal, inside below it).
     not_top_left = ~((step_x > 0) | ((step_x == 0) & (step_y > 0)))
-    origin = origin * orient
-    # Depth is affine in screen space: z = sum_i E_i z_i / 2A, evaluated like the E_i.
+    origin *= orient
+    torch.sub(origin, not_top_left.float(), out=at_first)  # E' = E - 1 there: E' >= 0 inside
+    # Depth is affine in screen space: z = sum_i E_i z_i / 2A, evaluated like the E_i; + 2, as
+    # keys need depth > 0.
     z_weights = z / area.abs()  # (3, K)
-    planes = torch.stack([torch.cat([origin - not_top_left.float(),
-                                     (origin * z_weights).sum(0, keepdim=True) + 2.0]),
-                          torch.cat([step_x, (step_x * z_weights).sum(0, keepdim=True)]),
-                          torch.cat([step_y, (step_y * z_weights).sum(0, keepdim=True)])])
+    for row, edge_row in zip(planes, (origin, step_x, step_y)):
+        torch.sum(edge_row * z_weights, 0, out=row[3])
+    planes[0, 3] += 2.0
     base = view * (h * w) + row0.long() * w + col0.long()  # (K,)
-    return planes, base  # depth + 2 above: keys need depth > 0
+    return planes, base
 
 
 def _barycentric_planes(sx: torch.Tensor, sy: torch.Tensor, inv_w: torch.Tensor,
