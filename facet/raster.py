@@ -446,7 +446,8 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
         image_size: H = W, or (H, W), at most MAX_IMAGE_SIDE.
         cull_backfaces: drop faces whose front points away from the camera.
     Returns:
-        `Fragments` with (V, H, W) pix_to_face, zbuf and (V, H, W, 3) bary.
+        `Fragments`: the covered pixels with their faces' barycentric planes, and on demand the
+        (V, H, W) pix_to_face and zbuf and the (V, H, W, 3) bary.
     Raises:
         ValueError: wrong shapes, NaN/inf vertices, out-of-range face indices, bad image size.
     """
