@@ -45,6 +45,25 @@ def test_keep_freed_memory_serves_large_blocks_from_the_heap():
     assert mapped["policy"] == 0
 
 
+# In a fresh process: malloc 8 blocks of 8 MiB, free them all and report how much the heap
+# (mallinfo2().arena) grew: with the policy its freed top stays for the next call.
+TRIM_PROBE = MALLOC_PROBE.split("before =")[0] + textwrap.dedent('''
+    before = libc.mallinfo2().arena
+    blocks = [libc.malloc(8 << 20) for _ in range(8)]
+    for block in reversed(blocks):
+        libc.free(ctypes.c_void_p(block))
+    print(libc.mallinfo2().arena - before)
+''')
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the policy tunes glibc's malloc")
+def test_keep_freed_memory_keeps_the_freed_top_of_the_heap():
+    heap = {arm: int(subprocess.run([sys.executable, "-c", TRIM_PROBE, arm],
+                                    capture_output=True, text=True, check=True).stdout)
+            for arm in ("default", "policy")}
+    assert heap["policy"] >= 56 << 20 > heap["default"]  # kept, where glibc gives it back
+
+
 def test_a_second_run_on_the_same_folder_is_refused(tmp_path):
     with run_lock(tmp_path / "run"):
         with pytest.raises(ValueError, match=r"run is in use by another run \(\{\"pid\": "
