@@ -176,8 +176,9 @@ def _camera_normals(fragments: Fragments, verts: torch.Tensor, faces: torch.Tens
 def _length(vector: torch.Tensor) -> torch.Tensor:
     """(Q,) Euclidean length of (3, Q) vectors, never 0 (so safe to divide by); summed row by
     row, since a reduction over a short outer dimension would not vectorise."""
-    return (vector[0] * vector[0] + vector[1] * vector[1]
-            + vector[2] * vector[2]).sqrt_().clamp_(min=1e-12)
+    squared = torch.addcmul(torch.addcmul(vector[0] * vector[0], vector[1], vector[1]),
+                            vector[2], vector[2])  # fused multiply-adds: fewer passes
+    return squared.sqrt_().clamp_(min=1e-12)
 
 
 def _whole_power(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -237,9 +238,10 @@ def shade(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor, camera
         # only this component of the camera-space normal is needed. Two-sided: |n . l|.
         normal = _pixel_normals(fragments, verts, faces)  # (3, Q)
         n_dot_l = _in_camera_frames(normal, cameras.view[:, 2:3, :3], spans)[0]  # (Q,)
-        facing = n_dot_l.abs_() / _length(normal)
-        grey = ALBEDO * (AMBIENT + (1 - AMBIENT) * facing) + SPECULAR * _whole_power(facing,
-                                                                                SHININESS)
+        facing = n_dot_l.abs_().div_(_length(normal))
+        # ALBEDO (AMBIENT + (1 - AMBIENT) facing) + SPECULAR facing^SHININESS, in two passes
+        grey = torch.add(ALBEDO * AMBIENT, facing, alpha=ALBEDO * (1 - AMBIENT))
+        grey.add_(_whole_power(facing, SHININESS), alpha=SPECULAR)
         rgb = grey[None]  # (1, Q): grey
     elif mode == "normals":
         rgb = (_camera_normals(fragments, verts, faces, cameras, spans) + 1) / 2
