@@ -151,6 +151,7 @@ class Fragments:
 
     @functools.cached_property
     def _dense(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pix_to_face, zbuf), made once."""
         return self.unpack()
 
     @property
@@ -495,9 +496,9 @@ def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, image_size: int | t
     planes, base = _setup_triangles(sx, sy, z, area, box, view, h, w)  # (3, 4, K), (K,)
     keys = torch.full((n_views * h * w + h * w,), _MISS, dtype=torch.int64, device=device)
     row = (entry + 1).int()  # (K,) row of each entry in the entry-indexed tables below; 0: none
-    for first, end, gh, gw, cut in _plan_chunks(counts[:NOT_DRAWN], h, w):
+    for first, end, gh, gw, masked in _plan_chunks(counts[:NOT_DRAWN], h, w):
         _scatter_bucket(keys, planes[..., first:end], box[2, first:end], box[3, first:end],
-                        row[first:end], base[first:end], gh, gw, w, cut)
+                        row[first:end], base[first:end], gh, gw, w, masked)
 
     # 4. Resolve: the covered pixels and their winners; a winner's row (entry + 1) indexes the
     #    tables of faces and barycentric planes, so that a pixel no face won (low half 0) reads
@@ -534,7 +535,7 @@ def _edges(sx: torch.Tensor,
 
 def _setup_triangles(sx: torch.Tensor, sy: torch.Tensor, z: torch.Tensor, area: torch.Tensor,
                      box: torch.Tensor, view: torch.Tensor, h: int,
-                     w: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+                     w: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Edge functions and depth planes of K triangles on the fixed-point grid.
 
     Args:
