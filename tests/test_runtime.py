@@ -36,11 +36,16 @@ MALLOC_PROBE = textwrap.dedent("""
 """)
 
 
+def run_probe(probe: str) -> dict[str, int]:
+    """The number a malloc probe prints, in a fresh process without and with the policy."""
+    return {arm: int(subprocess.run([sys.executable, "-c", probe, arm], capture_output=True,
+                                    text=True, check=True).stdout)
+            for arm in ("default", "policy")}
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the policy tunes glibc's malloc")
 def test_keep_freed_memory_serves_large_blocks_from_the_heap():
-    mapped = {arm: int(subprocess.run([sys.executable, "-c", MALLOC_PROBE, arm],
-                                      capture_output=True, text=True, check=True).stdout)
-              for arm in ("default", "policy")}
+    mapped = run_probe(MALLOC_PROBE)
     assert mapped["default"] >= 16 << 20  # the control: without the policy the block is mapped
     assert mapped["policy"] == 0
 
@@ -58,9 +63,7 @@ TRIM_PROBE = MALLOC_PROBE.split("before =")[0] + textwrap.dedent('''
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the policy tunes glibc's malloc")
 def test_keep_freed_memory_keeps_the_freed_top_of_the_heap():
-    heap = {arm: int(subprocess.run([sys.executable, "-c", TRIM_PROBE, arm],
-                                    capture_output=True, text=True, check=True).stdout)
-            for arm in ("default", "policy")}
+    heap = run_probe(TRIM_PROBE)
     assert heap["policy"] >= 56 << 20 > heap["default"]  # kept, where glibc gives it back
 
 
