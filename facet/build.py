@@ -350,6 +350,7 @@ def build_model(config: TrainConfig, tokenizer: Tokenizer | None, num_classes: i
         clip=config.model, image_size=config.image_size, vocab_size=tokenizer.vocab_size,
         fusion_depth=config.fusion_depth, temporal_depth=config.temporal_depth,
         fusion_heads=config.fusion_heads, cvsa=config.cvsa, mtgf=config.mtgf,
+        mtgf_queries=config.mtgf_queries, fusion_gate=config.fusion_gate,
         text_head=config.text_head, num_classes=num_classes, tau=config.tau,
         max_views=view_slots(config), max_frames=config.frames,
         center_images=config.center_images, freeze_image=config.freeze_image,

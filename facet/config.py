@@ -79,6 +79,9 @@ class TrainConfig:
     tau: float = FacetConfig.tau  # MTGF view-weight softmax temperature
     cvsa: bool = True  # ablation: False = mean over views instead of CVSA
     mtgf: bool = True  # ablation: False = no text-guided fusion (CVSA's aggregate only)
+    mtgf_queries: Literal["views", "prompts"] = "views"  # in MTGF the views ask the prompts,
+    # or the prompts ask every view's patch tokens (facet.fusion.PatchMTGF)
+    fusion_gate: Literal["scalar", "matrix"] = "scalar"  # fused direction's gate, 0 at init
     text_head: bool = True  # ablation: False = learned cosine head instead of prompts
     freeze_text: bool = False  # keep the text tower fixed (class embeddings computed once)
     freeze_image: bool = False  # keep the image tower fixed (a linear probe of the fusion)
@@ -219,6 +222,9 @@ def validate(config: TrainConfig) -> TrainConfig:
     if c.change_rms > 0 and c.onset == "none":
         problems.append("--change_rms normalises the change from the first frame: it needs "
                         "--onset=difference or --onset=magnified")
+    if c.mtgf_queries != "views" and not c.mtgf:
+        problems.append(f"--mtgf_queries={c.mtgf_queries} chooses how MTGF attends, and --no-mtgf "
+                        "switches MTGF off: drop one")
     if not 0 <= c.mix_prob <= 1:
         problems.append(f"--mix_prob must be in [0, 1] (got {c.mix_prob})")
     if not 0 <= c.ema_decay < 1:

@@ -19,6 +19,16 @@ The frame dimension is folded into the batch: N = B * T rows of V view tokens.
   u_v <- u_v + MLP(LN(u_v)). Text-guided view weights beta_v = softmax_v(max_k cos(u_v, p_k) / tau)
   (missing views get weight 0) favour the views that look most like *some* emotion;
   m = sum_v beta_v u_v.
+- MTGF, prompts as queries (`PatchMTGF`, `mtgf_queries="prompts"`; our variant): the views'
+  CLS embeddings are one vector each, and attending from them to six prompts that are the same
+  for every face gives the guidance nothing face-specific to act on. Here each class prompt asks
+  instead, over the G patch tokens of every view (tokens t_{v,j} + e'_v, a learned viewpoint
+  embedding e'_v): r_k = CrossAttn(LN(p_k), LN(t)), r_k <- r_k + MLP(LN(r_k)) -- what the face
+  shows where class k looks (brows and eyes for surprise, mouth corners for happiness), pooled
+  across views and places at once. Its evidence e_k = cos(r_k, p_k) gives a class posterior
+  pi = softmax_k(e / tau), m = sum_k pi_k r_k, and the view weights are the posterior-weighted
+  share of the classes' attention that falls on each view. The patch tokens are the image
+  tower's, ln_post then proj into the joint space (`FacetVLM.encode_views`).
 - The frame embedding starts where CLIP is: f_t = mean_v z_v + gamma_f * unit(LN(g + m)), the
   kept views' mean (zero-shot CLIP's face embedding, `mean_fusion`) plus the fused direction
   under a learned gate gamma_f that starts at 0. A fresh FACET-VLM therefore predicts exactly
@@ -27,6 +37,14 @@ The frame dimension is folded into the batch: N = B * T rows of V view tokens.
   randomly initialised CVSA/MTGF replaced CLIP's embedding with noise: 25 % at step 0 on
   held-out faces where the CLIP alone is at ~60 %). unit() scales the fused vector to the
   norm of one view embedding, so gamma_f reads as "how much fusion, in views".
+  The gate is a scalar (`fusion_gate="scalar"`) or a zero-initialised E x E matrix Gamma_f
+  (`"matrix"`, our variant): f_t = mean_v z_v + Gamma_f unit(LN(g + m)). Both start the model
+  at zero-shot CLIP, but they learn differently: the scalar's gradient is dL/df_t projected
+  onto one direction that a fresh fusion chose at random, ~0 on average -- trained, it ends
+  near 0 (-0.03 on the BU-3DFE-like set) and the fusion behind it gets almost no gradient. The
+  matrix's gradient is the outer product dL/df_t (x) unit(LN(g + m)): it learns which fused
+  features move the face towards its class, as LoRA's zero-initialised B and ControlNet's zero
+  convolutions do.
 - `TemporalFusion`: [c; f_1 + q_1; ...; f_T + q_T] (learned token c, temporal position
   embeddings q_t) through pre-LN blocks; the sequence embedding is mean_t f_t + gamma LN(c slot)
   with a learned gate gamma that starts at 0, so a fresh temporal fusion is the frames' mean
@@ -55,6 +73,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from facet.transformer import MLP, ResidualAttentionBlock
+
+MTGF_QUERIES = ("views", "prompts")  # who asks in MTGF's cross-attention (`ViewFusion`)
+FUSION_GATES = ("scalar", "matrix")  # how much of the fused direction enters f_t (`ViewFusion`)
 
 
 def fusion_blocks(width: int, heads: int, depth: int) -> nn.ModuleList:
@@ -167,6 +188,61 @@ class MTGF(nn.Module):
         return MTGFOutput(u, weights, fused, attention)
 
 
+class PatchMTGF(nn.Module):
+    """MTGF with the prompts asking: every class prompt attends over the patch tokens of all views
+    (class-specific pooling; the `MTGF` above has the views ask the prompts). See the module
+    docstring, "MTGF, prompts as queries"."""
+
+    def __init__(self, width: int, heads: int, tau: float, max_views: int):
+        super().__init__()
+        if tau <= 0:
+            raise ValueError(f"MTGF temperature tau must be > 0, got {tau}")
+        self.tau = tau  # fixed temperature of the class posterior over cosines in [-1, 1]
+        # which view a patch comes from: patch tokens carry their place in the image (CLIP's
+        # positions) but not their viewpoint
+        self.view_embedding = nn.Parameter(torch.randn(max_views, width) * 0.02)
+        self.ln_q = nn.LayerNorm(width)
+        self.ln_kv = nn.LayerNorm(width)
+        self.cross_attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = MLP(width, quick_gelu=False)
+
+    def forward(self, h: torch.Tensor, prompts: torch.Tensor, view_mask: torch.Tensor | None,
+                patches: torch.Tensor) -> MTGFOutput:
+        """Args:
+            h: (N, V, E) view tokens, passed through as the output's per-view tokens.
+            prompts: (K, E) class embeddings shared by all rows, or (N, K, E) per row.
+            view_mask: (N, V) bool, True = view present; None = all present.
+            patches: (N, V, G, E) the image tower's G patch tokens per view, in the joint space.
+        Returns:
+            MTGFOutput: tokens h (N, V, E); weights (N, V), the share of the face's attention on
+            each view; fused (N, E) m = sum_k pi_k r_k; attention (N, V, K), the share of class
+            k's attention that falls on view v.
+        """
+        n, v, g, e = patches.shape
+        check_view_mask(view_mask, n, v)
+        if v > len(self.view_embedding):
+            raise ValueError(f"MTGF got {v} views but has {len(self.view_embedding)} view slots "
+                             f"(raise max_views)")
+        if prompts.dim() == 2:
+            prompts = prompts.expand(n, *prompts.shape)  # (N, K, E), a view, no copy
+        tokens = (patches + self.view_embedding[:v, None]).reshape(n, v * g, e)  # (N, V*G, E)
+        # torch's key_padding_mask means True = ignore: a missing view's patches are no keys
+        padding = None if view_mask is None else ~view_mask.repeat_interleave(g, dim=1)
+        kv = self.ln_kv(tokens)
+        r, attention = self.cross_attn(self.ln_q(prompts), kv, kv, key_padding_mask=padding,
+                                       need_weights=True)  # (N, K, E), (N, K, V*G)
+        # no residual from the query: r_k is what the face shows where class k looks, and its
+        # cosine to p_k must not start high just because r_k began as p_k
+        r = r + self.mlp(self.ln_2(r))  # (N, K, E)
+        evidence = (F.normalize(r, dim=-1) * F.normalize(prompts, dim=-1)).sum(-1)  # (N, K)
+        posterior = (evidence / self.tau).softmax(dim=-1)  # pi_k, (N, K)
+        fused = (posterior.unsqueeze(-1) * r).sum(dim=1)  # (N, E)
+        per_view = attention.view(n, -1, v, g).sum(dim=-1)  # (N, K, V): class k's share on view v
+        weights = (posterior.unsqueeze(-1) * per_view).sum(dim=1)  # (N, V), sums to 1
+        return MTGFOutput(h, weights, fused, per_view.transpose(1, 2))
+
+
 class TemporalFusion(nn.Module):
     """Fuses T frame embeddings into one sequence embedding (see module docstring)."""
 
@@ -223,26 +299,43 @@ class ViewFusion(nn.Module):
         width: E. heads: attention heads. depth, temporal_depth: blocks of CVSA / temporal.
         max_views: CVSA view slots. max_frames: > 1 builds the temporal fusion (4D).
         tau: MTGF temperature. cvsa, mtgf: the ablation switches (module docstring).
+        mtgf_queries: "views" (`MTGF`: the views ask the prompts) or "prompts" (`PatchMTGF`: the
+            prompts ask every view's patches; forward then needs `patches`).
+        fusion_gate: "scalar" gamma_f or "matrix" Gamma_f (E, E), both zero at init.
     """
 
     def __init__(self, width: int, heads: int, depth: int, temporal_depth: int, max_views: int,
-                 max_frames: int, tau: float, cvsa: bool, mtgf: bool):
+                 max_frames: int, tau: float, cvsa: bool, mtgf: bool, mtgf_queries: str = "views",
+                 fusion_gate: str = "scalar"):
         super().__init__()
         if width % heads:
             raise ValueError(f"fusion heads={heads} must divide the embedding width {width}")
         self.cvsa = CVSA(width, heads, depth, max_views) if cvsa else None
         self.ln_views = None if cvsa else nn.LayerNorm(width)  # the ablation's CVSA-like end
-        self.mtgf = MTGF(width, heads, tau) if mtgf else None
+        if mtgf_queries not in MTGF_QUERIES:
+            raise ValueError(f"mtgf_queries must be one of {MTGF_QUERIES}, got {mtgf_queries!r}")
+        self.needs_patches = mtgf and mtgf_queries == "prompts"
+        if not mtgf:
+            self.mtgf = None
+        elif self.needs_patches:
+            self.mtgf = PatchMTGF(width, heads, tau, max_views)
+        else:
+            self.mtgf = MTGF(width, heads, tau)
         self.ln_frame = nn.LayerNorm(width)  # LN(g_t + m_t)
-        self.gate = nn.Parameter(torch.zeros(()))  # gamma_f: f_t = mean_v z + gamma_f unit(LN)
+        if fusion_gate not in FUSION_GATES:
+            raise ValueError(f"fusion_gate must be one of {FUSION_GATES}, got {fusion_gate!r}")
+        # gamma_f () or Gamma_f (E, E): f_t = mean_v z + gamma_f unit(LN(g + m))
+        self.gate = nn.Parameter(torch.zeros(() if fusion_gate == "scalar" else (width, width)))
         self.temporal = TemporalFusion(width, heads, temporal_depth, max_frames) \
             if max_frames > 1 else None
 
-    def forward(self, z: torch.Tensor, prompts: torch.Tensor,
-                view_mask: torch.Tensor) -> FusionOutput:
+    def forward(self, z: torch.Tensor, prompts: torch.Tensor, view_mask: torch.Tensor,
+                patches: torch.Tensor | None = None) -> FusionOutput:
         """Args:
             z: (B, T, V, E) view embeddings. prompts: (K, E) or (B, K, E) class embeddings.
             view_mask: (B, V) bool, True = view present.
+            patches: (B, T, V, G, E) patch tokens in the joint space; needed exactly when
+                `needs_patches` (MTGF with the prompts as queries).
         Returns:
             FusionOutput.
         """
@@ -263,12 +356,17 @@ class ViewFusion(nn.Module):
             weights = (kept / kept.sum(dim=1, keepdim=True)).squeeze(-1)  # (B*T, V)
             g = self.ln_views(mean_view)  # (B*T, E)
             h = self.ln_views(rows) * mask.unsqueeze(-1)  # (B*T, V, E), masked rows -> 0
+        if (patches is not None) != self.needs_patches:
+            raise ValueError("patch tokens are needed by MTGF with the prompts as queries, "
+                             "and by nothing else")
         if self.mtgf is not None:
-            mtgf = self.mtgf(h, prompts, mask)
+            mtgf = self.mtgf(h, prompts, mask, patches.reshape(n, v, *patches.shape[-2:])) \
+                if self.needs_patches else self.mtgf(h, prompts, mask)
             h, weights, prompt_attention = mtgf.tokens, mtgf.weights, mtgf.attention
             g = g + mtgf.fused  # g_t + m_t
         fused = F.normalize(self.ln_frame(g), dim=-1)  # (B*T, E) unit: the size of one view
-        frames = (mean_view + self.gate * fused).view(b, t, e)  # (B, T, E)
+        gated = self.gate * fused if self.gate.dim() == 0 else fused @ self.gate.T  # (B*T, E)
+        frames = (mean_view + gated).view(b, t, e)  # (B, T, E)
 
         frame_weights = None
         if self.temporal is not None:

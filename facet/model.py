@@ -9,7 +9,8 @@ not public). One forward pass, in four parts a reader can hold:
     prompt tokens (K, P, L) -> encode_classes: text tower, prompt ensemble -> p (K, E)
       (or precomputed embeddings, or the learned head W (K, E) of the `text_head=False` ablation)
     ViewFusion(z, p): CVSA -> MTGF -> f_t = mean_v z + gamma unit(LN(g + m)) -> temporal -> f
-      (B, E), gamma = 0 at init: a fresh model predicts what its CLIP predicts zero-shot
+      (B, E), gamma = 0 at init: a fresh model predicts what its CLIP predicts zero-shot;
+      MTGF with the prompts as queries also reads the views' patch tokens (B, T, V, G, E)
     logits_k = s * cos(f, p_k), s = exp(logit_scale) clamped at 100      (B, K)
     view_logits = s * cos(u_tv, p_k), image_logits = s * cos(z_tv, p_k)  (B, T, V, K), for L_cons
 
@@ -60,6 +61,8 @@ class FacetConfig:
     fusion_heads: int = 4  # heads in CVSA, MTGF and temporal fusion; divides embed_dim
     cvsa: bool = True  # False: mean over views (ablation)
     mtgf: bool = True  # False: no text-guided fusion, g alone (ablation)
+    mtgf_queries: str = "views"  # MTGF: the views ask the prompts, or "prompts" ask the patches
+    fusion_gate: str = "scalar"  # how the fused direction enters f_t: "scalar" or "matrix" gate
     text_head: bool = True  # False: learned cosine head over num_classes instead of prompts
     fusion: bool = True  # False: CLIP alone, zero-shot (`zero_shot_model`): no fusion module
     num_classes: int = 7  # K of the learned head (text_head=False only)
@@ -126,7 +129,8 @@ class FacetVLM(nn.Module):
         width = self.clip.config.embed_dim  # fusion works in the joint space: width = E
         self.fusion = ViewFusion(width, config.fusion_heads, config.fusion_depth,
                                  config.temporal_depth, config.max_views, config.max_frames,
-                                 config.tau, config.cvsa, config.mtgf) if config.fusion else None
+                                 config.tau, config.cvsa, config.mtgf,
+                                 config.mtgf_queries, config.fusion_gate) if config.fusion else None
         # a from-scratch ViT maps all faces to nearly one z (module docstring): centre them
         self.image_norm = nn.BatchNorm1d(width, affine=False) if config.center_images else None
         # pixel statistics per view slot; CLIP's constants until set_input_statistics
@@ -144,8 +148,11 @@ class FacetVLM(nn.Module):
                 param.requires_grad_(not (config.freeze_image if name.startswith("visual.")
                                           else frozen_text))
 
-    def encode_views(self, views: torch.Tensor) -> torch.Tensor:
-        """Args: views (B, T, V, 3, H, W) float in [0, 1]. Returns: unit-norm z (B, T, V, E)."""
+    def encode_views(self, views: torch.Tensor, patches: bool = False
+                     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Args: views (B, T, V, 3, H, W) float in [0, 1]; patches: also return the patch tokens.
+        Returns: unit-norm z (B, T, V, E), and with patches the image tower's G patch tokens
+        (B, T, V, G, E), ln_post then proj: in the joint space, as the CLS token is."""
         if views.dim() != 6 or views.shape[3] != 3 or not views.is_floating_point():
             raise ValueError(f"views must be float (B, T, V, 3, H, W) in [0, 1] (divide uint8 "
                              f"by 255), got {views.dtype} {tuple(views.shape)}")
@@ -156,10 +163,17 @@ class FacetVLM(nn.Module):
         images = self.resized(views.reshape(b * t * v, c, h, w).float(), (side, side))
         images = images.view(b * t, v, c, side, side)  # (B*T, V, 3, S, S): standardise per slot
         images = (images - self.pixel_mean[:v]) / self.pixel_std[:v]
-        z = self.clip.encode_image(images.view(b * t * v, c, side, side)).float()  # (B*T*V, E)
+        images = images.view(b * t * v, c, side, side)
+        if patches:
+            z, tokens = self.clip.visual(images, return_tokens=True)  # (B*T*V, E), (B*T*V, G, C)
+            tokens = (tokens @ self.clip.visual.proj).float()  # (B*T*V, G, E)
+        else:
+            z = self.clip.encode_image(images)  # (B*T*V, E)
+        z = z.float()
         if self.image_norm is not None:
             z = self.image_norm(z)  # per-feature batch standardisation (running stats in eval)
-        return F.normalize(z, dim=-1).view(b, t, v, -1)  # (B, T, V, E)
+        z = F.normalize(z, dim=-1).view(b, t, v, -1)  # (B, T, V, E)
+        return (z, tokens.view(b, t, v, *tokens.shape[1:])) if patches else z
 
     @staticmethod
     def resized(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -211,8 +225,13 @@ class FacetVLM(nn.Module):
             if view_mask is None else view_mask
         check_view_mask(view_mask, b, v)
         p = self._class_embeddings(class_tokens, class_embeddings, b)  # (K, E) or (B, K, E)
-        z = self.encode_views(views)  # (B, T, V, E)
-        fused = mean_fusion(z, view_mask) if self.fusion is None else self.fusion(z, p, view_mask)
+        patches = None  # (B, T, V, G, E) where MTGF's prompts ask the patch tokens
+        if self.fusion is not None and self.fusion.needs_patches:
+            z, patches = self.encode_views(views, patches=True)
+        else:
+            z = self.encode_views(views)  # (B, T, V, E)
+        fused = mean_fusion(z, view_mask) if self.fusion is None \
+            else self.fusion(z, p, view_mask, patches)
         scale = self.clip.scale()  # s = exp(logit_scale), at most 100
         f = F.normalize(fused.embedding.float(), dim=-1)  # (B, E)
         unit_views = F.normalize(fused.view_tokens.float(), dim=-1)  # (B, T, V, E)

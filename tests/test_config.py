@@ -32,10 +32,13 @@ def test_types_parse():
     ("epochs=3", "--key=value"),
     ("--epoch=3", "unknown option --epoch. Did you mean: --epochs"),
     ("--preset=gpus", "unknown preset 'gpus'"),
+    ("--fusion_gate=vector", "expected one of scalar, matrix"),
+    ("--mtgf_queries=prompts --no-mtgf", "--mtgf_queries=prompts chooses how MTGF attends, "
+                                         "and --no-mtgf switches MTGF off"),
 ])
 def test_bad_values_name_the_option(arg, words):
     with pytest.raises(ValueError) as caught:
-        parse_args([arg])
+        parse_args(arg.split())
     assert words in str(caught.value), str(caught.value)
 
 

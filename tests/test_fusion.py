@@ -1,10 +1,10 @@
-"""Fusion invariants: CVSA permutation/mask/V=1, MTGF view weights, temporal pass-through,
-and the fusion's attention block (the towers' block with attention weights)."""
+"""Fusion invariants: CVSA permutation/mask/V=1, MTGF view weights (both directions of asking),
+temporal pass-through, and the fusion's attention block (the towers' block with weights)."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from facet.fusion import CVSA, MTGF, TemporalFusion
+from facet.fusion import CVSA, MTGF, PatchMTGF, TemporalFusion
 from facet.transformer import ResidualAttentionBlock
 
 E = 32
@@ -91,6 +91,49 @@ def test_mtgf_per_row_prompts_match_shared_prompts():
     torch.testing.assert_close(per_row.fused, shared.fused)
     with pytest.raises(ValueError, match="tau"):
         MTGF(E, heads=4, tau=0.0)
+
+
+def test_patch_mtgf_pools_per_class_and_weighs_views_by_the_posterior():
+    """The prompts ask the patches: r_k pools what class k attends to; the formulas hand-computed
+    from the module's own outputs (attention, evidence, posterior) as the oracle."""
+    mtgf = PatchMTGF(E, heads=4, tau=0.3, max_views=4).eval()
+    g = 5  # patches per view
+    h, patches = torch.randn(3, 3, E), torch.randn(3, 3, g, E)
+    prompts = F.normalize(torch.randn(6, E), dim=-1)
+    mask = torch.tensor([[True, True, True], [True, False, True], [False, False, True]])
+    out = mtgf(h, prompts, mask, patches)
+    assert torch.equal(out.tokens, h)  # the per-view tokens pass through
+    assert out.attention.shape == (3, 3, 6)
+    torch.testing.assert_close(out.attention.sum(dim=1), torch.ones(3, 6))  # each class's share
+    assert torch.all(out.attention[~mask] == 0) and torch.all(out.weights[~mask] == 0)
+    torch.testing.assert_close(out.weights.sum(dim=1), torch.ones(3))
+    # recompute r_k, the evidence and the posterior by hand from the module's layers
+    tokens = (patches + mtgf.view_embedding[:3, None]).reshape(3, 3 * g, E)
+    kv = mtgf.ln_kv(tokens)
+    r, _ = mtgf.cross_attn(mtgf.ln_q(prompts).expand(3, 6, E), kv, kv,
+                           key_padding_mask=~mask.repeat_interleave(g, dim=1))
+    r = r + mtgf.mlp(mtgf.ln_2(r))
+    posterior = ((F.normalize(r, dim=-1) @ prompts.T).diagonal(dim1=1, dim2=2) / 0.3).softmax(-1)
+    torch.testing.assert_close(out.fused, (posterior[..., None] * r).sum(1))
+    torch.testing.assert_close(out.weights, (posterior[:, None, :] * out.attention).sum(-1))
+
+
+def test_patch_mtgf_ignores_masked_views_and_the_order_of_patches():
+    """A masked view's patches are no keys; within a view the patches are a set (their place in
+    the image is in the tower's position embeddings, already inside the tokens)."""
+    mtgf = PatchMTGF(E, heads=4, tau=0.2, max_views=3).eval()
+    h, patches, prompts = torch.randn(2, 3, E), torch.randn(2, 3, 4, E), torch.randn(6, E)
+    mask = torch.tensor([[True, False, True]] * 2)
+    out = mtgf(h, prompts, mask, patches)
+    noisy = patches.clone()
+    noisy[:, 1] = torch.randn(2, 4, E) * 100
+    torch.testing.assert_close(mtgf(h, prompts, mask, noisy).fused, out.fused)
+    shuffled = patches[:, :, [2, 0, 3, 1]]
+    torch.testing.assert_close(mtgf(h, prompts, mask, shuffled).fused, out.fused,
+                               atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(mtgf(h, prompts, None, noisy).fused, out.fused)
+    with pytest.raises(ValueError, match="view slots"):
+        mtgf(torch.randn(2, 4, E), prompts, None, torch.randn(2, 4, 4, E))
 
 
 def test_temporal_fusion_passes_one_frame_through_and_weighs_frames():

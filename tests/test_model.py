@@ -100,7 +100,9 @@ def test_every_trainable_parameter_gets_a_gradient(tokenizer, frames):
 
 @pytest.mark.parametrize("switch", [{"cvsa": False}, {"mtgf": False}, {"text_head": False},
                                     {"center_images": False},
-                                    {"cvsa": False, "mtgf": False}])
+                                    {"cvsa": False, "mtgf": False},
+                                    {"mtgf_queries": "prompts"}, {"fusion_gate": "matrix"},
+                                    {"mtgf_queries": "prompts", "cvsa": False}])
 def test_ablations_run_and_train_every_parameter(tokenizer, switch):
     model = _model(tokenizer, **switch)
     with torch.no_grad():
@@ -241,13 +243,17 @@ def test_zero_shot_model_is_clip_alone(tokenizer):
                                    atol=1e-5)
 
 
-@pytest.mark.parametrize("frames", [1, 3])
-def test_a_fresh_model_predicts_what_its_clip_predicts_zero_shot(tokenizer, frames):
+@pytest.mark.parametrize("frames, fusion", [(1, {}), (3, {}),
+                                            (1, {"fusion_gate": "matrix"}),
+                                            (1, {"mtgf_queries": "prompts"}),
+                                            (3, {"mtgf_queries": "prompts",
+                                                 "fusion_gate": "matrix"})])
+def test_a_fresh_model_predicts_what_its_clip_predicts_zero_shot(tokenizer, frames, fusion):
     """Fine-tuning starts at the pretrained CLIP: with the gates at 0 the fused face embedding
     is the views' mean (and the frames' mean), so FACET-VLM's logits equal zero-shot CLIP's
-    (the oracle: `zero_shot_model` on the same towers) whatever CVSA and MTGF are; opening the
-    gate changes them."""
-    model = _model(tokenizer, max_frames=frames, center_images=False).eval()
+    (the oracle: `zero_shot_model` on the same towers) whatever CVSA and MTGF are, for either
+    gate and either direction of MTGF; opening the gate changes them."""
+    model = _model(tokenizer, max_frames=frames, center_images=False, **fusion).eval()
     zero_shot = zero_shot_model(model.clip, max_views=3).eval()
     views, _ = _batch(b=3, t=frames)
     mask = torch.tensor([[True, False, True], [True, True, True], [False, True, True]])
@@ -263,3 +269,21 @@ def test_a_fresh_model_predicts_what_its_clip_predicts_zero_shot(tokenizer, fram
                                    rtol=0, atol=1e-4)
         model.fusion.gate.fill_(1.0)
         assert not torch.allclose(model(views, tokens, view_mask=mask).logits, fresh, atol=1e-2)
+
+
+def test_the_matrix_gate_learns_what_the_scalar_gate_sees_and_more(tokenizer):
+    """At 0 both gates are the same function, and gamma_f = Gamma_f / I: the scalar's gradient is
+    the trace of the matrix's (the oracle: the chain rule through Gamma = gamma I). The matrix's
+    gradient is the outer product of dL/df_t and the fused direction summed over the batch: of
+    rank > 1 for a batch of different faces, so it learns features a scalar cannot."""
+    views, labels = _batch()
+    grads = {}
+    for gate in ("scalar", "matrix"):
+        model = _model(tokenizer, fusion_gate=gate)
+        loss, _ = total_loss(model(views, _tokens(model, tokenizer)), labels,
+                             LossConfig(lambda_aff=0.0))
+        loss.backward()
+        grads[gate] = model.fusion.gate.grad
+    assert grads["matrix"].shape == (model.clip.config.embed_dim,) * 2
+    torch.testing.assert_close(grads["matrix"].trace(), grads["scalar"], rtol=1e-4, atol=1e-7)
+    assert torch.linalg.matrix_rank(grads["matrix"]) > 1
