@@ -305,8 +305,8 @@ class ViewFusion(nn.Module):
     """
 
     def __init__(self, width: int, heads: int, depth: int, temporal_depth: int, max_views: int,
-                 max_frames: int, tau: float, cvsa: bool, mtgf: bool, mtgf_queries: str = "views",
-                 fusion_gate: str = "scalar"):
+                 max_frames: int, tau: float, cvsa: bool, mtgf: bool, mtgf_queries: str,
+                 fusion_gate: str):
         super().__init__()
         if width % heads:
             raise ValueError(f"fusion heads={heads} must divide the embedding width {width}")
