@@ -79,7 +79,7 @@ class TrainConfig:
     tau: float = FacetConfig.tau  # MTGF view-weight softmax temperature
     cvsa: bool = True  # ablation: False = mean over views instead of CVSA
     mtgf: bool = True  # ablation: False = no text-guided fusion (CVSA's aggregate only)
-    mtgf_queries: Literal["views", "prompts"] = "views"  # MTGF: views ask prompts / prompts ask patches
+    mtgf_queries: Literal["views", "prompts"] = "views"  # views ask prompts / prompts ask patches
     fusion_gate: Literal["scalar", "matrix"] = "scalar"  # fused direction's gate, 0 at init
     text_head: bool = True  # ablation: False = learned cosine head instead of prompts
     freeze_text: bool = False  # keep the text tower fixed (class embeddings computed once)
