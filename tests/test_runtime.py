@@ -17,10 +17,9 @@ from facet.runtime import check_writable, run_lock
 
 REPO = Path(__file__).resolve().parents[1]
 
-# In a fresh process: malloc 16 MiB once and report the bytes glibc serves from fresh mmap'd
-# pages (mallinfo2().hblkhd) -- without the policy a block that large is mapped (glibc's
-# initial threshold is 128 KiB), with it the block comes from the reusable heap.
-MALLOC_PROBE = textwrap.dedent("""
+# The start of every malloc probe: glibc's malloc and mallinfo2 through ctypes, and the policy
+# switched on when the probe's argument says "policy".
+PROBE_SETUP = textwrap.dedent("""
     import ctypes, sys
     from facet.runtime import keep_freed_memory
     libc = ctypes.CDLL("libc.so.6")
@@ -30,6 +29,12 @@ MALLOC_PROBE = textwrap.dedent("""
     libc.mallinfo2.restype, libc.malloc.restype = Info, ctypes.c_void_p
     if sys.argv[1] == "policy":
         assert keep_freed_memory()
+""")
+
+# In a fresh process: malloc 16 MiB once and report the bytes glibc serves from fresh mmap'd
+# pages (mallinfo2().hblkhd) -- without the policy a block that large is mapped (glibc's
+# initial threshold is 128 KiB), with it the block comes from the reusable heap.
+MALLOC_PROBE = PROBE_SETUP + textwrap.dedent("""
     before = libc.mallinfo2().hblkhd
     block = libc.malloc(16 << 20)
     print(libc.mallinfo2().hblkhd - before)
@@ -52,7 +57,7 @@ def test_keep_freed_memory_serves_large_blocks_from_the_heap():
 
 # In a fresh process: malloc 8 blocks of 8 MiB, free them all and report how much the heap
 # (mallinfo2().arena) grew: with the policy its freed top stays for the next call.
-TRIM_PROBE = MALLOC_PROBE.split("before =")[0] + textwrap.dedent('''
+TRIM_PROBE = PROBE_SETUP + textwrap.dedent('''
     before = libc.mallinfo2().arena
     blocks = [libc.malloc(8 << 20) for _ in range(8)]
     for block in reversed(blocks):
