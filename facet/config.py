@@ -123,6 +123,7 @@ class TrainConfig:
     resume: bool = False  # continue from out/<name>/ckpt.pt when it exists
     log_every: int = 10  # optimizer steps between log.jsonl lines
     eval_every: int = 1  # epochs between held-out evaluations (the last epoch always)
+    checkpoint_every_s: float = 60.0  # seconds between checkpoints (the last epoch always)
 
 
 PRESETS: dict[str, TrainConfig] = {
@@ -178,7 +179,7 @@ BEFORE_THEY_EXISTED = {"mirror": False, "mirror_test": False}
 # except --threads, which changes the order of float sums on CPU: a run resumed with another
 # thread count matches the uninterrupted one to rounding (~1e-6), with the same one bit for bit
 RESUMABLE = {"resume", "name", "out", "workers", "render_workers", "threads", "log_every",
-             "eval_every", "eval_batch_size", "device", "cache"}
+             "eval_every", "checkpoint_every_s", "eval_batch_size", "device", "cache"}
 
 
 def validate(config: TrainConfig) -> TrainConfig:
@@ -198,7 +199,7 @@ def validate(config: TrainConfig) -> TrainConfig:
                  if getattr(c, k) < 1]
     nonneg = ("weight_decay", "warmup", "min_lr_ratio", "grad_clip", "lambda_cons", "lambda_aff",
               "workers", "threads", "fusion_depth", "temporal_depth", "margin_lr", "val_subjects",
-              "lambda_au")
+              "lambda_au", "checkpoint_every_s")
     problems += [f"--{k} must be >= 0 (got {getattr(c, k)})" for k in nonneg if getattr(c, k) < 0]
     ranges = {"lr": (0, math.inf, "> 0"), "tau": (0, math.inf, "> 0"),
               "tower_lr_scale": (0, math.inf, "> 0"),

@@ -56,6 +56,12 @@ def fit(objective: nn.Module, train_set: Dataset, collate_fn: Callable, config: 
         final: Callable[[nn.Module], dict] | None = None) -> dict:
     """Train `objective.model` for `config.epochs` epochs (from its checkpoint with --resume).
 
+    ckpt.pt is rewritten after an epoch once `config.checkpoint_every_s` seconds have passed
+    since the last write, and after the last epoch: short epochs (a few seconds on the small
+    presets) would otherwise spend a few percent of the run writing 50 MB files, and a crash
+    loses at most that long. log.jsonl gains a line every epoch; --resume trims it back to the
+    checkpoint's step, so the continued run rewrites the lost epochs' lines as it repeats them.
+
     Args:
         objective: one step's module (`facet.objective`): batch -> (loss, logits, parts).
         train_set: the training Dataset (with `set_epoch`); collate_fn: its batches.
@@ -125,6 +131,7 @@ def fit(objective: nn.Module, train_set: Dataset, collate_fn: Callable, config: 
 
     # --- epochs: train, evaluate, log, checkpoint ---
     metrics = None
+    last_saved = time.monotonic()
     for epoch in range(start_epoch, config.epochs):
         tic = time.perf_counter()
         sampler.set_epoch(epoch)
@@ -144,12 +151,15 @@ def fit(objective: nn.Module, train_set: Dataset, collate_fn: Callable, config: 
         record["epoch_s"] = time.perf_counter() - tic
         if dist.is_main:
             append_log(log_path, steps + [record])
-            save_checkpoint(ckpt_path, {
-                "model": model.state_dict(), "objective": objective_state(objective),
-                "ema": None if ema is None else ema.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "config": to_dict(config), "epoch": epoch, "step": step,
-                "rng": capture_rng(generator), "world_size": dist.world_size, **saved})
+            if (epoch == config.epochs - 1
+                    or time.monotonic() - last_saved >= config.checkpoint_every_s):
+                save_checkpoint(ckpt_path, {
+                    "model": model.state_dict(), "objective": objective_state(objective),
+                    "ema": None if ema is None else ema.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "config": to_dict(config), "epoch": epoch, "step": step,
+                    "rng": capture_rng(generator), "world_size": dist.world_size, **saved})
+                last_saved = time.monotonic()
             say(json.dumps({k: round(v, 4) if isinstance(v, float) else v
                             for k, v in record.items()}))
     if metrics is None:  # resumed a finished run: evaluate its final weights

@@ -87,7 +87,8 @@ def test_torchrun_two_ranks_match_one_process(prepared, tmp_path, recipe):
 def test_kill_and_resume_matches_uninterrupted_run(prepared, tmp_path):
     root, cache = prepared
     common = [f"--data={root}", f"--cache={cache}", *TINY, "--epochs=4", "--augment",
-              "--center_images"]  # resume must also restore BatchNorm's running statistics
+              "--center_images",  # resume must also restore BatchNorm's running statistics
+              "--checkpoint_every_s=0"]  # a checkpoint after every epoch: one to cut after
     _run(sys.executable, "train.py", *common, f"--out={tmp_path / 'full'}")
 
     ckpt = tmp_path / "cut" / "t" / "ckpt.pt"

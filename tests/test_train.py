@@ -454,6 +454,54 @@ def test_every_dropped_file_is_named_in_skipped_csv(tiny_root, tmp_path, capsys)
     assert "skipped " in out and "F0001_XX03WH_F3D.wrl: unknown expression code" in out
 
 
+def test_checkpoints_are_written_every_checkpoint_every_s_and_after_the_last_epoch(
+        tiny_root, cache, tmp_path, monkeypatch):
+    written = []
+
+    def record(path, checkpoint):
+        written.append(checkpoint["epoch"])
+        save_checkpoint(path, checkpoint)
+
+    monkeypatch.setattr(loop, "save_checkpoint", record)
+    train.main(args(tiny_root, cache, tmp_path / "often", "--epochs=3", "--checkpoint_every_s=0"))
+    assert written == [0, 1, 2]
+    written.clear()
+    train.main(args(tiny_root, cache, tmp_path / "rarely", "--epochs=3",
+                    "--checkpoint_every_s=1e9"))
+    assert written == [2]  # the last epoch always: its weights are the run's result
+    assert len(_epoch_records(tmp_path / "rarely" / "t")) == 3  # the log has every epoch
+
+
+def _epoch_records(run: Path) -> list[dict]:
+    """log.jsonl's lines without their timings (which differ between any two runs)."""
+    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if not k.endswith("_s")} for line in lines
+            if "epoch" in line]
+
+
+def test_resume_from_an_older_checkpoint_repeats_the_lost_epochs(tiny_root, cache, tmp_path,
+                                                                 monkeypatch):
+    """A crash between checkpoints: the log ran two epochs past the checkpoint, whose epochs
+    the resumed run trims from the log and repeats, ending where the uninterrupted run ended."""
+    def keep_every_epoch(path, checkpoint):
+        save_checkpoint(path, checkpoint)
+        shutil.copy(path, tmp_path / f"epoch{checkpoint['epoch']}.pt")
+
+    monkeypatch.setattr(loop, "save_checkpoint", keep_every_epoch)
+    common = ["--epochs=3", "--checkpoint_every_s=0"]
+    train.main(args(tiny_root, cache, tmp_path, *common))
+    run = tmp_path / "t"
+    uninterrupted, full = _epoch_records(run), load_checkpoint(run / "ckpt.pt")
+    shutil.copy(tmp_path / "epoch0.pt", run / "ckpt.pt")  # what a crash in epoch 2 would leave
+
+    train.main(args(tiny_root, cache, tmp_path, *common, "--resume"))
+    assert _epoch_records(run) == uninterrupted
+    resumed = load_checkpoint(run / "ckpt.pt")
+    assert resumed["epoch"] == 2 and resumed["step"] == full["step"]
+    for key, value in full["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+
+
 def test_resume_without_a_checkpoint_says_it_starts_fresh(tiny_root, cache, tmp_path, capsys):
     train.main(args(tiny_root, cache, tmp_path, "--epochs=1", "--resume"))
     assert "does not exist yet; starting that run from epoch 0" in capsys.readouterr().out
