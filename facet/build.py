@@ -324,12 +324,13 @@ def start_from(model: FacetVLM, weights: dict[str, torch.Tensor], source: str | 
 def build_model(config: TrainConfig, tokenizer: Tokenizer | None, num_classes: int,
                 train_set: FaceViewsDataset | None = None, clip: CLIP | None = None
                 ) -> FacetVLM | ViewsCNN:
-    """FacetVLM for the config (the CNN baseline for `--model=cnn`): on `clip` when given (a checkpoint's own towers), else started
-    from the train.py checkpoint `config.init` (its towers, fusion and input statistics; the
-    parts it lacks, such as a 3D model's temporal fusion, start fresh), else on the pretrained
-    CLIP when `config.pretrained` is set, else on fresh towers; with the training set's pixel
-    statistics (from scratch, `center_inputs`; and from --init for a difference input, which
-    no face-trained start describes) when `train_set` is given.
+    """FacetVLM for the config (the CNN baseline for `--model=cnn`): on `clip` when given (a
+    checkpoint's own towers), else started from the train.py checkpoint `config.init` (its
+    towers, fusion and input statistics; the parts it lacks, such as a 3D model's temporal
+    fusion, start fresh), else on the pretrained CLIP when `config.pretrained` is set, else on
+    fresh towers; with the training set's pixel statistics (from scratch, `center_inputs`; and
+    from --init for a difference input, which no face-trained start describes) when
+    `train_set` is given.
 
     Raises:
         ValueError: pretrained or --init weights that do not fit (naming the file).

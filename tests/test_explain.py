@@ -152,7 +152,8 @@ def test_a_sphere_is_predicted_but_marked_unlike_the_training_faces(static, tmp_
     odd, usual = (p["familiarity"] for p in report["predictions"])
     assert odd["unfamiliar"] and odd["score"] < odd["threshold"]
     assert "unlike the training faces" in odd["reasons"][0]
-    assert not usual["unfamiliar"] and usual["reasons"] == [] and usual["score"] > usual["threshold"]
+    assert not usual["unfamiliar"] and usual["reasons"] == []
+    assert usual["score"] > usual["threshold"]
     out = capsys.readouterr().out
     table = {line.split()[0]: line for line in out.splitlines() if line.strip()}
     assert table["sphere.obj"].endswith(" !") and not table[Path(face).name].endswith("!")
@@ -384,7 +385,8 @@ def untrained(tmp_path_factory) -> build.Predictor:
     model = build.build_model(config, tokenizer, len(EMOTIONS))
     path = tmp_path_factory.mktemp("untrained") / "ckpt.pt"
     save_checkpoint(path, {"model": model.state_dict(), "config": to_dict(config),
-                           "classes": list(EMOTIONS), "merges": [list(m) for m in tokenizer.merges]})
+                           "classes": list(EMOTIONS),
+                           "merges": [list(m) for m in tokenizer.merges]})
     return build.load_predictor(path)
 
 

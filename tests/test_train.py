@@ -635,8 +635,9 @@ def test_a_validation_split_scores_the_epochs_and_the_test_fold_once(cache, tmp_
     assert again["accuracy"] == metrics["accuracy"] and again["n"] == 12
 
 
-@pytest.mark.parametrize("preset, init", [("4d", "facet-3d"), ("micro", "facet-3d"),
-                                          ("4d --init=facet-3d-tiny --model=tiny", "facet-3d-tiny")])
+@pytest.mark.parametrize("preset, init", [
+    ("4d", "facet-3d"), ("micro", "facet-3d"),
+    ("4d --init=facet-3d-tiny --model=tiny", "facet-3d-tiny")])
 def test_the_4d_presets_start_from_facets_shipped_3d_models(preset, init):
     """--init=facet-3d (the 4d and micro presets'; facet-3d-tiny, the patch tower's): every
     weight of the shipped 3D model, stored in float16, starts the 4D model in float32; only the

@@ -17,7 +17,8 @@ from facet import reports
 from facet.data.datasets import (FaceViewsDataset, model_input, sample_frames,
                                  with_neutral_references)
 from facet.data.layouts import index_dataset
-from facet.data.view_cache import CACHE_FORMAT, ICP_STEPS, ViewCache, align_to, render_frames, settings_key
+from facet.data.view_cache import (CACHE_FORMAT, ICP_STEPS, ViewCache, align_to, render_frames,
+                                   settings_key)
 from facet.mesh import Mesh
 from facet.render import TRAINING_RENDER, RenderSettings, render_views
 
