@@ -123,7 +123,7 @@ class TrainConfig:
     resume: bool = False  # continue from out/<name>/ckpt.pt when it exists
     log_every: int = 10  # optimizer steps between log.jsonl lines
     eval_every: int = 1  # epochs between held-out evaluations (the last epoch always)
-    checkpoint_every_s: float = 60.0  # seconds between checkpoints (the last epoch always)
+    checkpoint_every_s: float = 60.0  # least seconds between checkpoints (0: every epoch)
 
 
 PRESETS: dict[str, TrainConfig] = {

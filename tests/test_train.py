@@ -454,7 +454,7 @@ def test_every_dropped_file_is_named_in_skipped_csv(tiny_root, tmp_path, capsys)
     assert "skipped " in out and "F0001_XX03WH_F3D.wrl: unknown expression code" in out
 
 
-def test_checkpoints_are_written_every_checkpoint_every_s_and_after_the_last_epoch(
+def test_checkpoint_every_s_spaces_the_writes_but_the_last_epoch_is_always_written(
         tiny_root, cache, tmp_path, monkeypatch):
     written = []
 
