@@ -27,6 +27,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import facet  # noqa: F401 -- first: sets OpenMP's passive wait before torch loads
 
@@ -224,9 +225,12 @@ def pretrain(config: TrainConfig, dist: runtime.DistInfo, argv: list[str]) -> li
     """Pretrain facet's CLIP the way OpenAI trained theirs, on captioned built-in faces: images
     of scans of new people paired with sentences written from their ground truth, the towers
     trained from scratch with the symmetric InfoNCE loss. Each epoch ends with zero-shot
-    accuracy on the built-in BU-3DFE-like set, none of whose people pretraining sees. Writes
-    out/<name>/clip.pt in OpenAI's layout (+ the BPE merges): `--pretrained=<that file>`."""
-    # --- data: the pretraining set, and the built-in faces to test zero-shot on ---
+    accuracy on validation people of the pretraining stream (`--pretrain_val_people`, whom
+    pretraining never sees), what a recipe is chosen by; the built-in BU-3DFE-like set, none
+    of whose people pretraining sees either, is the test, read once after the last epoch.
+    Writes out/<name>/clip.pt in OpenAI's layout (+ the BPE merges): `--pretrained=<that
+    file>`."""
+    # --- data: the pretraining set, its validation people, the built-in faces to test on ---
     run_dir = runtime.check_writable(Path(config.out) / (config.name or config.preset), "--out")
     if config.pretrained:  # the weights and their BPE (or --vocab) are read before the rendering
         tokenizer = build.build_tokenizer(config)
@@ -242,10 +246,14 @@ def pretrain(config: TrainConfig, dist: runtime.DistInfo, argv: list[str]) -> li
     classes = class_names(samples)
     cache, kept, _ = build.fill_cache(samples, config, dist)
     test_set = build.make_dataset(kept, cache, config, classes, train=False)
+    val_set = pretraining.EmotionViews(*pretraining.validation_set(
+        config.pretrain_val_people, settings, build.cache_folder(config), config.render_workers,
+        dist, progress=dist.is_main), classes)
     if dist.is_main:
         people = len(truths) // pretraining.SCANS_PER_PERSON
         print(f"pretraining on {len(train_set)} captioned scans of {people} people; zero-shot "
-              f"test: {len(test_set)} scans of {root.name}")
+              f"validation: {len(val_set)} scans of {config.pretrain_val_people} other people; "
+              f"test, at the end: {len(test_set)} scans of {root.name}")
 
     # --- model: CLIP from scratch, its BPE learned on the captions and the class prompts; or
     # continued from CLIP weights in OpenAI's layout (--pretrained), read as train.py reads them
@@ -260,17 +268,20 @@ def pretrain(config: TrainConfig, dist: runtime.DistInfo, argv: list[str]) -> li
     clip = clip.to(dist.device)
     objective = ContrastiveObjective(clip, tokenizer, config.augment, config.mode)
 
-    def zero_shot(centred: CentredCLIP) -> dict:
-        """The CLIP as it would be saved now, classifying the built-in set by its prompts."""
-        model = zero_shot_model(centred.folded(), build.view_slots(config))
-        prompts = build.class_prompts(config, model, tokenizer, classes)
-        return loop.evaluate(model, test_set, classes, prompts, config, dist)
+    def zero_shot_on(dataset) -> Callable[[CentredCLIP], dict]:
+        """The CLIP as it would be saved now, classifying `dataset` by its class prompts."""
+        def scored(centred: CentredCLIP) -> dict:
+            model = zero_shot_model(centred.folded(), build.view_slots(config))
+            prompts = build.class_prompts(config, model, tokenizer, classes)
+            return loop.evaluate(model, dataset, classes, prompts, config, dist)
+        return scored
 
     # --- the epochs, as for FACET-VLM, under the run lock ---
     with runtime.run_lock(run_dir) if dist.is_main else contextlib.nullcontext():
         refuse_overwrite(run_dir, config)
         metrics = loop.fit(objective, train_set, pretraining.collate_captions, config, dist,
-                           run_dir, test=zero_shot, generator=generator,
+                           run_dir, test=zero_shot_on(val_set), held_out="val",
+                           final=zero_shot_on(test_set), generator=generator,
                            saved={"merges": [list(m) for m in tokenizer.merges],
                                   "classes": list(classes)},
                            drop_last=True, say=say)  # InfoNCE wants full batches of negatives
@@ -284,7 +295,8 @@ def pretrain(config: TrainConfig, dist: runtime.DistInfo, argv: list[str]) -> li
             reports.write_report(run_dir, metrics, classes, parse_views(config.views),
                                  reports.PRETRAINING_CURVES, config=to_dict(config),
                                  log=loop.read_log(run_dir / "log.jsonl"))
-            print(f"zero-shot on {len(test_set)} unseen scans: accuracy "
+            print(f"zero-shot on {len(val_set)} validation scans: accuracy "
+                  f"{metrics['validation']['accuracy']:.4f}; on {len(test_set)} test scans: "
                   f"{metrics['accuracy']:.4f}; wrote {run_dir / 'clip.pt'} "
                   f"(--pretrained={run_dir / 'clip.pt'})")
     return [metrics]

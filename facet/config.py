@@ -56,6 +56,7 @@ class TrainConfig:
     cache: str = ""  # view cache folder; "" = $FACET_CACHE or <repo>/cache/views
     render_workers: int = 2  # processes rendering the view cache
     pretrain_scans: int = 4000  # captioned scans of new people in the CLIP pretraining set
+    pretrain_val_people: int = 60  # other people of its stream, scored zero-shot every epoch
     # --- rendering (part of the view-cache key) ---
     views: str = format_views(TRAINING_RENDER.views)  # "yaw,pitch;..." in degrees
     image_size: int = TRAINING_RENDER.image_size  # H = W pixels fed to the ViT (224 for ViT-B)
@@ -194,7 +195,7 @@ def validate(config: TrainConfig) -> TrainConfig:
                  and not math.isfinite(getattr(c, f.name))]
     positive = ("epochs", "batch_size", "grad_accum", "image_size", "frames", "eval_batch_size",
                 "log_every", "eval_every", "fusion_heads", "synth_subjects", "pretrain_scans",
-                "render_workers")
+                "pretrain_val_people", "render_workers")
     problems += [f"--{k} must be >= 1 (got {getattr(c, k)})" for k in positive
                  if getattr(c, k) < 1]
     nonneg = ("weight_decay", "warmup", "min_lr_ratio", "grad_clip", "lambda_cons", "lambda_aff",

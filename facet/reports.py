@@ -337,14 +337,15 @@ CURVES = (("losses", "loss (nats)", {"loss": "total (per step)", "ce": "cross-en
                                     "test_acc_ema": "held-out split, moving average"}),
           ("learning rate", "learning rate", {"lr": "lr"}))
 # CLIP pretraining logs the same keys for other quantities: train_acc is in-batch retrieval
-# (each image's caption among the batch's, chance 1 / batch size) and test_acc the zero-shot
-# accuracy over the classes (chance 1 / K), so each gets its own panel and axis
+# (each image's caption among the batch's, chance 1 / batch size) and val_acc the zero-shot
+# accuracy over the classes (chance 1 / K) on its validation people (test_acc: the evaluation
+# set, in the logs of runs made before those existed), so each gets its own panel and axis
 PRETRAINING_CURVES = (
     ("InfoNCE", "loss (nats)", {"loss": "per step", "train_loss": "epoch mean"}),
     ("caption retrieval (training split)", "in-batch top-1 image -> caption",
      {"train_acc": "training split"}),
-    ("zero-shot classification (held-out set)", "accuracy over the classes",
-     {"test_acc": "held-out split"}),
+    ("zero-shot classification (people never trained on)", "accuracy over the classes",
+     {"val_acc": "validation people", "test_acc": "evaluation set (older runs)"}),
     ("learning rate", "learning rate", {"lr": "lr"}))
 
 

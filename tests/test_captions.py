@@ -20,10 +20,13 @@ from facet.data.layouts import EMOTIONS
 from facet.faces import synth
 from facet.faces.captions import AU_PHRASES, MAX_PARTS, caption, describe_aus
 from facet.faces.expressions import expression_aus
-from facet.faces.pretraining import CaptionedViews, collate_captions
+from facet.data.datasets import collate
+from facet.faces import pretraining
+from facet.faces.pretraining import CaptionedViews, EmotionViews, collate_captions
 from facet.losses import clip_loss
 from facet.model import CentredCLIP
 from facet.prompts import CLASS_WORDS
+from facet.render import RenderSettings
 
 SMILE = {6: (0.8, 0.8), 12: (0.9, 0.9)}  # cheeks raised, lip corners pulled up
 
@@ -118,15 +121,52 @@ def test_collate_pairs_image_i_with_caption_i():
     assert torch.equal(batch["views"][2, 0, 0], torch.from_numpy(views[2, 1]).float() / 255)
 
 
+def test_validation_people_show_each_emotion_and_are_nobody_pretraining_sees(tmp_path):
+    """Each validation person shows the six emotions once, at the evaluation set's levels
+    (3-4); they are persons of the pretraining stream beyond every set it may make (a set
+    large enough to reach them is refused); the set is made once and read back."""
+    settings = RenderSettings(views=((-20.0, 0.0), (0.0, 0.0)), image_size=16, mode="normals")
+    views, truths = pretraining.validation_set(2, settings, tmp_path, workers=1)
+    assert views.shape == (12, 2, 3, 16, 16) and views.dtype == np.uint8 and views.max() > 0
+    for person in range(2):
+        own = truths[6 * person: 6 * person + 6]
+        assert sorted(t["emotion"] for t in own) == sorted(EMOTIONS)
+        assert {t["intensity"] for t in own} <= {3, 4}
+        assert {t["person"]["id"] for t in own} == {pretraining.FIRST_VALIDATION_PERSON + person}
+    most = pretraining.FIRST_VALIDATION_PERSON * pretraining.SCANS_PER_PERSON
+    with pytest.raises(ValueError, match="validation people"):
+        pretraining.pretraining_set(most + 1, settings, tmp_path)
+    again_views, again_truths = pretraining.validation_set(2, settings, tmp_path, workers=1)
+    assert np.array_equal(again_views, views) and again_truths == truths
+
+
+def test_emotion_views_are_read_as_the_face_datasets_are():
+    """EmotionViews items collate like FaceViewsDataset's: all views of a scan as one
+    frame, grey renders as three channels, the emotion's class index; a scan without an
+    emotion (a random AU combination) is refused, naming what is missing."""
+    views = np.arange(2 * 3 * 1 * 4 * 4, dtype=np.uint8).reshape(2, 3, 1, 4, 4)  # grey
+    person = {"sex": "female", "age_group": "twenties", "id": 1000000}
+    truths = [{"emotion": "sadness", "intensity": 3, "person": person},
+              {"emotion": "anger", "intensity": 4, "person": person}]
+    batch = collate([EmotionViews(views, truths, EMOTIONS)[i] for i in range(2)])
+    assert batch["views"].shape == (2, 1, 3, 3, 4, 4)
+    assert torch.equal(batch["views"][1, 0, 2, 1], torch.from_numpy(views[1, 2, 0]) / 255)
+    assert batch["label"].tolist() == [EMOTIONS.index("sadness"), EMOTIONS.index("anger")]
+    assert batch["intensity"].tolist() == [3, 4]
+    with pytest.raises(ValueError, match="None"):
+        EmotionViews(views, [truths[0], {**truths[1], "emotion": None}], EMOTIONS)
+
+
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-    """A tiny pretraining run: 96 captioned scans, zero-shot on a 2-subject BU-3DFE set."""
+    """A tiny pretraining run: 96 captioned scans, zero-shot on 2 validation people each epoch
+    and on a 2-subject BU-3DFE set at the end."""
     root = synth.write_bu3dfe(tmp_path_factory.mktemp("data") / "bu3dfe", subjects=2, seed=0)
     out = tmp_path_factory.mktemp("out")
     argv = [f"--data={root}", f"--cache={tmp_path_factory.mktemp('cache')}", f"--out={out}",
             "--preset=pretrain", "--name=p", "--pretrain_scans=96", "--batch_size=32",
             "--epochs=6", "--image_size=32", "--threads=1", "--render_workers=1",
-            "--log_every=1", "--eval_batch_size=32", "--lr=2e-3"]
+            "--log_every=1", "--eval_batch_size=32", "--lr=2e-3", "--pretrain_val_people=2"]
     [metrics] = train.main(argv)
     return out / "p", metrics, argv
 
@@ -139,6 +179,9 @@ def test_pretraining_loss_falls_and_writes_openai_layout_weights(pretrained):
     # 96 scans in batches of 32: chance is ln 32 = 3.47; the pairs are learned within 6 epochs
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"] - 0.3, epochs
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["n"] == 24
+    # the epochs are scored on the validation people, the test set once, at the end
+    assert all("val_acc" in r and "test_acc" not in r for r in epochs)
+    assert metrics["validation"]["accuracy"] == pytest.approx(epochs[-1]["val_acc"], abs=1e-4)
     stored = torch.load(run / "clip.pt", weights_only=True)
     assert set(stored) >= {"state_dict", "merges", "quick_gelu", "made_by"}
     assert stored["made_by"]["seed"] == 0 and "--preset=pretrain" in stored["made_by"]["command"]

@@ -127,10 +127,10 @@ def test_pretraining_curves_keep_retrieval_and_zero_shot_apart(tmp_path):
     """In-batch retrieval (chance 1 / batch) and zero-shot accuracy (chance 1 / K) are two
     quantities: each gets its own panel, so no axis mixes them."""
     records = [{"step": s, "loss": 4.8 - s / 10, "lr": 1e-3} for s in range(1, 5)]
-    records.append({"epoch": 0, "step": 4, "train_loss": 4.5, "train_acc": 0.02, "test_acc": 0.3})
+    records.append({"epoch": 0, "step": 4, "train_loss": 4.5, "train_acc": 0.02, "val_acc": 0.3})
     drawn = reports.curve_series(records, reports.PRETRAINING_CURVES)
     homes = {label: panel for panel, curves in drawn.items() for label in curves}
-    assert homes["training split"] != homes["held-out split"]
+    assert homes["training split"] != homes["validation people"]
     assert drawn[homes["training split"]]["training split"] == ((4,), (0.02,))
     path = reports.plot_curves(records, tmp_path / "p.png", reports.PRETRAINING_CURVES)
     assert _size(path)[0] > _size(reports.plot_curves(records, tmp_path / "c.png"))[0]  # 4 panels

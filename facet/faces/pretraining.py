@@ -10,6 +10,10 @@ random AU combination, each with its own crop, pose, noise and triangulation.
     pretraining_set   the scans, rendered once with the run's views and cached
     CaptionedViews    (image, caption) pairs: a random view and a fresh caption per epoch
     image_statistics  the set's mean image and pixel std (`facet.model.CentredCLIP`)
+    validation_set    other people of the same stream, each showing the six emotions: what a
+                      pretraining recipe is chosen on (zero-shot), so that the evaluation set
+                      is read once, at the end
+    EmotionViews      those scans as the zero-shot evaluation reads a dataset
 """
 from __future__ import annotations
 
@@ -34,6 +38,10 @@ from facet.runtime import DistInfo, barrier
 
 PRETRAIN_SEED = 1000  # the identity stream of the pretraining set: no built-in dataset uses it
 SCANS_PER_PERSON = 4
+# The validation people are persons FIRST_VALIDATION_PERSON, ... of the same stream: beyond the
+# people of any pretraining set (a million people would be four million scans), so a set of
+# any size leaves them unseen.
+FIRST_VALIDATION_PERSON = 10**6
 
 
 def random_aus(rng: np.random.Generator) -> dict[int, tuple[float, float]]:
@@ -65,11 +73,32 @@ def _pretraining_scan(i: int, settings: RenderSettings) -> tuple[np.ndarray, dic
         aus = expression_aus(emotion, intensity, rng, style)
     else:
         aus = random_aus(rng)
+    return _rendered(subject, aus, rng, settings, emotion, intensity)
+
+
+def _validation_scan(i: int, settings: RenderSettings) -> tuple[np.ndarray, dict]:
+    """Scan i of the validation set: person FIRST_VALIDATION_PERSON + i // 6 of the pretraining
+    stream showing emotion i % 6 in their own style at intensity 3 or 4 (the levels of the
+    BU-3DFE protocol that the evaluation set keeps), with a scan's own crop, pose and noise."""
+    k = FIRST_VALIDATION_PERSON + i // len(EMOTIONS)
+    subject, style = synth.person(PRETRAIN_SEED, k)
+    rng = np.random.default_rng([PRETRAIN_SEED, i, 8])
+    emotion, intensity = EMOTIONS[i % len(EMOTIONS)], int(rng.integers(3, 5))
+    return _rendered(subject, expression_aus(emotion, intensity, rng, style), rng, settings,
+                     emotion, intensity, person=k)
+
+
+def _rendered(subject, aus, rng: np.random.Generator, settings: RenderSettings,
+              emotion: str | None, intensity: int | None, person: int | None = None
+              ) -> tuple[np.ndarray, dict]:
+    """A scan of `subject` making `aus`, rendered: (V, 3, H, W) uint8 views, its ground truth."""
     item = scanner.scan(subject, aus, rng, texture_size=0)
     views = render_views(item.mesh, settings.views, settings.image_size, settings.mode)
     pixels = (views.clamp(0, 1) * 255).round().to(torch.uint8).numpy()  # (V, 3, H, W)
     truth = {"aus": item.truth["aus"], "emotion": emotion, "intensity": intensity,
              "person": {"sex": subject.sex, "age_group": subject.age_group}}
+    if person is not None:
+        truth["person"]["id"] = person
     return pixels, truth
 
 
@@ -83,16 +112,46 @@ def pretraining_set(scans: int, settings: RenderSettings, cache_folder: Path, wo
 
     Returns:
         (views (N, V, 3, H, W) uint8, N ground-truth dicts).
+    Raises:
+        ValueError: a set so large that its people would reach the validation people.
     """
-    folder = Path(cache_folder) / f"pretrain-{scans}scans-seed{PRETRAIN_SEED}"
+    if scans > FIRST_VALIDATION_PERSON * SCANS_PER_PERSON:
+        raise ValueError(f"{scans} pretraining scans would reach the validation people (person "
+                         f"{FIRST_VALIDATION_PERSON}): at most "
+                         f"{FIRST_VALIDATION_PERSON * SCANS_PER_PERSON}")
+    return _cached_set(Path(cache_folder) / f"pretrain-{scans}scans-seed{PRETRAIN_SEED}",
+                       scans, _pretraining_scan, settings, workers, dist, progress,
+                       "pretraining scans")
+
+
+def validation_set(people: int, settings: RenderSettings, cache_folder: Path, workers: int = 2,
+                   dist: DistInfo = DistInfo(), progress: bool = False
+                   ) -> tuple[np.ndarray, list[dict]]:
+    """The pretraining validation set: `people` people of the pretraining stream whom no
+    pretraining set holds, each showing the six emotions (`_validation_scan`). Zero-shot on
+    them is what a pretraining recipe (epochs, data, rates) is chosen by; made and kept as
+    `pretraining_set` is.
+
+    Returns:
+        (views (6 * people, V, 3, H, W) uint8, their ground-truth dicts, "person" with
+        an "id").
+    """
+    return _cached_set(Path(cache_folder) / f"pretrain-validation-{people}people-seed"
+                       f"{PRETRAIN_SEED}", people * len(EMOTIONS), _validation_scan, settings,
+                       workers, dist, progress, "pretraining validation scans")
+
+
+def _cached_set(folder: Path, scans: int, make_scan, settings: RenderSettings, workers: int,
+                dist: DistInfo, progress: bool, desc: str) -> tuple[np.ndarray, list[dict]]:
+    """`make_scan(i, settings)` for i < `scans`, rendered by rank 0 in `workers` processes and
+    kept in `folder` (truths.json written last marks it complete); every rank reads it."""
     if dist.is_main and not (folder / "truths.json").is_file():
         views = np.empty((scans, len(settings.views), 3, settings.image_size,
                           settings.image_size), np.uint8)
         truths = [None] * scans
         with ProcessPoolExecutor(max(1, workers), initializer=init_render_worker) as pool, \
-                tqdm(total=scans, desc="pretraining scans", unit="scan",
-                     disable=not progress) as bar:
-            futures = {pool.submit(_pretraining_scan, i, settings): i for i in range(scans)}
+                tqdm(total=scans, desc=desc, unit="scan", disable=not progress) as bar:
+            futures = {pool.submit(make_scan, i, settings): i for i in range(scans)}
             for future in as_completed(futures):
                 views[futures[future]], truths[futures[future]] = future.result()
                 bar.update()
@@ -170,3 +229,35 @@ def collate_captions(items: list) -> dict:
     return {"views": torch.stack(images)[:, None, None],  # (B, T=1, V=1, 3, H, W)
             "captions": list(captions), "label": torch.arange(len(images)),
             "seed": torch.tensor([m["seed"] for m in metas], dtype=torch.long)}
+
+
+class EmotionViews(Dataset):
+    """Scans with an emotion, as `facet.loop.evaluate` reads a FaceViewsDataset: every view of
+    a scan, the label its emotion's position in `classes` (the zero-shot test on
+    `validation_set`).
+
+    Args:
+        views: (N, V, C, H, W) uint8 renders (C = 1 grey or 3). truths: N dicts with "emotion",
+            "intensity" and "person" {"sex", "age_group", "id"}. classes: the K class names.
+    Item:
+        views (T=1, V, 3, H, W) float32 in [0, 1], label int, meta as FaceViewsDataset's.
+    """
+
+    def __init__(self, views: np.ndarray, truths: Sequence[dict], classes: Sequence[str]):
+        unknown = {t["emotion"] for t in truths} - set(classes)
+        if len(views) != len(truths) or unknown:
+            raise ValueError(f"{len(truths)} truths for {len(views)} scans; emotions not among "
+                             f"the classes {tuple(classes)}: {sorted(map(str, unknown))}")
+        self.views, self.truths, self.classes = views, list(truths), tuple(classes)
+
+    def __len__(self) -> int:
+        return len(self.truths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, dict]:
+        truth, person = self.truths[i], self.truths[i]["person"]
+        # a copy: the views may be a read-only memory map; (V, C, H, W) -> (1, V, 3, H, W)
+        views = torch.from_numpy(np.array(self.views[i])).float().div(255)
+        meta = {"subject": f"P{person['id']}", "intensity": truth["intensity"],
+                "sex": person["sex"], "age_group": person["age_group"], "ethnicity": "",
+                "path": f"pretraining validation scan {i}", "seed": 0}
+        return views.expand(-1, 3, -1, -1)[None], self.classes.index(truth["emotion"]), meta
