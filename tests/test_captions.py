@@ -316,29 +316,28 @@ def test_a_run_rendered_smaller_than_its_pretrained_clip_reloads(pretrained, tmp
         assert mine["probabilities"] == pytest.approx(theirs["probabilities"], abs=1e-6)
 
 
-def test_pretraining_scans_are_centred_as_the_benchmarks_files_are(tmp_path):
-    """About half the scans are centred on the nose tip (a Bosphorus .lm3 names it), the others
-    on the bounding box (BU files carry no nose tip), and each renders as its mesh does when
-    centred that way: the oracle is render_views on the scan with or without its nose tip."""
+def test_validation_scans_come_centred_both_ways_and_pretraining_scans_on_the_nose_tip(tmp_path):
+    """About half the validation scans are centred on the nose tip (a Bosphorus .lm3 names it),
+    the others on the bounding box (BU files carry no nose tip); the pretraining scans all on
+    the nose tip. Each renders as its mesh does when centred that way: the oracle is
+    render_views on the scan with or without its nose tip."""
     from facet.faces import scanner
     from facet.render import render_views
 
     settings = RenderSettings(views=((20.0, 0.0),), image_size=24, mode="normals")
-    views, truths = pretraining.pretraining_set(24, settings, tmp_path, workers=1)
+    _, trained = pretraining.pretraining_set(8, settings, tmp_path, workers=1)
+    assert {t["centre"] for t in trained} == {"nose tip"}
+    views, truths = pretraining.validation_set(4, settings, tmp_path, workers=1)
     centres = [t["centre"] for t in truths]
     assert set(centres) == {"nose tip", "box"} and 6 <= centres.count("box") <= 18
     for i in (centres.index("box"), centres.index("nose tip")):
-        # scan i again, from its own generator, as _pretraining_scan made it
-        subject, style = synth.person(pretraining.PRETRAIN_SEED, i // pretraining.SCANS_PER_PERSON)
-        rng = np.random.default_rng([pretraining.PRETRAIN_SEED, i, 7])
-        if rng.random() < 0.5:
-            emotion = EMOTIONS[int(rng.integers(len(EMOTIONS)))] if rng.random() > 1 / 7 \
-                else "neutral"
-            aus = expression_aus(emotion, 0 if emotion == "neutral" else int(rng.integers(1, 5)),
-                                 rng, style)
-        else:
-            aus = pretraining.random_aus(rng)
-        scan = scanner.scan(subject, aus, rng, texture_size=0).mesh
+        # validation scan i again, from its own generator, as _validation_scan made it
+        person = pretraining.FIRST_VALIDATION_PERSON + i // len(EMOTIONS)
+        subject, style = synth.person(pretraining.PRETRAIN_SEED, person)
+        rng = np.random.default_rng([pretraining.PRETRAIN_SEED, i, 8])
+        emotion, intensity = EMOTIONS[i % len(EMOTIONS)], int(rng.integers(3, 5))
+        scan = scanner.scan(subject, expression_aus(emotion, intensity, rng, style), rng,
+                            texture_size=0).mesh
         boxed = replace(scan, landmarks={"bnd": scan.landmarks["bnd"]})
         rendered = {centre: (render_views(mesh, settings.views, settings.image_size,
                                           settings.mode).clamp(0, 1) * 255).round().byte().numpy()
