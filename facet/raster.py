@@ -173,13 +173,10 @@ class Fragments:
 
     @functools.cached_property
     def covered_xy(self) -> torch.Tensor:
-        """(2, Q) float32 column and row of each covered pixel in its view. Each view's pixels
-        are one run of `covered`: they index the one-view grid, so no pixel pays an integer
-        division (which does not vectorise)."""
-        n_views, h, w = self.shape
-        grid = _pixel_grid(h, w, self.covered.device)  # (2, H*W)
-        return torch.cat([grid.index_select(1, self.covered[span] - view * h * w)
-                          for view, span in enumerate(self.view_spans)], 1)
+        """(2, Q) float32 column and row of each covered pixel in its view: one gather from a
+        cached grid of every pixel's, so that no pixel pays an integer division (which does not
+        vectorise)."""
+        return _pixel_grid(*self.shape, self.covered.device).index_select(1, self.covered)
 
     def evaluate(self, table: torch.Tensor) -> torch.Tensor:
         """(C, Q) values at the covered pixels of C affine functions given per record, as a
@@ -604,15 +601,16 @@ def _barycentric_planes(sx: torch.Tensor, sy: torch.Tensor, inv_w: torch.Tensor,
     return table
 
 
-@functools.lru_cache(maxsize=8)
-def _pixel_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
-    """(2, H*W) float32 column and row of each pixel of one view, in pixel order.
+@functools.lru_cache(maxsize=4)
+def _pixel_grid(n_views: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+    """(2, V*H*W) float32 column and row of each pixel of V views, in pixel order.
 
-    Cached: every render at this image size reads it (`Fragments.covered_xy`), and computing it
-    per call would cost two integer divisions per pixel (which do not vectorise) each time.
+    Cached: every render of this shape reads it (`Fragments.covered_xy`), and computing it per
+    call would cost two integer divisions per pixel (which do not vectorise) each time. A few
+    MB (9 views of 224 x 224: 3.6 MB).
     """
     pixel = torch.arange(h * w, device=device)
-    return torch.stack([pixel % w, pixel // w]).float()
+    return torch.stack([pixel % w, pixel // w]).float().repeat(1, n_views)
 
 
 def _key_rows(keys: torch.Tensor) -> torch.Tensor:

@@ -71,51 +71,63 @@ def interpolate_covered(fragments: Fragments, face_attrs: torch.Tensor,
             per_view and face_attrs.shape[0] != n_views):
         raise ValueError(f"interpolate: face_attrs must be (F, 3, D) or ({n_views}, F, 3, D), "
                          f"got {tuple(face_attrs.shape)}")
+    return _interpolate_corner_rows(fragments, _corner_rows(face_attrs), homogeneous)
+
+
+def _corner_rows(face_attrs: torch.Tensor) -> torch.Tensor:
+    """(F, 3, D) or (V, F, 3, D) corner attributes as rows: (3, D, F) or (3, D, V, F) float32,
+    so that each (corner, attribute) is one contiguous row to gather from (module `facet.raster`
+    explains why rows)."""
+    return face_attrs.float().movedim(-2, 0).movedim(-1, 1).contiguous()
+
+
+def _interpolate_corner_rows(fragments: Fragments, corners: torch.Tensor,
+                             homogeneous: bool) -> torch.Tensor:
+    """`interpolate_covered` for (3, D, F) or (3, D, V, F) corner rows (any strides between
+    rows, each row contiguous): (D, Q)."""
     # Directions, where fewer (view, face) entries than covered pixels: combine each entry's
     # corners once. (Values keep the barycentrics: a plane through attributes that differ little
     # across a face, like depth, evaluates as a small difference of large numbers.)
     if homogeneous and fragments.faces_per_view and (
-            n_views * fragments.faces_per_view <= len(fragments.covered)):
-        return _interpolate_by_planes(fragments, face_attrs)
-    return _interpolate_by_barycentrics(fragments, face_attrs)
+            fragments.shape[0] * fragments.faces_per_view <= len(fragments.covered)):
+        return _interpolate_by_planes(fragments, corners)
+    return _interpolate_by_barycentrics(fragments, corners)
 
 
-def _interpolate_by_barycentrics(fragments: Fragments, face_attrs: torch.Tensor) -> torch.Tensor:
+def _interpolate_by_barycentrics(fragments: Fragments, corners: torch.Tensor) -> torch.Tensor:
     """`interpolate_covered` pixel by pixel: sum_i beta_i attr_i with each pixel's
-    barycentrics beta and its face's corners."""
-    n_faces, dim = face_attrs.shape[-3], face_attrs.shape[-1]
+    barycentrics beta and its face's corners, (3, D, F) or (3, D, V, F) rows."""
+    n_faces, dim = corners.shape[-1], corners.shape[1]
     covered = fragments.covered  # (Q,)
     rows = fragments.record_face.index_select(0, fragments.covered_record)  # (Q,) their faces
-    if face_attrs.ndim == 4:  # row of (view, face) in the flattened (V*F) list
+    if corners.ndim == 4:  # row of (view, face) in the flattened (V*F) list
         for view, span in enumerate(fragments.view_spans):
             rows[span] += view * n_faces
-    table = face_attrs.reshape(-1, 3 * dim).float()  # (F or V*F, 3*D), corner-major
+    table = corners.flatten(2)  # (3, D, F or V*F)
     weights = fragments.covered_bary  # (3, Q)
     values = torch.empty(dim, len(covered), device=covered.device)  # (D, Q)
     for d in range(dim):  # sum_i bary_i * corner_i
-        # One column of the table at a time: each gather yields a contiguous row, so that the
-        # sums run along contiguous memory (on (Q, 3*D) records they would stride).
-        c0, c1, c2 = (table[:, i * dim + d].index_select(0, rows) for i in range(3))
+        # One row of the table at a time: each gather yields a contiguous row, so that the
+        # sums run along contiguous memory.
+        c0, c1, c2 = (table[i, d].index_select(0, rows) for i in range(3))
         torch.mul(weights[0], c0, out=values[d])
         values[d].addcmul_(weights[1], c1)
         values[d].addcmul_(weights[2], c2)
     return values
 
 
-def _interpolate_by_planes(fragments: Fragments, face_attrs: torch.Tensor) -> torch.Tensor:
+def _interpolate_by_planes(fragments: Fragments, corners: torch.Tensor) -> torch.Tensor:
     """`interpolate_covered(homogeneous=True)` entry by entry: sum_i attr_i (b_i / w_i) is affine
     in the pixel's position like each b_i / w_i (`Fragments.planes`), so each (view, face) entry
-    combines its corners' attributes with its planes once, and a pixel evaluates D planes, where
-    it would read 3 barycentric planes and 3 D corner values."""
+    combines its corners' attributes, (3, D, F) or (3, D, V, F) rows, with its planes once, and
+    a pixel evaluates D planes, where it would read 3 barycentric planes and 3 D corner values."""
     n_views, n_faces = fragments.shape[0], fragments.faces_per_view
-    dim = face_attrs.shape[-1]
-    # (3, D, F) or (3, D, V, F): a contiguous row per corner and attribute
-    corners = face_attrs.float().movedim(-2, 0).movedim(-1, 1).contiguous()
+    dim = corners.shape[1]
     planes = fragments.planes[:, 1:].view(9, n_views, n_faces)  # column 0: no face
     table = planes.new_zeros(3 * dim, n_views * n_faces + 1)  # laid out like `planes`
     for j in range(3):  # value at pixel (0, 0), step per column, step per row
         a_0, a_1, a_2 = planes[3 * j: 3 * j + 3]  # (V, F) each: corner i's b_i / w_i term
-        for d in range(dim):
+        for d in range(dim):  # corners[i, d]: (F,) or (V, F), broadcast over the views
             out = table[j * dim + d, 1:].view(n_views, n_faces)
             torch.mul(a_0, corners[0, d], out=out)
             out.addcmul_(a_1, corners[1, d]).addcmul_(a_2, corners[2, d])
@@ -137,14 +149,27 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 
     Vertices no face uses get (0, 0, 1) rather than a 0/0.
     """
-    corners = verts.index_select(0, faces.reshape(-1)).view(-1, 3, 3)  # (F, 3, 3)
-    face_normals = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0],
-                                      dim=-1)  # (F, 3), length = 2 * area
-    normals = torch.zeros_like(verts).index_add_(0, faces.reshape(-1),
-                                                 face_normals.repeat_interleave(3, dim=0))
-    length = normals.norm(dim=-1, keepdim=True)
-    fallback = torch.tensor([0.0, 0.0, 1.0], device=verts.device).expand_as(normals)
-    return torch.where(length > 1e-12, normals / length.clamp(min=1e-12), fallback)
+    return _vertex_normal_rows(verts, faces).t().contiguous()
+
+
+def _vertex_normal_rows(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """`vertex_normals` as (3, N) rows x, y, z: computed and handed out row by row (module
+    `facet.raster`: a cross product over rows of three numbers would run several times slower).
+    """
+    corner_index = faces.t().reshape(-1)  # (3F,): corner 0 of every face, then 1, then 2
+    corners = verts.t().contiguous().index_select(1, corner_index).view(3, 3, -1)
+    edge_1, edge_2 = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]  # (3, F)
+    face_normals = torch.stack([edge_1[1] * edge_2[2] - edge_1[2] * edge_2[1],
+                                edge_1[2] * edge_2[0] - edge_1[0] * edge_2[2],
+                                edge_1[0] * edge_2[1] - edge_1[1] * edge_2[0]])  # (3, F), |.| = 2A
+    # each corner of a face adds the face's normal to its vertex
+    summed = verts.new_zeros(3, len(verts)).index_add_(1, corner_index, face_normals.repeat(1, 3))
+    length = _length(summed)  # (N,), clamped away from 0
+    unused = length <= 1e-12
+    normals = summed.div_(length)
+    for axis, fallback in enumerate((0.0, 0.0, 1.0)):
+        normals[axis].masked_fill_(unused, fallback)
+    return normals
 
 
 def _in_camera_frames(vectors: torch.Tensor, rows: torch.Tensor,
@@ -159,7 +184,10 @@ def _in_camera_frames(vectors: torch.Tensor, rows: torch.Tensor,
 
 def _pixel_normals(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """(3, Q) interpolated smooth normals at the covered pixels, world space, not unit length."""
-    return interpolate_covered(fragments, vertex_normals(verts, faces)[faces], homogeneous=True)
+    normals = _vertex_normal_rows(verts, faces)  # (3, N)
+    # (3 xyz, 3F) -> (3 corners, 3 xyz, F): each [corner, axis] one contiguous row of F
+    corners = normals.index_select(1, faces.t().reshape(-1)).view(3, 3, -1).transpose(0, 1)
+    return _interpolate_corner_rows(fragments, corners, homogeneous=True)
 
 
 def _camera_normals(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor,
@@ -227,8 +255,8 @@ def shade(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor, camera
         colors: (N, 3) float32 vertex colours in [0, 1] (mode "colors").
         background: colour of pixels no face covers, a grey level or RGB in [0, 1].
     Returns:
-        (V, H, W, 3) float32 in [0, 1]: a view of a contiguous (V, 3, H, W) array, the layout
-        `render_views` returns.
+        (V, H, W, 3) float32 in [0, 1]: a view of a channel-major (3, V, H, W) array (a grey
+        picture: of one plane, shown three times).
     """
     if mode not in MODES:
         raise ValueError(f"unknown render mode {mode!r}; choose one of {MODES}")
@@ -270,22 +298,16 @@ def shade(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor, camera
 def _compose(fragments: Fragments, rgb: torch.Tensor,
              background: float | tuple[float, float, float]) -> torch.Tensor:
     """(3, Q) colours, or (1, Q) grey levels, of the covered pixels on a background:
-    (V, H, W, 3), a view of a contiguous (V, 3, H, W) array."""
+    (V, H, W, 3), a view of a (3, V, H, W) array, channel-major."""
     n_views, h, w = fragments.shape
     fill = torch.as_tensor(background, dtype=torch.float32).expand(3).tolist()  # r, g, b
-    image = torch.empty(n_views, 3, h * w, device=rgb.device)  # (V, 3, H*W)
-    # A grey picture on a grey background: one channel drawn, copied to the others (a copy
-    # costs a fraction of a scatter).
+    # A grey picture on a grey background: one plane drawn and shown three times (a stride-0
+    # view; whoever needs the channels apart copies them, once).
     drawn = 1 if len(rgb) == 1 and fill[0] == fill[1] == fill[2] else 3
-    for channel in range(drawn):  # a fill per plane (a broadcast copy would stride)
-        image[:, channel].fill_(fill[channel])
-    for view, span in enumerate(fragments.view_spans):  # its pixels, as indices into one view
-        pixel = fragments.covered[span] - view * h * w
-        for channel in range(drawn):  # scatter_ into contiguous planes: twice index_copy_'s
-            image[view, channel].scatter_(0, pixel, rgb[channel % len(rgb), span])  # speed
-    if drawn == 1:
-        image[:, 1:] = image[:, :1]
-    return image.view(n_views, 3, h, w).permute(0, 2, 3, 1)
+    planes = rgb.new_empty(drawn, n_views * h * w)  # (C, V*H*W)
+    for channel, plane in enumerate(planes):  # every view's pixels in one scatter per plane
+        plane.fill_(fill[channel]).scatter_(0, fragments.covered, rgb[channel % len(rgb)])
+    return planes.expand(3, -1).view(3, n_views, h, w).permute(1, 2, 3, 0)
 
 
 @dataclass(frozen=True)

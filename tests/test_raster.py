@@ -429,7 +429,7 @@ def test_homogeneous_interpolation_by_entry_planes_matches_barycentrics(per_view
     attrs = attrs.expand(2, -1, -1, -1) * torch.tensor([1.0, -2.0])[:, None, None, None] \
         if per_view else attrs
     planes = render.interpolate_covered(frags, attrs, homogeneous=True)  # (3, Q), scaled
-    exact = render._interpolate_by_barycentrics(frags, attrs)  # (3, Q)
+    exact = render._interpolate_by_barycentrics(frags, render._corner_rows(attrs))  # (3, Q)
     # the same direction at every pixel, scaled by a positive number
     scale = (planes * exact).sum(0) / (exact * exact).sum(0)
     assert (scale > 0).all()
