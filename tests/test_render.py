@@ -9,7 +9,8 @@ import torch
 
 from facet.faces.scanner import demo_face
 from facet.mesh import Mesh
-from facet.render import ALBEDO, AMBIENT, MIN_FOREGROUND, SPECULAR, RenderSettings, render_views
+from facet.render import (ALBEDO, AMBIENT, MIN_FOREGROUND, SPECULAR, RenderSettings, render_views,
+                          vertex_normals)
 
 FRONT = [(0.0, 0.0)]
 
@@ -92,3 +93,20 @@ def test_a_blank_render_is_refused_with_its_cause(break_it, cause):
     with pytest.raises(ValueError, match=rf"scan.ply: renders to an \(almost\) empty image: the "
                                          rf"face covers 0.00 % of view -20,0 .*{cause}"):
         render_views(broken, image_size=16, min_foreground=MIN_FOREGROUND)
+
+
+def test_vertex_normals_are_the_normalised_sums_of_area_weighted_face_normals():
+    """Against a loop over faces in float64 (the oracle), on a real face with an unused vertex
+    appended: that one gets (0, 0, 1)."""
+    face = demo_face()
+    verts = np.vstack([face.verts, [[0.0, 0.0, 0.0]]]).astype(np.float32)
+    summed = np.zeros((len(verts), 3))
+    for a, b, c in face.faces:  # |cross| = twice the face's area: area-weighted
+        normal = np.cross(verts[b] - verts[a], verts[c] - verts[a]).astype(np.float64)
+        summed[[a, b, c]] += normal
+    expected = summed / np.linalg.norm(summed, axis=1, keepdims=True).clip(min=1e-12)
+    expected[-1] = (0.0, 0.0, 1.0)
+    got = vertex_normals(torch.from_numpy(verts), torch.from_numpy(face.faces))
+    assert got.shape == (len(verts), 3) and got.is_contiguous()
+    # float32 sums in another order: unit vectors agree to a few float32 roundings
+    np.testing.assert_allclose(got.numpy(), expected, atol=2e-6, rtol=0)
