@@ -156,20 +156,27 @@ def _vertex_normal_rows(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tenso
     """`vertex_normals` as (3, N) rows x, y, z: computed and handed out row by row (module
     `facet.raster`: a cross product over rows of three numbers would run several times slower).
     """
-    corner_index = faces.t().reshape(-1)  # (3F,): corner 0 of every face, then 1, then 2
-    corners = verts.t().contiguous().index_select(1, corner_index).view(3, 3, -1)
-    edge_1, edge_2 = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]  # (3, F)
+    corners = _vertex_corner_rows(verts.t().contiguous(), faces)  # (3 corners, 3 xyz, F)
+    edge_1, edge_2 = corners[1] - corners[0], corners[2] - corners[0]  # (3, F)
     face_normals = torch.stack([edge_1[1] * edge_2[2] - edge_1[2] * edge_2[1],
                                 edge_1[2] * edge_2[0] - edge_1[0] * edge_2[2],
                                 edge_1[0] * edge_2[1] - edge_1[1] * edge_2[0]])  # (3, F), |.| = 2A
     # each corner of a face adds the face's normal to its vertex
-    summed = verts.new_zeros(3, len(verts)).index_add_(1, corner_index, face_normals.repeat(1, 3))
+    corner_vertex = faces.t().reshape(-1)  # (3F,): corner 0 of every face, then 1, then 2
+    summed = verts.new_zeros(3, len(verts)).index_add_(1, corner_vertex, face_normals.repeat(1, 3))
     length = _length(summed)  # (N,), clamped away from 0
     unused = length <= 1e-12
     normals = summed.div_(length)
     for axis, fallback in enumerate((0.0, 0.0, 1.0)):
         normals[axis].masked_fill_(unused, fallback)
     return normals
+
+
+def _vertex_corner_rows(vertex_rows: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """(D, N) per-vertex rows -> (3, D, F) per-corner rows (corner, attribute, face), each
+    [corner, attribute] one contiguous row of F: one gather for all of them."""
+    gathered = vertex_rows.index_select(1, faces.t().reshape(-1))  # (D, 3F), corner-major
+    return gathered.view(len(vertex_rows), 3, -1).transpose(0, 1)
 
 
 def _in_camera_frames(vectors: torch.Tensor, rows: torch.Tensor,
@@ -184,9 +191,7 @@ def _in_camera_frames(vectors: torch.Tensor, rows: torch.Tensor,
 
 def _pixel_normals(fragments: Fragments, verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """(3, Q) interpolated smooth normals at the covered pixels, world space, not unit length."""
-    normals = _vertex_normal_rows(verts, faces)  # (3, N)
-    # (3 xyz, 3F) -> (3 corners, 3 xyz, F): each [corner, axis] one contiguous row of F
-    corners = normals.index_select(1, faces.t().reshape(-1)).view(3, 3, -1).transpose(0, 1)
+    corners = _vertex_corner_rows(_vertex_normal_rows(verts, faces), faces)  # (3, 3, F)
     return _interpolate_corner_rows(fragments, corners, homogeneous=True)
 
 
