@@ -8,7 +8,8 @@ head pose of a few degrees, sub-millimetre noise along the view axis, occasional
 and its own triangulation (some triangles split, vertices and triangles shuffled), so no reader
 can rely on a fixed topology. Open eyes and mouths are holes, as in real scans. `realism=False`
 switches all of that off (a frontal, noiseless, complete face) for the generator's ablation.
-Frames of one sequence share a triangulation, so per-vertex motion stays measurable.
+Frames of one sequence share a triangulation, so per-vertex motion stays measurable, unless
+`crop_per_frame` scans each on its own, as BU-4DFE's scanner did.
 `range_grid` turns a scan into the range image a Bosphorus `.bnt` stores.
 
 Shapes: V model vertices, N scan vertices, F scan triangles, T frames.
@@ -69,24 +70,35 @@ def _oval(model: FaceModel, half_width: float, top: float, bottom: float
     return angle, radius, 1 / np.sqrt((np.cos(angle) / half_width) ** 2 + (np.sin(angle) / b) ** 2)
 
 
-def crop_mask(model: FaceModel, rng: np.random.Generator | None) -> np.ndarray:
+def crop_outline(model: FaceModel, rng: np.random.Generator) -> np.ndarray:
+    """A scanner's crop outline for one take: (V,) the radius of an oval at each model vertex's
+    angle (in the frontal plane of the generic face, from the nose tip), its size drawn from
+    `CROP_RANGES` and its outline bent by a few low harmonics."""
+    angle, _, oval = _oval(model, *(rng.uniform(*CROP_RANGES[key])
+                                    for key in ("half_width", "top", "bottom")))
+    for k in range(2, 6):  # a bent outline: each take's crop has its own shape
+        oval *= 1 + rng.normal(0, 0.025) * np.cos(k * angle + rng.uniform(0, 2 * np.pi))
+    return oval
+
+
+def crop_mask(model: FaceModel, rng: np.random.Generator | None,
+              outline: np.ndarray | None = None, steepest: float | None = None) -> np.ndarray:
     """(V,) bool: the model vertices one scan keeps.
 
-    With an rng: an oval in the frontal plane of the generic face, its size drawn from
-    `CROP_RANGES`, its outline bent by a few low harmonics and ragged by 1.5 mm of per-vertex
-    jitter; surfaces seen more obliquely than the drawn steepest angle are lost (the sides,
-    under the chin); and a few small holes (Poisson, mean 0.5; radius 2-6 mm). Without: ICT's
-    narrow face area.
+    With an rng: inside a `crop_outline` ragged by 1.5 mm of per-vertex jitter; surfaces seen
+    more obliquely than a steepest angle (degrees from the view axis) are lost (the sides,
+    under the chin); and a few small holes (Poisson, mean 0.5; radius 2-6 mm). The outline and
+    the angle are drawn here (from `CROP_RANGES`), or given: the frames of one take share them.
+    Without an rng: ICT's narrow face area.
     """
     if rng is None:
         return np.arange(len(model.neutral)) < model.narrow_face
-    angle, radius, oval = _oval(model, *(rng.uniform(*CROP_RANGES[key])
-                                         for key in ("half_width", "top", "bottom")))
-    for k in range(2, 6):  # a bent outline: each scan's crop has its own shape
-        oval *= 1 + rng.normal(0, 0.025) * np.cos(k * angle + rng.uniform(0, 2 * np.pi))
+    oval = crop_outline(model, rng) if outline is None else outline
+    _, radius, _ = _oval(model, 1.0, 1.0, 1.0)  # (V,) distance from the nose tip
     keep = radius < oval + rng.normal(0, 1.5, len(radius))
-    keep &= _template_normals(model)[:, 2] > np.cos(np.radians(
-        rng.uniform(*CROP_RANGES["steepest"])))
+    if steepest is None:
+        steepest = rng.uniform(*CROP_RANGES["steepest"])
+    keep &= _template_normals(model)[:, 2] > np.cos(np.radians(steepest))
     for _ in range(rng.poisson(0.5)):  # hair, shine or shadow: no measurement
         centre = model.neutral[rng.choice(np.flatnonzero(keep))]
         keep &= np.linalg.norm(model.neutral - centre, axis=1) > rng.uniform(2, 6)
@@ -183,15 +195,18 @@ def _smoothstep(t: np.ndarray | float) -> np.ndarray:
 
 def scan_sequence(subject: Subject, frames: Sequence[AUs], rng: np.random.Generator | None = None,
                   realism: bool = True, texture_size: int = 0, head_motion: float = 2.0,
-                  model: FaceModel | None = None, keep: np.ndarray | None = None
-                  ) -> list[Scan]:
+                  model: FaceModel | None = None, keep: np.ndarray | None = None,
+                  crop_per_frame: bool = False) -> list[Scan]:
     """Scan a person through a sequence of expressions (one `AUs` per frame).
 
     With `realism` and an rng: one triangulation for the whole sequence (`scan_topology`), a head
     pose that drifts smoothly from a `random_pose` by `head_motion` degrees (sd per axis) and
     1 mm, noise along the view axis (a per-sequence pattern, sd 0.05-0.25 mm, plus 0.05 mm fresh
     every frame) and a light from the front-above. Without: the narrow face area in model order,
-    frontal, noiseless, frontally lit.
+    frontal, noiseless, frontally lit. With `crop_per_frame` every frame is scanned on its own,
+    as a 4D scanner that reconstructs each frame gives them (BU-4DFE's frames differ in vertex
+    count): one crop outline and steepest angle for the take, but each frame its own ragged
+    border, holes, triangulation, vertex order and noise pattern: no vertex is shared.
 
     Args:
         subject: the person (`facet.faces.face_model.sample_subject`).
@@ -202,6 +217,7 @@ def scan_sequence(subject: Subject, frames: Sequence[AUs], rng: np.random.Genera
         head_motion: sd of the pose change over the sequence, degrees.
         model: the face model (default: the packaged one).
         keep: (V,) bool model vertices to keep instead of the scan's own crop (`crop_mask`).
+        crop_per_frame: each frame its own crop and triangulation (with `realism`).
     Returns:
         one `Scan` per frame; their truth holds "aus" (au -> [left, right]) and "pose".
     Raises:
@@ -211,18 +227,35 @@ def scan_sequence(subject: Subject, frames: Sequence[AUs], rng: np.random.Genera
         raise ValueError("scan_sequence: realism=True needs an rng (or pass realism=False)")
     model = model or load_face_model()
     scanner = rng if realism else None
-    topology = scan_topology(model, scanner, keep=keep)
+    per_frame = crop_per_frame and scanner is not None
+    # the take's crop outline and steepest angle: each frame then rags its border, loses its
+    # own holes and triangulates on its own
+    take = ((crop_outline(model, rng), rng.uniform(*CROP_RANGES["steepest"]))
+            if per_frame and keep is None else None)
+
+    def new_topology() -> Topology:
+        return scan_topology(model, scanner, keep=keep if take is None
+                             else crop_mask(model, scanner, *take))
+
+    topology = new_topology()
     start = random_pose(scanner)
     motion = np.zeros(3) if scanner is None else rng.normal(0, head_motion, 3)
     drift = np.zeros(3) if scanner is None else rng.normal(0, 1.0, 3)  # mm
-    pattern = (np.zeros(len(topology.sources)) if scanner is None else
-               rng.normal(0, rng.uniform(0.05, 0.25), len(topology.sources)))
+    pattern_sd = 0.0 if scanner is None else rng.uniform(0.05, 0.25)
+
+    def noise_pattern(n: int) -> np.ndarray:  # (n,) mm, fixed over the frames of one scan
+        return np.zeros(n) if scanner is None else rng.normal(0, pattern_sd, n)
+
+    pattern = noise_pattern(len(topology.sources))
     light = np.array([0.0, 0.3, 1.0]) + (0 if scanner is None else rng.normal(0, [0.35, 0.2, 0]))
     skin = _skin_of(subject, texture_size, model) if texture_size else None
-    uv = np.round(topology.apply(uv_layout(model)), 4) if texture_size else None
     neutral, tip = _neutral_of(subject, model), model.landmarks68[30]
     scans = []
     for t, aus in enumerate(frames):
+        if per_frame and t > 0:  # a new scan of the same take
+            topology = new_topology()
+            pattern = noise_pattern(len(topology.sources))
+        uv = np.round(topology.apply(uv_layout(model)), 4) if texture_size else None
         along = float(_smoothstep(t / max(len(frames) - 1, 1)))
         pose = start + along * motion
         face = model.express(neutral, blend_weights(aus, model), subject.scale)  # (V, 3)

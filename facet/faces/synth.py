@@ -211,7 +211,7 @@ def _write_frames(items: list[Scan], folder: Path, width: int) -> None:
 
 
 def _bu4dfe_subject(folder: Path, k: int, sid: str, seed: int, realism: bool, texture_size: int,
-                    seconds: tuple[float, float]) -> tuple[str, list[dict]]:
+                    seconds: tuple[float, float], crop_per_frame: bool) -> tuple[str, list[dict]]:
     subject, style = person(seed, k, "bu4dfe")
     rng = np.random.default_rng([seed, k, 2])
     rows = []
@@ -222,7 +222,8 @@ def _bu4dfe_subject(folder: Path, k: int, sid: str, seed: int, realism: bool, te
         curve, timing = envelope(num_frames, rng)
         blinks = blink_track(num_frames, rng) if realism else np.zeros(num_frames)
         frames = [with_au(scale_aus(apex, a), 45, b) for a, b in zip(curve, blinks)]
-        items = scan_sequence(subject, frames, rng, realism, texture_size, head_motion=2.0)
+        items = scan_sequence(subject, frames, rng, realism, texture_size, head_motion=2.0,
+                              crop_per_frame=crop_per_frame)
         _write_frames(items, folder / sid / FOLDER_OF[emotion], 3)
         rows.append(_sequence_row(sid, subject, f"{sid}/{FOLDER_OF[emotion]}", items, apex, timing,
                                   emotion=emotion, intensity=level))
@@ -231,7 +232,7 @@ def _bu4dfe_subject(folder: Path, k: int, sid: str, seed: int, realism: bool, te
 
 def write_bu4dfe(root: str | Path, subjects: int = 20, seed: int = 0, progress: bool = False,
                  realism: bool = True, texture_size: int = 0, workers: int = 1,
-                 seconds: tuple[float, float] = (0.8, 1.4)) -> Path:
+                 seconds: tuple[float, float] = (0.8, 1.4), crop_per_frame: bool = False) -> Path:
     """Write a BU-4DFE-like set: per subject 6 sequences at 25 fps (module docstring).
 
     Args:
@@ -239,16 +240,20 @@ def write_bu4dfe(root: str | Path, subjects: int = 20, seed: int = 0, progress: 
         texture_size: side of a `.jpg` texture per frame; 0 (default) writes none, which halves
             the set's size (a frame's uv indices cost as much as its triangles).
         seconds: (min, max) sequence duration; the real ones last about 4 s.
+        crop_per_frame: every frame scanned on its own, its own crop border, holes,
+            triangulation and noise (`facet.faces.scanner.scan_sequence`), as the real
+            release's frames are; default: one triangulation per sequence.
     Returns:
         `root`.
     """
     return _generate(root, "bu4dfe", _subject_ids(subjects, seed, 3, "bu4dfe"), _bu4dfe_subject,
                      progress, workers, seed=seed, realism=realism,
-                     texture_size=texture_size, seconds=seconds)
+                     texture_size=texture_size, seconds=seconds, crop_per_frame=crop_per_frame)
 
 
 def _4dme_subject(folder: Path, k: int, sid: str, seed: int, realism: bool, texture_size: int,
-                  clips: int, micro_fraction: float) -> tuple[str, list[dict]]:
+                  clips: int, micro_fraction: float, crop_per_frame: bool
+                  ) -> tuple[str, list[dict]]:
     subject, _ = person(seed, k, "4dme")
     rng = np.random.default_rng([seed, k, 3])
     first = int(rng.integers(len(FOURDME_CLASSES)))
@@ -262,7 +267,8 @@ def _4dme_subject(folder: Path, k: int, sid: str, seed: int, realism: bool, text
         curve, timing = envelope(num_frames, rng, rise=(0.2, 0.3) if micro else (0.15, 0.3),
                                  hold=(0.0, 0.1) if micro else (0.1, 0.3))
         items = scan_sequence(subject, [scale_aus(aus, a) for a in curve], rng, realism,
-                              texture_size, head_motion=0.3 if micro else 1.0)
+                              texture_size, head_motion=0.3 if micro else 1.0,
+                              crop_per_frame=crop_per_frame)
         clip = f"{sid}_C{c + 1:02d}"
         _write_frames(items, folder / sid / clip, 3)
         rows.append(_sequence_row(sid, subject, f"{sid}/{clip}", items, aus, timing,
@@ -284,11 +290,12 @@ def _4dme_labels(folder: Path, rows: list[dict]) -> None:
 
 def write_4dme(root: str | Path, subjects: int = 12, seed: int = 0, progress: bool = False,
                realism: bool = True, texture_size: int = 0, workers: int = 1, clips: int = 10,
-               micro_fraction: float = 0.7) -> Path:
+               micro_fraction: float = 0.7, crop_per_frame: bool = False) -> Path:
     """Write a 4DME-like set of micro- and macro-expression clips (module docstring).
 
     Args:
-        root, subjects, seed, progress, realism, texture_size, workers: as `write_bu4dfe`.
+        root, subjects, seed, progress, realism, texture_size, workers, crop_per_frame: as
+            `write_bu4dfe`.
         clips: clips per subject; classes cycle through FOURDME_CLASSES from a random start.
         micro_fraction: probability that a clip is a micro-expression.
     Returns:
@@ -299,11 +306,11 @@ def write_4dme(root: str | Path, subjects: int = 12, seed: int = 0, progress: bo
     ids = [f"S{k + 1:02d}" for k in range(subjects)]
     return _generate(root, "4dme", ids, _4dme_subject, progress, workers, index=_4dme_labels,
                      seed=seed, realism=realism, texture_size=texture_size, clips=clips,
-                     micro_fraction=micro_fraction)
+                     micro_fraction=micro_fraction, crop_per_frame=crop_per_frame)
 
 
 def _bp4d_subject(folder: Path, k: int, sid: str, seed: int, realism: bool, texture_size: int,
-                  seconds: tuple[float, float]) -> tuple[str, list[dict]]:
+                  seconds: tuple[float, float], crop_per_frame: bool) -> tuple[str, list[dict]]:
     subject, _ = person(seed, k, "bp4d")
     rng = np.random.default_rng([seed, k, 4])
     rows = []
@@ -315,7 +322,8 @@ def _bp4d_subject(folder: Path, k: int, sid: str, seed: int, realism: bool, text
         blinks = blink_track(num_frames, rng, per_second=0.4)
         frames = [with_au(with_au(with_au(scale_aus(peak, a), 25, j), 26, j), 45, b)
                   for a, j, b in zip(curve, talk, blinks)]
-        items = scan_sequence(subject, frames, rng, realism, texture_size, head_motion=4.0)
+        items = scan_sequence(subject, frames, rng, realism, texture_size, head_motion=4.0,
+                              crop_per_frame=crop_per_frame)
         _write_frames(items, folder / sid / task, 4)
         rows.append(_sequence_row(sid, subject, f"{sid}/{task}", items, peak, timing, task=task,
                                   emotion=BP4D_TASKS[task][1]))
@@ -324,20 +332,21 @@ def _bp4d_subject(folder: Path, k: int, sid: str, seed: int, realism: bool, text
 
 def write_bp4d(root: str | Path, subjects: int = 8, seed: int = 0, progress: bool = False,
                realism: bool = True, texture_size: int = 0, workers: int = 1,
-               seconds: tuple[float, float] = (1.6, 2.4)) -> Path:
+               seconds: tuple[float, float] = (1.6, 2.4), crop_per_frame: bool = False) -> Path:
     """Write a BP4D-Spontaneous-like set: per subject the 8 tasks T1-T8 (facet.data.layouts.
     BP4D_TASKS), spontaneous -- weaker, mixed with another task's AUs, longer, with blinks, head
     motion and, in T1, T2, T4 and T7, talking. For cross-dataset tests (train on BU-4DFE).
 
     Args:
-        root, subjects, seed, progress, realism, texture_size, workers: as `write_bu4dfe`.
+        root, subjects, seed, progress, realism, texture_size, workers, crop_per_frame: as
+            `write_bu4dfe`.
         seconds: (min, max) excerpt duration; the real tasks last minutes.
     Returns:
         `root`.
     """
     return _generate(root, "bp4d", _subject_ids(subjects, seed, 3, "bp4d"), _bp4d_subject, progress,
                      workers, seed=seed, realism=realism, texture_size=texture_size,
-                     seconds=seconds)
+                     seconds=seconds, crop_per_frame=crop_per_frame)
 
 
 # Bosphorus's named landmarks (.lm3) as indices among our 83 ("left" = the subject's left).
@@ -413,6 +422,7 @@ WRITERS = {"bu3dfe": write_bu3dfe, "bu4dfe": write_bu4dfe, "4dme": write_4dme,
            "bp4d": write_bp4d, "bosphorus": write_bosphorus}
 
 
+SEQUENCE_KINDS = ("bu4dfe", "4dme", "bp4d")  # writers of 4D sequences (--crop-per-frame)
 DEFAULT_SUBJECTS = {"bu3dfe": 60, "bu4dfe": 20, "4dme": 12, "bp4d": 8, "bosphorus": 60}
 
 
@@ -462,6 +472,9 @@ def main(argv: list[str] | None = None) -> str:
                         help="texture side in pixels, 0 = none (default: the writer's)")
     parser.add_argument("--no-realism", dest="realism", action="store_false",
                         help="no scanner effects or personal styles (the generator's ablation)")
+    parser.add_argument("--crop-per-frame", action="store_true",
+                        help="sequences: every frame its own crop border, holes, triangulation "
+                             "and noise, as a real 4D scanner's (default: one per sequence)")
     args = parser.parse_args(argv)
     for name in ("subjects", "workers"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -471,8 +484,12 @@ def main(argv: list[str] | None = None) -> str:
     out = args.out or default_root(args.kind, args.subjects)
     if out.exists():
         parser.error(f"--out {out} already exists; remove it or choose another folder")
+    if args.crop_per_frame and args.kind not in SEQUENCE_KINDS:
+        parser.error(f"--crop-per-frame: --kind={args.kind} writes static scans, not sequences")
     kw = {name: getattr(args, name) for name in ("subjects", "texture_size")
           if getattr(args, name) is not None}
+    if args.crop_per_frame:
+        kw["crop_per_frame"] = True
     start = time.perf_counter()
     WRITERS[args.kind](out, seed=args.seed, progress=True, realism=args.realism,
                        workers=args.workers, **kw)
