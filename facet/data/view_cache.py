@@ -50,9 +50,9 @@ from facet.render import (MIN_FOREGROUND, TRAINING_RENDER, RenderSettings, rende
                           vertex_normals)
 from facet.runtime import exit_with_parent, keep_freed_memory
 
-CACHE_FORMAT = 4  # bump when an entry's contents change: old folders are then ignored
+CACHE_FORMAT = 5  # bump when an entry's contents change: old folders are then ignored
 # (2: displacement without the head's rigid motion; 3: frames rendered aligned to the first;
-# 4: ICP fitted to the closest matches only, `ICP_KEPT`)
+# 4: ICP fitted to the closest matches only, `ICP_KEPT`; 5: ICP matches found in float32)
 
 # ICP (`align_to`, scans of differing topology) refits on this fraction of the nearest-neighbour
 # matches, the closest: where two scans differ -- the expression, each scan's own crop -- the
@@ -134,8 +134,12 @@ def align_to(verts: np.ndarray, first: np.ndarray, icp_steps: int = ICP_STEPS
     With vertex correspondence (same vertex count: synthetic data, registered scans) the fit is
     one Kabsch step and the distance the mean per-vertex displacement; otherwise (raw scans of
     varying topology) up to 2,000 evenly picked vertices of each are matched to their nearest
-    neighbours and refitted on the closest `ICP_KEPT` of the matches (`icp_steps` of trimmed
-    ICP, after Besl & McKay 1992), and the distance is that to the nearest neighbour.
+    neighbours and refitted on the closest `ICP_KEPT` of the matches (up to `icp_steps` of
+    trimmed ICP, after Besl & McKay 1992; it stops early when the matches repeat, as the same
+    matches give the same fit), and the distance is that to the nearest neighbour. The matches
+    are searched in float32: half the time of float64 (the search is most of ICP's cost, ~0.2 s
+    a frame), and fits within 0.04 degrees (mean 0.003) of float64's on frames scanned apart;
+    the fits themselves run in float64.
     """
     points, reference = torch.from_numpy(verts).double(), torch.from_numpy(first).double()
     if len(verts) == len(first):
@@ -144,14 +148,20 @@ def align_to(verts: np.ndarray, first: np.ndarray, icp_steps: int = ICP_STEPS
         return aligned.float().numpy(), float((aligned - reference).norm(dim=1).mean())
     pick = lambda v: v[np.linspace(0, len(v) - 1, min(len(v), 2000)).astype(int)]  # (<= 2000, 3)
     source, target = pick(points), pick(reference)
+    target32 = target.float()
     rotation, shift = torch.eye(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    matches = None
     for _ in range(icp_steps):
         moved = source @ rotation + shift
-        distance, nearest = torch.cdist(moved, target).min(dim=1)  # (n,) each: current matches
+        distance, nearest = torch.cdist(moved.float(), target32).min(dim=1)  # (n,) each
         kept = distance <= distance.quantile(ICP_KEPT)  # (n,) the closest matches
+        if matches is not None and torch.equal(nearest, matches[0]) and torch.equal(kept,
+                                                                                    matches[1]):
+            break  # converged: the same matches would give the same fit
+        matches = nearest, kept
         rotation, shift = _rigid_fit(source[kept], target[nearest[kept]])
     moved = source @ rotation + shift
-    distance = float(torch.cdist(moved, target).min(dim=1).values.mean())
+    distance = float(torch.cdist(moved.float(), target32).min(dim=1).values.mean())
     return (points @ rotation + shift).float().numpy(), distance
 
 
