@@ -246,7 +246,10 @@ def scan_sequence(subject: Subject, frames: Sequence[AUs], rng: np.random.Genera
     def noise_pattern(n: int) -> np.ndarray:  # (n,) mm, fixed over the frames of one scan
         return np.zeros(n) if scanner is None else rng.normal(0, pattern_sd, n)
 
-    pattern = noise_pattern(len(topology.sources))
+    def uv_of(topology: Topology) -> np.ndarray | None:  # (N, 2) texture coordinates
+        return np.round(topology.apply(uv_layout(model)), 4) if texture_size else None
+
+    pattern, uv = noise_pattern(len(topology.sources)), uv_of(topology)
     light = np.array([0.0, 0.3, 1.0]) + (0 if scanner is None else rng.normal(0, [0.35, 0.2, 0]))
     skin = _skin_of(subject, texture_size, model) if texture_size else None
     neutral, tip = _neutral_of(subject, model), model.landmarks68[30]
@@ -254,8 +257,7 @@ def scan_sequence(subject: Subject, frames: Sequence[AUs], rng: np.random.Genera
     for t, aus in enumerate(frames):
         if per_frame and t > 0:  # a new scan of the same take
             topology = new_topology()
-            pattern = noise_pattern(len(topology.sources))
-        uv = np.round(topology.apply(uv_layout(model)), 4) if texture_size else None
+            pattern, uv = noise_pattern(len(topology.sources)), uv_of(topology)
         along = float(_smoothstep(t / max(len(frames) - 1, 1)))
         pose = start + along * motion
         face = model.express(neutral, blend_weights(aus, model), subject.scale)  # (V, 3)
