@@ -173,9 +173,13 @@ def test_crop_per_frame_scans_every_frame_of_one_take_on_its_own(person):
 
 
 def test_sequence_writers_can_scan_every_frame_on_its_own(tmp_path, capsys):
-    root = synth.write_4dme(tmp_path / "4dme", subjects=1, clips=1, crop_per_frame=True)
-    frames = sorted((root / "S01" / "S01_C01").glob("*.wrl"))
+    root = synth.write_4dme(tmp_path / "4dme", subjects=1, clips=2, crop_per_frame=True)
+    frames = sorted((root / "S01" / "S01_C02").glob("*.wrl"))
     assert len({len(load_mesh(f).verts) for f in frames[:3]}) == 3
+    # The same clips as the default set's, only scanned apart: expressions, timing, head poses.
+    shared = synth.write_4dme(tmp_path / "shared", subjects=1, clips=2)
+    assert ((root / "ground_truth.jsonl").read_text()
+            == (shared / "ground_truth.jsonl").read_text())
     with pytest.raises(SystemExit):  # a static set has no frames to scan apart
         synth.main(["--kind", "bu3dfe", "--crop-per-frame", "--out", str(tmp_path / "b")])
     assert "static scans" in capsys.readouterr().err

@@ -206,7 +206,8 @@ def scan_sequence(subject: Subject, frames: Sequence[AUs], rng: np.random.Genera
     frontal, noiseless, frontally lit. With `crop_per_frame` every frame is scanned on its own,
     as a 4D scanner that reconstructs each frame gives them (BU-4DFE's frames differ in vertex
     count): one crop outline and steepest angle for the take, but each frame its own ragged
-    border, holes, triangulation, vertex order and noise pattern: no vertex is shared.
+    border, holes, triangulation, vertex order and noise pattern: no vertex is shared. Those
+    draws come from a stream of their own, so the face, its poses and light are the same.
 
     Args:
         subject: the person (`facet.faces.face_model.sample_subject`).
@@ -227,43 +228,41 @@ def scan_sequence(subject: Subject, frames: Sequence[AUs], rng: np.random.Genera
         raise ValueError("scan_sequence: realism=True needs an rng (or pass realism=False)")
     model = model or load_face_model()
     scanner = rng if realism else None
-    per_frame = crop_per_frame and scanner is not None
-    # the take's crop outline and steepest angle: each frame then rags its border, loses its
-    # own holes and triangulates on its own
-    take = ((crop_outline(model, rng), rng.uniform(*CROP_RANGES["steepest"]))
-            if per_frame and keep is None else None)
-
-    def new_topology() -> Topology:
-        return scan_topology(model, scanner, keep=keep if take is None
-                             else crop_mask(model, scanner, *take))
-
-    topology = new_topology()
+    topology = scan_topology(model, scanner, keep=keep)
     start = random_pose(scanner)
     motion = np.zeros(3) if scanner is None else rng.normal(0, head_motion, 3)
     drift = np.zeros(3) if scanner is None else rng.normal(0, 1.0, 3)  # mm
     pattern_sd = 0.0 if scanner is None else rng.uniform(0.05, 0.25)
-
-    def noise_pattern(n: int) -> np.ndarray:  # (n,) mm, fixed over the frames of one scan
-        return np.zeros(n) if scanner is None else rng.normal(0, pattern_sd, n)
+    pattern = np.zeros(len(topology.sources)) if scanner is None else \
+        rng.normal(0, pattern_sd, len(topology.sources))
+    light = np.array([0.0, 0.3, 1.0]) + (0 if scanner is None else rng.normal(0, [0.35, 0.2, 0]))
+    # Scanning frames apart draws from a stream of its own (spawning leaves `rng` where it is),
+    # and `rng` draws all it draws otherwise: the take shows the same face, poses, light and, in
+    # a writer, the same expressions after it, whichever way its frames are scanned.
+    apart = rng.spawn(1)[0] if crop_per_frame and scanner is not None else None
+    take = None  # the take's crop outline and steepest angle, shared by its frames
+    if apart is not None and keep is None:
+        take = crop_outline(model, apart), apart.uniform(*CROP_RANGES["steepest"])
+    skin = _skin_of(subject, texture_size, model) if texture_size else None
+    neutral, tip = _neutral_of(subject, model), model.landmarks68[30]
 
     def uv_of(topology: Topology) -> np.ndarray | None:  # (N, 2) texture coordinates
         return np.round(topology.apply(uv_layout(model)), 4) if texture_size else None
 
-    pattern, uv = noise_pattern(len(topology.sources)), uv_of(topology)
-    light = np.array([0.0, 0.3, 1.0]) + (0 if scanner is None else rng.normal(0, [0.35, 0.2, 0]))
-    skin = _skin_of(subject, texture_size, model) if texture_size else None
-    neutral, tip = _neutral_of(subject, model), model.landmarks68[30]
-    scans = []
+    uv, scans, count = uv_of(topology), [], len(topology.sources)
     for t, aus in enumerate(frames):
-        if per_frame and t > 0:  # a new scan of the same take
-            topology = new_topology()
-            pattern, uv = noise_pattern(len(topology.sources)), uv_of(topology)
+        noise = None if scanner is None else rng.normal(0, 0.05, count)  # fresh every frame
+        if apart is not None:  # this frame's own scan of the take: border, holes, triangles
+            topology = scan_topology(model, apart, keep=keep if take is None
+                                     else crop_mask(model, apart, *take))
+            pattern, uv = apart.normal(0, pattern_sd, len(topology.sources)), uv_of(topology)
+            noise = apart.normal(0, 0.05, len(topology.sources))
         along = float(_smoothstep(t / max(len(frames) - 1, 1)))
         pose = start + along * motion
         face = model.express(neutral, blend_weights(aus, model), subject.scale)  # (V, 3)
         verts = (topology.apply(face) - face[tip]) @ rotation(*pose).T + face[tip] + along * drift
         if scanner is not None:
-            verts[:, 2] += pattern + rng.normal(0, 0.05, len(verts))  # along the view axis
+            verts[:, 2] += pattern + noise  # along the view axis
         verts = verts.astype(np.float32)
         texture = None if skin is None else texture_image(skin, face, light / np.linalg.norm(light),
                                                           model)
