@@ -60,22 +60,28 @@ CROP_RANGES = {"half_width": (68.0, 84.0), "top": (72.0, 100.0), "bottom": (78.0
                "steepest": (72.0, 85.0)}
 
 
-def _oval(model: FaceModel, half_width: float, top: float, bottom: float
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(angle, distance from the nose tip, the oval's radius at that angle), each (V,), in the
-    frontal plane of the generic face."""
-    x, y, _ = (model.neutral - model.neutral[model.landmarks68[30]]).T  # from the nose tip
-    angle, radius = np.arctan2(y, x), np.hypot(x, y)
-    b = np.where(y > 0, top, bottom)
-    return angle, radius, 1 / np.sqrt((np.cos(angle) / half_width) ** 2 + (np.sin(angle) / b) ** 2)
+@lru_cache(maxsize=2)
+def _polar(model: FaceModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every model vertex seen from the nose tip in the frontal plane of the generic face: its
+    angle, its distance and whether it lies above, each (V,). Cached: every crop reads them."""
+    x, y, _ = (model.neutral - model.neutral[model.landmarks68[30]]).T
+    return np.arctan2(y, x), np.hypot(x, y), y > 0
+
+
+def _oval(model: FaceModel, half_width: float, top: float, bottom: float) -> np.ndarray:
+    """(V,) the radius, at each model vertex's angle (`_polar`), of an oval around the nose tip
+    reaching `top` above it, `bottom` below and `half_width` to either side."""
+    angle, _, above = _polar(model)
+    b = np.where(above, top, bottom)
+    return 1 / np.sqrt((np.cos(angle) / half_width) ** 2 + (np.sin(angle) / b) ** 2)
 
 
 def crop_outline(model: FaceModel, rng: np.random.Generator) -> np.ndarray:
     """A scanner's crop outline for one take: (V,) the radius of an oval at each model vertex's
     angle (in the frontal plane of the generic face, from the nose tip), its size drawn from
     `CROP_RANGES` and its outline bent by a few low harmonics."""
-    angle, _, oval = _oval(model, *(rng.uniform(*CROP_RANGES[key])
-                                    for key in ("half_width", "top", "bottom")))
+    angle = _polar(model)[0]
+    oval = _oval(model, *(rng.uniform(*CROP_RANGES[key]) for key in ("half_width", "top", "bottom")))
     for k in range(2, 6):  # a bent outline: each take's crop has its own shape
         oval *= 1 + rng.normal(0, 0.025) * np.cos(k * angle + rng.uniform(0, 2 * np.pi))
     return oval
@@ -94,7 +100,7 @@ def crop_mask(model: FaceModel, rng: np.random.Generator | None,
     if rng is None:
         return np.arange(len(model.neutral)) < model.narrow_face
     oval = crop_outline(model, rng) if outline is None else outline
-    _, radius, _ = _oval(model, 1.0, 1.0, 1.0)  # (V,) distance from the nose tip
+    radius = _polar(model)[1]  # (V,) distance from the nose tip
     keep = radius < oval + rng.normal(0, 1.5, len(radius))
     if steepest is None:
         steepest = rng.uniform(*CROP_RANGES["steepest"])
@@ -109,9 +115,9 @@ def typical_crop(model: FaceModel) -> np.ndarray:
     """(V,) bool: the crop of a typical scan, the middle of every `CROP_RANGES` range with a
     smooth outline and no holes (what `demo_face` keeps)."""
     middle = {key: sum(bounds) / 2 for key, bounds in CROP_RANGES.items()}
-    _, radius, oval = _oval(model, middle["half_width"], middle["top"], middle["bottom"])
-    return (radius < oval) & (_template_normals(model)[:, 2]
-                              > np.cos(np.radians(middle["steepest"])))
+    oval = _oval(model, middle["half_width"], middle["top"], middle["bottom"])
+    steep = _template_normals(model)[:, 2] <= np.cos(np.radians(middle["steepest"]))
+    return (_polar(model)[1] < oval) & ~steep
 
 
 def scan_topology(model: FaceModel, rng: np.random.Generator | None,
@@ -251,7 +257,8 @@ def scan_sequence(subject: Subject, frames: Sequence[AUs], rng: np.random.Genera
 
     uv, scans, count = uv_of(topology), [], len(topology.sources)
     for t, aus in enumerate(frames):
-        noise = None if scanner is None else rng.normal(0, 0.05, count)  # fresh every frame
+        # fresh every frame; drawn from `rng` even when scanned apart, to keep its stream
+        noise = None if scanner is None else rng.normal(0, 0.05, count)
         if apart is not None:  # this frame's own scan of the take: border, holes, triangles
             topology = scan_topology(model, apart, keep=keep if take is None
                                      else crop_mask(model, apart, *take))
