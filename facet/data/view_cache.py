@@ -150,15 +150,15 @@ def align_to(verts: np.ndarray, first: np.ndarray, icp_steps: int = ICP_STEPS
     source, target = pick(points), pick(reference)
     target32 = target.float()
     rotation, shift = torch.eye(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
-    matches = None
+    previous = None
     for _ in range(icp_steps):
         moved = source @ rotation + shift
         distance, nearest = torch.cdist(moved.float(), target32).min(dim=1)  # (n,) each
         kept = distance <= distance.quantile(ICP_KEPT)  # (n,) the closest matches
-        if matches is not None and torch.equal(nearest, matches[0]) and torch.equal(kept,
-                                                                                    matches[1]):
+        matches = torch.where(kept, nearest, -1)  # (n,) what the fit reads: -1 = not used
+        if previous is not None and torch.equal(matches, previous):
             break  # converged: the same matches would give the same fit
-        matches = nearest, kept
+        previous = matches
         rotation, shift = _rigid_fit(source[kept], target[nearest[kept]])
     moved = source @ rotation + shift
     distance = float(torch.cdist(moved.float(), target32).min(dim=1).values.mean())
