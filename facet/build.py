@@ -87,15 +87,18 @@ def dataset_root(config: TrainConfig, dist: DistInfo = DistInfo(),
         if not root.is_dir():
             raise FileNotFoundError(f"--data={config.data}: no such folder")
         return root
-    root = synth.default_root(config.synth_kind, config.synth_subjects)
+    root = synth.default_root(config.synth_kind, config.synth_subjects,
+                              config.synth_crop_per_frame)
     if dist.is_main and say is not None and not root.is_dir():  # a one-off: what and where
         say(f"generating the built-in {config.synth_kind} set ({config.synth_subjects} "
-            f"subjects) into {root}, once: later runs reuse it" +
+            f"subjects{', every frame scanned apart' if config.synth_crop_per_frame else ''}) "
+            f"into {root}, once: later runs reuse it" +
             (" (the 60-subject BU-3DFE-like set: 1.2 GB, under 2 minutes on 2 cores)"
              if config.synth_kind == "bu3dfe" else ""))
     if dist.is_main:
+        scans = {"crop_per_frame": True} if config.synth_crop_per_frame else {}  # sequences only
         synth.ensure_dataset(config.synth_kind, root, subjects=config.synth_subjects, seed=0,
-                             progress=True)
+                             progress=True, **scans)
     barrier()  # the other ranks wait until rank 0 has published the set
     return root
 

@@ -29,7 +29,7 @@ from facet.augment import mirror_slots
 from facet.baseline import CNN_MODEL, CNN_WIDTHS
 from facet.camera import format_views, parse_views
 from facet.clip import PRESETS as CLIP_PRESETS
-from facet.faces.synth import WRITERS
+from facet.faces.synth import SEQUENCE_KINDS, WRITERS
 from facet.model import FacetConfig
 from facet.render import MODES, TRAINING_RENDER
 
@@ -45,6 +45,8 @@ class TrainConfig:
     dataset: str = "auto"  # layout: auto, bu3dfe, bu4dfe, bosphorus, bp4d, 4dme, folder
     synth_kind: str = "bu3dfe"  # set made when data="": bu3dfe, bu4dfe, 4dme, bp4d, bosphorus
     synth_subjects: int = 60  # subjects in the synthetic set (BU-3DFE protocol uses 60)
+    # (the frames of a real 4D scan share no vertex: they are then aligned by ICP, not Kabsch)
+    synth_crop_per_frame: bool = False  # sequences: each frame its own crop, holes and noise
     intensities: Optional[tuple[int, ...]] = None  # levels kept; none = the dataset's protocol
     subjects: Optional[int] = None  # first n subjects kept; none = the dataset's protocol
     split: Literal["kfold", "loso"] = "kfold"  # subject k-fold or leave-one-subject-out
@@ -250,6 +252,9 @@ def validate(config: TrainConfig) -> TrainConfig:
         problems.append(f"--mode={c.mode!r}: choose one of {', '.join(MODES)}")
     if c.synth_kind not in SYNTH_KINDS:
         problems.append(f"--synth_kind={c.synth_kind!r}: choose one of {', '.join(SYNTH_KINDS)}")
+    elif c.synth_crop_per_frame and c.synth_kind not in SEQUENCE_KINDS:
+        problems.append(f"--synth_crop_per_frame: --synth_kind={c.synth_kind} makes static "
+                        f"scans, not sequences ({', '.join(SEQUENCE_KINDS)} do)")
     if c.device not in ("auto", "cpu", "cuda"):
         problems.append(f"--device={c.device!r}: choose auto, cpu or cuda")
     if c.name in (".", "..") or re.search(r"[/\\]", c.name):

@@ -240,6 +240,22 @@ def test_synth_cli_and_train_share_the_generated_folder(tmp_path, monkeypatch, c
     assert "generating" not in capsys.readouterr().err  # present: nothing to announce
 
 
+def test_train_asks_for_a_built_in_set_scanned_frame_by_frame(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FACET_DATA", str(tmp_path))
+    asked = {}
+    monkeypatch.setattr(synth, "ensure_dataset", lambda kind, root, **kw: asked.update(kw))
+    config = parse_args(["--preset=4d", "--synth_subjects=2", "--synth_crop_per_frame"])
+    root = build.dataset_root(config, say=train.to_stderr)
+    # its own folder, beside the shared-triangulation set of the same people, which it never
+    # replaces; the CLI writes the same folder
+    assert root == tmp_path / "bu4dfe-2subjects-g2-cropperframe"
+    assert synth.default_root("bu4dfe", 2, crop_per_frame=True) == root
+    assert asked["crop_per_frame"] is True
+    assert "every frame scanned apart" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="static scans"):  # BU-3DFE-like scans have no frames
+        parse_args(["--synth_crop_per_frame"])
+
+
 def test_grad_accum_matches_the_unaccumulated_step(tiny_root, cache):
     """Two micro-batches of 6 accumulated = one step of 12: the same weights afterwards."""
     config = parse_args([f"--data={tiny_root}", f"--cache={cache}", *TINY, "--no-augment",

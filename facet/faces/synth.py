@@ -426,16 +426,18 @@ SEQUENCE_KINDS = ("bu4dfe", "4dme", "bp4d")  # writers of 4D sequences (--crop-p
 DEFAULT_SUBJECTS = {"bu3dfe": 60, "bu4dfe": 20, "4dme": 12, "bp4d": 8, "bosphorus": 60}
 
 
-def default_root(kind: str = "bu3dfe", subjects: int | None = None) -> Path:
+def default_root(kind: str = "bu3dfe", subjects: int | None = None,
+                 crop_per_frame: bool = False) -> Path:
     """Where a generated set lives unless told otherwise: `$FACET_DATA` or `<repo>/data/synth`
     (git-ignored), then `<kind>-<subjects>subjects` (+ `-g<generation>` after the first
-    generation of its people), so `python -m facet.faces.synth` and train.py find the same
-    folder and a run asking for another size or other people never reuses a stale set."""
+    generation of its people, + `-cropperframe` for sequences scanned frame by frame), so
+    `python -m facet.faces.synth` and train.py find the same folder and a run asking for another
+    size, other people or other scans never reuses a stale set."""
     env = os.environ.get("FACET_DATA")
     base = Path(env) if env else Path(__file__).resolve().parents[2] / "data" / "synth"
     generation = "" if GENERATIONS[kind] == 1 else f"-g{GENERATIONS[kind]}"
     count = DEFAULT_SUBJECTS[kind] if subjects is None else subjects
-    return base / f"{kind}-{count}subjects{generation}"
+    return base / f"{kind}-{count}subjects{generation}{'-cropperframe' if crop_per_frame else ''}"
 
 
 def ensure_dataset(kind: str = "bu3dfe", root: str | Path | None = None, **kw) -> Path:
@@ -452,7 +454,8 @@ def ensure_dataset(kind: str = "bu3dfe", root: str | Path | None = None, **kw) -
     if kind not in WRITERS:
         raise ValueError(f"unknown synthetic dataset kind {kind!r}; expected one of "
                          f"{list(WRITERS)}")
-    root = Path(root) if root is not None else default_root(kind, kw.get("subjects"))
+    root = Path(root) if root is not None else default_root(kind, kw.get("subjects"),
+                                                            kw.get("crop_per_frame", False))
     if root.is_dir():
         return root
     return WRITERS[kind](root, **kw)
@@ -464,7 +467,8 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description="Generate a built-in 3D/4D face dataset.")
     parser.add_argument("--kind", choices=sorted(WRITERS), default="bu3dfe")
     parser.add_argument("--out", type=Path, default=None,
-                        help="default: data/synth/KIND-Nsubjects (where train.py looks)")
+                        help="default: data/synth/KIND-Nsubjects[-cropperframe] (where train.py "
+                             "looks)")
     parser.add_argument("--subjects", type=int, default=None, help="default: the writer's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="processes (default: 2)")
@@ -481,7 +485,7 @@ def main(argv: list[str] | None = None) -> str:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.texture_size is not None and args.texture_size < 0:
         parser.error(f"--texture-size must be >= 0, got {args.texture_size}")
-    out = args.out or default_root(args.kind, args.subjects)
+    out = args.out or default_root(args.kind, args.subjects, args.crop_per_frame)
     if out.exists():
         parser.error(f"--out {out} already exists; remove it or choose another folder")
     if args.crop_per_frame and args.kind not in SEQUENCE_KINDS:
