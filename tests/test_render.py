@@ -110,3 +110,16 @@ def test_vertex_normals_are_the_normalised_sums_of_area_weighted_face_normals():
     assert got.shape == (len(verts), 3) and got.is_contiguous()
     # float32 sums in another order: unit vectors agree to a few float32 roundings
     np.testing.assert_allclose(got.numpy(), expected, atol=2e-6, rtol=0)
+
+
+def test_renders_are_ordinary_tensors_that_training_can_use():
+    """render_views works in inference mode (for speed); what it returns must not be an
+    inference tensor, which autograd refuses to save for a backward pass."""
+    # what training renders (normal maps); one view of three channels is laid out contiguous
+    # already, where a copy-if-needed would hand out the inference tensor itself
+    for views in ([(0, 0)], [(-20, 0), (0, 0), (20, 0)]):
+        images = render_views(demo_face(), views, image_size=16, mode="normals")
+        assert not images.is_inference() and images.is_contiguous()
+        layer = torch.nn.Conv2d(3, 2, 3)
+        layer(images).square().sum().backward()  # saves the images for the weights' gradient
+        assert layer.weight.grad is not None
