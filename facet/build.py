@@ -198,7 +198,8 @@ def make_dataset(samples: list[Sample], cache: ViewCache, config: TrainConfig,
     aus = annotated_aus(samples) if train and config.lambda_au > 0 else ()
     return FaceViewsDataset(samples, cache, frames=config.frames, sampling=config.frame_sampling,
                             train=train, seed=config.seed, classes=classes, onset=config.onset,
-                            magnify=config.magnify, change_rms=config.change_rms, aus=aus)
+                            magnify=config.magnify, change_rms=config.change_rms,
+                            common=config.onset_common, aus=aus)
 
 
 def annotated_aus(samples: Sequence[Sample]) -> tuple[int, ...]:

@@ -70,6 +70,7 @@ class TrainConfig:
     onset: Literal["none", "difference", "magnified"] = "none"  # vs the first frame / neutral scan
     magnify: float = 1.0  # alpha of the onset change: x_0 + alpha (x_t - x_0), 0.5 + alpha (...)
     change_rms: float = 0.0  # > 0: alpha per sample instead, so its largest change has this RMS
+    onset_common: bool = False  # onset: a change only where both frames show the face
     # --- model ---
     model: str = "tiny-stem"  # CLIP architecture (facet.clip.PRESETS); "cnn": the baseline
     pretrained: str = "facet-clip"  # CLIP weights (OpenAI's layout) to fine-tune; "" = scratch
@@ -224,6 +225,10 @@ def validate(config: TrainConfig) -> TrainConfig:
                         "--align_frames")
     if c.change_rms < 0:
         problems.append(f"--change_rms must be >= 0 (got {c.change_rms})")
+    if c.onset_common and (c.onset == "none" or c.mode not in ("normals", "shaded")):
+        problems.append("--onset_common keeps the change from the first frame where both frames "
+                        "show the face: it needs --onset=difference or --onset=magnified, and "
+                        "--mode=normals or shaded (no face pixel of those is the white background)")
     if c.change_rms > 0 and c.onset == "none":
         problems.append("--change_rms normalises the change from the first frame: it needs "
                         "--onset=difference or --onset=magnified")

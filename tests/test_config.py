@@ -35,6 +35,9 @@ def test_types_parse():
     ("--fusion_gate=vector", "expected one of scalar, matrix"),
     ("--mtgf_queries=prompts --no-mtgf", "--mtgf_queries=prompts chooses how MTGF attends, "
                                          "and --no-mtgf switches MTGF off"),
+    ("--onset_common", "it needs --onset=difference or --onset=magnified"),
+    ("--preset=4d --onset_common --mode=texture", "--mode=normals or shaded"),
+    ("--synth_crop_per_frame", "makes static scans, not sequences"),
 ])
 def test_bad_values_name_the_option(arg, words):
     with pytest.raises(ValueError) as caught:

@@ -348,6 +348,22 @@ def test_onset_inputs_are_the_change_from_the_first_frame():
     assert torch.equal(model_input(pixels[[0, 0]], "difference")[0], torch.full((1, 3, 1, 2), 0.5))
 
 
+def test_onset_common_keeps_the_change_where_both_frames_show_the_face():
+    """--onset_common: a pixel that the first frame or frame t leaves as background (white in
+    every channel: a border or hole of one scan only) does not change; elsewhere the change is
+    the plain one. Three pixels: both frames' face, the later frame's only, the first's only."""
+    first = [[[[90, 255, 255]], [[40, 255, 255]], [[50, 255, 30]]]]  # (V=1, C=3, H=1, W=3)
+    later = [[[[99, 80, 255]], [[60, 255, 255]], [[20, 255, 255]]]]  # face: a channel not white
+    pixels = torch.tensor([first, later], dtype=torch.uint8)  # (T'=2, V=1, C=3, H=1, W=3)
+    plain = model_input(pixels, "difference", 2.0)  # (T=1, V=1, C=3, H=1, W=3)
+    common = model_input(pixels, "difference", 2.0, common=True)
+    torch.testing.assert_close(common[..., 0], plain[..., 0])  # both frames: the same change
+    assert not torch.equal(plain[..., 1:], torch.full_like(plain[..., 1:], 0.5))
+    assert torch.equal(common[..., 1:], torch.full_like(common[..., 1:], 0.5))  # no change
+    magnified = model_input(pixels, "magnified", 3.0, common=True)
+    torch.testing.assert_close(magnified[0, 0, :, 0, 1], pixels[0, 0, :, 0, 1].float() / 255)
+
+
 def test_change_rms_normalises_the_largest_change():
     """--change_rms: alpha = target / RMS of the most changed frame, computed by hand; a faint
     and a broad copy of the same change come out the same; a change below half an 8-bit level

@@ -315,7 +315,8 @@ def explain(predictor: Predictor, scan: ScanInput, classes: Sequence[str] | None
                       first if isinstance(first, Mesh) else load_mesh(first))
     if config.onset != "none":
         frames = frames[1:]  # the first is the reference, not an input
-    views = model_input(pixels, config.onset, config.magnify, config.change_rms)  # (T, V, 3, H, W)
+    views = model_input(pixels, config.onset, config.magnify, config.change_rms,
+                        config.onset_common)  # (T, V, 3, H, W)
     views = views.to(device)[None]  # (1, T, V, 3, H, W)
     shown = (views[0] * 255).round().to(torch.uint8).cpu()  # what the model saw, as uint8
     texts = each = prompts = None

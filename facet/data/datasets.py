@@ -250,7 +250,7 @@ MIN_CHANGE_RMS = 0.5 / 255
 
 
 def model_input(pixels: torch.Tensor, onset: str = "none", magnify: float = 1.0,
-                change_rms: float = 0.0) -> torch.Tensor:
+                change_rms: float = 0.0, common: bool = False) -> torch.Tensor:
     """Cached uint8 views (T', V, C, H, W) -> what the model reads, float (T, V, 3, H, W) in
     [0, 1]: the frames / 255, or with an onset reference (then row 0 is the first frame, T =
     T' - 1) each frame's change from it (module docstring). Grey entries get three channels.
@@ -258,11 +258,20 @@ def model_input(pixels: torch.Tensor, onset: str = "none", magnify: float = 1.0,
     The change is scaled by alpha = `magnify`, or, with `change_rms` > 0, by the alpha that
     gives the most changed of the T frames that RMS (over all its views and pixels): an
     intensity-normalised change, the same size for a faint micro-expression and a broad one.
+
+    With `common`, a frame changes only where it and the first both show the face: frames of
+    a real 4D scan are each scanned on their own, with a border and holes of their own, and a
+    pixel that only one of them covers holds the scanner, not the expression. A pixel shows
+    the face unless it is the white background in every channel (exact for normal maps and
+    shaded renders, where no face pixel is pure white).
     """
     views = pixels.float().div_(255)
     if onset != "none":
         first, views = views[:1], views[1:]  # (1, V, C, H, W), (T, V, C, H, W)
         change = views - first
+        if common:
+            face = (pixels < 255).any(dim=2, keepdim=True)  # (T + 1, V, 1, H, W)
+            change *= face[:1] & face[1:]  # (T, V, 1, H, W): both frames show the face
         if change_rms > 0:
             largest = change.square().flatten(1).mean(dim=1).max().sqrt()  # () RMS of one frame
             change *= change_rms / largest.clamp(min=MIN_CHANGE_RMS)
@@ -282,6 +291,7 @@ class FaceViewsDataset(Dataset):
         sampling: "uniform", "apex" or "expressive" (4D frame sampling, `sample_frames`).
         onset: "none", "difference" or "magnified": frames relative to the first (module
             docstring); magnify: its alpha; change_rms: > 0 normalises the change instead
+            (`model_input`); common: a change only where both frames show the face
             (`model_input`).
         train: draw random frames (seeded by seed, epoch and index) instead of fixed ones.
         seed: base seed of the random frame choice.
@@ -300,12 +310,13 @@ class FaceViewsDataset(Dataset):
     def __init__(self, samples: Sequence[Sample], cache: ViewCache, frames: int = 1,
                  sampling: str = "uniform", train: bool = False, seed: int = 0,
                  classes: Sequence[str] | None = None, onset: str = "none",
-                 magnify: float = 1.0, change_rms: float = 0.0, aus: Sequence[int] = ()):
+                 magnify: float = 1.0, change_rms: float = 0.0, common: bool = False,
+                 aus: Sequence[int] = ()):
         if sampling not in SAMPLING:
             raise ValueError(f"unknown frame sampling {sampling!r}; choose one of {SAMPLING}")
         if onset not in ONSETS:
             raise ValueError(f"unknown onset reference {onset!r}; choose one of {ONSETS}")
-        self.onset, self.magnify, self.change_rms = onset, magnify, change_rms
+        self.onset, self.magnify, self.change_rms, self.common = onset, magnify, change_rms, common
         if frames < 1:
             raise ValueError(f"frames must be >= 1, got {frames}")
         self.samples, self.cache = list(samples), cache
@@ -343,7 +354,8 @@ class FaceViewsDataset(Dataset):
         if self.onset != "none":  # the first frame is the reference: load it with the picks
             picks = np.concatenate([[0], picks])
         pixels = torch.from_numpy(self.cache.load(sample, picks))  # (T(+1), V, C, H, W) uint8
-        views = model_input(pixels, self.onset, self.magnify, self.change_rms)  # (T, V, 3, H, W)
+        views = model_input(pixels, self.onset, self.magnify, self.change_rms,
+                            self.common)  # (T, V, 3, H, W)
         # the sample's own augmentation seed: the same draw in any batch, on any DDP rank
         seed = int(np.random.default_rng((self.seed, self.epoch, i, 1)).integers(2 ** 62))
         meta = {"subject": sample.subject, "intensity": sample.intensity, "sex": sample.sex,
@@ -365,7 +377,7 @@ class FaceViewsDataset(Dataset):
         """What the model reads of item i's apex frame, float (V, 3, H, W) in [0, 1]."""
         picks = [0, self.apexes[i]] if self.onset != "none" else [self.apexes[i]]
         pixels = torch.from_numpy(self.cache.load(self.samples[i], picks))
-        return model_input(pixels, self.onset, self.magnify, self.change_rms)[-1]
+        return model_input(pixels, self.onset, self.magnify, self.change_rms, self.common)[-1]
 
 
 def view_statistics(dataset: Sequence) -> tuple[torch.Tensor, float]:
