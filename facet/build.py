@@ -96,9 +96,8 @@ def dataset_root(config: TrainConfig, dist: DistInfo = DistInfo(),
             (" (the 60-subject BU-3DFE-like set: 1.2 GB, under 2 minutes on 2 cores)"
              if config.synth_kind == "bu3dfe" else ""))
     if dist.is_main:
-        scans = {"crop_per_frame": True} if config.synth_crop_per_frame else {}  # sequences only
         synth.ensure_dataset(config.synth_kind, root, subjects=config.synth_subjects, seed=0,
-                             progress=True, **scans)
+                             progress=True, crop_per_frame=config.synth_crop_per_frame)
     barrier()  # the other ranks wait until rank 0 has published the set
     return root
 

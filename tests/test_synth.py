@@ -152,6 +152,8 @@ def test_ensure_dataset_generates_once(tmp_path, monkeypatch):
     assert next(root.rglob("*.wrl")).stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="unknown synthetic dataset"):
         synth.ensure_dataset("bosphorus5")
+    with pytest.raises(ValueError, match="static scans"):  # no frames to scan apart
+        synth.ensure_dataset("bu3dfe", crop_per_frame=True)
 
 
 def test_crop_per_frame_scans_every_frame_of_one_take_on_its_own(person):

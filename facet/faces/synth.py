@@ -440,24 +440,30 @@ def default_root(kind: str = "bu3dfe", subjects: int | None = None,
     return base / f"{kind}-{count}subjects{generation}{'-cropperframe' if crop_per_frame else ''}"
 
 
-def ensure_dataset(kind: str = "bu3dfe", root: str | Path | None = None, **kw) -> Path:
-    """Return the dataset folder `root` (default `default_root(kind, subjects)`), generating
-    it if absent.
+def ensure_dataset(kind: str = "bu3dfe", root: str | Path | None = None,
+                   crop_per_frame: bool = False, **kw) -> Path:
+    """Return the dataset folder `root` (default `default_root(kind, subjects, crop_per_frame)`),
+    generating it if absent.
 
     Args:
         kind: a key of `WRITERS`.
         root: the dataset folder; it counts as present when it exists (writers publish atomically).
+        crop_per_frame: sequences with every frame scanned apart (`write_bu4dfe`).
         **kw: passed to the writer (subjects, seed, progress, realism, ...).
     Raises:
-        ValueError: unknown kind.
+        ValueError: unknown kind, or `crop_per_frame` for a kind of static scans.
     """
     if kind not in WRITERS:
         raise ValueError(f"unknown synthetic dataset kind {kind!r}; expected one of "
                          f"{list(WRITERS)}")
+    if crop_per_frame and kind not in SEQUENCE_KINDS:
+        raise ValueError(f"crop_per_frame: {kind} writes static scans, not sequences")
     root = Path(root) if root is not None else default_root(kind, kw.get("subjects"),
-                                                            kw.get("crop_per_frame", False))
+                                                            crop_per_frame)
     if root.is_dir():
         return root
+    if crop_per_frame:  # only the sequence writers take it
+        kw["crop_per_frame"] = True
     return WRITERS[kind](root, **kw)
 
 
@@ -485,18 +491,16 @@ def main(argv: list[str] | None = None) -> str:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.texture_size is not None and args.texture_size < 0:
         parser.error(f"--texture-size must be >= 0, got {args.texture_size}")
+    if args.crop_per_frame and args.kind not in SEQUENCE_KINDS:
+        parser.error(f"--crop-per-frame: --kind={args.kind} writes static scans, not sequences")
     out = args.out or default_root(args.kind, args.subjects, args.crop_per_frame)
     if out.exists():
         parser.error(f"--out {out} already exists; remove it or choose another folder")
-    if args.crop_per_frame and args.kind not in SEQUENCE_KINDS:
-        parser.error(f"--crop-per-frame: --kind={args.kind} writes static scans, not sequences")
     kw = {name: getattr(args, name) for name in ("subjects", "texture_size")
           if getattr(args, name) is not None}
-    if args.crop_per_frame:
-        kw["crop_per_frame"] = True
     start = time.perf_counter()
-    WRITERS[args.kind](out, seed=args.seed, progress=True, realism=args.realism,
-                       workers=args.workers, **kw)
+    ensure_dataset(args.kind, out, crop_per_frame=args.crop_per_frame, seed=args.seed,
+                   progress=True, realism=args.realism, workers=args.workers, **kw)
     files = sum(1 for p in out.rglob("*") if p.suffix in MESH_SUFFIXES)  # .wrl, or .bnt
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return (f"wrote {files} meshes ({size / 2**20:.0f} MiB) to {out} in "
